@@ -1,0 +1,283 @@
+"""SQLAlchemy 2 typed models: the database is the truth (clients, rates, ledger, calls, CDRs).
+
+Money is stored as integer micro-units (BIGINT) and read back as Decimal, so SQLite (which has
+no exact decimal type) and PostgreSQL keep the same exact values and SUM() stays exact.
+Times are stored as naive UTC and read back as aware UTC on both engines.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from billing_core.money import from_micros, to_micros
+
+
+class MoneyType(TypeDecorator[Decimal]):
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> int | None:
+        return None if value is None else to_micros(value)
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> Decimal | None:
+        return None if value is None else from_micros(int(value))
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class Setting(Base):
+    __tablename__ = "settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class CatalogVersion(Base):
+    """One row; incremented by every change to what authorization reads."""
+
+    __tablename__ = "catalog_version"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RateTableRow(Base):
+    __tablename__ = "rate_tables"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    currency: Mapped[str] = mapped_column(String(3))
+
+
+class RateRow(Base):
+    __tablename__ = "rates"
+    __table_args__ = (UniqueConstraint("rate_table_id", "code", "effective_date"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    rate_table_id: Mapped[int] = mapped_column(ForeignKey("rate_tables.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    rate: Mapped[Decimal] = mapped_column(MoneyType)
+    setup_fee: Mapped[Decimal] = mapped_column(MoneyType)
+    min_volume: Mapped[int] = mapped_column(Integer)
+    interval: Mapped[int] = mapped_column(Integer)
+    grace_volume: Mapped[int] = mapped_column(Integer)
+    effective_date: Mapped[datetime] = mapped_column(UTCDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ClientRow(Base):
+    __tablename__ = "clients"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    status: Mapped[str] = mapped_column(String(8), default="active")
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    locale: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    bill_events_by: Mapped[str] = mapped_column(String(10), default="disconnect")
+    postpaid: Mapped[bool] = mapped_column(Boolean, default=False)
+    credit: Mapped[Decimal] = mapped_column(MoneyType)
+    rate_table_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rate_tables.id", ondelete="RESTRICT"), nullable=True
+    )
+    capacity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    low_balance_threshold: Mapped[Decimal | None] = mapped_column(MoneyType, nullable=True)
+    low_balance_capacity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reseller: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    tax_profile: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    payment_terms: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hidden_numbers: Mapped[bool] = mapped_column(Boolean, default=False)
+    autoinvoicing: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_invoiced: Mapped[date | None] = mapped_column(Date, nullable=True)
+    company_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    main_email: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    billing_email: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    rates_email: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    address: Mapped[str | None] = mapped_column(Text, nullable=True)
+    zip_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    tax_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    registration_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    account_details: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class TagRow(Base):
+    __tablename__ = "tags"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class ClientTagRow(Base):
+    __tablename__ = "client_tags"
+    client_id: Mapped[int] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
+
+
+class AccountRow(Base):
+    __tablename__ = "accounts"
+    __table_args__ = (Index("ix_accounts_ident_value", "ident", "value"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    ident: Mapped[str] = mapped_column(String(5))
+    value: Mapped[str] = mapped_column(String(128))
+    tech_prefix: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    password_hash: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class TransactionRow(Base):
+    """The ledger: payments (positive), charges (negative), one row per charged CDR."""
+
+    __tablename__ = "transactions"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # payment | charge | call
+    amount: Mapped[Decimal] = mapped_column(MoneyType)
+    note: Mapped[str] = mapped_column(Text, default="")
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True, nullable=True)
+    cdr_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LiveBalanceRow(Base):
+    """The live balance (sum of the ledger), kept in step with it in the same transaction."""
+
+    __tablename__ = "live_balances"
+    client_id: Mapped[int] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    balance: Mapped[Decimal] = mapped_column(MoneyType)
+
+
+class CallRow(Base):
+    """Calls in progress: held (authorized) or active (accounting seen)."""
+
+    __tablename__ = "calls"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    nas_key: Mapped[str] = mapped_column(String(160))
+    acct_session_id: Mapped[str] = mapped_column(String(255), default="")
+    called: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(8))  # held | active
+    granted_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    hold: Mapped[Decimal] = mapped_column(MoneyType)
+    authorized_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    hold_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    max_session_time: Mapped[int] = mapped_column(Integer, default=0)
+    charged: Mapped[bool] = mapped_column(Boolean, default=False)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CallKeyRow(Base):
+    """Every identifier a call's requests carried, under its NAS key."""
+
+    __tablename__ = "call_keys"
+    __table_args__ = (Index("ix_call_keys_nas_key_key", "nas_key", "key"),)
+    call_id: Mapped[int] = mapped_column(
+        ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    nas_key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class CdrRow(Base):
+    __tablename__ = "cdrs"
+    __table_args__ = (
+        UniqueConstraint(
+            "nas_key",
+            "epoch",
+            "acct_session_id",
+            "conf_id",
+            "origin",
+            "duration",
+            name="uq_cdrs_leg_identity",
+        ),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    call_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    nas_key: Mapped[str] = mapped_column(String(160))
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    acct_session_id: Mapped[str] = mapped_column(String(255))
+    conf_id: Mapped[str] = mapped_column(String(255), default="")
+    origin: Mapped[str] = mapped_column(String(16), default="")
+    called: Mapped[str] = mapped_column(String(64))
+    duration: Mapped[int] = mapped_column(Integer)
+    billed_duration: Mapped[int] = mapped_column(Integer)
+    cost: Mapped[Decimal] = mapped_column(MoneyType)
+    rate_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    rated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    stopped_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_by: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AcctEventRow(Base):
+    """Every Accounting-Request as received: the durable record answered upon."""
+
+    __tablename__ = "acct_events"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    nas_key: Mapped[str] = mapped_column(String(160))
+    status: Mapped[int] = mapped_column(Integer)
+    acct_session_id: Mapped[str] = mapped_column(String(255), index=True)
+    arrived: Mapped[datetime] = mapped_column(UTCDateTime)
+    delay: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attributes: Mapped[str] = mapped_column(Text)
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a model, typed as a Table (for insert/update/delete)."""
+    result = model.__table__
+    assert isinstance(result, Table)
+    return result

@@ -1,0 +1,162 @@
+"""Reading a provisioning file from disk (CONTRACT §4); validation is in ``provisioning``.
+
+YAML is read with a ``yaml.SafeLoader`` that also refuses a key repeated in one mapping
+(plain ``safe_load`` would silently keep the last one); a ``.json`` file is read with
+``json``, refusing repeated keys too. Rates CSV files are resolved relative to the
+provisioning file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Hashable, Iterator
+from pathlib import Path
+
+import yaml
+
+from billing_core.provisioning import (
+    RATE_COLUMNS,
+    RATE_REQUIRED_COLUMNS,
+    ProvisioningError,
+    ProvisioningSpec,
+    parse_provisioning,
+)
+
+__all__ = ["load_provisioning_file"]
+
+
+def load_provisioning_file(path: Path) -> ProvisioningSpec:
+    """Read, parse and validate ``path``; raise ProvisioningError (one line) on any fault."""
+    name = path.name
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ProvisioningError(name, f"cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ProvisioningError(name, f"cannot read: not UTF-8 text (byte {exc.start})") from exc
+
+    data = _load_json(text, name) if path.suffix.lower() == ".json" else _load_yaml(text, name)
+    base = path.parent
+
+    def read_csv(relpath: str) -> Iterator[tuple[int, dict[str, str]]]:
+        return _read_rates_csv(base / relpath, relpath)
+
+    return parse_provisioning(data, read_csv)
+
+
+# --- YAML and JSON -------------------------------------------------------------------------
+
+
+class _StrictSafeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated within one mapping."""
+
+    def construct_mapping(
+        self, node: yaml.MappingNode, deep: bool = False
+    ) -> dict[Hashable, object]:
+        seen: set[object] = set()
+        for key_node, _value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<' merge keys may be overridden on purpose
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # the base class reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(text: str, name: str) -> object:
+    loader = _StrictSafeLoader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "malformed"
+        where = f"{name} line {mark.line + 1}" if mark is not None else name
+        raise ProvisioningError(where, f"invalid YAML: {problem}") from exc
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        # e.g. an unquoted timestamp that is no date: "2026-13-01"
+        raise ProvisioningError(name, f"invalid YAML: {exc}") from exc
+    finally:
+        loader.dispose()
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"found duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _load_json(text: str, name: str) -> object:
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise ProvisioningError(f"{name} line {exc.lineno}", f"invalid JSON: {exc.msg}") from exc
+    except ValueError as exc:
+        raise ProvisioningError(name, f"invalid JSON: {exc}") from exc
+
+
+# --- rates CSV -----------------------------------------------------------------------------
+
+
+def _read_rates_csv(file: Path, name: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) for each data row; the header is line 1; blank lines are skipped.
+
+    Cells are stripped. A row shorter than the header gets empty cells (null/default);
+    a cell beyond the header, or under an unnamed header cell, must be empty. The column
+    names are checked by ``parse_provisioning``. OSError and UnicodeDecodeError propagate:
+    ``parse_provisioning`` reports them at the table's ``csv`` path.
+    """
+    with file.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, strict=True)
+        try:
+            header = [cell.strip() for cell in next(reader, [])]
+            _check_header(header, name)
+            named = [column for column in header if column]
+            last_line = reader.line_num
+            for cells in reader:
+                line = last_line + 1  # a quoted cell may span lines: report the first
+                last_line = reader.line_num
+                if not any(cell.strip() for cell in cells):
+                    continue  # a blank line
+                row = dict.fromkeys(named, "")
+                for index, cell in enumerate(cells):
+                    value = cell.strip()
+                    column = header[index] if index < len(header) else ""
+                    if column:
+                        row[column] = value
+                    elif value:
+                        raise ProvisioningError(
+                            f"{name} line {line}: column {index + 1}", "has no name in the header"
+                        )
+                yield line, row
+        except csv.Error as exc:
+            raise ProvisioningError(
+                f"{name} line {reader.line_num}", f"invalid CSV: {exc}"
+            ) from exc
+
+
+def _check_header(header: list[str], name: str) -> None:
+    where = f"{name} line 1"
+    required = ", ".join(RATE_REQUIRED_COLUMNS)
+    if not any(header):
+        raise ProvisioningError(where, f"must be a header naming at least {required}")
+    missing = [column for column in RATE_REQUIRED_COLUMNS if column not in header]
+    if missing:
+        raise ProvisioningError(where, f"header lacks {', '.join(missing)} (needs {required})")
+    named = [column for column in header if column]
+    for column in named:
+        if column not in RATE_COLUMNS:
+            raise ProvisioningError(f"{where}: {column}", "unknown column")
+        if named.count(column) > 1:
+            raise ProvisioningError(f"{where}: {column}", "repeated column")

@@ -1,0 +1,115 @@
+"""Rating: billed duration, cost, the grant, and the longest-prefix rate index (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from billing_core.money import ZERO, round6
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """One rate of a rate table: price per minute and the billing grid, in seconds."""
+
+    code: str
+    name: str
+    rate: Decimal
+    setup_fee: Decimal
+    min_volume: int
+    interval: int
+    grace_volume: int
+    effective_date: datetime
+    end_date: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.interval < 1 or self.min_volume < 0 or self.grace_volume < 0:
+            raise ValueError(f"rate {self.code}: interval >= 1, min_volume and grace_volume >= 0")
+
+    def effective_at(self, moment: datetime) -> bool:
+        return self.effective_date <= moment and (self.end_date is None or moment < self.end_date)
+
+
+def billed(rate: Rate, duration: int) -> int:
+    """Billed seconds for a call of ``duration`` seconds (CONTRACT §3)."""
+    if duration <= 0 or duration <= rate.grace_volume:
+        return 0
+    if duration <= rate.min_volume:
+        return rate.min_volume
+    over = duration - rate.min_volume
+    return rate.min_volume + -(-over // rate.interval) * rate.interval
+
+
+def cost(rate: Rate, duration: int) -> Decimal:
+    """setup_fee + rate x billed / 60, rounded once, half-up, to 6 places; 0 if nothing billed."""
+    seconds = billed(rate, duration)
+    if seconds == 0:
+        return ZERO
+    return round6(rate.setup_fee + rate.rate * seconds / 60)
+
+
+def first_grid_point(rate: Rate) -> int:
+    """g1 = max(min_volume, interval): the first billable grid point."""
+    return max(rate.min_volume, rate.interval)
+
+
+def grant(rate: Rate, funds: Decimal, max_call_length: int) -> int:
+    """The largest d <= max_call_length with cost(d) <= funds, where d is max_call_length itself
+    or a grid point min_volume + k x interval >= g1. 0 when no such d exists."""
+    if cost(rate, max_call_length) <= funds:
+        return max_call_length
+    g1 = first_grid_point(rate)
+    # smallest grid point >= g1
+    k_min = max(0, -(-(g1 - rate.min_volume) // rate.interval))
+    k_max = (max_call_length - rate.min_volume) // rate.interval
+    if k_max < k_min:
+        return 0
+
+    def point(k: int) -> int:
+        return rate.min_volume + k * rate.interval
+
+    if cost(rate, point(k_min)) > funds:
+        return 0
+    # cost is non-decreasing in k: binary search the last affordable grid point
+    lo, hi = k_min, k_max
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(rate, point(mid)) <= funds:
+            lo = mid
+        else:
+            hi = mid - 1
+    return point(lo)
+
+
+class RateTableIndex:
+    """Longest-prefix lookup among the rates effective at a moment.
+
+    Keyed by prefix; each prefix keeps its rates newest effective_date first, so a lookup
+    costs one dict probe per digit of the number and usually one comparison per probe.
+    """
+
+    __slots__ = ("_by_code", "_max_len", "size")
+
+    def __init__(self, rates: Iterable[Rate]) -> None:
+        grouped: dict[str, list[Rate]] = {}
+        for rate in rates:
+            grouped.setdefault(rate.code, []).append(rate)
+        self._by_code: dict[str, tuple[Rate, ...]] = {
+            code: tuple(sorted(items, key=lambda r: r.effective_date, reverse=True))
+            for code, items in grouped.items()
+        }
+        self._max_len = max((len(code) for code in self._by_code), default=0)
+        self.size = sum(len(v) for v in self._by_code.values())
+
+    def lookup(self, number: str, moment: datetime) -> Rate | None:
+        by_code = self._by_code
+        for length in range(min(len(number), self._max_len), 0, -1):
+            candidates = by_code.get(number[:length])
+            if candidates is None:
+                continue
+            for rate in candidates:
+                if rate.effective_at(moment):
+                    return rate
+        return None

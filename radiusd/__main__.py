@@ -1,0 +1,60 @@
+"""`radiusd serve` and `radiusd check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from billing_core.errors import UserError
+
+from .config import ConfigError, load_config, render_effective, resolve_config_path
+from .logging import configure
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="radiusd", description="RADIUS authorization and accounting server for VoIP carriers"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("serve", "run the daemon in the foreground until SIGTERM/SIGINT"),
+        ("check-config", "validate the config and print the effective settings (secrets masked)"),
+    ):
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument(
+            "--config",
+            help="config file (default: $RADIUSD_CONFIG, else config/radiusd.toml, "
+            "else the packaged default)",
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(resolve_config_path(args.config, os.environ))
+    except ConfigError as exc:
+        print(f"radiusd: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(render_effective(config), end="")
+        return 0
+    configure(config.server.log_format, config.server.log_level)
+    from .app import serve
+
+    try:
+        return asyncio.run(serve(config))
+    except UserError as exc:
+        print(f"radiusd: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"radiusd: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

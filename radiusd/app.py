@@ -1,0 +1,164 @@
+"""The composition root: builds every part from the config, runs, drains, exits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from billing_core.adapters.db import make_engine
+from billing_core.adapters.sql_store import SqlStore
+from billing_core.services import AccountingService, AuthorizationService, CatalogCache
+
+from .codec import Codec, load_dictionary
+from .config import Config, ListenAddress
+from .handler import Handler
+from .httpd import start_http
+from .logging import get_logger
+from .metrics import Metrics
+from .transport import NasTable, RadiusProtocol, RadiusServer
+
+DRAIN_SECONDS = 10.0
+
+
+@dataclass
+class Running:
+    server: RadiusServer
+    transports: list[asyncio.DatagramTransport]
+    http: asyncio.Server
+    executor: ThreadPoolExecutor
+    catalog: CatalogCache
+    metrics: Metrics
+
+
+def _socket(listen: ListenAddress) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    sock.bind((listen.host, listen.port))
+    sock.setblocking(False)
+    return sock
+
+
+async def start(config: Config) -> Running:
+    log = get_logger("radiusd")
+    metrics = Metrics()
+    engine = make_engine(config.database.url.reveal(), pool_size=config.database.pool_size)
+    store = SqlStore(engine)
+    sqlite = engine.dialect.name == "sqlite"
+    executor = ThreadPoolExecutor(
+        max_workers=1 if sqlite else config.database.pool_size, thread_name_prefix="db"
+    )
+    loop = asyncio.get_running_loop()
+    catalog = await loop.run_in_executor(executor, CatalogCache, store)
+    authorization = AuthorizationService(
+        lambda: catalog.current,
+        store,
+        max_call_length=config.billing.max_call_length,
+        auth_hold_seconds=config.billing.auth_hold_seconds,
+    )
+    accounting = AccountingService(
+        lambda: catalog.current,
+        store,
+        auth_hold_seconds=config.billing.auth_hold_seconds,
+        max_acct_delay_seconds=config.billing.max_acct_delay_seconds,
+    )
+    codec = Codec(load_dictionary(config.server.dictionary))
+    handler = Handler(codec, authorization, accounting, executor, metrics)
+    server = RadiusServer(
+        codec,
+        NasTable(config.nas),
+        handler.handle,
+        metrics,
+        max_in_flight=config.server.max_in_flight,
+        duplicate_ttl=config.server.duplicate_cache_seconds,
+        duplicate_size=config.server.duplicate_cache_size,
+    )
+    transports: list[asyncio.DatagramTransport] = []
+    for listen, accounting_port in (
+        (config.server.auth_listen, False),
+        (config.server.acct_listen, True),
+    ):
+        transport, _protocol = await loop.create_datagram_endpoint(
+            lambda ap=accounting_port: RadiusProtocol(server, ap),  # type: ignore[misc]
+            sock=_socket(listen),
+        )
+        transports.append(transport)
+
+    async def health() -> list[str]:
+        down: list[str] = []
+        ok = await loop.run_in_executor(executor, store.reachable)
+        metrics.up.labels("database").set(1 if ok else 0)
+        if not ok:
+            down.append("database")
+        return down
+
+    http = await start_http(
+        config.server.metrics_listen.host,
+        config.server.metrics_listen.port,
+        metrics.registry,
+        health,
+    )
+    log.info(
+        "started",
+        auth=_bound(transports[0]),
+        acct=_bound(transports[1]),
+        metrics=_bound_server(http),
+        database=engine.dialect.name,
+        live_state="database",
+        nas=len(config.nas),
+        catalog_version=catalog.current.version,
+    )
+    return Running(server, transports, http, executor, catalog, metrics)
+
+
+def _bound(transport: asyncio.DatagramTransport) -> str:
+    host, port = transport.get_extra_info("sockname")[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bound_server(server: asyncio.Server) -> str:
+    host, port = server.sockets[0].getsockname()[:2]
+    return f"{host}:{port}"
+
+
+async def refresh_catalog(running: Running, stop: asyncio.Event) -> None:
+    log = get_logger("radiusd")
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        if stop.is_set():
+            break
+        try:
+            if await loop.run_in_executor(running.executor, running.catalog.refresh):
+                log.info("catalog_reloaded", version=running.catalog.current.version)
+        except Exception as exc:  # noqa: BLE001 - keep serving from the last catalog
+            log.warning("catalog_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+async def serve(config: Config) -> int:
+    log = get_logger("radiusd")
+    running = await start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    refresher = asyncio.create_task(refresh_catalog(running, stop))
+    await stop.wait()
+    log.info("stopping", in_flight=len(running.server.tasks))
+    for transport in running.transports:
+        transport.pause_reading() if hasattr(transport, "pause_reading") else None
+    drained = await running.server.drain(DRAIN_SECONDS)
+    for transport in running.transports:
+        transport.close()
+    running.http.close()
+    await refresher
+    running.executor.shutdown(wait=True)
+    log.info("stopped", drained=drained)
+    return 0

@@ -1,0 +1,152 @@
+"""Decoded request -> one billing_core call -> reply bytes; the outcome -> reply table."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from billing_core.authorization import Accept, Reject
+from billing_core.domain import RejectReason
+from billing_core.money import floor2
+from billing_core.services import AccountingService, AuthorizationService
+
+from . import attributes
+from .codec import ACCESS_REQUEST, STATUS_SERVER, Codec, Request
+from .config import NasConfig
+from .logging import get_logger
+from .metrics import Metrics
+
+T = TypeVar("T")
+
+# One row per business rejection: (h323-return-code, Reply-Message).
+REJECT_REPLIES: dict[RejectReason, tuple[int, str]] = {
+    RejectReason.UNKNOWN_ACCOUNT: (1, "Unknown account"),
+    RejectReason.BAD_PASSWORD: (2, "Wrong or missing password"),
+    RejectReason.CLIENT_DELETED: (1, "Account is deleted"),
+    RejectReason.CLIENT_STOPPED: (7, "Account is blocked"),
+    RejectReason.NO_RATE: (9, "No rate for the destination"),
+    RejectReason.CAPACITY: (3, "Too many calls in progress"),
+    RejectReason.ZERO_BALANCE: (4, "Zero balance"),
+    RejectReason.CREDIT_LIMIT: (6, "Credit limit reached"),
+    RejectReason.INSUFFICIENT_FUNDS: (12, "Insufficient funds for the destination"),
+}
+
+
+class Handler:
+    def __init__(
+        self,
+        codec: Codec,
+        authorization: AuthorizationService,
+        accounting: AccountingService,
+        executor: Executor,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.codec = codec
+        self.authorization = authorization
+        self.accounting = accounting
+        self.executor = executor
+        self.metrics = metrics
+        self.clock = clock
+        self.log = get_logger("radiusd.request")
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def handle(
+        self, request: Request, nas: NasConfig, source_ip: str, accounting_port: bool
+    ) -> bytes | None:
+        started = time.perf_counter()
+        if request.code == STATUS_SERVER:
+            self.metrics.requests.labels("status", "answered").inc()
+            return self.codec.status_reply(request, accounting_port=accounting_port)
+        if request.code == ACCESS_REQUEST:
+            return await self.handle_auth(request, nas, source_ip, started)
+        return await self.handle_acct(request, nas, source_ip, started)
+
+    async def handle_auth(
+        self, request: Request, nas: NasConfig, source_ip: str, started: float
+    ) -> bytes:
+        key = attributes.nas_key(request, nas.name, source_ip)
+        command = attributes.authorize_command(request, key, self.clock())
+        outcome = await self._run(self.authorization.authorize, command)
+        decision = outcome.decision
+        client = outcome.client
+        reply_attrs: list[tuple[str, Any]]
+        if isinstance(decision, Reject):
+            code, message = REJECT_REPLIES[decision.reason]
+            reply_attrs = [("h323-return-code", code), ("Reply-Message", message)]
+            raw = self.codec.auth_reply(request, accept=False, attributes=reply_attrs)
+            result, reason = "reject", decision.reason.value
+            self.metrics.rejects.labels(reason).inc()
+        else:
+            assert isinstance(decision, Accept) and client is not None
+            reply_attrs = [("h323-return-code", 0)]
+            if decision.grant_seconds is not None:
+                reply_attrs += [
+                    ("h323-credit-time", decision.grant_seconds),
+                    ("Session-Timeout", decision.grant_seconds),
+                ]
+            reply_attrs.append(("h323-billing-model", 0 if client.postpaid else 1))
+            if decision.funds is not None:
+                reply_attrs.append(("h323-credit-amount", f"{floor2(decision.funds):.2f}"))
+            reply_attrs.append(("h323-currency", client.currency))
+            if client.locale:
+                reply_attrs.append(("h323-preferred-lang", client.locale))
+            raw = self.codec.auth_reply(request, accept=True, attributes=reply_attrs)
+            result, reason = "accept", None
+        elapsed = time.perf_counter() - started
+        self.metrics.requests.labels("auth", result).inc()
+        self.metrics.duration.labels("auth").observe(elapsed)
+        self.log.info(
+            "radius_request",
+            code="Access-Request",
+            nas=key,
+            user=command.caller.user_name,
+            called=command.caller.called,
+            session_id=(command.identifiers or (None,))[0],
+            outcome=result,
+            reason=reason,
+            grant=decision.grant_seconds if isinstance(decision, Accept) else None,
+            client=client.name if client else None,
+            elapsed=round(elapsed, 6),
+        )
+        return raw
+
+    async def handle_acct(
+        self, request: Request, nas: NasConfig, source_ip: str, started: float
+    ) -> bytes | None:
+        key = attributes.nas_key(request, nas.name, source_ip)
+        event = attributes.accounting_event(request, key, nas.bill_leg, self.clock())
+        if event is None:
+            self.metrics.dropped.labels("malformed_accounting").inc()
+            self.metrics.requests.labels("acct", "dropped").inc()
+            return None
+        outcome = await self._run(self.accounting.record, event)
+        if outcome.result == "unknown_account":
+            self.metrics.rejects.labels("unknown_account").inc()
+        if outcome.collision:
+            self.metrics.collisions.inc()
+        raw = self.codec.acct_reply(request)
+        elapsed = time.perf_counter() - started
+        self.metrics.requests.labels("acct", "answered").inc()
+        self.metrics.duration.labels("acct").observe(elapsed)
+        self.log.info(
+            "radius_request",
+            code="Accounting-Request",
+            nas=key,
+            user=event.caller.user_name,
+            called=event.caller.called,
+            session_id=event.acct_session_id,
+            status=event.status,
+            outcome=outcome.result,
+            duration=outcome.duration,
+            cost=str(outcome.cost) if outcome.cost is not None else None,
+            elapsed=round(elapsed, 6),
+        )
+        return raw

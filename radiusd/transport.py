@@ -1,0 +1,227 @@
+"""asyncio UDP transport: NAS lookup, verification, duplicate cache, bounded in-flight work.
+
+Every datagram either gets one reply or is dropped and counted by reason; no exception from
+a handler escapes (it is logged once, counted, and the packet is left unanswered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
+
+from .codec import ACCESS_REQUEST, ACCOUNTING_REQUEST, STATUS_SERVER, Codec, Malformed, Request
+from .config import NasConfig
+from .logging import get_logger
+from .metrics import Metrics
+
+Address = tuple[Any, ...]
+HandleFn = Callable[[Request, NasConfig, str, bool], Awaitable[bytes | None]]
+
+_IN_FLIGHT = object()
+
+
+class NasTable:
+    """[[nas]] entries by source address; the longest prefix wins."""
+
+    def __init__(self, entries: Sequence[NasConfig]) -> None:
+        self._entries = sorted(entries, key=lambda n: -n.address.prefixlen)
+
+    def lookup(self, source_ip: str) -> NasConfig | None:
+        try:
+            ip = ipaddress.ip_address(source_ip.split("%", 1)[0])
+        except ValueError:
+            return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        for nas in self._entries:
+            if ip.version == nas.address.version and ip in nas.address:
+                return nas
+        return None
+
+
+class DuplicateCache:
+    """RFC 5080 §2.2.2: (source, code, id, authenticator) -> in flight, or the reply bytes."""
+
+    def __init__(self, ttl: float, size: int) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._entries: OrderedDict[tuple[Any, ...], tuple[float, object]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...], now: float) -> object | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[1] is not _IN_FLIGHT and entry[0] < now:
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def begin(self, key: tuple[Any, ...]) -> None:
+        self._entries[key] = (0.0, _IN_FLIGHT)
+        self._entries.move_to_end(key)
+        self._trim(time.monotonic())
+
+    def done(self, key: tuple[Any, ...], reply: bytes | None, now: float) -> None:
+        if reply is None or self.ttl <= 0:
+            self._entries.pop(key, None)
+            return
+        self._entries[key] = (now + self.ttl, reply)
+        self._entries.move_to_end(key)
+
+    def _trim(self, now: float) -> None:
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        # drop expired entries from the old end
+        while self._entries:
+            key, (expires, value) = next(iter(self._entries.items()))
+            if value is _IN_FLIGHT or expires >= now:
+                break
+            del self._entries[key]
+
+
+class RadiusServer:
+    def __init__(
+        self,
+        codec: Codec,
+        nas_table: NasTable,
+        handle: HandleFn,
+        metrics: Metrics,
+        *,
+        max_in_flight: int,
+        duplicate_ttl: float,
+        duplicate_size: int,
+    ) -> None:
+        self.codec = codec
+        self.nas_table = nas_table
+        self.handle = handle
+        self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.duplicates = DuplicateCache(duplicate_ttl, duplicate_size)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.log = get_logger("radiusd.transport")
+
+    def drop(self, reason: str, kind: str) -> None:
+        self.metrics.dropped.labels(reason).inc()
+        self.metrics.requests.labels(kind, "dropped").inc()
+
+    def receive(
+        self,
+        data: bytes,
+        addr: Address,
+        transport: asyncio.DatagramTransport,
+        accounting_port: bool,
+    ) -> None:
+        kind = "acct" if accounting_port else "auth"
+        source_ip = str(addr[0])
+        nas = self.nas_table.lookup(source_ip)
+        if nas is None:
+            self.drop("unknown_nas", kind)
+            return
+        if len(self.tasks) >= self.max_in_flight:
+            self.drop("overload", kind)
+            return
+        try:
+            request = self.codec.decode(data, nas.secret.bytes())
+        except Malformed as exc:
+            self.drop(exc.reason, kind)
+            return
+        expected = ACCOUNTING_REQUEST if accounting_port else ACCESS_REQUEST
+        if request.code not in (expected, STATUS_SERVER):
+            self.drop("wrong_port", kind)
+            return
+        if request.code in (ACCESS_REQUEST, STATUS_SERVER):
+            if request.code == STATUS_SERVER and not request.has_message_authenticator:
+                self.drop("missing_message_authenticator", kind)
+                return
+            if nas.require_message_authenticator and not request.has_message_authenticator:
+                self.drop("missing_message_authenticator", kind)
+                return
+            if (
+                nas.limit_proxy_state
+                and request.has_proxy_state
+                and not request.has_message_authenticator
+            ):
+                self.drop("proxy_state_without_message_authenticator", kind)
+                return
+        key = (addr[0], addr[1], request.code, request.identifier, request.authenticator)
+        now = time.monotonic()
+        cached = self.duplicates.get(key, now)
+        if cached is _IN_FLIGHT:
+            self.drop("duplicate_in_flight", kind)
+            return
+        if isinstance(cached, bytes):
+            self.metrics.requests.labels(kind, "duplicate").inc()
+            transport.sendto(cached, addr)
+            return
+        self.duplicates.begin(key)
+        task = asyncio.get_running_loop().create_task(
+            self._process(request, nas, source_ip, accounting_port, key, addr, transport)
+        )
+        self.tasks.add(task)
+        self.metrics.in_flight.set(len(self.tasks))
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.metrics.in_flight.set(len(self.tasks))
+
+    async def _process(  # noqa: PLR0917
+        self,
+        request: Request,
+        nas: NasConfig,
+        source_ip: str,
+        accounting_port: bool,
+        key: tuple[Any, ...],
+        addr: Address,
+        transport: asyncio.DatagramTransport,
+    ) -> None:
+        kind = "acct" if accounting_port else "auth"
+        reply: bytes | None = None
+        try:
+            reply = await self.handle(request, nas, source_ip, accounting_port)
+        except Exception as exc:  # noqa: BLE001 - the boundary: log once, count, no reply
+            self.metrics.dropped.labels("handler_error").inc()
+            self.metrics.requests.labels(kind, "error").inc()
+            self.log.error(
+                "handler_error",
+                nas=nas.name,
+                code=request.code,
+                identifier=request.identifier,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        finally:
+            self.duplicates.done(key, reply, time.monotonic())
+        if reply is not None and not transport.is_closing():
+            transport.sendto(reply, addr)
+
+    async def drain(self, deadline: float) -> bool:
+        """Wait for in-flight work; True when everything finished before the deadline."""
+        if not self.tasks:
+            return True
+        _done, pending = await asyncio.wait(set(self.tasks), timeout=deadline)
+        return not pending
+
+
+class RadiusProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: RadiusServer, accounting_port: bool) -> None:
+        self.server = server
+        self.accounting_port = accounting_port
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        assert self.transport is not None
+        try:
+            self.server.receive(data, addr, self.transport, self.accounting_port)
+        except Exception as exc:  # noqa: BLE001 - never let a datagram kill the loop
+            self.server.drop("internal_error", "acct" if self.accounting_port else "auth")
+            self.server.log.error("receive_error", error=f"{type(exc).__name__}: {exc}")
+
+    def error_received(self, exc: Exception) -> None:
+        self.server.log.warning("socket_error", error=str(exc))
