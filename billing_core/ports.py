@@ -128,9 +128,11 @@ class AccountingTx(Protocol):
         last_seen_at: datetime | None = None,
     ) -> None: ...
 
-    def add_call_identifiers(
-        self, call_id: int, nas_key: str, identifiers: tuple[str, ...]
-    ) -> None: ...
+    def link_leg(
+        self, call_id: int, nas_key: str, identifiers: tuple[str, ...], acct_session_id: str
+    ) -> None:
+        """Add a leg's identifiers to its call; the first Acct-Session-Id names the call."""
+        ...
 
     def store_leg(self, leg: ClosedLeg) -> int | None:
         """Insert the CDR; None when an equal leg (identity and duration) is already stored."""

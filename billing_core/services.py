@@ -210,7 +210,7 @@ class AccountingService:
         when = event.event_time(self._max_delay)
         call = tx.find_call(event.nas_key, ids)
         if call is not None:
-            tx.add_call_identifiers(call.id, event.nas_key, ids)
+            tx.link_leg(call.id, event.nas_key, ids, event.acct_session_id)
         if event.status == AcctStatus.STOP:
             return self._stop(tx, event, call, when)
         if call is None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from billing_core.adapters.db import make_engine
 from billing_core.adapters.sql_store import SqlStore
+from billing_core.errors import UserError
 from billing_core.services import AccountingService, AuthorizationService, CatalogCache
 
 from .codec import Codec, load_dictionary
@@ -45,7 +46,16 @@ def _socket(listen: ListenAddress) -> socket.socket:
     return sock
 
 
+def refuse_unbuilt(config: Config) -> None:
+    """Settings the config accepts but this version cannot honour yet: refuse, never ignore."""
+    if config.redis.url.reveal():
+        raise UserError("redis.url: the Redis live state is not available in this version")
+    if config.server.workers != 1:
+        raise UserError("server.workers: only 1 worker is supported in this version")
+
+
 async def start(config: Config) -> Running:
+    refuse_unbuilt(config)
     log = get_logger("radiusd")
     metrics = Metrics()
     engine = make_engine(config.database.url.reveal(), pool_size=config.database.pool_size)

@@ -377,10 +377,15 @@ class SqlAccountingTx:
         if values:
             self.conn.execute(update(calls_t).where(calls_t.c.id == call_id).values(**values))
 
-    def add_call_identifiers(
-        self, call_id: int, nas_key: str, identifiers: tuple[str, ...]
+    def link_leg(
+        self, call_id: int, nas_key: str, identifiers: tuple[str, ...], acct_session_id: str
     ) -> None:
         _add_keys(self.conn, call_id, nas_key, identifiers)
+        self.conn.execute(
+            update(calls_t)
+            .where(calls_t.c.id == call_id, calls_t.c.acct_session_id == "")
+            .values(acct_session_id=acct_session_id)
+        )
 
     def store_leg(self, leg: ClosedLeg) -> int | None:
         values = {

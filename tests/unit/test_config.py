@@ -27,7 +27,7 @@ from radiusd.config import (
     resolve_config_path,
 )
 
-SECRET = "Zq9-distinctive-SECRET-4711"  # noqa: S105 - must never show up in any output
+SECRET = "Zq9-distinctive-SECRET-4711"
 NAS_OK = '[[nas]]\naddress = "127.0.0.1"\nsecret = "testing123"\n'
 
 CONTRACT_EXAMPLE = """\

@@ -1,0 +1,206 @@
+"""The real daemon on free loopback ports, driven by FreeRADIUS's radclient."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+SECRET = "testing123"
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Reply:
+    code: str
+    attributes: dict[str, list[str]] = field(default_factory=dict)
+
+    def one(self, name: str) -> str:
+        values = self.attributes[name]
+        assert len(values) == 1, values
+        return values[0]
+
+    def cisco(self, name: str) -> str:
+        value = self.one(name)
+        prefix = name + "="
+        assert value.startswith(prefix), value
+        return value[len(prefix) :]
+
+
+def parse_radclient(output: str) -> Reply | None:
+    reply: Reply | None = None
+    for line in output.splitlines():
+        if line.startswith("Received "):
+            reply = Reply(line.split()[1])
+        elif reply is not None and line.startswith(("\t", " ")) and " = " in line:
+            name, value = line.strip().split(" = ", 1)
+            reply.attributes.setdefault(name, []).append(value.strip('"'))
+    return reply
+
+
+@dataclass
+class Daemon:
+    workdir: Path
+    config: Path
+    auth_port: int
+    acct_port: int
+    metrics_port: int
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+
+    def billingctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(BIN / "billingctl"), "--config", str(self.config), *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"billingctl {args} failed: {result.stderr}")
+        return result
+
+    def start(self) -> None:
+        log = (self.workdir / "daemon.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(BIN / "radiusd"), "serve", "--config", str(self.config)],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"radiusd exited early:\n{self.log()}")
+            if '"event": "started"' in self.log():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"radiusd did not start:\n{self.log()}")
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=20)
+        finally:
+            self.process = None
+
+    def log(self) -> str:
+        path = self.workdir / "daemon.log"
+        return path.read_text() if path.exists() else ""
+
+    def log_events(self, event: str) -> list[dict[str, object]]:
+        out = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                if record.get("event") == event:
+                    out.append(record)
+        return out
+
+    def radclient(
+        self,
+        kind: str,
+        attributes: dict[str, str] | list[tuple[str, str]],
+        *,
+        retries: int = 1,
+        timeout: float = 3,
+    ) -> Reply | None:
+        port = self.auth_port if kind == "auth" else self.acct_port
+        pairs = attributes.items() if isinstance(attributes, dict) else attributes
+        body = "".join(f"{name} = {value}\n" for name, value in pairs)
+        result = subprocess.run(
+            [
+                "radclient",
+                "-x",
+                "-r",
+                str(retries),
+                "-t",
+                str(timeout),
+                f"127.0.0.1:{port}",
+                kind,
+                SECRET,
+            ],
+            input=body,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return parse_radclient(result.stdout)
+
+    def http(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5
+            ) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    def client(self, name: str) -> dict[str, object]:
+        return dict(json.loads(self.billingctl("clients", "show", name, "--format", "json").stdout))
+
+
+def write_config(
+    path: Path, db_url: str, auth: int, acct: int, metrics: int, extra: str = ""
+) -> None:
+    path.write_text(
+        f"""
+[server]
+auth_listen = "127.0.0.1:{auth}"
+acct_listen = "127.0.0.1:{acct}"
+metrics_listen = "127.0.0.1:{metrics}"
+log_format = "json"
+
+[database]
+url = "{db_url}"
+
+[billing]
+max_call_length = 7200
+auth_hold_seconds = 180
+
+[[nas]]
+address = "127.0.0.1"
+secret = "{SECRET}"
+{extra}
+"""
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _radclient_present() -> None:
+    if shutil.which("radclient") is None:
+        pytest.fail("radclient is missing: install Debian's freeradius-utils (.ci/run does)")
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, db_url: str) -> Iterator[Daemon]:
+    """A running daemon on an empty migrated database (SQLite or PostgreSQL)."""
+    config = tmp_path / "radiusd.toml"
+    ports = (free_port(), free_port(), free_port(socket.SOCK_STREAM))
+    write_config(config, db_url, *ports)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADIUSD_")}
+    d = Daemon(tmp_path, config, *ports, env=env)
+    yield d
+    if d.process is not None:
+        d.process.kill()
+        d.process.wait()
