@@ -16,8 +16,8 @@ MICROS_PER_UNIT = 1_000_000
 
 
 def round6(amount: Decimal) -> Decimal:
-    """The one rounding rule: half-up to 6 decimal places."""
-    return amount.quantize(MICRO, rounding=ROUND_HALF_UP)
+    """The one rounding rule: half-up to 6 decimal places (and no negative zero)."""
+    return amount.quantize(MICRO, rounding=ROUND_HALF_UP) + ZERO
 
 
 def floor2(amount: Decimal) -> Decimal:
@@ -45,6 +45,8 @@ def parse_amount(text: str) -> Decimal:
         raise ValueError(f"not a decimal amount: {text!r}") from None
     if not value.is_finite():
         raise ValueError(f"not a finite amount: {text!r}")
+    if value.adjusted() >= 18:
+        raise ValueError(f"amount too large: {text!r}")
     if value != round6(value):
         raise ValueError(f"more than 6 decimal places: {text!r}")
     return value.quantize(MICRO)
@@ -52,13 +54,13 @@ def parse_amount(text: str) -> Decimal:
 
 def fmt(amount: Decimal) -> str:
     """The canonical string form of a ledger amount (6 decimal places)."""
-    return str(amount.quantize(MICRO))
+    return str(round6(amount))
 
 
 def display(amount: Decimal) -> str:
     """For people and JSON: at least 2 decimals, at most 6, no trailing zeros past the cents
     (``0.80``, ``10.00``, ``0.001667``)."""
-    text = f"{amount.quantize(MICRO):f}"
+    text = f"{round6(amount):f}"
     whole, _, frac = text.partition(".")
     frac = frac.rstrip("0")
     return f"{whole}.{frac.ljust(2, '0')}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,15 +45,92 @@ class HoldRequest:
     acct_session_id: str  # the request's Acct-Session-Id, "" when it carried none
     now: datetime
     hold_seconds: int  # auth_hold_seconds
+    uid: str = ""  # the new call's id in the live state
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCall:
+    """A hold as the live state keeps it, for accounting that arrives after authorization."""
+
+    uid: str
+    client_id: int
+    account_id: int
+    called: str
+    granted_seconds: int
+    hold: Decimal
+    authorized_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Activated:
+    """The call's accounting is recorded: it is active and keeps (or regains) its hold."""
+
+    client_id: int
+    uid: str
+    hold: Decimal
+    granted_seconds: int | None
+    account_id: int | None
+    called: str
+    nas_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rehold:
+    """A zero-second leg ended: the call is held again until ``expires`` for another attempt."""
+
+    client_id: int
+    uid: str
+    expires: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    client_id: int
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceMoved:
+    client_id: int
+    amount: Decimal  # negative for a charge
+
+
+@dataclass(frozen=True, slots=True)
+class NasReleased:
+    """Accounting-On/Off: release every hold of the NAS key authorized before ``before``."""
+
+    nas_key: str
+    before: datetime
+
+
+LiveEffect = Activated | Rehold | Released | BalanceMoved | NasReleased
+
+
+@dataclass(frozen=True, slots=True)
+class LiveView:
+    balance: Decimal
+    held: Decimal
+    active_calls: int
 
 
 class LiveState(Protocol):
     """Live balances, holds and calls per client."""
 
     def authorize(self, request: HoldRequest) -> Decision:
-        """Run ``authorization.decide`` on the client's live state and, for a prepaid or
-        capacity-limited grant, hold it, all in one atomic step."""
+        """Run ``authorization.decide`` on the client's live state and, for a grant, hold it,
+        in one atomic step."""
         ...
+
+    def find_holds(self, keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[HeldCall | None]:
+        """For each (NAS key, identifiers), the hold an authorization left, if the live state
+        keeps holds outside the database (None otherwise)."""
+        ...
+
+    def apply(self, effects: Sequence[LiveEffect]) -> None:
+        """Bring the live state in line with committed accounting or payments."""
+        ...
+
+    def view(self, client_ids: Sequence[int], now: datetime) -> dict[int, LiveView]: ...
 
     def reachable(self) -> bool: ...
 
@@ -64,28 +141,54 @@ class CallRecord:
     client_id: int
     account_id: int | None
     nas_key: str
+    acct_session_id: str
+    conf_id: str
+    origin: str
     called: str
     state: str  # held | active
     granted_seconds: int | None
     hold: Decimal
     authorized_at: datetime | None
     started_at: datetime | None
+    last_seen_at: datetime | None
     max_session_time: int
-    charged: bool
+    accounted: bool
+    epoch: int
+    live_uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class LegIdentity:
+    nas_key: str
+    epoch: int
+    acct_session_id: str
+    conf_id: str
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLeg:
+    """A CDR already stored under a leg identity."""
+
+    id: int
+    client_id: int
+    duration: int
+    cost: Decimal
+    closed_by: str
+    corrected: bool
+    called: str
+    rated_at: datetime
+    call_live_uid: str
 
 
 @dataclass(frozen=True, slots=True)
 class ClosedLeg:
     """A CDR to store; its identity plus duration is unique in the database."""
 
+    identity: LegIdentity
     client_id: int
     account_id: int | None
     call_id: int | None
-    nas_key: str
-    epoch: int
-    acct_session_id: str
-    conf_id: str
-    origin: str
     called: str
     duration: int
     billed_duration: int
@@ -102,7 +205,23 @@ class AccountingTx(Protocol):
 
     def record_event(self, event: AccountingEvent) -> None: ...
 
+    def current_epoch(self, nas_key: str) -> tuple[int, datetime | None]:
+        """The NAS key's epoch and when (event time) it began; (0, None) before any On/Off."""
+        ...
+
+    def new_epoch(self, nas_key: str, at: datetime) -> int: ...
+
     def find_call(self, nas_key: str, identifiers: tuple[str, ...]) -> CallRecord | None: ...
+
+    def calls_of_nas(self, nas_key: str) -> list[CallRecord]: ...
+
+    def stale_calls(
+        self, now: datetime, grace_seconds: int, default_grant: int
+    ) -> list[CallRecord]: ...
+
+    def purge_lapsed(self, before: datetime) -> int:
+        """Delete unaccounted held calls whose hold lapsed before ``before``."""
+        ...
 
     def create_call(
         self,
@@ -110,11 +229,19 @@ class AccountingTx(Protocol):
         client_id: int,
         account_id: int | None,
         nas_key: str,
+        epoch: int,
         acct_session_id: str,
+        conf_id: str,
+        origin: str,
         called: str,
         identifiers: tuple[str, ...],
         state: str,
+        hold: Decimal,
+        granted_seconds: int | None,
+        authorized_at: datetime | None,
         started_at: datetime | None,
+        seen_at: datetime,
+        live_uid: str,
     ) -> CallRecord: ...
 
     def update_call(
@@ -126,17 +253,22 @@ class AccountingTx(Protocol):
         max_session_time: int | None = None,
         hold_expires_at: datetime | None = None,
         last_seen_at: datetime | None = None,
+        accounted: bool | None = None,
     ) -> None: ...
 
-    def link_leg(
-        self, call_id: int, nas_key: str, identifiers: tuple[str, ...], acct_session_id: str
-    ) -> None:
-        """Add a leg's identifiers to its call; the first Acct-Session-Id names the call."""
+    def link_leg(self, call_id: int, event: AccountingEvent) -> None:
+        """Add a leg's identifiers to its call; the first billable leg names the call."""
         ...
+
+    def find_legs(self, identity: LegIdentity) -> list[StoredLeg]: ...
 
     def store_leg(self, leg: ClosedLeg) -> int | None:
         """Insert the CDR; None when an equal leg (identity and duration) is already stored."""
         ...
+
+    def correct_leg(
+        self, cdr_id: int, *, duration: int, billed_duration: int, cost: Decimal, at: datetime
+    ) -> None: ...
 
     def charge(self, client_id: int, amount: Decimal, cdr_id: int, note: str) -> None: ...
 

@@ -22,8 +22,12 @@ from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
+    "CLIENT_DEFAULTS",
+    "CLIENT_FIELDS",
+    "CLIENT_REQUIRED_FIELDS",
     "RATE_COLUMNS",
     "RATE_REQUIRED_COLUMNS",
+    "TEMPLATE_FIELDS",
     "AccountSpec",
     "BillEventsBy",
     "ClientSpec",
@@ -37,7 +41,16 @@ __all__ = [
     "RateTableSpec",
     "ReadCsv",
     "Status",
+    "check_code",
+    "check_currency",
+    "check_low_balance",
+    "check_tags",
+    "check_text",
+    "parse_day",
     "parse_provisioning",
+    "rate_from_csv_row",
+    "validate_account",
+    "validate_client_fields",
 ]
 
 Ident = Literal["login", "ip", "ani"]
@@ -281,8 +294,7 @@ def _rate_table(value: object, path: str, read_csv: ReadCsv) -> RateTableSpec:
         csv_name = _text(fields.get("csv"), f"{path}.csv")
         for line, cells in _csv_rows(read_csv, csv_name, f"{path}.csv"):
             where = f"{csv_name} line {line}"
-            row = _csv_row(cells, where)
-            rate = _rate(row, _columned(where))
+            rate = rate_from_csv_row(cells, where)
             _check_unique_rate(rate, f"{where}: effective_date", f"line {line}", first_at)
             rates.append(rate)
     return RateTableSpec(name=name, currency=currency, rates=tuple(rates))
@@ -528,9 +540,23 @@ def _account(value: object, path: str, seen: _Seen) -> AccountSpec:
             name_path, f"duplicate account name {_show(name)} (also at {seen.accounts[name]})"
         )
     seen.accounts[name] = path
+    account = _account_fields(fields, _dotted(path))
+    identity = (account.ident, account.value, account.tech_prefix)
+    if identity in seen.identities:
+        raise ProvisioningError(
+            f"{path}.value",
+            f"{account.ident} {_show(account.value)} with the same tech_prefix is already"
+            f" at {seen.identities[identity]}",
+        )
+    seen.identities[identity] = path
+    return account
 
-    ident = _choice(fields.get("ident"), f"{path}.ident", _IDENTS, default=None)
-    value_path = f"{path}.value"
+
+def _account_fields(fields: Mapping[str, object], at: Callable[[str], str]) -> AccountSpec:
+    """One account's own rules (no file-wide uniqueness); ``at`` names a field's path."""
+    name = _name(fields.get("name"), at("name"))
+    ident = _choice(fields.get("ident"), at("ident"), _IDENTS, default=None)
+    value_path = at("value")
     raw_value = _text(fields.get("value"), value_path)
     if ident == "ip":
         account_value = _ip(raw_value, value_path)
@@ -542,12 +568,12 @@ def _account(value: object, path: str, seen: _Seen) -> AccountSpec:
         account_value = raw_value
 
     prefix_value = fields.get("tech_prefix")
-    tech_prefix = None if prefix_value is None else _text(prefix_value, f"{path}.tech_prefix")
+    tech_prefix = None if prefix_value is None else _text(prefix_value, at("tech_prefix"))
 
     password_value = fields.get("password")
     password: str | None = None
     if password_value is not None:
-        password_path = f"{path}.password"
+        password_path = at("password")
         if ident != "login":
             raise ProvisioningError(password_path, "only allowed for ident login")
         if not isinstance(password_value, str):
@@ -555,15 +581,6 @@ def _account(value: object, path: str, seen: _Seen) -> AccountSpec:
         if password_value == "":
             raise ProvisioningError(password_path, "must not be empty (leave it out for none)")
         password = password_value
-
-    identity = (ident, account_value, tech_prefix)
-    if identity in seen.identities:
-        raise ProvisioningError(
-            value_path,
-            f"{ident} {_show(account_value)} with the same tech_prefix is already"
-            f" at {seen.identities[identity]}",
-        )
-    seen.identities[identity] = path
     return AccountSpec(
         name=name, ident=ident, value=account_value, tech_prefix=tech_prefix, password=password
     )
@@ -787,3 +804,220 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+# --- the same rules, field by field, for billingctl ----------------------------------------
+
+#: Client fields that ``billingctl clients add/edit`` and client templates set one by one,
+#: named as the database columns (tags and the client's name are separate).
+CLIENT_FIELDS: tuple[str, ...] = (
+    "status",
+    "currency",
+    "timezone",
+    "locale",
+    "bill_events_by",
+    "postpaid",
+    "credit",
+    "rate_table",
+    "capacity",
+    "low_balance_threshold",
+    "low_balance_capacity",
+    "reseller",
+    "tax_profile",
+    "payment_terms",
+    "hidden_numbers",
+    "autoinvoicing",
+    "last_invoiced",
+    "company_name",
+    "main_email",
+    "billing_email",
+    "rates_email",
+    "address",
+    "zip_code",
+    "tax_id",
+    "registration_id",
+    "account_details",
+)
+#: The fields a client template may hold: a client's, except its last-invoiced date.
+TEMPLATE_FIELDS: tuple[str, ...] = tuple(f for f in CLIENT_FIELDS if f != "last_invoiced")
+#: Fields a client always has a value for; every other one may be cleared (None).
+CLIENT_REQUIRED_FIELDS: frozenset[str] = frozenset(
+    {
+        "status",
+        "currency",
+        "timezone",
+        "bill_events_by",
+        "postpaid",
+        "credit",
+        "hidden_numbers",
+        "autoinvoicing",
+    }
+)
+#: A new client's values for the fields neither given nor taken from a template.
+CLIENT_DEFAULTS: Mapping[str, object] = {
+    "status": "active",
+    "currency": "USD",
+    "timezone": "UTC",
+    "bill_events_by": "disconnect",
+    "postpaid": False,
+    "credit": Decimal(0),
+    "hidden_numbers": False,
+    "autoinvoicing": False,
+}
+
+_TEXT_LIMITS: Mapping[str, int] = {
+    "name": 128,
+    "tag": 64,
+    "rate_table": 128,
+    "reseller": 128,
+    "tax_profile": 128,
+    "payment_terms": 64,
+    "company_name": 256,
+    "main_email": 256,
+    "billing_email": 256,
+    "rates_email": 256,
+    "address": 2000,
+    "zip_code": 32,
+    "tax_id": 64,
+    "registration_id": 64,
+    "account_details": 2000,
+}
+_FLAG_WORDS: Mapping[str, bool] = {"yes": True, "true": True, "no": False, "false": False}
+
+
+def rate_from_csv_row(cells: Mapping[str, str], where: str) -> RateSpec:
+    """One data row of a rates CSV, validated as ``load`` does: errors read
+    ``<where>: <column>: <problem>`` (``rates.csv line 4: interval: ...``)."""
+    return _rate(_csv_row(cells, where), _columned(where))
+
+
+def validate_client_fields(
+    fields: Mapping[str, object], *, clear_any: bool = False
+) -> dict[str, object]:
+    """Validate the client fields given (by :data:`CLIENT_FIELDS` name) with ``load``'s rules.
+
+    An error names the field: ``credit: must have at most 9 digits before the point``.
+    An empty string clears an optional field (the result holds None); with ``clear_any``
+    (a template, where None means "not set") every field may be cleared. Booleans may be
+    given as ``yes``/``no``/``true``/``false``.
+    """
+    result: dict[str, object] = {}
+    for key, value in fields.items():
+        if key not in CLIENT_FIELDS:
+            raise ProvisioningError(key, "unknown client field")
+        if isinstance(value, str) and value.strip() == "":
+            if key in CLIENT_REQUIRED_FIELDS and not clear_any:
+                raise ProvisioningError(key, "must not be empty")
+            result[key] = None
+            continue
+        result[key] = _client_field(key, value)
+    return result
+
+
+def _client_field(key: str, value: object) -> object:
+    if key == "status":
+        return _choice(value, key, _STATUSES, default=None)
+    if key == "bill_events_by":
+        return _choice(value, key, _BILL_EVENTS_BY, default=None)
+    if key == "currency":
+        return _currency(value, key)
+    if key == "timezone":
+        return _timezone(value, key)
+    if key == "locale":
+        return _locale(value, key)
+    if key in {"postpaid", "hidden_numbers", "autoinvoicing"}:
+        if isinstance(value, str) and value.strip().lower() in _FLAG_WORDS:
+            return _FLAG_WORDS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise ProvisioningError(key, "must be yes or no")
+        return value
+    if key == "credit":
+        return _amount(value, key, int_digits=_CREDIT_INT_DIGITS)
+    if key == "low_balance_threshold":
+        return _amount(value, key)
+    if key in {"capacity", "low_balance_capacity"}:
+        return _whole(value, key, minimum=0)
+    if key == "last_invoiced":
+        return parse_day(value, key)
+    text = check_text(value, key)
+    if key in _COMPANY_EMAIL_KEYS:
+        _check_email(text, key)
+    return text
+
+
+def check_text(value: object, path: str) -> str:
+    """A required, non-empty string (stripped), within the column's length when it has one."""
+    text = _text(value, path)
+    limit = _TEXT_LIMITS.get(path)
+    if limit is not None and len(text) > limit:
+        raise ProvisioningError(path, f"must be at most {limit} characters")
+    return text
+
+
+def check_tags(values: Iterable[object], path: str = "tag") -> tuple[str, ...]:
+    """Tags as given (each a non-empty string of at most 64 characters), repeats dropped."""
+    tags: list[str] = []
+    for value in values:
+        tag = _text(value, path)
+        if len(tag) > _TEXT_LIMITS["tag"]:
+            raise ProvisioningError(path, f"{_show(tag)}: must be at most 64 characters")
+        if tag not in tags:
+            tags.append(tag)
+    return tuple(tags)
+
+
+def check_low_balance(threshold: object, capacity: object) -> None:
+    """The low-balance rule needs both its threshold and its capacity, or neither."""
+    if threshold is not None and capacity is None:
+        raise ProvisioningError("low_balance_capacity", "is required with low_balance_threshold")
+    if capacity is not None and threshold is None:
+        raise ProvisioningError("low_balance_threshold", "is required with low_balance_capacity")
+
+
+def check_currency(value: object, path: str = "currency") -> str:
+    if value is None:
+        raise ProvisioningError(path, 'is required: a 3-letter currency code like "USD"')
+    return _currency(value, path)
+
+
+def check_code(value: object, path: str = "code") -> str:
+    """A dialled code or number: digits only (spaces ignored)."""
+    return _code(value, path)
+
+
+def parse_day(value: object, path: str) -> date:
+    """A calendar day: an ISO date ``2026-01-31`` (or a ``date``)."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ProvisioningError(path, 'must be a date like "2026-01-31"')
+
+
+def validate_account(
+    *,
+    name: object,
+    ident: object,
+    value: object,
+    tech_prefix: object = None,
+    password: object = None,
+) -> AccountSpec:
+    """One account with ``load``'s rules; an error names the field (``value: ...``)."""
+    fields = {
+        key: item
+        for key, item in (
+            ("name", name),
+            ("ident", ident),
+            ("value", value),
+            ("tech_prefix", tech_prefix),
+            ("password", password),
+        )
+        if item is not None
+    }
+    account = _account_fields(fields, lambda key: key)
+    if len(account.name) > _TEXT_LIMITS["name"]:
+        raise ProvisioningError("name", "must be at most 128 characters")
+    return account

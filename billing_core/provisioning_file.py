@@ -23,7 +23,7 @@ from billing_core.provisioning import (
     parse_provisioning,
 )
 
-__all__ = ["load_provisioning_file"]
+__all__ = ["load_provisioning_file", "read_rates_csv"]
 
 
 def load_provisioning_file(path: Path) -> ProvisioningSpec:
@@ -107,6 +107,12 @@ def _load_json(text: str, name: str) -> object:
 
 
 # --- rates CSV -----------------------------------------------------------------------------
+
+
+def read_rates_csv(file: Path, name: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """The rows of a rates CSV as ``load`` reads them (``billingctl rates import`` too):
+    (line number, cells by column); errors name ``name`` and the line."""
+    return _read_rates_csv(file, name)
 
 
 def _read_rates_csv(file: Path, name: str) -> Iterator[tuple[int, dict[str, str]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -98,6 +99,10 @@ def parse_h323_time(raw: str) -> datetime | None:
         return None
 
 
+def _round_half_up(seconds: float) -> int:
+    return math.floor(seconds + 0.5)
+
+
 def stop_duration(
     event: AccountingEvent, start_event_time: datetime | None, max_acct_delay_seconds: int
 ) -> int:
@@ -109,10 +114,10 @@ def stop_duration(
         connect = parse_h323_time(event.connect_time)
         disconnect = parse_h323_time(event.disconnect_time)
         if connect is not None and disconnect is not None:
-            return max(0, round((disconnect - connect).total_seconds()))
+            return max(0, _round_half_up((disconnect - connect).total_seconds()))
     if start_event_time is not None:
         elapsed = event.event_time(max_acct_delay_seconds) - start_event_time
-        return max(0, round(elapsed.total_seconds()))
+        return max(0, _round_half_up(elapsed.total_seconds()))
     return 0
 
 

@@ -6,14 +6,21 @@ import asyncio
 import contextlib
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from billing_core.accounting import AccountingService, AcctOutcome
 from billing_core.adapters.db import make_engine
+from billing_core.adapters.redis_live import ResyncingLive
 from billing_core.adapters.sql_store import SqlStore
 from billing_core.errors import UserError
-from billing_core.services import AccountingService, AuthorizationService, CatalogCache
+from billing_core.ports import LiveState
+from billing_core.services import AuthorizationService, CatalogCache
+from billing_core.sessions import AccountingEvent
 
+from .batching import GroupCommitter
 from .codec import Codec, load_dictionary
 from .config import Config, ListenAddress
 from .handler import Handler
@@ -33,6 +40,9 @@ class Running:
     executor: ThreadPoolExecutor
     catalog: CatalogCache
     metrics: Metrics
+    committer: GroupCommitter[AccountingEvent, AcctOutcome]
+    accounting: AccountingService
+    redis_live: ResyncingLive | None
 
 
 def _socket(listen: ListenAddress) -> socket.socket:
@@ -48,8 +58,6 @@ def _socket(listen: ListenAddress) -> socket.socket:
 
 def refuse_unbuilt(config: Config) -> None:
     """Settings the config accepts but this version cannot honour yet: refuse, never ignore."""
-    if config.redis.url.reveal():
-        raise UserError("redis.url: the Redis live state is not available in this version")
     if config.server.workers != 1:
         raise UserError("server.workers: only 1 worker is supported in this version")
 
@@ -66,20 +74,38 @@ async def start(config: Config) -> Running:
     )
     loop = asyncio.get_running_loop()
     catalog = await loop.run_in_executor(executor, CatalogCache, store)
+    live: LiveState = store
+    redis_live: ResyncingLive | None = None
+    if config.redis.url.reveal():
+        redis_live = ResyncingLive.from_url(
+            config.redis.url.reveal(),
+            store.live_client,
+            clients=lambda: list(catalog.current.clients),
+        )
+        rebuilt = await loop.run_in_executor(executor, redis_live.rebuild)
+        log.info("live_state_rebuilt", clients=rebuilt)
+        live = redis_live
     authorization = AuthorizationService(
         lambda: catalog.current,
-        store,
+        live,
         max_call_length=config.billing.max_call_length,
         auth_hold_seconds=config.billing.auth_hold_seconds,
     )
     accounting = AccountingService(
         lambda: catalog.current,
         store,
+        live,
         auth_hold_seconds=config.billing.auth_hold_seconds,
         max_acct_delay_seconds=config.billing.max_acct_delay_seconds,
+        stale_grace_seconds=config.billing.stale_grace_seconds,
+        max_call_length=config.billing.max_call_length,
     )
+    committer: GroupCommitter[AccountingEvent, AcctOutcome] = GroupCommitter(
+        accounting.record_many, executor
+    )
+    committer.start()
     codec = Codec(load_dictionary(config.server.dictionary))
-    handler = Handler(codec, authorization, accounting, executor, metrics)
+    handler = Handler(codec, authorization, committer.submit, executor, metrics)
     server = RadiusServer(
         codec,
         NasTable(config.nas),
@@ -102,10 +128,14 @@ async def start(config: Config) -> Running:
 
     async def health() -> list[str]:
         down: list[str] = []
-        ok = await loop.run_in_executor(executor, store.reachable)
-        metrics.up.labels("database").set(1 if ok else 0)
-        if not ok:
-            down.append("database")
+        parts: list[tuple[str, Callable[[], bool]]] = [("database", store.reachable)]
+        if redis_live is not None:
+            parts.append(("redis", redis_live.reachable))
+        for name, check in parts:
+            ok = await loop.run_in_executor(None, check)
+            metrics.up.labels(name).set(1 if ok else 0)
+            if not ok:
+                down.append(name)
         return down
 
     http = await start_http(
@@ -120,11 +150,13 @@ async def start(config: Config) -> Running:
         acct=_bound(transports[1]),
         metrics=_bound_server(http),
         database=engine.dialect.name,
-        live_state="database",
+        live_state="redis" if redis_live is not None else "database",
         nas=len(config.nas),
         catalog_version=catalog.current.version,
     )
-    return Running(server, transports, http, executor, catalog, metrics)
+    return Running(
+        server, transports, http, executor, catalog, metrics, committer, accounting, redis_live
+    )
 
 
 def _bound(transport: asyncio.DatagramTransport) -> str:
@@ -137,19 +169,50 @@ def _bound_server(server: asyncio.Server) -> str:
     return f"{host}:{port}"
 
 
-async def refresh_catalog(running: Running, stop: asyncio.Event) -> None:
+async def every(
+    seconds: float, stop: asyncio.Event, job: Callable[[], Awaitable[None]], name: str
+) -> None:
+    """Run ``job`` every ``seconds`` until ``stop``; a failure is logged and retried later."""
     log = get_logger("radiusd")
-    loop = asyncio.get_running_loop()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=1.0)
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
         if stop.is_set():
             break
         try:
-            if await loop.run_in_executor(running.executor, running.catalog.refresh):
-                log.info("catalog_reloaded", version=running.catalog.current.version)
-        except Exception as exc:  # noqa: BLE001 - keep serving from the last catalog
-            log.warning("catalog_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+            await job()
+        except Exception as exc:  # noqa: BLE001 - keep serving; try again next round
+            log.warning(f"{name}_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def background_jobs(
+    running: Running, stop: asyncio.Event, config: Config
+) -> list[asyncio.Task[None]]:
+    log = get_logger("radiusd")
+    loop = asyncio.get_running_loop()
+
+    async def refresh() -> None:
+        if await loop.run_in_executor(running.executor, running.catalog.refresh):
+            log.info("catalog_reloaded", version=running.catalog.current.version)
+
+    async def reap() -> None:
+        closed = await loop.run_in_executor(
+            running.executor, running.accounting.close_stale, datetime.now(UTC)
+        )
+        if closed:
+            log.info("stale_calls_closed", calls=closed)
+
+    async def resync() -> None:
+        live = running.redis_live
+        if live is not None and await loop.run_in_executor(None, live.resync):
+            log.info("live_state_resynced")
+
+    reap_every = max(0.2, min(30.0, config.billing.stale_grace_seconds / 4))
+    return [
+        asyncio.create_task(every(1.0, stop, refresh, "catalog_refresh")),
+        asyncio.create_task(every(reap_every, stop, reap, "stale_reaper")),
+        asyncio.create_task(every(1.0, stop, resync, "live_resync")),
+    ]
 
 
 async def serve(config: Config) -> int:
@@ -159,16 +222,17 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    refresher = asyncio.create_task(refresh_catalog(running, stop))
+    jobs = background_jobs(running, stop, config)
     await stop.wait()
     log.info("stopping", in_flight=len(running.server.tasks))
     for transport in running.transports:
         transport.pause_reading() if hasattr(transport, "pause_reading") else None
     drained = await running.server.drain(DRAIN_SECONDS)
+    await running.committer.close()
     for transport in running.transports:
         transport.close()
     running.http.close()
-    await refresher
+    await asyncio.gather(*jobs)
     running.executor.shutdown(wait=True)
     log.info("stopped", drained=drained)
     return 0

@@ -6,6 +6,7 @@ datagram, because pyrad silently truncates an attribute whose length overruns th
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass, field
 from importlib import resources
@@ -199,10 +200,7 @@ class Codec:
         if code == ACCESS_REQUEST:
             raw_password = pkt.get(_USER_PASSWORD)
             if raw_password:
-                try:
-                    request.password = _as_bytes(pkt.PwDecrypt(raw_password[0]))
-                except Exception:  # noqa: BLE001 - junk in User-Password
-                    raise Malformed("undecodable", "User-Password") from None
+                request.password = pap_decrypt(raw_password[0], secret, pkt.authenticator)
             raw_chap = pkt.get(_CHAP_PASSWORD)
             if raw_chap and len(raw_chap[0]) == 17:
                 challenge = pkt.get(_CHAP_CHALLENGE, [pkt.authenticator])[0]
@@ -240,5 +238,16 @@ class Codec:
         return bytes(reply.ReplyPacket())
 
 
-def _as_bytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+def pap_decrypt(cipher: bytes, secret: bytes, authenticator: bytes) -> bytes:
+    """User-Password (RFC 2865 §5.2), octets kept exactly (pyrad's PwDecrypt drops non-UTF-8
+    octets); only the NUL padding is removed."""
+    if not cipher or len(cipher) % 16 or len(cipher) > 128:
+        raise Malformed("undecodable", "User-Password length")
+    plain = bytearray()
+    last = authenticator
+    for start in range(0, len(cipher), 16):
+        block = cipher[start : start + 16]
+        pad = hashlib.md5(secret + last).digest()  # noqa: S324 - the RADIUS algorithm
+        plain += bytes(a ^ b for a, b in zip(block, pad, strict=True))
+        last = block
+    return bytes(plain).rstrip(b"\x00")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from billing_core.accounting import AcctOutcome
 from billing_core.authorization import Accept, Reject
 from billing_core.domain import RejectReason
 from billing_core.money import floor2
-from billing_core.services import AccountingService, AuthorizationService
+from billing_core.services import AuthorizationService
+from billing_core.sessions import AccountingEvent
 
 from . import attributes
 from .codec import ACCESS_REQUEST, STATUS_SERVER, Codec, Request
@@ -41,7 +43,7 @@ class Handler:
         self,
         codec: Codec,
         authorization: AuthorizationService,
-        accounting: AccountingService,
+        accounting: Callable[[AccountingEvent], Awaitable[AcctOutcome]],
         executor: Executor,
         metrics: Metrics,
         *,
@@ -127,7 +129,7 @@ class Handler:
             self.metrics.dropped.labels("malformed_accounting").inc()
             self.metrics.requests.labels("acct", "dropped").inc()
             return None
-        outcome = await self._run(self.accounting.record, event)
+        outcome = await self.accounting(event)
         if outcome.result == "unknown_account":
             self.metrics.rejects.labels("unknown_account").inc()
         if outcome.collision:

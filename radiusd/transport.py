@@ -44,43 +44,47 @@ class NasTable:
 
 
 class DuplicateCache:
-    """RFC 5080 §2.2.2: (source, code, id, authenticator) -> in flight, or the reply bytes."""
+    """RFC 5080 §2.2.2: (source, code, id, authenticator) -> in flight, or the reply bytes.
+
+    Requests in flight are kept apart from the replies: the bound on replies (LRU, ttl) never
+    evicts a request still being processed (those are bounded by max_in_flight instead).
+    """
 
     def __init__(self, ttl: float, size: int) -> None:
         self.ttl = ttl
         self.size = size
-        self._entries: OrderedDict[tuple[Any, ...], tuple[float, object]] = OrderedDict()
+        self._in_flight: set[tuple[Any, ...]] = set()
+        self._replies: OrderedDict[tuple[Any, ...], tuple[float, bytes]] = OrderedDict()
 
     def get(self, key: tuple[Any, ...], now: float) -> object | None:
-        entry = self._entries.get(key)
+        if key in self._in_flight:
+            return _IN_FLIGHT
+        entry = self._replies.get(key)
         if entry is None:
             return None
-        if entry[1] is not _IN_FLIGHT and entry[0] < now:
-            del self._entries[key]
+        if entry[0] < now:
+            del self._replies[key]
             return None
         return entry[1]
 
     def begin(self, key: tuple[Any, ...]) -> None:
-        self._entries[key] = (0.0, _IN_FLIGHT)
-        self._entries.move_to_end(key)
-        self._trim(time.monotonic())
+        self._replies.pop(key, None)
+        self._in_flight.add(key)
 
     def done(self, key: tuple[Any, ...], reply: bytes | None, now: float) -> None:
+        self._in_flight.discard(key)
         if reply is None or self.ttl <= 0:
-            self._entries.pop(key, None)
             return
-        self._entries[key] = (now + self.ttl, reply)
-        self._entries.move_to_end(key)
-
-    def _trim(self, now: float) -> None:
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-        # drop expired entries from the old end
-        while self._entries:
-            key, (expires, value) = next(iter(self._entries.items()))
-            if value is _IN_FLIGHT or expires >= now:
+        self._replies[key] = (now + self.ttl, reply)
+        self._replies.move_to_end(key)
+        while len(self._replies) > self.size:
+            self._replies.popitem(last=False)
+        # drop expired replies from the old end
+        while self._replies:
+            oldest, (expires, _reply) = next(iter(self._replies.items()))
+            if expires >= now:
                 break
-            del self._entries[key]
+            del self._replies[oldest]
 
 
 class RadiusServer:
@@ -121,6 +125,16 @@ class RadiusServer:
         if nas is None:
             self.drop("unknown_nas", kind)
             return
+        # a retransmission is recognised from its header alone, before any decoding work
+        key = (accounting_port, addr[0], addr[1], data[:1], data[1:2], data[4:20])
+        cached = self.duplicates.get(key, time.monotonic()) if len(data) >= 20 else None
+        if cached is _IN_FLIGHT:
+            self.drop("duplicate_in_flight", kind)
+            return
+        if isinstance(cached, bytes):
+            self.metrics.requests.labels(kind, "duplicate").inc()
+            transport.sendto(cached, addr)
+            return
         if len(self.tasks) >= self.max_in_flight:
             self.drop("overload", kind)
             return
@@ -147,16 +161,6 @@ class RadiusServer:
             ):
                 self.drop("proxy_state_without_message_authenticator", kind)
                 return
-        key = (addr[0], addr[1], request.code, request.identifier, request.authenticator)
-        now = time.monotonic()
-        cached = self.duplicates.get(key, now)
-        if cached is _IN_FLIGHT:
-            self.drop("duplicate_in_flight", kind)
-            return
-        if isinstance(cached, bytes):
-            self.metrics.requests.labels(kind, "duplicate").inc()
-            transport.sendto(cached, addr)
-            return
         self.duplicates.begin(key)
         task = asyncio.get_running_loop().create_task(
             self._process(request, nas, source_ip, accounting_port, key, addr, transport)
@@ -169,7 +173,7 @@ class RadiusServer:
         self.tasks.discard(task)
         self.metrics.in_flight.set(len(self.tasks))
 
-    async def _process(  # noqa: PLR0917
+    async def _process(
         self,
         request: Request,
         nas: NasConfig,

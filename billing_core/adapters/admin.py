@@ -1,26 +1,37 @@
 """Operator operations over the database (billingctl): provisioning, payments, listings.
 
 Every change that authorization reads bumps the catalog version in the same transaction, so
-a running daemon picks it up within a second.
+a running daemon picks it up within a second. Every change is recorded in the audit log in
+the same transaction (``audit.py``). Clients are read through ``client_queries``; the
+Clients section's other operations live in ``admin_clients``, accounts in
+``admin_accounts``, money in ``admin_money`` and rates in ``rates_import``.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from billing_core.domain import check_password, hash_password
-from billing_core.errors import NotFoundError, UserError
+from billing_core.errors import UserError
 from billing_core.money import ZERO
 from billing_core.money import display as fmt
 from billing_core.provisioning import ClientSpec, ProvisioningSpec, RateTableSpec
 
-from .models import ClientTagRow, RateTableRow, TagRow, table
+from .audit import AuditContext, client_snapshot, record
+from .client_queries import (
+    client_summary,
+    client_tags_t,
+    find_client,
+    list_clients,
+    rate_tables_t,
+    tags_of,
+    tags_t,
+)
 from .sql_store import (
     accounts_t,
     bump_catalog_version,
@@ -36,57 +47,83 @@ from .sql_store import (
     utcnow,
 )
 
-rate_tables_t = table(RateTableRow)
-tags_t = table(TagRow)
-client_tags_t = table(ClientTagRow)
+__all__ = [
+    "add_payment",
+    "add_transaction",
+    "apply_provisioning",
+    "client_summary",
+    "find_client",
+    "list_cdrs",
+    "list_clients",
+    "list_sessions",
+    "record_transaction",
+    "set_setting",
+    "set_tags",
+    "show_settings",
+    "sync_account_flags",
+    "tags_of",
+    "update_setting",
+]
 
 SETTINGS_DEFAULTS = {"max_call_length": None}
 
 
 # --- provisioning ----------------------------------------------------------------------------
-def apply_provisioning(engine: Engine, spec: ProvisioningSpec) -> dict[str, int]:
-    """Upsert by natural key (names, payment ids) in one transaction."""
+def apply_provisioning(
+    engine: Engine, spec: ProvisioningSpec, audit: AuditContext | None = None
+) -> dict[str, int]:
+    """Upsert by natural key (names, payment ids) in one transaction.
+
+    The audit log gets one entry per changed setting, rate table and client (not per rate
+    row), and one per payment applied."""
+    audit = audit or AuditContext("load")
     counts = {"rate_tables": 0, "rates": 0, "clients": 0, "accounts": 0, "payments": 0}
     with engine.begin() as conn:
         if spec.max_call_length is not None:
-            set_setting(conn, "max_call_length", str(spec.max_call_length))
+            set_setting(conn, "max_call_length", str(spec.max_call_length), audit)
         table_ids: dict[str, int] = {}
         for table in spec.rate_tables:
-            table_ids[table.name] = _upsert_rate_table(conn, table)
+            table_ids[table.name] = _upsert_rate_table(conn, table, audit)
             counts["rate_tables"] += 1
             counts["rates"] += len(table.rates)
         for index, client in enumerate(spec.clients):
-            _upsert_client(conn, client, index, table_ids, counts)
+            _upsert_client(conn, client, index, table_ids, counts, audit)
         bump_catalog_version(conn)
     return counts
 
 
-def _upsert_rate_table(conn: Connection, table: RateTableSpec) -> int:
-    table_id = conn.execute(
-        select(rate_tables_t.c.id).where(rate_tables_t.c.name == table.name)
-    ).scalar_one_or_none()
-    if table_id is None:
+_RATE_VALUES = ("name", "rate", "setup_fee", "min_volume", "interval", "grace_volume", "end_date")
+
+
+def _upsert_rate_table(conn: Connection, table: RateTableSpec, audit: AuditContext) -> int:
+    """The table's rates by (code, effective_date): new ones added, changed ones replaced."""
+    old = conn.execute(
+        select(rate_tables_t.c.id, rate_tables_t.c.currency).where(
+            rate_tables_t.c.name == table.name
+        )
+    ).one_or_none()
+    if old is None:
         table_id = conn.execute(
             insert(rate_tables_t)
             .values(name=table.name, currency=table.currency)
             .returning(rate_tables_t.c.id)
         ).scalar_one()
     else:
-        conn.execute(
-            update(rate_tables_t)
-            .where(rate_tables_t.c.id == table_id)
-            .values(currency=table.currency)
-        )
-    existing = {
-        (row.code, row.effective_date): row.id
-        for row in conn.execute(
-            select(rates_t.c.id, rates_t.c.code, rates_t.c.effective_date).where(
-                rates_t.c.rate_table_id == table_id
+        table_id = old.id
+        if old.currency != table.currency:
+            conn.execute(
+                update(rate_tables_t)
+                .where(rate_tables_t.c.id == table_id)
+                .values(currency=table.currency)
             )
-        )
+    existing = {
+        (row.code, row.effective_date): row
+        for row in conn.execute(select(rates_t).where(rates_t.c.rate_table_id == table_id))
     }
-    rows = [
-        {
+    stale: list[int] = []
+    rows: list[dict[str, Any]] = []
+    for rate in table.rates:
+        values = {
             "rate_table_id": table_id,
             "code": rate.code,
             "name": rate.name,
@@ -98,17 +135,32 @@ def _upsert_rate_table(conn: Connection, table: RateTableSpec) -> int:
             "effective_date": rate.effective_date,
             "end_date": rate.end_date,
         }
-        for rate in table.rates
-    ]
-    stale = [
-        existing[(r["code"], r["effective_date"])]
-        for r in rows
-        if (r["code"], r["effective_date"]) in existing
-    ]
+        current = existing.get((rate.code, rate.effective_date))
+        if current is not None:
+            if all(getattr(current, key) == values[key] for key in _RATE_VALUES):
+                continue  # unchanged: not rewritten
+            stale.append(current.id)
+        rows.append(values)
     for chunk in _chunks(stale, 500):
         conn.execute(delete(rates_t).where(rates_t.c.id.in_(chunk)))
     if rows:
         conn.execute(insert(rates_t), rows)
+    if old is None or old.currency != table.currency or rows:
+        added = len(rows) - len(stale)
+        record(
+            conn,
+            audit,
+            entity_type="rate_table",
+            entity_id=table_id,
+            entity_name=table.name,
+            before=None if old is None else {"currency": old.currency, "rates": len(existing)},
+            after={
+                "currency": table.currency,
+                "rates": len(existing) + added,
+                "rates_added": added,
+                "rates_changed": len(stale),
+            },
+        )
     return int(table_id)
 
 
@@ -122,6 +174,7 @@ def _upsert_client(
     index: int,
     table_ids: dict[str, int],
     counts: dict[str, int],
+    audit: AuditContext,
 ) -> None:
     rate_table_id: int | None = None
     if spec.rate_table is not None:
@@ -156,18 +209,23 @@ def _upsert_client(
         "registration_id": company.registration_id,
         "account_details": company.account_details,
     }
-    client_id = conn.execute(
-        select(clients_t.c.id).where(clients_t.c.name == spec.name)
-    ).scalar_one_or_none()
-    if client_id is None:
+    old = conn.execute(
+        select(clients_t.c.id, clients_t.c.status).where(clients_t.c.name == spec.name)
+    ).one_or_none()
+    before = None
+    if old is None:
         client_id = conn.execute(
             insert(clients_t).values(**values).returning(clients_t.c.id)
         ).scalar_one()
         conn.execute(insert(live_t).values(client_id=client_id, balance=ZERO))
     else:
+        client_id = old.id
+        before = client_snapshot(conn, client_id)
         conn.execute(update(clients_t).where(clients_t.c.id == client_id).values(**values))
     counts["clients"] += 1
     set_tags(conn, client_id, spec.tags)
+    changed_passwords: set[str] = set()
+    in_service = spec.status != "deleted"
     for account in spec.accounts:
         owner = conn.execute(
             select(accounts_t.c.client_id, accounts_t.c.password_hash).where(
@@ -176,9 +234,11 @@ def _upsert_client(
         ).one_or_none()
         password_hash = None
         if account.password is not None:
-            old = owner.password_hash if owner is not None else None
-            keep = old is not None and check_password(old, account.password.encode())
-            password_hash = old if keep else hash_password(account.password)
+            old_hash = owner.password_hash if owner is not None else None
+            keep = old_hash is not None and check_password(old_hash, account.password.encode())
+            password_hash = old_hash if keep else hash_password(account.password)
+            if owner is not None and not keep:
+                changed_passwords.add(account.name)
         row = {
             "client_id": client_id,
             "name": account.name,
@@ -189,16 +249,51 @@ def _upsert_client(
             "enabled": True,
         }
         if owner is None:
-            conn.execute(insert(accounts_t).values(**row))
+            conn.execute(
+                insert(accounts_t).values(**row, originate=in_service, terminate=in_service)
+            )
         else:
             conn.execute(update(accounts_t).where(accounts_t.c.name == account.name).values(**row))
         counts["accounts"] += 1
+    if old is not None:
+        sync_account_flags(conn, client_id, old.status, spec.status)
+    record(
+        conn,
+        audit,
+        entity_type="client",
+        entity_id=client_id,
+        entity_name=spec.name,
+        before=before,
+        after=client_snapshot(conn, client_id, changed_passwords=frozenset(changed_passwords)),
+        client_id=client_id,
+        client_name=spec.name,
+    )
     for payment in spec.payments:
-        if add_transaction(conn, client_id, payment.amount, payment.note, external_id=payment.id):
+        transaction_id = add_transaction(
+            conn, client_id, payment.amount, payment.note, external_id=payment.id
+        )
+        if transaction_id is not None:
             counts["payments"] += 1
+            record_transaction(conn, audit, transaction_id, client_id, spec.name)
+
+
+def sync_account_flags(conn: Connection, client_id: int, old_status: str, new_status: str) -> int:
+    """A client becoming deleted stops its accounts originating and terminating; one leaving
+    the deleted status gets them back. Returns the number of accounts changed."""
+    if (old_status == "deleted") == (new_status == "deleted"):
+        return 0
+    in_service = new_status != "deleted"
+    return int(
+        conn.execute(
+            update(accounts_t)
+            .where(accounts_t.c.client_id == client_id)
+            .values(originate=in_service, terminate=in_service)
+        ).rowcount
+    )
 
 
 def set_tags(conn: Connection, client_id: int, tags: Sequence[str]) -> None:
+    """The client's tags become exactly ``tags``; a tag is created on first use."""
     conn.execute(delete(client_tags_t).where(client_tags_t.c.client_id == client_id))
     for tag in dict.fromkeys(tags):
         tag_id = conn.execute(select(tags_t.c.id).where(tags_t.c.name == tag)).scalar_one_or_none()
@@ -217,16 +312,18 @@ def add_transaction(
     note: str,
     *,
     external_id: str | None = None,
-) -> bool:
-    """A payment (positive) or manual charge (negative); False when ``external_id`` was applied."""
+) -> int | None:
+    """A payment (positive) or manual charge (negative): its id, or None when ``external_id``
+    was applied already."""
     if external_id is not None:
         seen = conn.execute(
             select(transactions_t.c.id).where(transactions_t.c.external_id == external_id)
         ).scalar_one_or_none()
         if seen is not None:
-            return False
-    conn.execute(
-        insert(transactions_t).values(
+            return None
+    transaction_id = conn.execute(
+        insert(transactions_t)
+        .values(
             client_id=client_id,
             kind="payment" if amount >= 0 else "charge",
             amount=amount,
@@ -234,172 +331,70 @@ def add_transaction(
             external_id=external_id,
             created_at=utcnow(),
         )
-    )
+        .returning(transactions_t.c.id)
+    ).scalar_one()
     change_balance(conn, client_id, amount)
-    return True
+    return int(transaction_id)
 
 
-def add_payment(engine: Engine, client: str, amount: Decimal, note: str) -> dict[str, Any]:
+def record_transaction(
+    conn: Connection, audit: AuditContext, transaction_id: int, client_id: int, client_name: str
+) -> None:
+    row = conn.execute(select(transactions_t).where(transactions_t.c.id == transaction_id)).one()
+    record(
+        conn,
+        audit,
+        entity_type="transaction",
+        entity_id=transaction_id,
+        entity_name=row.external_id,
+        before=None,
+        after={
+            "kind": row.kind,
+            "amount": row.amount,
+            "note": row.note,
+            "external_id": row.external_id,
+        },
+        client_id=client_id,
+        client_name=client_name,
+    )
+
+
+def add_payment(
+    engine: Engine,
+    client: str,
+    amount: Decimal,
+    note: str,
+    audit: AuditContext | None = None,
+) -> dict[str, Any]:
     with engine.begin() as conn:
         row = find_client(conn, client)
-        add_transaction(conn, row.id, amount, note)
+        transaction_id = add_transaction(conn, row.id, amount, note)
+        assert transaction_id is not None  # no external id: always applied
+        record_transaction(
+            conn, audit or AuditContext("payments add"), transaction_id, row.id, row.name
+        )
     return client_summary(engine, str(row.id))
 
 
-# --- clients -----------------------------------------------------------------------------------
-def find_client(conn: Connection, name_or_id: str) -> Any:
-    row = conn.execute(select(clients_t).where(clients_t.c.name == name_or_id)).one_or_none()
-    if row is None and name_or_id.isdigit():
-        row = conn.execute(select(clients_t).where(clients_t.c.id == int(name_or_id))).one_or_none()
-    if row is None:
-        raise NotFoundError(f"no client named {name_or_id!r}")
-    return row
-
-
-def _tags_of(conn: Connection, client_ids: Sequence[int]) -> dict[int, list[str]]:
-    tags: dict[int, list[str]] = {cid: [] for cid in client_ids}
-    if not client_ids:
-        return tags
-    for cid, name in conn.execute(
-        select(client_tags_t.c.client_id, tags_t.c.name)
-        .join(tags_t, tags_t.c.id == client_tags_t.c.tag_id)
-        .where(client_tags_t.c.client_id.in_(client_ids))
-        .order_by(tags_t.c.name)
-    ):
-        tags[cid].append(name)
-    return tags
-
-
-def _balances(
-    conn: Connection, client_ids: Sequence[int], now: datetime
-) -> dict[int, dict[str, Any]]:
-    out: dict[int, dict[str, Any]] = {
-        cid: {"live": ZERO, "fixed": ZERO, "held": ZERO, "active_calls": 0} for cid in client_ids
-    }
-    if not client_ids:
-        return out
-    for cid, balance in conn.execute(
-        select(live_t.c.client_id, live_t.c.balance).where(live_t.c.client_id.in_(client_ids))
-    ):
-        out[cid]["live"] = balance
-    for cid, total in conn.execute(
-        select(transactions_t.c.client_id, func.sum(transactions_t.c.amount))
-        .where(
-            transactions_t.c.client_id.in_(client_ids),
-            transactions_t.c.kind.in_(("payment", "charge")),
-        )
-        .group_by(transactions_t.c.client_id)
-    ):
-        out[cid]["fixed"] = _money(total)
-    for cid, held in conn.execute(
-        select(calls_t.c.client_id, func.sum(calls_t.c.hold))
-        .where(calls_t.c.client_id.in_(client_ids), live_calls_condition(now))
-        .group_by(calls_t.c.client_id)
-    ):
-        out[cid]["held"] = _money(held)
-    for cid, count in conn.execute(
-        select(calls_t.c.client_id, func.count())
-        .where(calls_t.c.client_id.in_(client_ids), calls_t.c.state == "active")
-        .group_by(calls_t.c.client_id)
-    ):
-        out[cid]["active_calls"] = int(count)
-    return out
-
-
-def _money(raw: Decimal | None) -> Decimal:
-    """SUM over a money column: already a Decimal (the column type applies), None when empty."""
-    return ZERO if raw is None else raw
-
-
-def _client_dict(
-    row: Any, balances: dict[str, Any], tags: list[str], table: str | None
-) -> dict[str, Any]:
-    live = balances["live"]
-    return {
-        "id": row.id,
-        "name": row.name,
-        "status": row.status,
-        "currency": row.currency,
-        "timezone": row.timezone,
-        "locale": row.locale,
-        "postpaid": bool(row.postpaid),
-        "credit": fmt(row.credit),
-        "live_balance": fmt(live),
-        "available_balance": fmt(live + row.credit),
-        "fixed_balance": fmt(balances["fixed"]),
-        "held": fmt(balances["held"]),
-        "active_calls": balances["active_calls"],
-        "rate_table": table,
-        "capacity": row.capacity,
-        "low_balance": None
-        if row.low_balance_threshold is None
-        else {"threshold": fmt(row.low_balance_threshold), "capacity": row.low_balance_capacity},
-        "bill_events_by": row.bill_events_by,
-        "tags": tags,
-        "reseller": row.reseller,
-        "payment_terms": row.payment_terms,
-        "main_email": row.main_email,
-    }
-
-
-def client_summary(engine: Engine, name_or_id: str) -> dict[str, Any]:
-    with engine.connect() as conn:
-        row = find_client(conn, name_or_id)
-        table = None
-        if row.rate_table_id is not None:
-            table = conn.execute(
-                select(rate_tables_t.c.name).where(rate_tables_t.c.id == row.rate_table_id)
-            ).scalar_one()
-        balances = _balances(conn, [row.id], utcnow())[row.id]
-        return _client_dict(row, balances, _tags_of(conn, [row.id])[row.id], table)
-
-
-def list_clients(
-    engine: Engine,
-    *,
-    name: str | None = None,
-    email: str | None = None,
-    status: str = "active",
-    tag: str | None = None,
-) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        query = select(clients_t).order_by(clients_t.c.name)
-        if status != "all":
-            query = query.where(clients_t.c.status == status)
-        if name:
-            query = query.where(
-                func.lower(clients_t.c.name).startswith(name.lower(), autoescape=True)
-            )
-        rows = list(conn.execute(query))
-        if email:
-            pattern = email.lower()
-            rows = [
-                r
-                for r in rows
-                if r.main_email and fnmatch.fnmatchcase(r.main_email.lower(), pattern)
-            ]
-        ids = [r.id for r in rows]
-        tags = _tags_of(conn, ids)
-        if tag:
-            rows = [r for r in rows if tag in tags[r.id]]
-            ids = [r.id for r in rows]
-        tables = {
-            r.id: r.name for r in conn.execute(select(rate_tables_t.c.id, rate_tables_t.c.name))
-        }
-        balances = _balances(conn, ids, utcnow())
-        return [
-            _client_dict(r, balances[r.id], tags[r.id], tables.get(r.rate_table_id)) for r in rows
-        ]
-
-
 # --- settings ----------------------------------------------------------------------------------
-def set_setting(conn: Connection, name: str, value: str) -> None:
-    updated = conn.execute(
-        update(settings_t).where(settings_t.c.name == name).values(value=value)
-    ).rowcount
-    if not updated:
+def set_setting(conn: Connection, name: str, value: str, audit: AuditContext | None = None) -> None:
+    old = conn.execute(
+        select(settings_t.c.value).where(settings_t.c.name == name)
+    ).scalar_one_or_none()
+    if old is None:
         conn.execute(insert(settings_t).values(name=name, value=value))
+    elif old != value:
+        conn.execute(update(settings_t).where(settings_t.c.name == name).values(value=value))
     bump_catalog_version(conn)
+    record(
+        conn,
+        audit or AuditContext("settings set"),
+        entity_type="setting",
+        entity_id=name,
+        entity_name=name,
+        before=None if old is None else {"value": old},
+        after={"value": value},
+    )
 
 
 def show_settings(engine: Engine, defaults: dict[str, str]) -> dict[str, str]:
@@ -410,9 +405,11 @@ def show_settings(engine: Engine, defaults: dict[str, str]) -> dict[str, str]:
     return {**defaults, **stored}
 
 
-def update_setting(engine: Engine, name: str, value: str) -> None:
+def update_setting(
+    engine: Engine, name: str, value: str, audit: AuditContext | None = None
+) -> None:
     with engine.begin() as conn:
-        set_setting(conn, name, value)
+        set_setting(conn, name, value, audit)
 
 
 # --- calls -------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -169,6 +170,9 @@ class AccountRow(Base):
     tech_prefix: Mapped[str | None] = mapped_column(String(32), nullable=True)
     password_hash: Mapped[str | None] = mapped_column(String(160), nullable=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # billingctl (0002): a deleted client's accounts neither originate nor terminate
+    originate: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    terminate: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class TransactionRow(Base):
@@ -183,6 +187,8 @@ class TransactionRow(Base):
     external_id: Mapped[str | None] = mapped_column(String(128), unique=True, nullable=True)
     cdr_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # billingctl (0002): the invoice a call charge was billed on
+    invoice_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
 
 
 class LiveBalanceRow(Base):
@@ -199,11 +205,14 @@ class CallRow(Base):
     """Calls in progress: held (authorized) or active (accounting seen)."""
 
     __tablename__ = "calls"
+    __table_args__ = (Index("ix_calls_nas_key", "nas_key"),)
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
     account_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     nas_key: Mapped[str] = mapped_column(String(160))
     acct_session_id: Mapped[str] = mapped_column(String(255), default="")
+    conf_id: Mapped[str] = mapped_column(String(255), default="")
+    origin: Mapped[str] = mapped_column(String(16), default="")
     called: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(8))  # held | active
     granted_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -215,6 +224,8 @@ class CallRow(Base):
     max_session_time: Mapped[int] = mapped_column(Integer, default=0)
     charged: Mapped[bool] = mapped_column(Boolean, default=False)
     epoch: Mapped[int] = mapped_column(Integer, default=0)
+    live_uid: Mapped[str] = mapped_column(String(64), default="")  # the hold's id in Redis
+    accounted: Mapped[bool] = mapped_column(Boolean, default=False)  # accounting recorded
 
 
 class CallKeyRow(Base):
@@ -261,6 +272,16 @@ class CdrRow(Base):
     stopped_at: Mapped[datetime] = mapped_column(UTCDateTime)
     closed_by: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    corrected_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class NasEpochRow(Base):
+    """Accounting-On/Off start a new epoch of a NAS key: older legs never match again."""
+
+    __tablename__ = "nas_epochs"
+    nas_key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class AcctEventRow(Base):
@@ -281,3 +302,77 @@ def table(model: type[Base]) -> Table:
     result = model.__table__
     assert isinstance(result, Table)
     return result
+
+
+# --- billingctl's operator section (migration 0002) ------------------------------------------
+class ClientTemplateRow(Base):
+    """Values a new client takes for the fields ``clients add --template`` does not give.
+
+    Every field is optional: None means "not set by the template"."""
+
+    __tablename__ = "client_templates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    status: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    locale: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    bill_events_by: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    postpaid: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    credit: Mapped[Decimal | None] = mapped_column(MoneyType, nullable=True)
+    rate_table_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rate_tables.id", ondelete="RESTRICT"), nullable=True
+    )
+    capacity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    low_balance_threshold: Mapped[Decimal | None] = mapped_column(MoneyType, nullable=True)
+    low_balance_capacity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reseller: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    tax_profile: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    payment_terms: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hidden_numbers: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    autoinvoicing: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    company_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    main_email: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    billing_email: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    rates_email: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    address: Mapped[str | None] = mapped_column(Text, nullable=True)
+    zip_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    tax_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    registration_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    account_details: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tags: Mapped[str | None] = mapped_column(Text, nullable=True)  # a JSON list; None: not set
+
+
+class InvoiceRow(Base):
+    """The call charges of one period, owed by the client (``total`` is positive when owed).
+
+    The fixed balance is payments and manual charges minus invoice totals."""
+
+    __tablename__ = "invoices"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    period_start: Mapped[date | None] = mapped_column(Date, nullable=True)  # None: since the start
+    period_end: Mapped[date] = mapped_column(Date)  # inclusive, in the client's time zone
+    total: Mapped[Decimal] = mapped_column(MoneyType)
+    charges: Mapped[int] = mapped_column(Integer)  # how many call transactions it bills
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditRow(Base):
+    """Every change made with billingctl or ``load``: who, when, what, before and after.
+
+    No foreign keys: an entry outlives what it describes (a fully deleted client)."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    command: Mapped[str] = mapped_column(String(64))
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    entity_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    client_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    client_name: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    before: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON; None: created
+    after: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON; None: removed

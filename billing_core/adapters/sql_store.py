@@ -20,8 +20,18 @@ from sqlalchemy.dialects import postgresql, sqlite
 from billing_core.authorization import Accept, Decision, LiveSnapshot, decide
 from billing_core.domain import Account, Client
 from billing_core.identification import AccountIndex
-from billing_core.money import ZERO
-from billing_core.ports import CallRecord, Catalog, ClosedLeg, HoldRequest
+from billing_core.money import ZERO, to_micros
+from billing_core.ports import (
+    CallRecord,
+    Catalog,
+    ClosedLeg,
+    HeldCall,
+    HoldRequest,
+    LegIdentity,
+    LiveEffect,
+    LiveView,
+    StoredLeg,
+)
 from billing_core.rating import Rate, RateTableIndex
 from billing_core.sessions import AccountingEvent
 
@@ -34,6 +44,7 @@ from .models import (
     CdrRow,
     ClientRow,
     LiveBalanceRow,
+    NasEpochRow,
     RateRow,
     Setting,
     TransactionRow,
@@ -48,6 +59,7 @@ catalog_version_t = table(CatalogVersion)
 cdrs_t = table(CdrRow)
 clients_t = table(ClientRow)
 live_t = table(LiveBalanceRow)
+nas_epochs_t = table(NasEpochRow)
 rates_t = table(RateRow)
 settings_t = table(Setting)
 transactions_t = table(TransactionRow)
@@ -226,6 +238,10 @@ class SqlStore:
                             max_session_time=0,
                             charged=False,
                             epoch=0,
+                            live_uid=request.uid,
+                            accounted=False,
+                            conf_id="",
+                            origin="",
                             **values,
                         )
                         .returning(calls_t.c.id)
@@ -262,6 +278,111 @@ class SqlStore:
             .limit(1)
         ).scalar_one_or_none()
 
+    def find_holds(self, keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[HeldCall | None]:
+        """Holds live in the calls table here: accounting finds them in its transaction."""
+        return [None] * len(keys)
+
+    def apply(self, effects: Sequence[LiveEffect]) -> None:
+        """Nothing to do: the effects were written in the accounting transaction itself."""
+
+    def view(self, client_ids: Sequence[int], now: datetime) -> dict[int, LiveView]:
+        out = {cid: LiveView(ZERO, ZERO, 0) for cid in client_ids}
+        if not client_ids:
+            return out
+        with self.engine.connect() as conn:
+            balances = {
+                r.client_id: r.balance
+                for r in conn.execute(
+                    select(live_t.c.client_id, live_t.c.balance).where(
+                        live_t.c.client_id.in_(client_ids)
+                    )
+                )
+            }
+            held = {
+                r.client_id: r.held
+                for r in conn.execute(
+                    select(calls_t.c.client_id, func.sum(calls_t.c.hold).label("held"))
+                    .where(calls_t.c.client_id.in_(client_ids), live_calls_condition(now))
+                    .group_by(calls_t.c.client_id)
+                )
+            }
+            active = {
+                r.client_id: int(r.n)
+                for r in conn.execute(
+                    select(calls_t.c.client_id, func.count().label("n"))
+                    .where(calls_t.c.client_id.in_(client_ids), calls_t.c.state == "active")
+                    .group_by(calls_t.c.client_id)
+                )
+            }
+        for cid in client_ids:
+            out[cid] = LiveView(balances.get(cid, ZERO), held.get(cid) or ZERO, active.get(cid, 0))
+        return out
+
+    # --- the truth behind a live state kept elsewhere (Redis) ----------------------------------
+    def ledger_balances(self, client_ids: Sequence[int] | None = None) -> dict[int, Decimal]:
+        """Each client's ledger sum (the live balance's truth), every client when None."""
+        with self.engine.connect() as conn:
+            ids = (
+                list(client_ids)
+                if client_ids is not None
+                else [r.id for r in conn.execute(select(clients_t.c.id))]
+            )
+            out = dict.fromkeys(ids, ZERO)
+            query = select(
+                transactions_t.c.client_id, func.sum(transactions_t.c.amount).label("total")
+            ).group_by(transactions_t.c.client_id)
+            if client_ids is not None:
+                query = query.where(transactions_t.c.client_id.in_(ids))
+            for row in conn.execute(query):
+                if row.client_id in out:
+                    out[row.client_id] = row.total if row.total is not None else ZERO
+        return out
+
+    def live_client(self, client_id: int) -> tuple[Decimal, list[dict[str, Any]]]:
+        """One client's ledger balance and its calls whose accounting was recorded, in the
+        form the Redis live state stores them."""
+        balance = self.ledger_balances([client_id])[client_id]
+        calls: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            rows = list(
+                conn.execute(
+                    select(calls_t).where(
+                        calls_t.c.client_id == client_id, calls_t.c.accounted.is_(True)
+                    )
+                )
+            )
+            keys: dict[int, list[str]] = {}
+            if rows:
+                for row in conn.execute(
+                    select(call_keys_t.c.call_id, call_keys_t.c.key).where(
+                        call_keys_t.c.call_id.in_([r.id for r in rows])
+                    )
+                ):
+                    keys.setdefault(row.call_id, []).append(row.key)
+        for row in rows:
+            uid = row.live_uid or f"db{row.id}"
+            expires = row.hold_expires_at
+            calls.append(
+                {
+                    "uid": uid,
+                    "nas_key": row.nas_key,
+                    "identifiers": keys.get(row.id, []),
+                    "record": {
+                        "s": "a" if row.state == "active" else "h",
+                        "h": to_micros(row.hold),
+                        "e": int(expires.timestamp() * 1000) if expires else 0,
+                        "a": row.account_id or 0,
+                        "c": row.called,
+                        "n": row.nas_key,
+                        "t": int(row.authorized_at.timestamp() * 1000) if row.authorized_at else 0,
+                        "g": row.granted_seconds or 0,
+                        "i": keys.get(row.id, []),
+                        "x": 1,
+                    },
+                }
+            )
+        return balance, calls
+
     # --- Ledger ---------------------------------------------------------------------------
     @contextmanager
     def accounting(self) -> Iterator[SqlAccountingTx]:
@@ -283,14 +404,20 @@ def _call_record(row: Any) -> CallRecord:
         client_id=row.client_id,
         account_id=row.account_id,
         nas_key=row.nas_key,
+        acct_session_id=row.acct_session_id,
+        conf_id=row.conf_id,
+        origin=row.origin,
         called=row.called,
         state=row.state,
         granted_seconds=row.granted_seconds,
         hold=row.hold,
         authorized_at=row.authorized_at,
         started_at=row.started_at,
+        last_seen_at=row.last_seen_at,
         max_session_time=row.max_session_time,
-        charged=bool(row.charged),
+        accounted=bool(row.accounted),
+        epoch=row.epoch,
+        live_uid=row.live_uid,
     )
 
 
@@ -310,6 +437,26 @@ class SqlAccountingTx:
             )
         )
 
+    def current_epoch(self, nas_key: str) -> tuple[int, datetime | None]:
+        row = self.conn.execute(
+            select(nas_epochs_t.c.epoch, nas_epochs_t.c.changed_at).where(
+                nas_epochs_t.c.nas_key == nas_key
+            )
+        ).one_or_none()
+        return (0, None) if row is None else (int(row.epoch), row.changed_at)
+
+    def new_epoch(self, nas_key: str, at: datetime) -> int:
+        epoch, _ = self.current_epoch(nas_key)
+        if epoch == 0 and _ is None:
+            self.conn.execute(insert(nas_epochs_t).values(nas_key=nas_key, epoch=1, changed_at=at))
+            return 1
+        self.conn.execute(
+            update(nas_epochs_t)
+            .where(nas_epochs_t.c.nas_key == nas_key)
+            .values(epoch=epoch + 1, changed_at=at)
+        )
+        return epoch + 1
+
     def find_call(self, nas_key: str, identifiers: tuple[str, ...]) -> CallRecord | None:
         row = self.conn.execute(
             select(calls_t)
@@ -320,17 +467,69 @@ class SqlAccountingTx:
         ).one_or_none()
         return None if row is None else _call_record(row)
 
+    def calls_of_nas(self, nas_key: str) -> list[CallRecord]:
+        rows = self.conn.execute(
+            select(calls_t).where(calls_t.c.nas_key == nas_key).order_by(calls_t.c.id)
+        )
+        return [_call_record(row) for row in rows]
+
+    def stale_calls(
+        self, now: datetime, grace_seconds: int, default_grant: int
+    ) -> list[CallRecord]:
+        # candidates by the longest possible silence, then the exact rule per call
+        longest = now - timedelta(seconds=grace_seconds)
+        rows = self.conn.execute(
+            select(calls_t).where(
+                calls_t.c.accounted.is_(True),
+                calls_t.c.state == "active",
+                calls_t.c.last_seen_at < longest,
+            )
+        )
+        out = []
+        for row in rows:
+            call = _call_record(row)
+            grant = call.granted_seconds or default_grant
+            if (
+                call.last_seen_at is not None
+                and call.last_seen_at + timedelta(seconds=grant + grace_seconds) < now
+            ):
+                out.append(call)
+        return out
+
+    def purge_lapsed(self, before: datetime) -> int:
+        ids = [
+            row.id
+            for row in self.conn.execute(
+                select(calls_t.c.id).where(
+                    calls_t.c.accounted.is_(False),
+                    calls_t.c.state == "held",
+                    calls_t.c.hold_expires_at < before,
+                )
+            )
+        ]
+        for call_id in ids:
+            self.end_call(call_id)
+        return len(ids)
+
     def create_call(
         self,
         *,
         client_id: int,
         account_id: int | None,
         nas_key: str,
+        epoch: int,
         acct_session_id: str,
+        conf_id: str,
+        origin: str,
         called: str,
         identifiers: tuple[str, ...],
         state: str,
+        hold: Decimal,
+        granted_seconds: int | None,
+        authorized_at: datetime | None,
         started_at: datetime | None,
+        seen_at: datetime,
+        live_uid: str,
     ) -> CallRecord:
         row = self.conn.execute(
             insert(calls_t)
@@ -339,14 +538,20 @@ class SqlAccountingTx:
                 account_id=account_id,
                 nas_key=nas_key,
                 acct_session_id=acct_session_id,
+                conf_id=conf_id,
+                origin=origin,
                 called=called,
                 state=state,
-                hold=ZERO,
+                hold=hold,
+                granted_seconds=granted_seconds,
+                authorized_at=authorized_at,
                 started_at=started_at,
-                last_seen_at=started_at,
+                last_seen_at=seen_at,
                 max_session_time=0,
                 charged=False,
-                epoch=0,
+                epoch=epoch,
+                live_uid=live_uid,
+                accounted=True,
             )
             .returning(*calls_t.c)
         ).one()
@@ -362,6 +567,7 @@ class SqlAccountingTx:
         max_session_time: int | None = None,
         hold_expires_at: datetime | None = None,
         last_seen_at: datetime | None = None,
+        accounted: bool | None = None,
     ) -> None:
         values = {
             key: value
@@ -371,32 +577,64 @@ class SqlAccountingTx:
                 ("max_session_time", max_session_time),
                 ("hold_expires_at", hold_expires_at),
                 ("last_seen_at", last_seen_at),
+                ("accounted", accounted),
             )
             if value is not None
         }
         if values:
             self.conn.execute(update(calls_t).where(calls_t.c.id == call_id).values(**values))
 
-    def link_leg(
-        self, call_id: int, nas_key: str, identifiers: tuple[str, ...], acct_session_id: str
-    ) -> None:
-        _add_keys(self.conn, call_id, nas_key, identifiers)
+    def link_leg(self, call_id: int, event: AccountingEvent) -> None:
+        _add_keys(self.conn, call_id, event.nas_key, event.identifiers())
         self.conn.execute(
             update(calls_t)
             .where(calls_t.c.id == call_id, calls_t.c.acct_session_id == "")
-            .values(acct_session_id=acct_session_id)
+            .values(
+                acct_session_id=event.acct_session_id,
+                conf_id=event.conf_id or "",
+                origin=event.origin or "",
+            )
         )
 
+    def find_legs(self, identity: LegIdentity) -> list[StoredLeg]:
+        rows = self.conn.execute(
+            select(cdrs_t, calls_t.c.live_uid)
+            .outerjoin(calls_t, calls_t.c.id == cdrs_t.c.call_id)
+            .where(
+                cdrs_t.c.nas_key == identity.nas_key,
+                cdrs_t.c.epoch == identity.epoch,
+                cdrs_t.c.acct_session_id == identity.acct_session_id,
+                cdrs_t.c.conf_id == identity.conf_id,
+                cdrs_t.c.origin == identity.origin,
+            )
+            .order_by(cdrs_t.c.id)
+        )
+        return [
+            StoredLeg(
+                id=row.id,
+                client_id=row.client_id,
+                duration=row.duration,
+                cost=row.cost,
+                closed_by=row.closed_by,
+                corrected=row.corrected_at is not None,
+                called=row.called,
+                rated_at=row.rated_at,
+                call_live_uid=row.live_uid or "",
+            )
+            for row in rows
+        ]
+
     def store_leg(self, leg: ClosedLeg) -> int | None:
+        identity = leg.identity
         values = {
             "client_id": leg.client_id,
             "account_id": leg.account_id,
             "call_id": leg.call_id,
-            "nas_key": leg.nas_key,
-            "epoch": leg.epoch,
-            "acct_session_id": leg.acct_session_id,
-            "conf_id": leg.conf_id,
-            "origin": leg.origin,
+            "nas_key": identity.nas_key,
+            "epoch": identity.epoch,
+            "acct_session_id": identity.acct_session_id,
+            "conf_id": identity.conf_id,
+            "origin": identity.origin,
             "called": leg.called,
             "duration": leg.duration,
             "billed_duration": leg.billed_duration,
@@ -416,6 +654,15 @@ class SqlAccountingTx:
         )
         cdr_id = self.conn.execute(statement).scalar_one_or_none()
         return None if cdr_id is None else int(cdr_id)
+
+    def correct_leg(
+        self, cdr_id: int, *, duration: int, billed_duration: int, cost: Decimal, at: datetime
+    ) -> None:
+        self.conn.execute(
+            update(cdrs_t)
+            .where(cdrs_t.c.id == cdr_id)
+            .values(duration=duration, billed_duration=billed_duration, cost=cost, corrected_at=at)
+        )
 
     def charge(self, client_id: int, amount: Decimal, cdr_id: int, note: str) -> None:
         self.conn.execute(

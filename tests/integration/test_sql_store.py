@@ -18,12 +18,8 @@ from billing_core.domain import RejectReason
 from billing_core.errors import UserError
 from billing_core.identification import CallerFacts
 from billing_core.provisioning import parse_provisioning
-from billing_core.services import (
-    AccountingService,
-    AuthorizationService,
-    AuthorizeCall,
-    CatalogCache,
-)
+from billing_core.accounting import AccountingService
+from billing_core.services import AuthorizationService, AuthorizeCall, CatalogCache
 from billing_core.sessions import AccountingEvent
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -73,7 +69,7 @@ def services(url: str) -> tuple[SqlStore, AuthorizationService, AccountingServic
         lambda: catalog.current, store, max_call_length=7200, auth_hold_seconds=180
     )
     acct = AccountingService(
-        lambda: catalog.current, store, auth_hold_seconds=180, max_acct_delay_seconds=86400
+        lambda: catalog.current, store, store, auth_hold_seconds=180, max_acct_delay_seconds=86400
     )
     return store, authz, acct
 
@@ -106,11 +102,21 @@ def stop(session: str, seconds: int, *, delay: int = 0, status: int = 2) -> Acco
     )
 
 
-def test_migrations_are_idempotent(db_url: str) -> None:
+def test_migrations_are_idempotent_and_match_the_models(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from billing_core.adapters.db import _alembic_config
+    from billing_core.adapters.models import metadata
+
     engine = make_engine(db_url)
     upgrade(engine)
     upgrade(engine)
-    assert current_revision(engine) == "0001"
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert current_revision(engine) == head
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 
 
 def test_load_is_idempotent_and_payments_apply_once(db_url: str) -> None:

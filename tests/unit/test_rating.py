@@ -148,7 +148,8 @@ def test_cost(
 
 
 @pytest.mark.parametrize(
-    ("min_volume", "interval", "g1"), [(60, 60, 60), (0, 1, 1), (0, 6, 6), (30, 6, 30), (30, 60, 60)]
+    ("min_volume", "interval", "g1"),
+    [(60, 60, 60), (0, 1, 1), (0, 6, 6), (30, 6, 30), (30, 60, 60)],
 )
 def test_first_grid_point(min_volume: int, interval: int, g1: int) -> None:
     assert first_grid_point(make_rate(min_volume=min_volume, interval=interval)) == g1

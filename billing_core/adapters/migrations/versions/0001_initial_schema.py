@@ -157,6 +157,8 @@ def upgrade() -> None:
         sa.Column("account_id", sa.Integer(), nullable=True),
         sa.Column("nas_key", sa.String(length=160), nullable=False),
         sa.Column("acct_session_id", sa.String(length=255), nullable=False),
+        sa.Column("conf_id", sa.String(length=255), nullable=False),
+        sa.Column("origin", sa.String(length=16), nullable=False),
         sa.Column("called", sa.String(length=64), nullable=False),
         sa.Column("state", sa.String(length=8), nullable=False),
         sa.Column("granted_seconds", sa.Integer(), nullable=True),
@@ -168,6 +170,8 @@ def upgrade() -> None:
         sa.Column("max_session_time", sa.Integer(), nullable=False),
         sa.Column("charged", sa.Boolean(), nullable=False),
         sa.Column("epoch", sa.Integer(), nullable=False),
+        sa.Column("live_uid", sa.String(length=64), nullable=False),
+        sa.Column("accounted", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["client_id"],
             ["clients.id"],
@@ -178,6 +182,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("calls", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_calls_client_id"), ["client_id"], unique=False)
+        batch_op.create_index("ix_calls_nas_key", ["nas_key"], unique=False)
 
     op.create_table(
         "cdrs",
@@ -200,6 +205,7 @@ def upgrade() -> None:
         sa.Column("stopped_at", sa.DateTime(), nullable=False),
         sa.Column("closed_by", sa.String(length=16), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("corrected_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["client_id"],
             ["clients.id"],
@@ -220,6 +226,13 @@ def upgrade() -> None:
     with op.batch_alter_table("cdrs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_cdrs_client_id"), ["client_id"], unique=False)
 
+    op.create_table(
+        "nas_epochs",
+        sa.Column("nas_key", sa.String(length=160), nullable=False),
+        sa.Column("epoch", sa.Integer(), nullable=False),
+        sa.Column("changed_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("nas_key", name=op.f("pk_nas_epochs")),
+    )
     op.create_table(
         "client_tags",
         sa.Column("client_id", sa.Integer(), nullable=False),
@@ -299,6 +312,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_call_keys_nas_key_key")
 
     op.drop_table("call_keys")
+    op.drop_table("nas_epochs")
     with op.batch_alter_table("transactions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_transactions_client_id"))
         batch_op.drop_index(batch_op.f("ix_transactions_cdr_id"))
@@ -312,6 +326,7 @@ def downgrade() -> None:
     op.drop_table("cdrs")
     with op.batch_alter_table("calls", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_calls_client_id"))
+        batch_op.drop_index("ix_calls_nas_key")
 
     op.drop_table("calls")
     with op.batch_alter_table("accounts", schema=None) as batch_op:

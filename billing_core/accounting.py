@@ -1,0 +1,398 @@
+"""Accounting use cases (CONTRACT §3): record every packet, charge each billable leg once.
+
+``record_many`` applies a batch of Accounting-Requests in one database transaction (a group
+commit): each is answered only after that transaction commits. The effects on the live
+state are returned and applied after the commit (the database is the truth; the live state
+can always be rebuilt from it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from billing_core.money import ZERO
+from billing_core.numbers import digits_only
+from billing_core.ports import (
+    AccountingTx,
+    Activated,
+    BalanceMoved,
+    CallRecord,
+    Catalog,
+    ClosedLeg,
+    HeldCall,
+    Ledger,
+    LegIdentity,
+    LiveEffect,
+    LiveState,
+    NasReleased,
+    Rehold,
+    Released,
+    StoredLeg,
+)
+from billing_core.rating import Rate, billed, cost
+from billing_core.sessions import AccountingEvent, AcctStatus, rating_moment, stop_duration
+
+_LEG_STATUSES = (AcctStatus.START, AcctStatus.INTERIM_UPDATE, AcctStatus.STOP, AcctStatus.FAILED)
+_CLOSED_BY_SERVER = ("stale", "accounting-on", "accounting-off")
+
+
+@dataclass(frozen=True, slots=True)
+class AcctOutcome:
+    # recorded | charged | corrected | duplicate | unknown_account | not_billable | ended | closed
+    result: str
+    client_id: int | None = None
+    cost: Decimal | None = None
+    duration: int | None = None
+    collision: bool = False
+    closed_calls: int = 0
+
+
+@dataclass
+class _Batch:
+    effects: list[LiveEffect] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    client_id: int
+    account_id: int | None
+    called: str
+    hold: HeldCall | None
+
+
+class AccountingService:
+    def __init__(
+        self,
+        catalog: Callable[[], Catalog],
+        ledger: Ledger,
+        live: LiveState,
+        *,
+        auth_hold_seconds: int,
+        max_acct_delay_seconds: int,
+        stale_grace_seconds: int = 300,
+        max_call_length: int = 7200,
+    ) -> None:
+        self._catalog = catalog
+        self._ledger = ledger
+        self._live = live
+        self._hold_seconds = auth_hold_seconds
+        self._max_delay = max_acct_delay_seconds
+        self._stale_grace = stale_grace_seconds
+        self._max_call_length = max_call_length
+
+    # --- entry points ------------------------------------------------------------------------
+    def record(self, event: AccountingEvent) -> AcctOutcome:
+        return self.record_many([event])[0]
+
+    def record_many(self, events: Sequence[AccountingEvent]) -> list[AcctOutcome]:
+        """Record and apply ``events`` in one transaction; then update the live state."""
+        holds = self._live.find_holds(
+            [(e.nas_key, e.identifiers()) for e in events if e.status in _LEG_STATUSES]
+        )
+        hold_of = iter(holds)
+        batch = _Batch()
+        outcomes: list[AcctOutcome] = []
+        with self._ledger.accounting() as tx:
+            for event in events:
+                held = next(hold_of) if event.status in _LEG_STATUSES else None
+                tx.record_event(event)
+                outcomes.append(self._apply(tx, event, held, batch))
+        if batch.effects:
+            self._live.apply(batch.effects)
+        return outcomes
+
+    def close_stale(self, now: datetime) -> int:
+        """Close calls silent for their grant plus stale_grace_seconds (closed_by stale), and
+        forget authorizations whose hold lapsed long ago."""
+        batch = _Batch()
+        with self._ledger.accounting() as tx:
+            calls = tx.stale_calls(now, self._stale_grace, self._max_call_length)
+            for call in calls:
+                self._close_call(tx, call, "stale", now, batch)
+            retention = self._max_call_length + self._stale_grace + self._hold_seconds
+            tx.purge_lapsed(now - timedelta(seconds=retention))
+        if batch.effects:
+            self._live.apply(batch.effects)
+        return len(calls)
+
+    # --- one packet ------------------------------------------------------------------------------
+    def _apply(
+        self, tx: AccountingTx, event: AccountingEvent, held: HeldCall | None, batch: _Batch
+    ) -> AcctOutcome:
+        when = event.event_time(self._max_delay)
+        if event.status in (AcctStatus.ACCOUNTING_ON, AcctStatus.ACCOUNTING_OFF):
+            closed_by = (
+                "accounting-on" if event.status == AcctStatus.ACCOUNTING_ON else "accounting-off"
+            )
+            return self._close_nas(tx, event.nas_key, when, closed_by, batch)
+        if event.status not in _LEG_STATUSES:
+            return AcctOutcome("recorded")
+        if not event.billable:
+            return AcctOutcome("not_billable")
+        epoch, changed_at = tx.current_epoch(event.nas_key)
+        # a packet whose event time precedes the last Accounting-On/Off belongs to the epoch
+        # before it (a late Stop of a call the NAS reboot closed)
+        leg_epoch = epoch - 1 if changed_at is not None and when < changed_at else epoch
+        identity = LegIdentity(
+            event.nas_key, leg_epoch, event.acct_session_id, event.conf_id or "", event.origin or ""
+        )
+        if event.status in (AcctStatus.STOP, AcctStatus.FAILED):
+            return self._stop(tx, event, identity, epoch, held, when, batch)
+        if leg_epoch != epoch or tx.find_legs(identity):
+            return AcctOutcome("recorded")  # a Start or Interim for a closed leg changes nothing
+        call = tx.find_call(event.nas_key, event.identifiers())
+        if call is None:
+            owner = self._owner(event, held)
+            if owner is None:
+                return AcctOutcome("unknown_account")
+            call = tx.create_call(
+                client_id=owner.client_id,
+                account_id=owner.account_id,
+                nas_key=event.nas_key,
+                epoch=epoch,
+                acct_session_id=event.acct_session_id,
+                conf_id=event.conf_id or "",
+                origin=event.origin or "",
+                called=owner.called,
+                identifiers=event.identifiers(),
+                state="active",
+                hold=held.hold if held else ZERO,
+                granted_seconds=held.granted_seconds if held else None,
+                authorized_at=held.authorized_at if held else None,
+                started_at=when if event.status == AcctStatus.START else None,
+                seen_at=when,
+                live_uid=held.uid if held else "",
+            )
+        else:
+            tx.link_leg(call.id, event)
+        self._refresh(tx, call, event, when, batch)
+        return AcctOutcome("recorded", call.client_id)
+
+    def _refresh(
+        self,
+        tx: AccountingTx,
+        call: CallRecord,
+        event: AccountingEvent,
+        when: datetime,
+        batch: _Batch,
+    ) -> None:
+        longer = max(call.max_session_time, event.session_time or 0)
+        started = when if event.status == AcctStatus.START and call.started_at is None else None
+        tx.update_call(
+            call.id,
+            state="active",
+            started_at=started,
+            max_session_time=longer if event.status == AcctStatus.INTERIM_UPDATE else None,
+            last_seen_at=when,
+            accounted=True,
+        )
+        batch.effects.append(
+            Activated(
+                call.client_id,
+                _uid(call),
+                call.hold,
+                call.granted_seconds,
+                call.account_id,
+                call.called,
+                call.nas_key,
+            )
+        )
+
+    def _owner(self, event: AccountingEvent, held: HeldCall | None) -> _Owner | None:
+        """The client of accounting that matches no call: from its hold, else identified."""
+        if held is not None:
+            return _Owner(held.client_id, held.account_id, held.called, held)
+        identified = self._catalog().accounts.identify(
+            event.caller, allow_remote_address=event.origin == "answer"
+        )
+        if identified is None:
+            return None
+        account = identified.account
+        return _Owner(account.client_id, account.id, digits_only(identified.number or ""), None)
+
+    def _rate(self, client_id: int, called: str, moment: datetime) -> Rate | None:
+        catalog = self._catalog()
+        client = catalog.clients.get(client_id)
+        if client is None or client.rate_table_id is None:
+            return None
+        table = catalog.rate_tables.get(client.rate_table_id)
+        return table.lookup(called, moment) if table is not None else None
+
+    def _moment(
+        self,
+        client_id: int,
+        *,
+        authorized_at: datetime | None,
+        started_at: datetime | None,
+        stopped_at: datetime,
+        duration: int,
+    ) -> datetime:
+        client = self._catalog().clients.get(client_id)
+        return rating_moment(
+            client.bill_events_by if client else "disconnect",
+            authorized_at=authorized_at,
+            started_at=started_at,
+            stopped_at=stopped_at,
+            duration=duration,
+        )
+
+    # --- Stop and Failed -----------------------------------------------------------------------
+    def _stop(
+        self,
+        tx: AccountingTx,
+        event: AccountingEvent,
+        identity: LegIdentity,
+        epoch: int,
+        held: HeldCall | None,
+        when: datetime,
+        batch: _Batch,
+    ) -> AcctOutcome:
+        call = tx.find_call(event.nas_key, event.identifiers()) if identity.epoch == epoch else None
+        started_at = call.started_at if call else None
+        duration = 0
+        if event.status == AcctStatus.STOP:
+            duration = stop_duration(event, started_at, self._max_delay)
+        stored = tx.find_legs(identity)
+        if duration > 0 and stored:
+            same = [leg for leg in stored if leg.duration == duration]
+            if any(leg.closed_by == "stop" or leg.corrected for leg in same):
+                return AcctOutcome("duplicate", stored[0].client_id, ZERO, duration)
+            by_server = [
+                leg for leg in stored if leg.closed_by in _CLOSED_BY_SERVER and not leg.corrected
+            ]
+            if by_server:
+                return self._correct(tx, by_server[0], duration, when, batch)
+        collision = bool(stored) and duration > 0
+        if call is not None:
+            owner = _Owner(call.client_id, call.account_id, call.called, None)
+            tx.link_leg(call.id, event)
+        else:
+            found = self._owner(event, held)
+            if found is None:
+                return AcctOutcome("unknown_account")
+            owner = found
+        if duration == 0:  # ends this leg only; the call is held again for another attempt
+            if call is not None:
+                expires = when + timedelta(seconds=self._hold_seconds)
+                tx.update_call(call.id, state="held", hold_expires_at=expires, last_seen_at=when)
+                batch.effects.append(Rehold(call.client_id, _uid(call), expires))
+            return AcctOutcome("ended", owner.client_id, ZERO, 0)
+        authorized_at = call.authorized_at if call else (held.authorized_at if held else None)
+        moment = self._moment(
+            owner.client_id,
+            authorized_at=authorized_at,
+            started_at=started_at,
+            stopped_at=when,
+            duration=duration,
+        )
+        rate = self._rate(owner.client_id, owner.called, moment)
+        amount = cost(rate, duration) if rate is not None else ZERO
+        leg = ClosedLeg(
+            identity=identity,
+            client_id=owner.client_id,
+            account_id=owner.account_id,
+            call_id=call.id if call else None,
+            called=owner.called,
+            duration=duration,
+            billed_duration=billed(rate, duration) if rate is not None else 0,
+            cost=amount,
+            rate_code=rate.code if rate is not None else None,
+            rated_at=moment,
+            started_at=started_at or (when - timedelta(seconds=duration)),
+            stopped_at=when,
+            closed_by="stop",
+        )
+        cdr_id = tx.store_leg(leg)
+        if cdr_id is None:  # a concurrent copy stored it first
+            return AcctOutcome("duplicate", owner.client_id, ZERO, duration)
+        if amount:
+            tx.charge(owner.client_id, -amount, cdr_id, f"call {event.acct_session_id}")
+            batch.effects.append(BalanceMoved(owner.client_id, -amount))
+        if call is not None:
+            tx.end_call(call.id)
+            batch.effects.append(Released(call.client_id, _uid(call)))
+        elif held is not None:
+            batch.effects.append(Released(held.client_id, held.uid))
+        return AcctOutcome("charged", owner.client_id, amount, duration, collision=collision)
+
+    def _correct(
+        self, tx: AccountingTx, leg: StoredLeg, duration: int, when: datetime, batch: _Batch
+    ) -> AcctOutcome:
+        """A Stop for a call the server closed (stale, Accounting-On/Off): correct in place."""
+        rate = self._rate(leg.client_id, leg.called, leg.rated_at)
+        amount = cost(rate, duration) if rate is not None else ZERO
+        tx.correct_leg(
+            leg.id,
+            duration=duration,
+            billed_duration=billed(rate, duration) if rate is not None else 0,
+            cost=amount,
+            at=when,
+        )
+        delta = amount - leg.cost
+        if delta:
+            tx.charge(leg.client_id, -delta, leg.id, f"correction of CDR {leg.id}")
+            batch.effects.append(BalanceMoved(leg.client_id, -delta))
+        return AcctOutcome("corrected", leg.client_id, amount, duration)
+
+    # --- calls the server closes ---------------------------------------------------------------
+    def _close_nas(
+        self, tx: AccountingTx, nas_key: str, when: datetime, closed_by: str, batch: _Batch
+    ) -> AcctOutcome:
+        closed = 0
+        for call in tx.calls_of_nas(nas_key):
+            began = call.started_at or call.authorized_at or call.last_seen_at
+            if began is not None and began >= when:
+                continue  # a call of the new boot: keep it
+            self._close_call(tx, call, closed_by, when, batch)
+            closed += 1
+        tx.new_epoch(nas_key, when)
+        batch.effects.append(NasReleased(nas_key, when))
+        return AcctOutcome("closed", closed_calls=closed)
+
+    def _close_call(
+        self, tx: AccountingTx, call: CallRecord, closed_by: str, when: datetime, batch: _Batch
+    ) -> None:
+        """Bill a call by its last known duration and end it (a CDR even at cost 0, when its
+        accounting was recorded; a bare authorization just releases its hold)."""
+        if call.accounted:
+            duration = call.max_session_time
+            moment = self._moment(
+                call.client_id,
+                authorized_at=call.authorized_at,
+                started_at=call.started_at,
+                stopped_at=when,
+                duration=duration,
+            )
+            rate = self._rate(call.client_id, call.called, moment)
+            amount = cost(rate, duration) if rate is not None else ZERO
+            cdr_id = tx.store_leg(
+                ClosedLeg(
+                    identity=LegIdentity(
+                        call.nas_key, call.epoch, call.acct_session_id, call.conf_id, call.origin
+                    ),
+                    client_id=call.client_id,
+                    account_id=call.account_id,
+                    call_id=call.id,
+                    called=call.called,
+                    duration=duration,
+                    billed_duration=billed(rate, duration) if rate is not None else 0,
+                    cost=amount,
+                    rate_code=rate.code if rate is not None else None,
+                    rated_at=moment,
+                    started_at=call.started_at,
+                    stopped_at=when,
+                    closed_by=closed_by,
+                )
+            )
+            if cdr_id is not None and amount:
+                tx.charge(call.client_id, -amount, cdr_id, f"{closed_by} {call.acct_session_id}")
+                batch.effects.append(BalanceMoved(call.client_id, -amount))
+        tx.end_call(call.id)
+        batch.effects.append(Released(call.client_id, _uid(call)))
+
+
+def _uid(call: CallRecord) -> str:
+    return call.live_uid or f"db{call.id}"

@@ -1,0 +1,543 @@
+"""The live state in Redis: balances, holds and calls per client, changed only by Lua scripts.
+
+Layout (every key of one client under the hash tag ``{c:<id>}``, so each script touches one
+slot and runs unchanged on Redis Cluster):
+
+- ``{c:N}:bal``   the live balance in integer micro-units; its absence means "not loaded"
+- ``{c:N}:calls`` hash uid -> JSON {s: "h"|"a", h: hold micros, e: hold expiry ms (held),
+                  a: account id, c: called number, n: NAS key, t: authorized ms, g: grant,
+                  i: [identifiers], x: 1 when its accounting was recorded}
+- ``{c:N}:ids``   hash "<NAS key>|<identifier>" -> uid (a repeated Access-Request finds its call)
+
+Outside the client's slot, written in the same pipeline as the authorization script:
+
+- ``hold:<NAS key>|<identifier>`` -> "<client id>|<uid>": accounting finds the hold of a call
+- ``nas:<NAS key>`` set of "<client id>|<uid>": Accounting-On/Off releases a NAS's holds
+
+A client whose ``bal`` key is missing (a flushed or new Redis) is loaded from the database
+on first use, so the live state rebuilds itself client by client, also during traffic.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Self
+
+import redis
+
+from billing_core.authorization import Accept, Decision, Reject
+from billing_core.domain import RejectReason
+from billing_core.money import ZERO, from_micros, to_micros
+from billing_core.ports import (
+    Activated,
+    BalanceMoved,
+    HeldCall,
+    HoldRequest,
+    LiveEffect,
+    LiveView,
+    NasReleased,
+    Rehold,
+    Released,
+)
+
+# One client's state as the database knows it: (balance, accounted calls).
+ClientLoader = Callable[[int], tuple[Decimal, list[dict[str, Any]]]]
+
+HOLD_INDEX_SECONDS = 2 * 86400
+
+_COMMON = r"""
+local function decode(v) return cjson.decode(v) end
+local function counts(c, now) return c.s == 'a' or (c.s == 'h' and c.e > now) end
+"""
+
+# KEYS: bal, calls, ids
+# ARGV: now_ms, expires_ms, uid, account, called, nas, postpaid, credit, capacity, lb_threshold,
+#       lb_capacity, auth_only, rate, setup, min_volume, interval, grace, max_call_length,
+#       retention_ms, n_ids, ids...
+AUTHORIZE = (
+    _COMMON
+    + r"""
+local balraw = redis.call('GET', KEYS[1])
+if not balraw then return {'missing'} end
+local bal = tonumber(balraw)
+local now = tonumber(ARGV[1])
+local expires = tonumber(ARGV[2])
+local uid = ARGV[3]
+local account = tonumber(ARGV[4])
+local called = ARGV[5]
+local nas = ARGV[6]
+local postpaid = ARGV[7] == '1'
+local credit = tonumber(ARGV[8])
+local capacity = tonumber(ARGV[9])
+local lb_threshold = ARGV[10]
+local lb_capacity = tonumber(ARGV[11])
+local auth_only = ARGV[12] == '1'
+local rate = tonumber(ARGV[13])
+local setup = tonumber(ARGV[14])
+local minv = tonumber(ARGV[15])
+local interval = tonumber(ARGV[16])
+local grace = tonumber(ARGV[17])
+local mcl = tonumber(ARGV[18])
+local retention = tonumber(ARGV[19])
+local n_ids = tonumber(ARGV[20])
+
+local own = nil
+for i = 1, n_ids do
+  local found = redis.call('HGET', KEYS[3], nas .. '|' .. ARGV[20 + i])
+  if found then
+    local v = redis.call('HGET', KEYS[2], found)
+    if v then
+      local c = decode(v)
+      if c.a == account and c.c == called then own = found; break end
+    end
+  end
+end
+
+local held, count = 0, 0
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local id, c = all[i], decode(all[i + 1])
+  if counts(c, now) then
+    if id ~= own then held = held + c.h; count = count + 1 end
+  elseif c.x ~= 1 and c.e + retention < now then
+    redis.call('HDEL', KEYS[2], id)
+    for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[3], c.n .. '|' .. k) end
+  end
+end
+
+local available = bal + credit
+local funds = available - held
+
+local function release_own()
+  if own then
+    local c = decode(redis.call('HGET', KEYS[2], own))
+    redis.call('HDEL', KEYS[2], own)
+    for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[3], c.n .. '|' .. k) end
+  end
+end
+
+if auth_only then
+  if (not postpaid) and available <= 0 then
+    if credit == 0 then return {'reject', 'zero_balance'} end
+    return {'reject', 'credit_limit'}
+  end
+  return {'accept', -1, 0, funds, 0}
+end
+
+local cap = capacity
+if lb_threshold ~= '' and lb_capacity >= 0 and available < tonumber(lb_threshold) then
+  cap = lb_capacity
+end
+if cap >= 0 and count >= cap then release_own(); return {'reject', 'capacity'} end
+
+local function billed(d)
+  if d <= 0 or d <= grace then return 0 end
+  if d <= minv then return minv end
+  local over = d - minv
+  return minv + math.floor((over + interval - 1) / interval) * interval
+end
+local function cost(d)
+  local b = billed(d)
+  if b == 0 then return 0 end
+  return setup + math.floor((2 * rate * b + 60) / 120)
+end
+
+local grant, hold = mcl, 0
+if not postpaid then
+  if available <= 0 then
+    release_own()
+    if credit == 0 then return {'reject', 'zero_balance'} end
+    return {'reject', 'credit_limit'}
+  end
+  local g1 = math.max(minv, interval)
+  if funds < cost(g1) then release_own(); return {'reject', 'insufficient_funds'} end
+  if cost(mcl) > funds then
+    local kmin = math.max(0, math.floor((g1 - minv + interval - 1) / interval))
+    local kmax = math.floor((mcl - minv) / interval)
+    grant = 0
+    if kmax >= kmin and cost(minv + kmin * interval) <= funds then
+      local lo, hi = kmin, kmax
+      while lo < hi do
+        local mid = math.floor((lo + hi + 1) / 2)
+        if cost(minv + mid * interval) <= funds then lo = mid else hi = mid - 1 end
+      end
+      grant = minv + lo * interval
+    end
+  end
+  if grant < 1 then release_own(); return {'reject', 'insufficient_funds'} end
+  hold = cost(grant)
+end
+
+local ids = {}
+for i = 1, n_ids do ids[i] = ARGV[20 + i] end
+local key = own or uid
+local record = {s = 'h', h = hold, e = expires, a = account, c = called, n = nas, t = now,
+                g = grant, i = ids, x = 0}
+if own then
+  local old = decode(redis.call('HGET', KEYS[2], own))
+  if old.s == 'a' then record.s = 'a' end
+  record.x = old.x
+  record.t = old.t
+end
+redis.call('HSET', KEYS[2], key, cjson.encode(record))
+for i = 1, n_ids do redis.call('HSET', KEYS[3], nas .. '|' .. ids[i], key) end
+return {'accept', grant, hold, funds, key}
+"""
+)
+
+# KEYS: bal, calls, ids ; ARGV: JSON list of operations
+APPLY = (
+    _COMMON
+    + r"""
+if not redis.call('GET', KEYS[1]) then return 'missing' end
+local ops = cjson.decode(ARGV[1])
+for _, op in ipairs(ops) do
+  if op.k == 'bal' then
+    redis.call('INCRBY', KEYS[1], op.v)
+  elseif op.k == 'act' then
+    local v = redis.call('HGET', KEYS[2], op.u)
+    local c
+    if v then c = decode(v) else
+      c = {h = op.h, a = op.a, c = op.c, n = op.n, t = 0, g = op.g, i = {}, e = 0}
+    end
+    c.s = 'a'; c.x = 1
+    redis.call('HSET', KEYS[2], op.u, cjson.encode(c))
+  elseif op.k == 'rehold' then
+    local v = redis.call('HGET', KEYS[2], op.u)
+    if v then
+      local c = decode(v); c.s = 'h'; c.e = op.e
+      redis.call('HSET', KEYS[2], op.u, cjson.encode(c))
+    end
+  elseif op.k == 'rel' then
+    local v = redis.call('HGET', KEYS[2], op.u)
+    if v then
+      local c = decode(v)
+      redis.call('HDEL', KEYS[2], op.u)
+      for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[3], c.n .. '|' .. k) end
+    end
+  elseif op.k == 'relnas' then
+    local all = redis.call('HGETALL', KEYS[2])
+    for i = 1, #all, 2 do
+      local c = decode(all[i + 1])
+      if c.n == op.n and c.t < op.b then
+        redis.call('HDEL', KEYS[2], all[i])
+        for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[3], c.n .. '|' .. k) end
+      end
+    end
+  end
+end
+return 'ok'
+"""
+)
+
+# KEYS: bal, calls ; ARGV: balance micros, JSON {uid: record} of accounted calls, replace(0/1)
+LOAD = r"""
+if ARGV[3] == '0' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local c = cjson.decode(all[i + 1])
+  if c.x == 1 then redis.call('HDEL', KEYS[2], all[i]) end
+end
+for uid, record in pairs(cjson.decode(ARGV[2])) do
+  redis.call('HSET', KEYS[2], uid, cjson.encode(record))
+end
+return 1
+"""
+
+# KEYS: bal, calls ; ARGV: now_ms
+VIEW = (
+    _COMMON
+    + r"""
+local bal = redis.call('GET', KEYS[1])
+local held, active = 0, 0
+local all = redis.call('HGETALL', KEYS[2])
+local now = tonumber(ARGV[1])
+for i = 1, #all, 2 do
+  local c = decode(all[i + 1])
+  if counts(c, now) then held = held + c.h end
+  if c.s == 'a' then active = active + 1 end
+end
+if not bal then return {'missing', held, active} end
+return {bal, held, active}
+"""
+)
+
+_REASONS = {reason.value: reason for reason in RejectReason}
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _keys(client_id: int) -> list[str]:
+    tag = f"{{c:{client_id}}}"
+    return [f"{tag}:bal", f"{tag}:calls", f"{tag}:ids"]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisLiveState:
+    """LiveState on Redis; ``loader`` reads one client's truth from the database."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        loader: ClientLoader,
+        *,
+        retention_seconds: int = 86400,
+    ) -> None:
+        self.redis = client
+        self._loader = loader
+        self._retention_ms = retention_seconds * 1000
+        self._authorize = client.register_script(AUTHORIZE)
+        self._apply = client.register_script(APPLY)
+        self._load = client.register_script(LOAD)
+        self._view = client.register_script(VIEW)
+
+    @classmethod
+    def from_url(cls, url: str, loader: ClientLoader, **kwargs: Any) -> Self:
+        client = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=10
+        )
+        return cls(client, loader, **kwargs)
+
+    # --- LiveState ---------------------------------------------------------------------------
+    def reachable(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+    def authorize(self, request: HoldRequest) -> Decision:
+        terms = request.terms
+        client = terms.client
+        rate = terms.rate
+        low = client.low_balance_threshold
+        args: list[Any] = [
+            _ms(request.now),
+            _ms(request.now) + request.hold_seconds * 1000,
+            request.uid,
+            request.account_id,
+            request.called,
+            request.nas_key,
+            1 if client.postpaid else 0,
+            to_micros(client.credit),
+            -1 if client.capacity is None else client.capacity,
+            "" if low is None else to_micros(low),
+            -1 if client.low_balance_capacity is None else client.low_balance_capacity,
+            1 if rate is None else 0,
+            to_micros(rate.rate) if rate else 0,
+            to_micros(rate.setup_fee) if rate else 0,
+            rate.min_volume if rate else 0,
+            rate.interval if rate else 1,
+            rate.grace_volume if rate else 0,
+            terms.max_call_length,
+            self._retention_ms,
+            len(request.identifiers),
+            *request.identifiers,
+        ]
+        keys = _keys(client.id)
+        for _attempt in range(3):
+            result = self._run_authorize(keys, args, request)
+            if result is not None:
+                return result
+            self.load_client(client.id, replace=False)
+        raise RuntimeError(f"live state of client {client.id} could not be loaded")
+
+    def _run_authorize(
+        self, keys: list[str], args: list[Any], request: HoldRequest
+    ) -> Decision | None:
+        reply = self._authorize(keys=keys, args=args)
+        kind = _text(reply[0])
+        if kind == "missing":
+            return None
+        if kind == "reject":
+            return Reject(_REASONS[_text(reply[1])])
+        grant, hold, funds = int(reply[1]), int(reply[2]), int(reply[3])
+        if grant < 0:  # authentication only
+            return Accept(None, ZERO, None if request.terms.client.postpaid else from_micros(funds))
+        uid = _text(reply[4])
+        if request.identifiers:
+            self._index(request, uid)
+        return Accept(
+            grant,
+            from_micros(hold),
+            None if request.terms.client.postpaid else from_micros(funds),
+        )
+
+    def _index(self, request: HoldRequest, uid: str) -> None:
+        value = f"{request.terms.client.id}|{uid}"
+        pipe = self.redis.pipeline(transaction=False)
+        for ident in request.identifiers:
+            pipe.set(f"hold:{request.nas_key}|{ident}", value, ex=HOLD_INDEX_SECONDS)
+        pipe.sadd(f"nas:{request.nas_key}", value)
+        pipe.expire(f"nas:{request.nas_key}", HOLD_INDEX_SECONDS)
+        pipe.execute()
+
+    def find_holds(self, keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[HeldCall | None]:
+        if not keys:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for nas_key, identifiers in keys:
+            for ident in identifiers:
+                pipe.get(f"hold:{nas_key}|{ident}")
+        flat = iter(pipe.execute())
+        refs: list[tuple[int, str] | None] = []
+        for _nas_key, identifiers in keys:
+            found = [v for v in (next(flat) for _ in identifiers) if v is not None]
+            if found:
+                client_text, uid = _text(found[0]).split("|", 1)
+                refs.append((int(client_text), uid))
+            else:
+                refs.append(None)
+        pipe = self.redis.pipeline(transaction=False)
+        for ref in refs:
+            if ref is not None:
+                pipe.hget(_keys(ref[0])[1], ref[1])
+        records = iter(pipe.execute())
+        out: list[HeldCall | None] = []
+        for ref in refs:
+            if ref is None:
+                out.append(None)
+                continue
+            raw = next(records)
+            if raw is None:
+                out.append(None)
+                continue
+            record = json.loads(raw)
+            out.append(
+                HeldCall(
+                    uid=ref[1],
+                    client_id=ref[0],
+                    account_id=int(record["a"]),
+                    called=str(record["c"]),
+                    granted_seconds=int(record["g"]),
+                    hold=from_micros(int(record["h"])),
+                    authorized_at=datetime.fromtimestamp(int(record["t"]) / 1000, UTC),
+                )
+            )
+        return out
+
+    def apply(self, effects: Sequence[LiveEffect]) -> None:
+        by_client: dict[int, list[dict[str, Any]]] = {}
+        nas_releases: list[NasReleased] = []
+        for effect in effects:
+            if isinstance(effect, NasReleased):
+                nas_releases.append(effect)
+                continue
+            by_client.setdefault(effect.client_id, []).append(_op(effect))
+        for release in nas_releases:
+            members = self.redis.smembers(f"nas:{release.nas_key}")
+            clients = {int(_text(m).split("|", 1)[0]) for m in members}
+            for client_id in clients:
+                by_client.setdefault(client_id, []).append(
+                    {"k": "relnas", "n": release.nas_key, "b": _ms(release.before)}
+                )
+        for client_id, ops in by_client.items():
+            done = self._apply(keys=_keys(client_id), args=[json.dumps(ops)])
+            if _text(done) == "missing":
+                # not loaded: the database already holds these effects; load it from there
+                self.load_client(client_id, replace=False)
+
+    def view(self, client_ids: Sequence[int], now: datetime) -> dict[int, LiveView]:
+        out: dict[int, LiveView] = {}
+        for client_id in client_ids:
+            reply = self._view(keys=_keys(client_id)[:2], args=[_ms(now)])
+            if _text(reply[0]) == "missing":
+                self.load_client(client_id, replace=False)
+                reply = self._view(keys=_keys(client_id)[:2], args=[_ms(now)])
+            out[client_id] = LiveView(
+                from_micros(int(reply[0])), from_micros(int(reply[1])), int(reply[2])
+            )
+        return out
+
+    # --- rebuilding from the database ------------------------------------------------------------
+    def load_client(self, client_id: int, *, replace: bool) -> bool:
+        """Load one client's balance and accounted calls from the database; with
+        ``replace=False`` only when the client is not loaded yet."""
+        balance, calls = self._loader(client_id)
+        records = {call["uid"]: call["record"] for call in calls}
+        keys = _keys(client_id)
+        loaded = self._load(
+            keys=keys[:2],
+            args=[to_micros(balance), json.dumps(records) if records else "{}", int(replace)],
+        )
+        if records:
+            pipe = self.redis.pipeline(transaction=False)
+            for call in calls:
+                for ident in call["identifiers"]:
+                    pipe.hset(keys[2], f"{call['nas_key']}|{ident}", call["uid"])
+                    pipe.set(
+                        f"hold:{call['nas_key']}|{ident}",
+                        f"{client_id}|{call['uid']}",
+                        ex=HOLD_INDEX_SECONDS,
+                    )
+            pipe.execute()
+        return bool(loaded)
+
+
+def _op(effect: LiveEffect) -> dict[str, Any]:
+    if isinstance(effect, BalanceMoved):
+        return {"k": "bal", "v": to_micros(effect.amount)}
+    if isinstance(effect, Activated):
+        return {
+            "k": "act",
+            "u": effect.uid,
+            "h": to_micros(effect.hold),
+            "g": effect.granted_seconds or 0,
+            "a": effect.account_id or 0,
+            "c": effect.called,
+            "n": effect.nas_key,
+        }
+    if isinstance(effect, Rehold):
+        return {"k": "rehold", "u": effect.uid, "e": _ms(effect.expires)}
+    if isinstance(effect, Released):
+        return {"k": "rel", "u": effect.uid}
+    raise TypeError(f"unexpected live effect {effect!r}")
+
+
+class ResyncingLive(RedisLiveState):
+    """Accounting never waits for Redis: the database is the truth. When Redis cannot take an
+    accounting effect, the live state is marked stale and rebuilt from the database as soon as
+    Redis answers again (``resync``, run periodically by the daemon). Authorization still
+    needs Redis: without it, it raises and the request is not answered."""
+
+    def __init__(self, *args: Any, clients: Callable[[], Sequence[int]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clients = clients
+        self.stale = False
+
+    def find_holds(self, keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[HeldCall | None]:
+        try:
+            return super().find_holds(keys)
+        except redis.RedisError:
+            self.stale = True
+            return [None] * len(keys)
+
+    def apply(self, effects: Sequence[LiveEffect]) -> None:
+        try:
+            super().apply(effects)
+        except redis.RedisError:
+            self.stale = True
+
+    def rebuild(self) -> int:
+        """Reload every client from the database (balances from the ledger, accounted calls)."""
+        count = 0
+        for client_id in self._clients():
+            self.load_client(client_id, replace=True)
+            count += 1
+        self.stale = False
+        return count
+
+    def resync(self) -> bool:
+        """Rebuild when marked stale and Redis answers; True when a rebuild ran."""
+        if self.stale and self.reachable():
+            self.rebuild()
+            return True
+        return False

@@ -1,0 +1,320 @@
+"""The Redis live state against a real Redis server (and PostgreSQL as the ledger)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from billing_core.accounting import AccountingService
+from billing_core.adapters import admin
+from billing_core.adapters.db import make_engine
+from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
+from billing_core.adapters.sql_store import SqlStore
+from billing_core.authorization import Accept, GrantTerms, LiveSnapshot, Reject, decide
+from billing_core.domain import Client, RejectReason
+from billing_core.identification import CallerFacts
+from billing_core.money import from_micros, to_micros
+from billing_core.ports import HoldRequest
+from billing_core.provisioning import parse_provisioning
+from billing_core.rating import Rate
+from billing_core.services import AuthorizationService, AuthorizeCall, CatalogCache
+from billing_core.sessions import AccountingEvent
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def client(**kw: Any) -> Client:
+    fields: dict[str, Any] = {
+        "id": 7,
+        "name": "c",
+        "status": "active",
+        "currency": "USD",
+        "locale": None,
+        "postpaid": False,
+        "credit": Decimal(0),
+        "rate_table_id": 1,
+        "capacity": None,
+        "low_balance_threshold": None,
+        "low_balance_capacity": None,
+        "bill_events_by": "disconnect",
+    }
+    fields.update(kw)
+    return Client(**fields)
+
+
+def rate(**kw: Any) -> Rate:
+    fields: dict[str, Any] = {
+        "code": "1",
+        "name": "",
+        "rate": Decimal("0.20"),
+        "setup_fee": Decimal(0),
+        "min_volume": 60,
+        "interval": 60,
+        "grace_volume": 0,
+        "effective_date": EPOCH,
+    }
+    fields.update(kw)
+    return Rate(**fields)
+
+
+def no_loader(_client_id: int) -> tuple[Decimal, list[dict[str, Any]]]:
+    raise AssertionError("the client should be loaded already")
+
+
+def request(terms: GrantTerms, ids: tuple[str, ...] = (), uid: str = "u") -> HoldRequest:
+    return HoldRequest(
+        terms=terms,
+        nas_key="nas",
+        account_id=1,
+        called="1555",
+        identifiers=ids,
+        acct_session_id="",
+        now=NOW,
+        hold_seconds=180,
+        uid=uid,
+    )
+
+
+amounts = st.integers(min_value=-5_000_000, max_value=20_000_000).map(from_micros)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    balance=amounts,
+    credit=st.sampled_from([Decimal(0), Decimal("5"), Decimal("-2")]),
+    postpaid=st.booleans(),
+    capacity=st.one_of(st.none(), st.integers(0, 4)),
+    low=st.one_of(st.none(), st.tuples(amounts, st.integers(0, 3))),
+    others=st.lists(st.integers(0, 3_000_000), max_size=4),
+    price=st.integers(0, 2_000_000).map(from_micros),
+    setup=st.integers(0, 100_000).map(from_micros),
+    min_volume=st.integers(0, 120),
+    interval=st.integers(1, 90),
+    grace=st.integers(0, 30),
+    mcl=st.integers(1, 7200),
+    auth_only=st.booleans(),
+)
+def test_the_lua_policy_decides_as_the_python_policy(
+    redis_url: str,
+    balance: Decimal,
+    credit: Decimal,
+    postpaid: bool,
+    capacity: int | None,
+    low: tuple[Decimal, int] | None,
+    others: list[int],
+    price: Decimal,
+    setup: Decimal,
+    min_volume: int,
+    interval: int,
+    grace: int,
+    mcl: int,
+    auth_only: bool,
+) -> None:
+    r = redis.Redis.from_url(redis_url)
+    r.flushdb()
+    live = RedisLiveState(r, no_loader)
+    c = client(
+        credit=credit,
+        postpaid=postpaid,
+        capacity=capacity,
+        low_balance_threshold=low[0] if low else None,
+        low_balance_capacity=low[1] if low else None,
+    )
+    the_rate = rate(
+        rate=price, setup_fee=setup, min_volume=min_volume, interval=interval, grace_volume=grace
+    )
+    r.set("{c:7}:bal", to_micros(balance))
+    for i, hold in enumerate(others):
+        record = {"s": "a", "h": hold, "e": 0, "a": 2, "c": "x", "n": "nas", "t": 0, "g": 60}
+        r.hset("{c:7}:calls", f"other{i}", json.dumps({**record, "i": [], "x": 1}))
+    terms = GrantTerms(c, None if auth_only else the_rate, mcl)
+    expected = decide(
+        terms, LiveSnapshot(balance, from_micros(sum(others)), len(others))
+    )
+    assert live.authorize(request(terms)) == expected
+
+
+def test_a_repeated_request_for_the_same_call_holds_once(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    live = RedisLiveState(r, lambda _cid: (Decimal("1.00"), []))
+    terms = GrantTerms(client(rate_table_id=1), rate(rate=Decimal("0.10")), 3600)
+    first = live.authorize(request(terms, ("conf-1",), uid="a"))
+    again = live.authorize(request(terms, ("conf-1",), uid="b"))
+    assert first == again == Accept(600, Decimal("1.00"), Decimal("1.00"))
+    assert r.hlen("{c:7}:calls") == 1
+    other = live.authorize(request(terms, ("conf-2",), uid="c"))
+    assert other == Reject(RejectReason.INSUFFICIENT_FUNDS)
+
+
+def test_concurrent_authorizations_never_hold_more_than_the_funds(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    live = RedisLiveState(r, lambda _cid: (Decimal("10.00"), []))
+    terms = GrantTerms(client(), rate(rate=Decimal("0.60")), 120)  # cost(120) = 1.20
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        decision = live.authorize(request(terms, (f"call-{i}",), uid=f"u{i}"))
+        with lock:
+            results.append(decision)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    accepted = [d for d in results if isinstance(d, Accept)]
+    held = sum((d.hold for d in accepted), Decimal(0))
+    assert len(results) == 100
+    assert held <= Decimal("10.00")
+    # 8 full grants (9.60) and one last grant of the remaining 0.40 (1 grid point: 0.60 > 0.40)
+    assert sorted(d.grant_seconds for d in accepted if d.grant_seconds) == [120] * 8
+    assert sum(1 for d in results if d == Reject(RejectReason.INSUFFICIENT_FUNDS)) == 92
+
+
+# --- through the services, with PostgreSQL as the ledger ------------------------------------
+
+
+def provisioning(balance: str) -> Any:
+    return parse_provisioning(
+        {
+            "settings": {"max_call_length": 1800},
+            "rate_tables": [
+                {
+                    "name": "t",
+                    "rates": [
+                        {
+                            "code": "1",
+                            "rate": "0.20",
+                            "min_volume": 60,
+                            "interval": 60,
+                            "effective_date": "2026-01-01",
+                        }
+                    ],
+                }
+            ],
+            "clients": [
+                {
+                    "name": "Acme",
+                    "rate_table": "t",
+                    "payments": [{"id": "p", "amount": balance}],
+                    "accounts": [{"name": "a", "ident": "login", "value": "acme"}],
+                }
+            ],
+        },
+        lambda _p: iter(()),
+    )
+
+
+class Stack:
+    def __init__(self, pg_url: str, redis_url: str) -> None:
+        self.engine = make_engine(pg_url)
+        self.store = SqlStore(self.engine)
+        self.catalog = CatalogCache(self.store, min_interval=0)
+        self.live = ResyncingLive(
+            redis.Redis.from_url(redis_url),
+            self.store.live_client,
+            clients=lambda: list(self.catalog.current.clients),
+        )
+        self.authz = AuthorizationService(
+            lambda: self.catalog.current, self.live, max_call_length=7200, auth_hold_seconds=180
+        )
+        self.acct = AccountingService(
+            lambda: self.catalog.current,
+            self.store,
+            self.live,
+            auth_hold_seconds=180,
+            max_acct_delay_seconds=86400,
+        )
+
+    def authorize(self, conf_id: str) -> Any:
+        return self.authz.authorize(
+            AuthorizeCall(
+                nas_key="nas",
+                caller=CallerFacts(user_name="acme", called="15550001111"),
+                password=None,
+                chap=None,
+                identifiers=(conf_id,),
+                arrived=datetime.now(UTC),
+            )
+        ).decision
+
+    def account(self, conf_id: str, status: int, seconds: int | None = None) -> str:
+        event = AccountingEvent(
+            nas_key="nas",
+            bill_leg="originate",
+            status=status,
+            acct_session_id=f"leg-{conf_id}",
+            conf_id=conf_id,
+            avpair_call_id=None,
+            origin=None,
+            session_time=seconds,
+            delay=0,
+            arrived=datetime.now(UTC) + timedelta(seconds=seconds or 0),
+            caller=CallerFacts(user_name="acme", called="15550001111"),
+        )
+        return self.acct.record(event).result
+
+    def balance(self) -> Decimal:
+        view = self.live.view([1], datetime.now(UTC))[1]
+        return view.balance
+
+
+def test_concurrent_holds_example_of_the_issue(pg_url: str, redis_url: str) -> None:
+    stack = Stack(pg_url, redis_url)
+    admin.apply_provisioning(stack.engine, provisioning("8.00"))
+    stack.catalog.refresh(force=True)
+    stack.live.rebuild()
+    assert stack.authorize("c1") == Accept(1800, Decimal("6.00"), Decimal("8.00"))
+    assert stack.authorize("c2") == Accept(600, Decimal("2.00"), Decimal("2.00"))
+    assert stack.authorize("c3") == Reject(RejectReason.INSUFFICIENT_FUNDS)
+    assert stack.account("c1", 1) == "recorded"
+    assert stack.account("c1", 2, 720) == "charged"  # 720 s at 0.20/min = 2.40
+    assert stack.balance() == Decimal("5.60")
+    assert stack.authorize("c4") == Accept(1080, Decimal("3.60"), Decimal("3.60"))
+
+
+def test_a_flushed_redis_is_rebuilt_from_the_database(pg_url: str, redis_url: str) -> None:
+    stack = Stack(pg_url, redis_url)
+    admin.apply_provisioning(stack.engine, provisioning("8.00"))
+    stack.catalog.refresh(force=True)
+    stack.live.rebuild()
+    assert isinstance(stack.authorize("c1"), Accept)
+    assert stack.account("c1", 1) == "recorded"  # accounted: survives a flush
+    assert stack.account("c1", 3, 30) == "recorded"
+    assert stack.authorize("c2") == Accept(600, Decimal("2.00"), Decimal("2.00"))
+    redis.Redis.from_url(redis_url).flushdb()
+    # c2 had no accounting yet: its hold is gone with Redis; c1's hold comes back from the calls
+    assert stack.authorize("c3") == Accept(600, Decimal("2.00"), Decimal("2.00"))
+    assert stack.account("c1", 2, 720) == "charged"
+    assert stack.balance() == Decimal("5.60")
+    assert stack.store.ledger_balances([1])[1] == Decimal("5.60")
+
+
+@pytest.mark.parametrize("flush_between", [False, True])
+def test_live_balance_equals_the_ledger_after_traffic(
+    pg_url: str, redis_url: str, flush_between: bool
+) -> None:
+    stack = Stack(pg_url, redis_url)
+    admin.apply_provisioning(stack.engine, provisioning("100.00"))
+    stack.catalog.refresh(force=True)
+    stack.live.rebuild()
+    for i in range(20):
+        stack.authorize(f"k{i}")
+        stack.account(f"k{i}", 1)
+        if flush_between and i == 10:
+            redis.Redis.from_url(redis_url).flushdb()
+        stack.account(f"k{i}", 2, 61 + i)
+    assert stack.balance() == stack.store.ledger_balances([1])[1]
+    assert stack.live.view([1], datetime.now(UTC))[1].held == Decimal(0)
