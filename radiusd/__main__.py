@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    config_path = resolve_config_path(args.config, os.environ)
     try:
-        config = load_config(resolve_config_path(args.config, os.environ))
+        config = load_config(config_path)
     except ConfigError as exc:
         print(f"radiusd: {exc}", file=sys.stderr)
         return 2
@@ -42,10 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         print(render_effective(config), end="")
         return 0
     configure(config.server.log_format, config.server.log_level)
-    from .app import serve
-
     try:
-        return asyncio.run(serve(config))
+        if config.server.workers > 1:
+            from .supervisor import run_workers
+
+            return run_workers(config, config_path)
+        from .app import serve
+
+        return asyncio.run(serve(config, config_path))
     except UserError as exc:
         print(f"radiusd: {exc}", file=sys.stderr)
         return 1

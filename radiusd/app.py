@@ -10,44 +10,46 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from billing_core.accounting import AccountingService, AcctOutcome
 from billing_core.adapters.db import make_engine
 from billing_core.adapters.redis_live import ResyncingLive
 from billing_core.adapters.sql_store import SqlStore
-from billing_core.errors import UserError
 from billing_core.ports import LiveState
 from billing_core.services import AuthorizationService, CatalogCache
 from billing_core.sessions import AccountingEvent
 
 from .batching import GroupCommitter
 from .codec import Codec, load_dictionary
-from .config import Config, ListenAddress
+from .config import Config, ConfigError, ListenAddress, load_config
 from .handler import Handler
 from .httpd import start_http
 from .logging import get_logger
 from .metrics import Metrics
 from .transport import NasTable, RadiusProtocol, RadiusServer
 
-DRAIN_SECONDS = 10.0
-
 
 @dataclass
 class Running:
     server: RadiusServer
     transports: list[asyncio.DatagramTransport]
-    http: asyncio.Server
+    http: asyncio.Server | None
     executor: ThreadPoolExecutor
     catalog: CatalogCache
     metrics: Metrics
     committer: GroupCommitter[AccountingEvent, AcctOutcome]
     accounting: AccountingService
     redis_live: ResyncingLive | None
+    store: SqlStore
+    primary: bool
 
 
-def _socket(listen: ListenAddress) -> socket.socket:
+def _socket(listen: ListenAddress, *, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
+    if reuse_port:  # workers share the port; the kernel keeps a NAS's 4-tuple on one worker
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
@@ -56,16 +58,17 @@ def _socket(listen: ListenAddress) -> socket.socket:
     return sock
 
 
-def refuse_unbuilt(config: Config) -> None:
-    """Settings the config accepts but this version cannot honour yet: refuse, never ignore."""
-    if config.server.workers != 1:
-        raise UserError("server.workers: only 1 worker is supported in this version")
-
-
-async def start(config: Config) -> Running:
-    refuse_unbuilt(config)
+async def start(
+    config: Config,
+    *,
+    metrics: Metrics | None = None,
+    serve_http: bool = True,
+    primary: bool = True,
+) -> Running:
+    """Build and bind everything. With several workers, only the primary rebuilds the live
+    state at start and runs the stale reaper; the supervisor serves HTTP for all of them."""
     log = get_logger("radiusd")
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     engine = make_engine(config.database.url.reveal(), pool_size=config.database.pool_size)
     store = SqlStore(engine)
     sqlite = engine.dialect.name == "sqlite"
@@ -82,8 +85,9 @@ async def start(config: Config) -> Running:
             store.live_client,
             clients=lambda: list(catalog.current.clients),
         )
-        rebuilt = await loop.run_in_executor(executor, redis_live.rebuild)
-        log.info("live_state_rebuilt", clients=rebuilt)
+        if primary:
+            rebuilt = await loop.run_in_executor(executor, redis_live.rebuild)
+            log.info("live_state_rebuilt", clients=rebuilt)
         live = redis_live
     authorization = AuthorizationService(
         lambda: catalog.current,
@@ -122,11 +126,51 @@ async def start(config: Config) -> Running:
     ):
         transport, _protocol = await loop.create_datagram_endpoint(
             lambda ap=accounting_port: RadiusProtocol(server, ap),  # type: ignore[misc]
-            sock=_socket(listen),
+            sock=_socket(listen, reuse_port=config.server.workers > 1),
         )
         transports.append(transport)
 
+    health = health_check(store, redis_live, metrics)
+    http = None
+    if serve_http:
+        http = await start_http(
+            config.server.metrics_listen.host,
+            config.server.metrics_listen.port,
+            metrics.registry,
+            health,
+        )
+    log.info(
+        "started",
+        auth=_bound(transports[0]),
+        acct=_bound(transports[1]),
+        metrics=_bound_server(http) if http else "supervisor",
+        database=engine.dialect.name,
+        live_state="redis" if redis_live is not None else "database",
+        nas=len(config.nas),
+        catalog_version=catalog.current.version,
+    )
+    return Running(
+        server,
+        transports,
+        http,
+        executor,
+        catalog,
+        metrics,
+        committer,
+        accounting,
+        redis_live,
+        store,
+        primary,
+    )
+
+
+def health_check(
+    store: SqlStore, redis_live: ResyncingLive | None, metrics: Metrics
+) -> Callable[[], Awaitable[list[str]]]:
+    """/healthz: the names of the unreachable parts (database, redis), none when healthy."""
+
     async def health() -> list[str]:
+        loop = asyncio.get_running_loop()
         down: list[str] = []
         parts: list[tuple[str, Callable[[], bool]]] = [("database", store.reachable)]
         if redis_live is not None:
@@ -138,25 +182,7 @@ async def start(config: Config) -> Running:
                 down.append(name)
         return down
 
-    http = await start_http(
-        config.server.metrics_listen.host,
-        config.server.metrics_listen.port,
-        metrics.registry,
-        health,
-    )
-    log.info(
-        "started",
-        auth=_bound(transports[0]),
-        acct=_bound(transports[1]),
-        metrics=_bound_server(http),
-        database=engine.dialect.name,
-        live_state="redis" if redis_live is not None else "database",
-        nas=len(config.nas),
-        catalog_version=catalog.current.version,
-    )
-    return Running(
-        server, transports, http, executor, catalog, metrics, committer, accounting, redis_live
-    )
+    return health
 
 
 def _bound(transport: asyncio.DatagramTransport) -> str:
@@ -207,31 +233,62 @@ def background_jobs(
         if live is not None and await loop.run_in_executor(None, live.resync):
             log.info("live_state_resynced")
 
+    async def count_active() -> None:
+        active = await loop.run_in_executor(running.executor, running.store.count_active_calls)
+        running.metrics.active_calls.set(active)
+
     reap_every = max(0.2, min(30.0, config.billing.stale_grace_seconds / 4))
-    return [
+    jobs = [
         asyncio.create_task(every(1.0, stop, refresh, "catalog_refresh")),
-        asyncio.create_task(every(reap_every, stop, reap, "stale_reaper")),
         asyncio.create_task(every(1.0, stop, resync, "live_resync")),
     ]
+    if running.primary:
+        jobs += [
+            asyncio.create_task(every(reap_every, stop, reap, "stale_reaper")),
+            asyncio.create_task(every(2.0, stop, count_active, "active_calls")),
+        ]
+    return jobs
 
 
-async def serve(config: Config) -> int:
+def reload_nas(running: Running, config_path: Path | None) -> None:
+    """SIGHUP: re-read the config and swap in the new NAS list and secrets. The swap is one
+    assignment on the event loop, so no datagram sees a half-built table; an invalid file
+    keeps the old list."""
     log = get_logger("radiusd")
-    running = await start(config)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        log.error("reload_failed", error=str(exc))
+        return
+    running.server.nas_table = NasTable(config.nas)
+    log.info("nas_reloaded", nas=len(config.nas))
+
+
+async def serve(
+    config: Config,
+    config_path: Path | None = None,
+    *,
+    metrics: Metrics | None = None,
+    serve_http: bool = True,
+    primary: bool = True,
+) -> int:
+    log = get_logger("radiusd")
+    running = await start(config, metrics=metrics, serve_http=serve_http, primary=primary)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_nas, running, config_path)
     jobs = background_jobs(running, stop, config)
     await stop.wait()
     log.info("stopping", in_flight=len(running.server.tasks))
-    for transport in running.transports:
-        transport.pause_reading() if hasattr(transport, "pause_reading") else None
-    drained = await running.server.drain(DRAIN_SECONDS)
+    running.server.closing = True  # stop taking requests; replies still go out
+    drained = await running.server.drain(config.server.drain_seconds)
     await running.committer.close()
     for transport in running.transports:
         transport.close()
-    running.http.close()
+    if running.http is not None:
+        running.http.close()
     await asyncio.gather(*jobs)
     running.executor.shutdown(wait=True)
     log.info("stopped", drained=drained)

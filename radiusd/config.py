@@ -152,6 +152,7 @@ class ServerConfig:
     max_in_flight: int = 1000
     duplicate_cache_seconds: float = 30.0
     duplicate_cache_size: int = 100_000
+    drain_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,6 +536,7 @@ def _server(document: Mapping[str, object], environ: Mapping[str, str]) -> Serve
         max_in_flight=t.get("max_in_flight", 1000, _int(1), _env_int),
         duplicate_cache_seconds=t.get("duplicate_cache_seconds", 30.0, _float(0), _env_float),
         duplicate_cache_size=t.get("duplicate_cache_size", 100_000, _int(1), _env_int),
+        drain_seconds=t.get("drain_seconds", 10.0, _float(0), _env_float),
     )
     t.reject_unknown()
     return config
@@ -788,6 +790,7 @@ def render_effective(config: Config) -> str:
         f"max_in_flight = {s.max_in_flight}",
         f"duplicate_cache_seconds = {s.duplicate_cache_seconds!r}",
         f"duplicate_cache_size = {s.duplicate_cache_size}",
+        f"drain_seconds = {s.drain_seconds}",
         "",
         "[database]",
         f"url = {_toml_string(masked_url(d.url.reveal()))}",

@@ -31,13 +31,30 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
-        self.active_calls = Gauge("radiusd_active_calls", "Calls in state active", registry=r)
+        self.active_calls = Gauge(
+            "radiusd_active_calls", "Calls in state active", registry=r, multiprocess_mode="max"
+        )
         self.collisions = Counter(
             "radiusd_session_id_collisions_total",
             "Stops with a known leg identity but a different duration",
             registry=r,
         )
-        self.in_flight = Gauge("radiusd_in_flight", "Requests being processed", registry=r)
+        self.in_flight = Gauge(
+            "radiusd_in_flight",
+            "Requests being processed",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.up = Gauge(
-            "radiusd_dependency_up", "1 when a dependency is reachable", ["dependency"], registry=r
+            "radiusd_dependency_up",
+            "1 when a dependency is reachable",
+            ["dependency"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.nas_dropped = Counter(
+            "radiusd_nas_dropped_total",
+            "Datagrams dropped, by configured NAS and reason",
+            ["nas", "reason"],
+            registry=r,
         )

@@ -13,6 +13,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
+from billing_core.adapters.errors import unavailable
+
 from .codec import ACCESS_REQUEST, ACCOUNTING_REQUEST, STATUS_SERVER, Codec, Malformed, Request
 from .config import NasConfig
 from .logging import get_logger
@@ -87,6 +89,25 @@ class DuplicateCache:
             del self._replies[oldest]
 
 
+class LogThrottle:
+    """At most one log line per reason every ``interval`` seconds (an outage at thousands of
+    requests a second must not flood the log); the next line says how many it held back."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def allow(self, reason: str) -> int | None:
+        """None to stay silent, else the number of lines held back since the last one."""
+        now = time.monotonic()
+        if now - self._last.get(reason, -self.interval) < self.interval:
+            self._held[reason] = self._held.get(reason, 0) + 1
+            return None
+        self._last[reason] = now
+        return self._held.pop(reason, 0)
+
+
 class RadiusServer:
     def __init__(
         self,
@@ -106,10 +127,14 @@ class RadiusServer:
         self.max_in_flight = max_in_flight
         self.duplicates = DuplicateCache(duplicate_ttl, duplicate_size)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.closing = False  # set on shutdown: new datagrams are ignored
+        self._throttle = LogThrottle(5.0)
         self.log = get_logger("radiusd.transport")
 
-    def drop(self, reason: str, kind: str) -> None:
+    def drop(self, reason: str, kind: str, nas: str = "unknown") -> None:
+        """Count a datagram left unanswered; per NAS too (configured names only, a closed set)."""
         self.metrics.dropped.labels(reason).inc()
+        self.metrics.nas_dropped.labels(nas, reason).inc()
         self.metrics.requests.labels(kind, "dropped").inc()
 
     def receive(
@@ -119,6 +144,8 @@ class RadiusServer:
         transport: asyncio.DatagramTransport,
         accounting_port: bool,
     ) -> None:
+        if self.closing:
+            return
         kind = "acct" if accounting_port else "auth"
         source_ip = str(addr[0])
         nas = self.nas_table.lookup(source_ip)
@@ -129,37 +156,37 @@ class RadiusServer:
         key = (accounting_port, addr[0], addr[1], data[:1], data[1:2], data[4:20])
         cached = self.duplicates.get(key, time.monotonic()) if len(data) >= 20 else None
         if cached is _IN_FLIGHT:
-            self.drop("duplicate_in_flight", kind)
+            self.drop("duplicate_in_flight", kind, nas.name)
             return
         if isinstance(cached, bytes):
             self.metrics.requests.labels(kind, "duplicate").inc()
             transport.sendto(cached, addr)
             return
         if len(self.tasks) >= self.max_in_flight:
-            self.drop("overload", kind)
+            self.drop("overload", kind, nas.name)
             return
         try:
             request = self.codec.decode(data, nas.secret.bytes())
         except Malformed as exc:
-            self.drop(exc.reason, kind)
+            self.drop(exc.reason, kind, nas.name)
             return
         expected = ACCOUNTING_REQUEST if accounting_port else ACCESS_REQUEST
         if request.code not in (expected, STATUS_SERVER):
-            self.drop("wrong_port", kind)
+            self.drop("wrong_port", kind, nas.name)
             return
         if request.code in (ACCESS_REQUEST, STATUS_SERVER):
             if request.code == STATUS_SERVER and not request.has_message_authenticator:
-                self.drop("missing_message_authenticator", kind)
+                self.drop("missing_message_authenticator", kind, nas.name)
                 return
             if nas.require_message_authenticator and not request.has_message_authenticator:
-                self.drop("missing_message_authenticator", kind)
+                self.drop("missing_message_authenticator", kind, nas.name)
                 return
             if (
                 nas.limit_proxy_state
                 and request.has_proxy_state
                 and not request.has_message_authenticator
             ):
-                self.drop("proxy_state_without_message_authenticator", kind)
+                self.drop("proxy_state_without_message_authenticator", kind, nas.name)
                 return
         self.duplicates.begin(key)
         task = asyncio.get_running_loop().create_task(
@@ -187,16 +214,22 @@ class RadiusServer:
         reply: bytes | None = None
         try:
             reply = await self.handle(request, nas, source_ip, accounting_port)
-        except Exception as exc:  # noqa: BLE001 - the boundary: log once, count, no reply
-            self.metrics.dropped.labels("handler_error").inc()
+        except Exception as exc:  # noqa: BLE001 - the boundary: log, count, no reply
+            down = unavailable(exc)
+            reason = f"{down}_unavailable" if down else "handler_error"
+            self.metrics.dropped.labels(reason).inc()
+            self.metrics.nas_dropped.labels(nas.name, reason).inc()
             self.metrics.requests.labels(kind, "error").inc()
-            self.log.error(
-                "handler_error",
-                nas=nas.name,
-                code=request.code,
-                identifier=request.identifier,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            suppressed = self._throttle.allow(reason)
+            if suppressed is not None:
+                self.log.error(
+                    reason,
+                    nas=nas.name,
+                    code=request.code,
+                    identifier=request.identifier,
+                    error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                    suppressed_since_last=suppressed,
+                )
         finally:
             self.duplicates.done(key, reply, time.monotonic())
         if reply is not None and not transport.is_closing():

@@ -318,6 +318,15 @@ class SqlStore:
             out[cid] = LiveView(balances.get(cid, ZERO), held.get(cid) or ZERO, active.get(cid, 0))
         return out
 
+    def count_active_calls(self) -> int:
+        """Calls in state active (their accounting recorded): the radiusd_active_calls gauge."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(calls_t).where(calls_t.c.state == "active")
+                ).scalar_one()
+            )
+
     # --- the truth behind a live state kept elsewhere (Redis) ----------------------------------
     def ledger_balances(self, client_ids: Sequence[int] | None = None) -> dict[int, Decimal]:
         """Each client's ledger sum (the live balance's truth), every client when None."""

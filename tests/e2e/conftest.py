@@ -161,7 +161,14 @@ class Daemon:
 
 
 def write_config(
-    path: Path, db_url: str, auth: int, acct: int, metrics: int, extra: str = ""
+    path: Path,
+    db_url: str,
+    auth: int,
+    acct: int,
+    metrics: int,
+    extra: str = "",
+    redis_url: str = "",
+    billing: str = "",
 ) -> None:
     path.write_text(
         f"""
@@ -174,9 +181,13 @@ log_format = "json"
 [database]
 url = "{db_url}"
 
+[redis]
+url = "{redis_url}"
+
 [billing]
 max_call_length = 7200
 auth_hold_seconds = 180
+{billing}
 
 [[nas]]
 address = "127.0.0.1"
@@ -192,14 +203,31 @@ def _radclient_present() -> None:
         pytest.fail("radclient is missing: install Debian's freeradius-utils (.ci/run does)")
 
 
-@pytest.fixture
-def daemon(tmp_path: Path, db_url: str) -> Iterator[Daemon]:
-    """A running daemon on an empty migrated database (SQLite or PostgreSQL)."""
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql+redis"])
+def backend(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(database URL, Redis URL or "") of each supported deployment, on real servers."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url")), ""
+    pg = str(request.getfixturevalue("pg_url"))
+    if request.param == "postgresql":
+        return pg, ""
+    return pg, str(request.getfixturevalue("redis_url"))
+
+
+def make_daemon(
+    tmp_path: Path, backend: tuple[str, str], billing: str = "", extra: str = ""
+) -> Daemon:
     config = tmp_path / "radiusd.toml"
     ports = (free_port(), free_port(), free_port(socket.SOCK_STREAM))
-    write_config(config, db_url, *ports)
+    write_config(config, backend[0], *ports, extra=extra, redis_url=backend[1], billing=billing)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADIUSD_")}
-    d = Daemon(tmp_path, config, *ports, env=env)
+    return Daemon(tmp_path, config, *ports, env=env)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, backend: tuple[str, str]) -> Iterator[Daemon]:
+    """A daemon (not started yet) on an empty migrated database of each backend."""
+    d = make_daemon(tmp_path, backend)
     yield d
     if d.process is not None:
         d.process.kill()
