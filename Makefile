@@ -40,8 +40,30 @@ e2e: $(STAMP)
 test: lint
 	$(BIN)/pytest -q tests
 
+# make bench: our server and FreeRADIUS measured in one run; writes BENCHMARKS.md (bench/).
+#   BENCH_REDIS_URL  a Redis database the benchmark owns (it is emptied); empty: no Redis run
+#   BENCH_ARGS       more options: $(BIN)/python -m bench --help
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/14
+BENCH_ARGS ?=
+BENCH_DEBS := freeradius freeradius-postgresql
+
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	@missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  own_policy=""; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' | $$sudo tee /usr/sbin/policy-rc.d >/dev/null; \
+	    $$sudo chmod 755 /usr/sbin/policy-rc.d; own_policy=1; \
+	  fi; \
+	  echo "installing$$missing (the freeradius service is not started)"; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
+	  status=$$?; [ -z "$$own_policy" ] || $$sudo rm -f /usr/sbin/policy-rc.d; \
+	  [ $$status = 0 ] || exit $$status; \
+	fi
+	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy
+	$(BIN)/python -m bench --redis-url '$(BENCH_REDIS_URL)' $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

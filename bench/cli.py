@@ -1,0 +1,531 @@
+"""`python -m bench`: data, servers, scenarios, baselines, extras, profile, BENCHMARKS.md.
+
+One run measures everything it compares: our server (SQLite, PostgreSQL, PostgreSQL with
+Redis when ``--redis-url`` is given) and both FreeRADIUS baselines are all started first,
+then each scenario is run against each of them back to back, so that the machine's noise
+falls on all of them alike. Then, on the production deployment only: authorization at half
+its measured load, latency with the big and the small data set at the same light load, a
+py-spy profile of each path, and the catalog (1,000,000-prefix index) build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import datagen, freeradius, loadgen, profiling, report, scenarios
+from bench.loadgen import LoadSpec, Pool
+from bench.packets import ReplyChecker
+from bench.procstat import ProcessProbe
+from bench.results import IndexBuild, LatencyCompare, Measurement, Run, TargetInfo
+from bench.targets import (
+    SECRET,
+    OurServer,
+    PostgresDatabase,
+    PostgresServer,
+    SqlFreeRadius,
+    SqliteDatabase,
+    Target,
+    TargetError,
+    redis_version,
+    static_freeradius,
+)
+from bench.targets import Loader as DataLoader
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL_TARGETS = ("ours-sqlite", "ours-pg", "ours-pg-redis", "fr-static", "fr-sql")
+DEFAULT_PG = os.environ.get(
+    "RADIUSD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+_started = time.monotonic()
+PROFILE_SECONDS = 5.0
+PROFILE_VIEWS = {
+    "cpu": "CPU (the thread holding the GIL)",
+    "wall": "wall time (every thread, waiting included)",
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.monotonic() - _started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Measure the server against FreeRADIUS in one run; write BENCHMARKS.md.",
+    )
+    p.add_argument("--duration", type=float, default=3.0, help="measured seconds per scenario")
+    p.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds before a request is lost")
+    p.add_argument("--sockets", type=int, default=8, help="source UDP sockets")
+    p.add_argument("--lanes", type=int, default=8, help="requests in flight per socket")
+    p.add_argument(
+        "--max-rate",
+        type=float,
+        default=60_000,
+        help="requests/s the pre-encoded pools are sized for",
+    )
+    p.add_argument("--scenarios", default=",".join(scenarios.SCENARIOS))
+    p.add_argument("--targets", default=",".join(ALL_TARGETS))
+    p.add_argument("--postgres-url", default=DEFAULT_PG, help="admin URL (may CREATE DATABASE)")
+    p.add_argument(
+        "--redis-url",
+        default="",
+        help="a Redis database the benchmark owns (emptied): adds our server on PG + Redis",
+    )
+    p.add_argument("--workers", type=int, default=1, help="[server] workers of our server")
+    p.add_argument(
+        "--loader",
+        choices=("load", "rates-import"),
+        default="load",
+        help="billingctl load with csv rate tables, or load + billingctl rates import",
+    )
+    p.add_argument("--data", choices=("big", "small"), default="big", help="data set")
+    p.add_argument("--no-cache", action="store_true", help="load the data again")
+    p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--no-extras", action="store_true", help="skip half load, latency, index")
+    p.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    p.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
+    return p.parse_args(argv)
+
+
+# --- the machine ----------------------------------------------------------------------------
+
+
+def _first(path: str, key: str) -> str:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
+
+
+def machine(pg: PostgresServer | None, redis_url: str) -> dict[str, str]:
+    info = {
+        "cores (nproc)": str(os.cpu_count()),
+        "CPU": _first("/proc/cpuinfo", "model name"),
+        "memory": f"{int(_first('/proc/meminfo', 'MemTotal').split()[0]) / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "Python": platform.python_version(),
+    }
+    if pg is not None:
+        try:
+            info["PostgreSQL"] = pg.version()
+            info["PostgreSQL durability"] = (
+                f"fsync = {pg.setting('fsync')}, synchronous_commit = "
+                f"{pg.setting('synchronous_commit')}, wal_sync_method = "
+                f"{pg.setting('wal_sync_method')}"
+            )
+        except Exception as exc:  # noqa: BLE001 - reported, not fatal
+            info["PostgreSQL"] = f"unreachable: {exc}"
+    info["Redis"] = (redis_version(redis_url) or "unreachable") if redis_url else "not used"
+    try:
+        out = subprocess.run(
+            [freeradius.binary(), "-v"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+        info["FreeRADIUS"] = out.splitlines()[0].split(":", 1)[-1].strip() if out else "?"
+    except OSError:
+        info["FreeRADIUS"] = "not installed"
+    try:
+        import pyrad
+
+        info["pyrad"] = getattr(pyrad, "__version__", "?")
+    except ImportError:
+        pass
+    return info
+
+
+# --- running load ----------------------------------------------------------------------------
+
+
+def measure(
+    target: Target, scenario: str, pool: Pool, spec: LoadSpec, checker: ReplyChecker
+) -> Measurement:
+    probe = ProcessProbe(target.probe_groups())
+    result = asyncio.run(loadgen.run(pool, target.addresses, checker, target.expect, spec, [probe]))
+    m = Measurement(target.name, scenario, result, probe.reading)
+    r = result
+    log(
+        f"{target.name:14} {scenario:6} {r.rate:9,.0f} req/s  p50 {r.percentile(50) * 1e3:6.2f}"
+        f" p99 {r.percentile(99) * 1e3:7.2f} ms  timeouts {r.timeouts}  verified {r.verified:,}"
+        f"  failed {r.failed}  unexpected {r.unexpected}"
+    )
+    return m
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        # fixed: every run starts from fresh databases, so cached requests can be sent again
+        self.salt = 0xB3AC4
+        self.run_id = random.getrandbits(24)
+        self.namespace = 0
+        self.checker = ReplyChecker(SECRET.encode())
+        self.workdir = Path(tempfile.mkdtemp(prefix="radiusd-bench-"))
+        self.pg: PostgresServer | None = None
+        self.targets: dict[str, Target] = {}
+        self.load = LoadSpec(
+            duration=args.duration,
+            warmup=args.warmup,
+            timeout=args.timeout,
+            sockets=args.sockets,
+            lanes=args.lanes,
+        )
+
+    def pool(self, scenario: str, data: datagen.DataSet, jobs: int, *, cache: bool = False) -> Pool:
+        """Requests for ``jobs`` jobs; the main scenarios' pools are cached (``cache``)."""
+        self.namespace += 1
+        spec = scenarios.PoolSpec(scenario, jobs, self.namespace, self.salt, SECRET.encode())
+        started = time.monotonic()
+        if cache and not self.args.no_cache:
+            pool = scenarios.cached_pool(
+                spec, data.spec.key(), data.manifest, datagen.OUT / "pools"
+            )
+        else:
+            pool = scenarios.build_pool(spec, data.manifest)
+        log(
+            f"{scenarios.pool_requests(pool):,} requests for {scenario}, encoded with pyrad, "
+            f"ready in {time.monotonic() - started:.1f} s"
+        )
+        return pool
+
+    def seconds(self) -> float:
+        return self.load.warmup + self.load.duration
+
+    # --- targets ----------------------------------------------------------------------------
+    def make_targets(self, wanted: list[str], data: datagen.DataSet, run: Run) -> list[Target]:
+        args = self.args
+        loader = DataLoader(args.loader)
+        cache = not args.no_cache
+        made: list[Target] = []
+        for name in wanted:
+            wd = self.workdir / name
+            wd.mkdir(parents=True, exist_ok=True)
+            workers = args.workers
+            target: Target | None = None
+            if name == "ours-sqlite":
+                target = OurServer(
+                    name,
+                    "ours, SQLite (embedded default)",
+                    wd,
+                    log,
+                    SqliteDatabase(loader, cache=cache),
+                    data,
+                    workers=workers,
+                )
+            elif name in ("ours-pg", "ours-pg-redis"):
+                redis = args.redis_url if name == "ours-pg-redis" else ""
+                label = "ours, PostgreSQL + Redis" if redis else "ours, PostgreSQL"
+                if name == "ours-pg-redis" and not redis:
+                    run.targets[name] = TargetInfo(
+                        name, "ours, PostgreSQL + Redis", False, "no --redis-url given"
+                    )
+                    continue
+                if self.pg is None:
+                    run.targets[name] = TargetInfo(name, label, False, "PostgreSQL unreachable")
+                    continue
+                db = PostgresDatabase(
+                    self.pg,
+                    f"bench_{self.run_id:06x}_{name.replace('-', '_')}",
+                    loader,
+                    cache=cache,
+                )
+                target = OurServer(name, label, wd, log, db, data, redis_url=redis, workers=workers)
+            elif name == "fr-static":
+                target = static_freeradius(wd, log)
+            elif name == "fr-sql":
+                if self.pg is None:
+                    run.targets[name] = TargetInfo(
+                        name, "FreeRADIUS + rlm_sql (PostgreSQL)", False, "PostgreSQL unreachable"
+                    )
+                    continue
+                target = SqlFreeRadius(wd, log, self.pg, f"bench_{self.run_id:06x}_frsql", data)
+            else:
+                raise SystemExit(f"unknown target {name!r} (one of {', '.join(ALL_TARGETS)})")
+            made.append(target)
+        return made
+
+    def start(self, target: Target, run: Run) -> bool:
+        info = TargetInfo(target.name, target.label, False)
+        run.targets[target.name] = info
+        try:
+            if isinstance(target, OurServer):
+                log(f"{target.name}: preparing the database")
+                prepared = target.prepare()
+                info.load_seconds = prepared.load_seconds
+                info.load_cached = prepared.cached
+            log(f"{target.name}: starting")
+            started = time.monotonic()
+            target.start()
+            info.start_seconds = time.monotonic() - started
+        except (TargetError, OSError, subprocess.SubprocessError) as exc:
+            info.error = str(exc).strip()
+            log(f"{target.name}: NOT RUN: {info.error}")
+            target.stop()
+            target.cleanup()
+            return False
+        info.started = True
+        self.targets[target.name] = target
+        log(f"{target.name}: ready in {info.start_seconds:.1f} s")
+        return True
+
+    def stop_all(self) -> None:
+        for target in self.targets.values():
+            try:
+                target.stop()
+            finally:
+                target.cleanup()
+
+
+def _index_build(target: OurServer) -> IndexBuild:
+    assert target.prepared is not None
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.indexbuild", target.prepared.url],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=ROOT,
+    )
+    if result.returncode != 0:
+        raise TargetError(result.stderr.strip()[-500:])
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    return IndexBuild(
+        seconds=float(data["seconds"]),
+        index_seconds=float(data["index_seconds"]),
+        rates=int(data["rates"]),
+        tables=int(data["tables"]),
+        extra_rss_mb=(data["rss_after_kb"] - data["rss_before_kb"]) / 1024,
+        peak_extra_mb=(data["rss_peak_kb"] - data["rss_before_kb"]) / 1024,
+    )
+
+
+def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet) -> None:
+    """Half load, profile, big vs small latency and the index build, on the production
+    deployment (PostgreSQL with Redis when it ran, else PostgreSQL)."""
+    if run.production is None:
+        return
+    prod = bench.targets[run.production]
+    assert isinstance(prod, OurServer)
+    args = bench.args
+    full = run.get(prod.name, "auth")
+    auth_rate = full.result.rate if full is not None and full.result.rate > 0 else 500.0
+    seconds = bench.seconds() + 0.5
+
+    # half load
+    half = auth_rate / 2
+    pool = bench.pool("auth", big, int(half * seconds * 1.2) + 64)
+    run.half_load_rate = half
+    run.half_load = measure(prod, "auth", pool, _paced(bench.load, half), bench.checker)
+
+    # profile
+    if not args.no_profile:
+        if profiling.binary() is None:
+            run.profile_error = "py-spy is not installed (`make bench` installs it)"
+        else:
+            for scenario, title in (("auth", "Authorization"), ("acct", "Accounting")):
+                m = run.get(prod.name, scenario)
+                rate = m.result.rate if m is not None else 2000.0
+                spec = LoadSpec(
+                    duration=max(bench.load.duration, PROFILE_SECONDS),
+                    warmup=bench.load.warmup,
+                    timeout=bench.load.timeout,
+                    sockets=bench.load.sockets,
+                    lanes=bench.load.lanes,
+                )
+                jobs = scenarios.jobs_for(
+                    scenarios.SCENARIOS[scenario], rate * 1.5, spec.warmup + spec.duration + 0.5
+                )
+                pool = bench.pool(scenario, big, jobs)
+                recorders = {
+                    view: profiling.Recorder(
+                        prod.pid,
+                        spec.duration + 0.3,
+                        bench.workdir / f"profile-{scenario}-{view}.txt",
+                        gil=view == "cpu",
+                    )
+                    for view in ("cpu", "wall")
+                }
+                time.sleep(0.3)  # py-spy attaches
+                measured = measure(prod, scenario, pool, spec, bench.checker)
+                for view, recorder in recorders.items():
+                    profile = recorder.wait()
+                    if profile is None or profile.samples == 0:
+                        run.profile_error = f"py-spy recorded nothing: {recorder.error()}"
+                        continue
+                    run.profiles[f"{title}, {PROFILE_VIEWS[view]}"] = profile
+                    run.profile_runs[f"{title}, {PROFILE_VIEWS[view]}"] = measured
+
+    # latency with the big and the small data set, at the same light load: the big one
+    # last on the production server, the small one on a server started right after it
+    light = min(max(auth_rate / 4, 50.0), 200.0)
+    latency_spec = _paced(bench.load, light, warmup=1.0)
+    count = int(light * (latency_spec.warmup + latency_spec.duration + 0.5) * 1.2) + 64
+    try:
+        pool = bench.pool("auth", big, count)
+        big_run = measure(prod, "auth", pool, latency_spec, bench.checker)
+        prod.stop()
+        bench.targets.pop(prod.name, None)
+        database = prod.database
+        small_db: PostgresDatabase | SqliteDatabase = (
+            PostgresDatabase(
+                database.server,
+                f"bench_{bench.run_id:06x}_small",
+                database.loader,
+                cache=database.cache,
+            )
+            if isinstance(database, PostgresDatabase)
+            else SqliteDatabase(DataLoader(args.loader), cache=not args.no_cache)
+        )
+        small_target = OurServer(
+            "ours-small",
+            f"{prod.label}, small data set",
+            bench.workdir / "ours-small",
+            log,
+            small_db,
+            small,
+            redis_url=prod.redis_url,
+            workers=prod.workers,
+        )
+        if bench.start(small_target, run):
+            pool = bench.pool("auth", small, count)
+            small_run = measure(small_target, "auth", pool, latency_spec, bench.checker)
+            run.latency = LatencyCompare(light, big_run.result, small_run.result)
+            small_target.stop()
+        # the index build, with no server under load
+        try:
+            run.index_build = _index_build(prod)
+            ib = run.index_build
+            log(
+                f"catalog load: {ib.seconds:.1f} s ({ib.index_seconds:.1f} s indexing), "
+                f"+{ib.extra_rss_mb:.0f} MB retained"
+            )
+        except (TargetError, subprocess.SubprocessError, ValueError, KeyError) as exc:
+            run.index_error = str(exc)
+    finally:
+        prod.stop()
+        prod.cleanup()
+
+
+PACED_LANES = 64
+
+
+def _paced(spec: LoadSpec, rate: float, warmup: float | None = None) -> LoadSpec:
+    """Open loop at ``rate`` jobs/s, with lanes enough that the window does not hold it back
+    (a job that finds no free lane is counted as not sent)."""
+    return LoadSpec(
+        duration=spec.duration,
+        warmup=spec.warmup if warmup is None else warmup,
+        timeout=spec.timeout,
+        rate=rate,
+        sockets=spec.sockets,
+        lanes=max(spec.lanes, PACED_LANES),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    wanted_scenarios = [s for s in args.scenarios.split(",") if s]
+    for s in wanted_scenarios:
+        if s not in scenarios.SCENARIOS:
+            raise SystemExit(f"unknown scenario {s!r} (one of {', '.join(scenarios.SCENARIOS)})")
+    wanted_targets = [t for t in args.targets.split(",") if t]
+    bench = Bench(args)
+    try:
+        bench.pg = PostgresServer(args.postgres_url)
+        bench.pg.version()
+    except Exception as exc:  # noqa: BLE001 - reported; the SQLite and static runs go on
+        log(f"PostgreSQL unreachable at {args.postgres_url}: {exc}")
+        bench.pg = None
+    big = datagen.generate(datagen.BIG if args.data == "big" else datagen.SMALL)
+    small = datagen.generate(datagen.SMALL)
+    run = Run(
+        started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        parameters={
+            "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+            "scenario duration": f"{args.duration} s measured after {args.warmup} s warm-up",
+            "window": f"{args.sockets} sockets × {args.lanes} lanes = "
+            f"{args.sockets * args.lanes} requests in flight",
+            "request timeout": f"{args.timeout} s",
+            "data loader": args.loader,
+            "our server's workers": str(args.workers),
+        },
+        machine=machine(bench.pg, args.redis_url),
+        data={
+            "data set (scenarios)": big.spec.describe() + f" — `{big.directory}`",
+            "small data set (latency comparison)": small.spec.describe(),
+            "generation": f"{big.generated_seconds:.1f} s (cached under bench/out/data/)",
+        },
+    )
+    try:
+        for target in bench.make_targets(wanted_targets, big, run):
+            bench.start(target, run)
+        running = [bench.targets[n] for n in wanted_targets if n in bench.targets]
+        for prod in ("ours-pg-redis", "ours-pg"):
+            if prod in bench.targets:
+                run.production = prod
+                break
+        pools: dict[str, Pool] = {}
+        for scenario in wanted_scenarios:
+            jobs = scenarios.jobs_for(scenarios.SCENARIOS[scenario], args.max_rate, bench.seconds())
+            pools[scenario] = bench.pool(scenario, big, jobs, cache=True)
+            for target in running:
+                run.measurements.append(
+                    measure(target, scenario, pools[scenario], bench.load, bench.checker)
+                )
+                time.sleep(0.3)
+            del pools[scenario]
+        for target in running:
+            if target.process is None or target.process.poll() is not None:
+                run.notes.append(f"{target.label} was not running at the end of the scenarios.")
+        if not args.no_extras:
+            extras(bench, run, big, small)
+    finally:
+        bench.stop_all()
+        if bench.pg is not None:
+            bench.pg.close()
+        shutil.rmtree(bench.workdir, ignore_errors=True)
+    run.seconds = time.monotonic() - _started
+    report.write(run, args.output)
+    log(f"wrote {args.output}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(_raw(run), indent=1, default=str))
+    return 0
+
+
+def _raw(run: Run) -> dict[str, object]:
+    return {
+        "started": run.started,
+        "machine": run.machine,
+        "measurements": [
+            {
+                "target": m.target,
+                "scenario": m.scenario,
+                "rate": m.result.rate,
+                "job_rate": m.result.job_rate,
+                "p50": m.result.percentile(50),
+                "p99": m.result.percentile(99),
+                "max": m.result.max_latency,
+                "timeouts": m.result.timeouts,
+                "verified": m.result.verified,
+                "failed": m.result.failed,
+                "cpu": m.reading.cpu,
+                "peak_rss_kb": m.reading.peak_rss_kb,
+            }
+            for m in run.measurements
+        ],
+    }

@@ -1,0 +1,388 @@
+"""BENCHMARKS.md: the hand-written introduction (bench/intro.md), then what the run measured."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from bench.profiling import Profile
+from bench.results import Measurement, Run
+from bench.scenarios import KIND_NAMES, SCENARIOS
+
+INTRO = Path(__file__).resolve().parent / "intro.md"
+OURS = ("ours-sqlite", "ours-pg", "ours-pg-redis")
+STATIC = "fr-static"
+SQL = "fr-sql"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "–"
+    return f"{a / b:.2f} ×"
+
+
+def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+def _label(run: Run, target: str) -> str:
+    info = run.targets.get(target)
+    return info.label if info else target
+
+
+def _main_table(run: Run) -> list[str]:
+    rows = []
+    for m in run.measurements:
+        r = m.result
+        unit = SCENARIOS[m.scenario].unit if m.scenario in SCENARIOS else "jobs"
+        rows.append(
+            [
+                _label(run, m.target),
+                m.scenario,
+                _num(r.rate),
+                f"{_num(r.job_rate)} {unit}",
+                _ms(r.percentile(50)),
+                _ms(r.percentile(99)),
+                _ms(r.max_latency),
+                str(r.timeouts),
+                f"{r.verified:,}",
+                str(r.failed),
+                _num(m.cpu_per_1000("server"), 3),
+                _num(m.cpu_per_1000("postgresql"), 3),
+                _num(m.cpu_per_1000("redis"), 3),
+                _num(m.peak_rss_mb),
+                f"{r.generator_cpu * 100:.0f}%",
+            ]
+        )
+    return _table(
+        [
+            "server",
+            "scenario",
+            "req/s",
+            "jobs/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "timeouts",
+            "replies verified",
+            "failed checks",
+            "server CPU s / 1k req",
+            "PostgreSQL CPU s / 1k req",
+            "Redis CPU s / 1k req",
+            "server peak RSS MB",
+            "generator CPU",
+        ],
+        rows,
+    )
+
+
+def _ratio_table(run: Run) -> list[str]:
+    rows = []
+    for scenario in SCENARIOS:
+        static = run.get(STATIC, scenario)
+        sql = run.get(SQL, scenario)
+        for target in OURS:
+            ours = run.get(target, scenario)
+            if ours is None:
+                continue
+            rows.append(
+                [
+                    scenario,
+                    _label(run, target),
+                    _num(ours.result.rate),
+                    _ratio(ours.result.rate, static.result.rate if static else None),
+                    _ratio(ours.result.rate, sql.result.rate if sql else None),
+                    _ratio(
+                        ours.cpu_per_1000(),
+                        static.cpu_per_1000() if static else None,
+                    ),
+                ]
+            )
+    return _table(
+        [
+            "scenario",
+            "our server",
+            "req/s",
+            "÷ FreeRADIUS static",
+            "÷ FreeRADIUS + rlm_sql",
+            "CPU per request ÷ static FreeRADIUS's",
+        ],
+        rows,
+    )
+
+
+def _verdict(ok: bool | None) -> str:
+    if ok is None:
+        return "not measured"
+    return "**pass**" if ok else "**FAIL**"
+
+
+def _targets(run: Run) -> list[str]:
+    prod = run.production
+    rows: list[list[str]] = []
+    if prod is None:
+        return ["No run of our server on PostgreSQL: the targets could not be judged."]
+
+    def rate(target: str, scenario: str) -> float | None:
+        m = run.get(target, scenario)
+        return m.result.rate if m else None
+
+    auth, static_auth, sql_auth = rate(prod, "auth"), rate(STATIC, "auth"), rate(SQL, "auth")
+    acct, static_acct, sql_acct = rate(prod, "acct"), rate(STATIC, "acct"), rate(SQL, "acct")
+
+    def ratio_row(name: str, a: float | None, b: float | None, need: float, rel: str) -> None:
+        value = a / b if a and b else None
+        ok = None if value is None else value >= need
+        rows.append(
+            [name, f"{value:.2f} ×" if value is not None else "–", f"{rel} {need} ×", _verdict(ok)]
+        )
+
+    ratio_row("authorization ÷ static FreeRADIUS", auth, static_auth, 0.25, "≥")
+    ratio_row("authorization ÷ static FreeRADIUS (stretch)", auth, static_auth, 0.4, "≥")
+    ratio_row("authorization ÷ FreeRADIUS + rlm_sql", auth, sql_auth, 3.0, "≈")
+    m = run.get(prod, "auth")
+    timeouts = m.result.timeouts if m else None
+    rows.append(
+        [
+            "authorization timeouts",
+            str(timeouts) if timeouts is not None else "–",
+            "0",
+            _verdict(None if timeouts is None else timeouts == 0),
+        ]
+    )
+    if run.half_load is not None:
+        p99 = run.half_load.result.percentile(99)
+        rows.append(
+            [
+                f"authorization p99 at half load ({_num(run.half_load_rate)} req/s offered)",
+                f"{_ms(p99)} ms",
+                "< 5 ms",
+                _verdict(
+                    p99 < 0.005
+                    and run.half_load.result.timeouts == 0
+                    and run.half_load.result.unsent == 0
+                ),
+            ]
+        )
+    else:
+        rows.append(["authorization p99 at half load", "–", "< 5 ms", _verdict(None)])
+    ratio_row("durable accounting ÷ static FreeRADIUS", acct, static_acct, 0.15, "≥")
+    ratio_row("durable accounting ÷ FreeRADIUS + rlm_sql", acct, sql_acct, 2.0, "≈")
+    calls = run.get(prod, "calls")
+    calls_rate = calls.result.job_rate if calls else None
+    rows.append(
+        [
+            "whole calls per second",
+            _num(calls_rate),
+            "≥ 2,500",
+            _verdict(None if calls_rate is None else calls_rate >= 2500),
+        ]
+    )
+    ib = run.index_build
+    if ib is not None:
+        rows.append(
+            [
+                f"{ib.rates:,}-prefix catalog load (index build alone: {ib.index_seconds:.1f} s)",
+                f"{ib.seconds:.1f} s",
+                "< 20 s",
+                _verdict(ib.seconds < 20),
+            ]
+        )
+        rows.append(
+            [
+                "extra memory per worker for that catalog (retained)",
+                f"{ib.extra_rss_mb:,.0f} MB",
+                "< 300 MB",
+                _verdict(ib.extra_rss_mb < 300),
+            ]
+        )
+    else:
+        rows.append(["1,000,000-prefix index", "–", "< 20 s, < 300 MB", _verdict(None)])
+    lc = run.latency
+    if lc is not None:
+        big, small = lc.big.percentile(50), lc.small.percentile(50)
+        change = (big / small - 1) if small else None
+        rows.append(
+            [
+                "authorization p50 latency, 100,000 accounts / 1M prefixes vs 100 / 100 "
+                f"(at {_num(lc.rate)} req/s)",
+                f"{_ms(big)} vs {_ms(small)} ms ({change:+.0%})" if change is not None else "–",
+                "within 20%",
+                _verdict(None if change is None else abs(change) <= 0.20),
+            ]
+        )
+    else:
+        rows.append(["authorization latency big vs small data", "–", "within 20%", _verdict(None)])
+    return [
+        f"Judged on **{_label(run, prod)}**, the production deployment measured in this run.",
+        "“≈” targets pass at or above the number.",
+        "",
+        *_table(["target (issue 4)", "measured", "required", "verdict"], rows),
+    ]
+
+
+def _profile_section(name: str, profile: Profile, run_m: Measurement | None) -> list[str]:
+    lines = [f"### {name}: {profile.samples:,} samples"]
+    if run_m is not None:
+        r = run_m.result
+        lines.append(
+            f"Under py-spy: {_num(r.rate)} req/s, p99 {_ms(r.percentile(99))} ms, "
+            f"server CPU {_num(run_m.cpu_per_1000('server'), 3)} s per 1,000 requests."
+        )
+    lines += [
+        "",
+        "By component (the innermost frame that belongs to a library or to our code):",
+        "",
+    ]
+    lines += _table(
+        ["component", "share of samples"],
+        ([k, f"{profile.share(v):.1%}"] for k, v in profile.components.most_common(14)),
+    )
+    lines += ["", "Our functions, inclusive (time in them and below):", ""]
+    lines += _table(
+        ["function", "share"],
+        ([f"`{k}`", f"{profile.share(v):.1%}"] for k, v in profile.inclusive_ours.most_common(20)),
+    )
+    lines += ["", "Top functions by self time:", ""]
+    lines += _table(
+        ["function", "share"],
+        ([f"`{k}`", f"{profile.share(v):.1%}"] for k, v in profile.self_time.most_common(20)),
+    )
+    return [*lines, ""]
+
+
+def render(run: Run) -> str:
+    out: list[str] = []
+    if INTRO.exists():
+        out.append(INTRO.read_text().rstrip())
+        out.append("")
+    out += [
+        "## The run",
+        "",
+        f"Generated by `make bench` on {run.started}, in {run.seconds / 60:.1f} minutes.",
+        "",
+    ]
+    out += _table(["parameter", "value"], ([k, f"`{v}`"] for k, v in run.parameters.items()))
+    out += ["", "### Machine", ""]
+    out += _table(["", ""], ([k, v] for k, v in run.machine.items()))
+    out += ["", "### Data", ""]
+    out += _table(["", ""], ([k, v] for k, v in run.data.items()))
+    out += ["", "### Servers", ""]
+    rows = []
+    for info in run.targets.values():
+        state = "ran" if info.started else f"**not run**: {info.error}"
+        load = ""
+        if info.load_seconds is not None:
+            load = f"{info.load_seconds:.0f} s" + (
+                " (cached from an earlier run)" if info.load_cached else ""
+            )
+        rows.append(
+            [
+                info.label,
+                f"`{info.name}`",
+                state.replace("\n", " "),
+                _num(info.start_seconds, 1),
+                load,
+            ]
+        )
+    out += _table(["server", "name", "state", "start s", "billingctl load"], rows)
+    out += ["", "## Results", ""]
+    out += [
+        "Closed loop: every lane sends its next request as soon as its reply is verified.",
+        "Latencies are per request (a whole call is three requests).",
+        "CPU is utime+stime from /proc over the measured window; PostgreSQL's is that of",
+        "the backends serving the target's database plus the WAL writer and checkpointer.",
+        "",
+    ]
+    out += _main_table(run)
+    out += ["", "### Ratios to the baselines of this run", ""]
+    out += _ratio_table(run)
+    out += ["", "## The targets of issue 4", ""]
+    out += _targets(run)
+    out += ["", "## Details", ""]
+    if run.half_load is not None:
+        r = run.half_load.result
+        out.append(
+            f"- Half load on {_label(run, run.half_load.target)}: {_num(run.half_load_rate)} "
+            f"Access-Requests/s offered, {_num(r.rate)} answered; p50 {_ms(r.percentile(50))} ms, "
+            f"p99 {_ms(r.percentile(99))} ms, max {_ms(r.max_latency)} ms, "
+            f"{r.timeouts} timeouts, {r.unsent} not sent (no free lane)."
+        )
+    if run.latency is not None:
+        lc = run.latency
+        for name, r in (("big", lc.big), ("small", lc.small)):
+            out.append(
+                f"- Latency, {name} data set at {_num(lc.rate)} req/s: p50 {_ms(r.percentile(50))}"
+                f" ms, p99 {_ms(r.percentile(99))} ms, max {_ms(r.max_latency)} ms, "
+                f"{r.timeouts} timeouts."
+            )
+    if run.index_build is not None:
+        ib = run.index_build
+        out.append(
+            f"- Catalog load (`SqlStore.load_catalog()` on PostgreSQL, {ib.rates:,} rates in "
+            f"{ib.tables} tables, clients and accounts included): {ib.seconds:.1f} s, of which "
+            f"`RateTableIndex` construction {ib.index_seconds:.1f} s; resident memory "
+            f"+{ib.extra_rss_mb:,.0f} MB retained, +{ib.peak_extra_mb:,.0f} MB at peak."
+        )
+    elif run.index_error:
+        out.append(f"- Catalog load not measured: {run.index_error}")
+    outcomes = []
+    missing: dict[str, int] = {}
+    for m in run.measurements:
+        r = m.result
+        if r.missing_message_authenticator:
+            missing[m.target] = missing.get(m.target, 0) + r.missing_message_authenticator
+        extra = []
+        if r.unexpected:
+            kinds = ", ".join(
+                f"{KIND_NAMES[k]} → {code}: {n:,}" for (k, code), n in sorted(r.outcomes.items())
+            )
+            extra.append(f"{r.unexpected:,} replies not the expected code ({kinds})")
+        if r.exhausted:
+            extra.append(f"ran out of pre-encoded requests (window shortened to {r.window:.1f} s)")
+        if r.late or r.stray:
+            extra.append(f"{r.late} late and {r.stray} stray replies")
+        if r.failures:
+            extra.append("failed checks: " + ", ".join(f"{k} {v}" for k, v in r.failures.items()))
+        if extra:
+            outcomes.append(f"- {_label(run, m.target)}, {m.scenario}: " + "; ".join(extra) + ".")
+    for target, count in missing.items():
+        outcomes.append(
+            f"- {_label(run, target)} answered {count:,} Access-Requests without a "
+            "Message-Authenticator (checked by their Response Authenticator alone; our server "
+            "signs every Access-Accept/Reject, CONTRACT §3)."
+        )
+    out += outcomes
+    out += [f"- {note}" for note in run.notes]
+    out += ["", "## Where the time goes", ""]
+    if run.profiles:
+        out += [
+            "py-spy (`record --subprocesses --nonblocking --function`, 400 Hz) attached to "
+            f"{_label(run, run.production or '')} during a closed-loop run of each path, two "
+            "views at once: *CPU* samples only the thread holding the GIL (where the server's "
+            "Python time goes); *wall time* samples every thread, so it also shows where "
+            "requests wait (Redis, PostgreSQL, the event loop's select). Shares are of each "
+            "view's samples.",
+            "",
+        ]
+        for name, profile in run.profiles.items():
+            out += _profile_section(name, profile, run.profile_runs.get(name))
+    else:
+        out.append(f"No profile in this run: {run.profile_error or 'skipped'}.")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write(run: Run, path: Path) -> None:
+    path.write_text(render(run))

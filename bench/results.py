@@ -1,0 +1,95 @@
+"""What one run measured: per target and scenario, the extras, the machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.loadgen import Result
+from bench.procstat import Reading
+from bench.profiling import Profile
+
+
+@dataclass
+class Measurement:
+    target: str
+    scenario: str
+    result: Result
+    reading: Reading
+
+    def cpu(self, group: str) -> float | None:
+        return self.reading.cpu.get(group)
+
+    def cpu_per_1000(self, group: str | None = None) -> float | None:
+        """CPU seconds per 1,000 requests: of one group, or of all groups together."""
+        if self.result.requests == 0:
+            return None
+        if group is None:
+            total = sum(self.reading.cpu.values())
+        else:
+            value = self.reading.cpu.get(group)
+            if value is None:
+                return None
+            total = value
+        return total / self.result.requests * 1000
+
+    @property
+    def peak_rss_mb(self) -> float | None:
+        kb = self.reading.peak_rss_kb
+        return kb / 1024 if kb is not None else None
+
+
+@dataclass
+class TargetInfo:
+    name: str
+    label: str
+    started: bool
+    error: str | None = None
+    start_seconds: float | None = None
+    load_seconds: float | None = None
+    load_cached: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IndexBuild:
+    seconds: float
+    index_seconds: float
+    rates: int
+    tables: int
+    extra_rss_mb: float
+    peak_extra_mb: float
+
+
+@dataclass
+class LatencyCompare:
+    rate: float  # requests/s offered to both
+    big: Result
+    small: Result
+
+
+@dataclass
+class Run:
+    started: str
+    parameters: dict[str, Any]
+    machine: dict[str, str]
+    data: dict[str, str]
+    targets: dict[str, TargetInfo] = field(default_factory=dict)
+    measurements: list[Measurement] = field(default_factory=list)
+    production: str | None = None  # the target the issue's targets are judged on
+    half_load: Measurement | None = None
+    half_load_rate: float | None = None
+    latency: LatencyCompare | None = None
+    index_build: IndexBuild | None = None
+    index_error: str | None = None
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    profile_runs: dict[str, Measurement] = field(default_factory=dict)
+    profile_error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def get(self, target: str, scenario: str) -> Measurement | None:
+        for m in self.measurements:
+            if m.target == target and m.scenario == scenario:
+                return m
+        return None

@@ -1,0 +1,196 @@
+"""What is sent: the scenarios, their jobs, and the replies each kind of request expects.
+
+Every job gets identifiers of its own (Acct-Session-Id, h323-conf-id, Cisco-AVPair call-id),
+unique in the run, so no request is a retransmission of another and every Stop is a new leg.
+Pools are built once per run, with pyrad, in worker processes, and sent unchanged to every
+target (our server and both baselines): the same bytes for all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import multiprocessing
+import os
+import pickle
+import random
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bench import packets
+from bench.datagen import Login, Manifest
+from bench.loadgen import Job, Pool, Step
+
+AUTH = 0
+ACCT = 1
+
+# kinds of request
+ACCEPT = 0  # a known login, right password, a rated number
+UNKNOWN = 1  # no such account
+BAD_PASSWORD = 2
+NO_RATE = 3  # a number no rate table rates
+ACCOUNTING = 4
+KIND_NAMES = ("accept", "unknown account", "wrong password", "no rate", "accounting")
+
+# the reply each target gives to each kind (FreeRADIUS has no rating; static checks nothing)
+EXPECT_OURS = {ACCEPT: 2, UNKNOWN: 3, BAD_PASSWORD: 3, NO_RATE: 3, ACCOUNTING: 5}
+EXPECT_FR_SQL = {ACCEPT: 2, UNKNOWN: 3, BAD_PASSWORD: 3, NO_RATE: 2, ACCOUNTING: 5}
+EXPECT_FR_STATIC = {ACCEPT: 2, UNKNOWN: 3, BAD_PASSWORD: 2, NO_RATE: 2, ACCOUNTING: 5}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    requests_per_job: float  # on average
+    unit: str  # what a job is called in the report
+
+    def describe(self) -> str:
+        return self.title
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "auth": Scenario("auth", "authorization only (Access-Request → Accept)", 1, "authorizations"),
+    "acct": Scenario("acct", "accounting only (Start + Stop of a call)", 2, "Start+Stop pairs"),
+    "calls": Scenario("calls", "whole calls (Access-Request, Start, Stop)", 3, "calls"),
+    "mix": Scenario(
+        "mix",
+        "mix: 60% whole calls, 40% rejected Access-Requests (unknown account, "
+        "wrong password, unrated number)",
+        0.6 * 3 + 0.4,
+        "jobs",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    scenario: str
+    jobs: int
+    namespace: int  # keeps the identifiers of different pools apart
+    salt: int  # keeps the identifiers of different runs apart
+    secret: bytes
+
+
+_manifest: Manifest | None = None
+_dictionary: Any = None
+_CHUNK = 2000
+
+
+def _init(manifest: Manifest) -> None:
+    global _manifest, _dictionary  # noqa: PLW0603 - per worker process
+    _manifest = manifest
+    _dictionary = packets.dictionary()
+
+
+def _call(rng: random.Random, spec: PoolSpec, j: int, login: Login) -> packets.Call:
+    assert _manifest is not None
+    numbers = _manifest.numbers[login.table]
+    unique = f"{spec.salt:06x}{spec.namespace:02x}{j:08x}"
+    return packets.Call(
+        username=login.username,
+        password=login.password,
+        calling="4420" + str(rng.randrange(10_000_000)).zfill(7),
+        called=numbers[rng.randrange(len(numbers))],
+        session_id=unique,
+        conf_id=(unique + "0" * 32)[:32].upper(),
+        duration=rng.randint(30, 600),
+    )
+
+
+def _auth(spec: PoolSpec, rng: random.Random, call: packets.Call, kind: int) -> Step:
+    data = packets.access_request(_dictionary, spec.secret, 0, rng.randbytes(16), call)
+    return (AUTH, data, kind)
+
+
+def _acct(spec: PoolSpec, call: packets.Call, status: int) -> Step:
+    return (ACCT, packets.accounting_request(_dictionary, spec.secret, 0, call, status), ACCOUNTING)
+
+
+def _job(spec: PoolSpec, rng: random.Random, j: int) -> Job:
+    assert _manifest is not None
+    logins = _manifest.logins
+    login = logins[rng.randrange(len(logins))]
+    call = _call(rng, spec, j, login)
+    name = spec.scenario
+    if name == "auth":
+        return (_auth(spec, rng, call, ACCEPT),)
+    if name == "acct":
+        return (_acct(spec, call, packets.START), _acct(spec, call, packets.STOP))
+    whole = (
+        _auth(spec, rng, call, ACCEPT),
+        _acct(spec, call, packets.START),
+        _acct(spec, call, packets.STOP),
+    )
+    if name == "calls":
+        return whole
+    draw = rng.random()
+    if draw < 0.6:
+        return whole
+    if draw < 0.75:
+        unknown = replace(call, username=f"nobody{j:x}", password="x" * 8)
+        return (_auth(spec, rng, unknown, UNKNOWN),)
+    if draw < 0.9:
+        wrong = replace(call, password=call.password + "!")
+        return (_auth(spec, rng, wrong, BAD_PASSWORD),)
+    unrated = _manifest.unrated_numbers[rng.randrange(len(_manifest.unrated_numbers))]
+    return (_auth(spec, rng, replace(call, called=unrated), NO_RATE),)
+
+
+def _build(spec: PoolSpec, first: int, last: int) -> list[Job]:
+    rng = random.Random(f"{spec.salt}/{spec.namespace}/{first}")
+    return [_job(spec, rng, j) for j in range(first, last)]
+
+
+def cached_pool(spec: PoolSpec, data_key: str, manifest: Manifest, directory: Path) -> Pool:
+    """``build_pool``, kept in ``directory`` keyed by everything that shapes the bytes.
+
+    Every run starts from fresh databases (cloned or copied from the loaded cache, Redis
+    emptied), so the same requests can be sent again in a later run.
+    """
+    digest = hashlib.sha256(repr((spec, data_key)).encode())
+    for module in (packets.__file__, __file__):
+        digest.update(Path(module).read_bytes())
+    path = directory / f"{spec.scenario}-{digest.hexdigest()[:16]}.pickle"
+    if path.exists():
+        with path.open("rb") as handle:
+            loaded: Pool = pickle.load(handle)  # noqa: S301 - our own cache file
+        return loaded
+    pool = build_pool(spec, manifest)
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob(f"{spec.scenario}-*.pickle"):
+        old.unlink()  # other sizes, data sets or code
+    partial = path.with_suffix(".partial")
+    with partial.open("wb") as handle:
+        pickle.dump(pool, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    partial.replace(path)
+    return pool
+
+
+def build_pool(spec: PoolSpec, manifest: Manifest, workers: int | None = None) -> Pool:
+    """``spec.jobs`` jobs built with pyrad in ``workers`` processes (default: one per core)."""
+    workers = workers or os.cpu_count() or 1
+    bounds = [*range(0, spec.jobs, _CHUNK), spec.jobs]
+    if workers == 1 or spec.jobs <= _CHUNK:
+        _init(manifest)
+        return [job for a, b in itertools.pairwise(bounds) for job in _build(spec, a, b)]
+    context = multiprocessing.get_context("fork")
+    pool: Pool = []
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init, initargs=(manifest,)
+    ) as executor:
+        for part in executor.map(_build, itertools.repeat(spec), bounds[:-1], bounds[1:]):
+            pool.extend(part)
+    return pool
+
+
+def jobs_for(scenario: Scenario, max_rate: float, seconds: float) -> int:
+    """Enough jobs for ``max_rate`` requests/s over ``seconds``."""
+    return max(64, int(max_rate * seconds / scenario.requests_per_job * 1.1))
+
+
+def pool_requests(pool: Sequence[Job]) -> int:
+    return sum(len(job) for job in pool)
