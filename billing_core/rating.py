@@ -83,33 +83,96 @@ def grant(rate: Rate, funds: Decimal, max_call_length: int) -> int:
     return point(lo)
 
 
+_Plan = tuple[str, Decimal, Decimal, int, int, int, datetime, "datetime | None"]
+
+
 class RateTableIndex:
     """Longest-prefix lookup among the rates effective at a moment.
 
-    Keyed by prefix; each prefix keeps its rates newest effective_date first, so a lookup
-    costs one dict probe per digit of the number and usually one comparison per probe.
+    Compact for a million prefixes: a rate table has few distinct price plans (price, setup
+    fee, grid, dates), so each prefix maps to the number of its plan (or a tuple of them,
+    newest effective_date first, when it has several periods), and the Rate is built on
+    lookup. A lookup costs one dict probe per digit of the number.
     """
 
-    __slots__ = ("_by_code", "_max_len", "size")
+    __slots__ = ("_by_code", "_max_len", "_plans", "size")
+    _by_code: dict[str, int | tuple[int, ...]]
+    _max_len: int
+    _plans: list[_Plan]
+    size: int
 
-    def __init__(self, rates: Iterable[Rate]) -> None:
-        grouped: dict[str, list[Rate]] = {}
+    def __init__(self, rates: Iterable[Rate] = ()) -> None:
+        builder = RateIndexBuilder()
         for rate in rates:
-            grouped.setdefault(rate.code, []).append(rate)
-        self._by_code: dict[str, tuple[Rate, ...]] = {
-            code: tuple(sorted(items, key=lambda r: r.effective_date, reverse=True))
-            for code, items in grouped.items()
-        }
-        self._max_len = max((len(code) for code in self._by_code), default=0)
-        self.size = sum(len(v) for v in self._by_code.values())
+            builder.add(
+                rate.code,
+                (
+                    rate.name,
+                    rate.rate,
+                    rate.setup_fee,
+                    rate.min_volume,
+                    rate.interval,
+                    rate.grace_volume,
+                    rate.effective_date,
+                    rate.end_date,
+                ),
+            )
+        builder.fill(self)
 
     def lookup(self, number: str, moment: datetime) -> Rate | None:
         by_code = self._by_code
+        plans = self._plans
         for length in range(min(len(number), self._max_len), 0, -1):
-            candidates = by_code.get(number[:length])
-            if candidates is None:
+            found = by_code.get(number[:length])
+            if found is None:
                 continue
-            for rate in candidates:
-                if rate.effective_at(moment):
-                    return rate
+            for plan_id in (found,) if isinstance(found, int) else found:
+                name, price, setup, min_volume, interval, grace, start, end = plans[plan_id]
+                if start <= moment and (end is None or moment < end):
+                    return Rate(
+                        number[:length], name, price, setup, min_volume, interval, grace, start, end
+                    )
         return None
+
+
+class RateIndexBuilder:
+    """Builds a RateTableIndex row by row, without a Rate object per row (a million rows)."""
+
+    def __init__(self) -> None:
+        self.plans: list[_Plan] = []
+        self.plan_ids: dict[_Plan, int] = {}
+        self.grouped: dict[str, int | list[tuple[datetime, int]]] = {}
+        self.size = 0
+
+    def add(self, code: str, plan: _Plan) -> None:
+        plan_id = self.plan_ids.get(plan)
+        if plan_id is None:
+            plan_id = self.plan_ids[plan] = len(self.plans)
+            self.plans.append(plan)
+        self.size += 1
+        found = self.grouped.get(code)
+        if found is None:
+            self.grouped[code] = plan_id
+            return
+        if isinstance(found, int):
+            found = [(self.plans[found][6], found)]
+            self.grouped[code] = found
+        found.append((plan[6], plan_id))
+
+    def fill(self, index: RateTableIndex) -> None:
+        by_code: dict[str, int | tuple[int, ...]] = {}
+        for code, periods in self.grouped.items():
+            if isinstance(periods, int):
+                by_code[code] = periods
+            else:
+                periods.sort(key=lambda p: p[0], reverse=True)
+                by_code[code] = tuple(plan_id for _start, plan_id in periods)
+        index._plans = self.plans
+        index._by_code = by_code
+        index._max_len = max((len(code) for code in by_code), default=0)
+        index.size = self.size
+
+    def build(self) -> RateTableIndex:
+        index = RateTableIndex.__new__(RateTableIndex)
+        self.fill(index)
+        return index
