@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -42,6 +43,19 @@ class AuthOutcome:
     number: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PendingHold:
+    """An authorization that passed every check but the live state's."""
+
+    hold: HoldRequest
+    client: Client
+    account: Account
+    number: str | None
+
+    def finish(self, decision: Decision) -> AuthOutcome:
+        return AuthOutcome(decision, self.client, self.account, self.number)
+
+
 class CatalogCache:
     """Keeps the in-memory catalog current: reloads it when the database's version moves.
 
@@ -74,6 +88,15 @@ class CatalogCache:
             return True
 
 
+def call_uid(nas_key: str, identifiers: tuple[str, ...], account_id: int, called: str) -> str:
+    """The live state's id of a call: the same for every Access-Request of the same call
+    (same NAS key, first identifier, account and number), random without identifiers."""
+    if not identifiers:
+        return uuid.uuid4().hex
+    key = f"{nas_key}\x1f{identifiers[0]}\x1f{account_id}\x1f{called}".encode()
+    return hashlib.blake2b(key, digest_size=12).hexdigest()
+
+
 def _password_ok(account: Account, request: AuthorizeCall) -> bool:
     if account.password_hash is None:
         return True
@@ -93,11 +116,19 @@ class AuthorizationService:
         auth_hold_seconds: int,
     ) -> None:
         self._catalog = catalog
-        self._live = live
+        self.live = live
         self._max_call_length = max_call_length
         self._auth_hold_seconds = auth_hold_seconds
 
     def authorize(self, request: AuthorizeCall) -> AuthOutcome:
+        prepared = self.prepare(request)
+        if isinstance(prepared, AuthOutcome):
+            return prepared
+        return prepared.finish(self.live.authorize(prepared.hold))
+
+    def prepare(self, request: AuthorizeCall) -> AuthOutcome | PendingHold:
+        """Everything before the live state, from memory: an outcome already, or the
+        check-and-hold to run (the edge may run it on an asynchronous client)."""
         catalog = self._catalog()
         identified = catalog.accounts.identify(request.caller)
         if identified is None:
@@ -113,38 +144,32 @@ class AuthorizationService:
             return AuthOutcome(refused, client, account)
         max_call_length = catalog.max_call_length or self._max_call_length
         number = identified.number
-        if number is None:  # authentication only
-            terms = GrantTerms(client, None, max_call_length)
-            decision = self._live.authorize(
-                HoldRequest(
-                    terms=terms,
-                    nas_key=request.nas_key,
-                    account_id=account.id,
-                    called="",
-                    identifiers=(),
-                    acct_session_id="",
-                    now=request.arrived,
-                    hold_seconds=0,
-                )
+        if number is None:  # authentication only: no rate, no hold
+            hold = HoldRequest(
+                terms=GrantTerms(client, None, max_call_length),
+                nas_key=request.nas_key,
+                account_id=account.id,
+                called="",
+                identifiers=(),
+                acct_session_id="",
+                now=request.arrived,
+                hold_seconds=0,
             )
-            return AuthOutcome(decision, client, account, None)
+            return PendingHold(hold, client, account, None)
         digits = digits_only(number)
         table = catalog.rate_tables.get(client.rate_table_id) if client.rate_table_id else None
         rate = table.lookup(digits, request.arrived) if table is not None else None
         if rate is None:
             return AuthOutcome(Reject(RejectReason.NO_RATE), client, account, digits)
-        terms = GrantTerms(client, rate, max_call_length)
-        decision = self._live.authorize(
-            HoldRequest(
-                terms=terms,
-                nas_key=request.nas_key,
-                account_id=account.id,
-                called=digits,
-                identifiers=request.identifiers,
-                acct_session_id=request.acct_session_id,
-                now=request.arrived,
-                hold_seconds=self._auth_hold_seconds,
-                uid=uuid.uuid4().hex,
-            )
+        hold = HoldRequest(
+            terms=GrantTerms(client, rate, max_call_length),
+            nas_key=request.nas_key,
+            account_id=account.id,
+            called=digits,
+            identifiers=request.identifiers,
+            acct_session_id=request.acct_session_id,
+            now=request.arrived,
+            hold_seconds=self._auth_hold_seconds,
+            uid=call_uid(request.nas_key, request.identifiers, account.id, digits),
         )
-        return AuthOutcome(decision, client, account, digits)
+        return PendingHold(hold, client, account, digits)

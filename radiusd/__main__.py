@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 
@@ -11,6 +10,7 @@ from billing_core.errors import UserError
 
 from .config import ConfigError, load_config, render_effective, resolve_config_path
 from .logging import configure
+from .loop import run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_workers(config, config_path)
         from .app import serve
 
-        return asyncio.run(serve(config, config_path))
+        return run(serve(config, config_path))
     except UserError as exc:
         print(f"radiusd: {exc}", file=sys.stderr)
         return 1

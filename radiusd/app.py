@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from billing_core.accounting import AccountingService, AcctOutcome
-from billing_core.adapters.db import make_engine
-from billing_core.adapters.redis_live import ResyncingLive
+from billing_core.adapters.db import make_engine, track_commits
+from billing_core.adapters.redis_live import AsyncAuthorizer, RedisLiveState, ResyncingLive
 from billing_core.adapters.sql_store import SqlStore
 from billing_core.ports import LiveState
 from billing_core.services import AuthorizationService, CatalogCache
@@ -28,6 +31,11 @@ from .httpd import start_http
 from .logging import get_logger
 from .metrics import Metrics
 from .transport import NasTable, RadiusProtocol, RadiusServer
+
+HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass
@@ -43,6 +51,7 @@ class Running:
     redis_live: ResyncingLive | None
     store: SqlStore
     primary: bool
+    close_stale: Callable[[datetime], int]
 
 
 def _socket(listen: ListenAddress, *, reuse_port: bool) -> socket.socket:
@@ -71,6 +80,7 @@ async def start(
     metrics = metrics or Metrics()
     engine = make_engine(config.database.url.reveal(), pool_size=config.database.pool_size)
     store = SqlStore(engine)
+    committed_unseen = track_commits(engine)
     sqlite = engine.dialect.name == "sqlite"
     executor = ThreadPoolExecutor(
         max_workers=1 if sqlite else config.database.pool_size, thread_name_prefix="db"
@@ -105,11 +115,24 @@ async def start(
         max_call_length=config.billing.max_call_length,
     )
     committer: GroupCommitter[AccountingEvent, AcctOutcome] = GroupCommitter(
-        accounting.record_many, executor
+        rebuild_if_unseen(accounting.record_many, redis_live, committed_unseen), executor
     )
     committer.start()
     codec = Codec(load_dictionary(config.server.dictionary))
-    handler = Handler(codec, authorization, committer.submit, executor, metrics)
+    fast_live = None
+    if redis_live is not None:
+        loaded = redis_live
+        fast_live = AsyncAuthorizer(
+            config.redis.url.reveal(), lambda cid: loaded.load_client(cid, replace=False)
+        )
+    handler = Handler(
+        codec,
+        authorization,
+        committer.submit,
+        executor,
+        metrics,
+        live_authorize=fast_live.authorize if fast_live else None,
+    )
     server = RadiusServer(
         codec,
         NasTable(config.nas),
@@ -161,22 +184,67 @@ async def start(
         redis_live,
         store,
         primary,
+        rebuild_if_unseen(accounting.close_stale, redis_live, committed_unseen),
     )
 
 
+def rebuild_if_unseen(
+    work: Callable[P, R], redis_live: ResyncingLive | None, committed_unseen: Callable[[], bool]
+) -> Callable[P, R]:
+    """``work`` (an accounting transaction, then its effects on Redis), marking the Redis live
+    state stale when it fails after reaching COMMIT: the database may hold it though we never
+    heard so (the connection or the server died in between), and the switch's re-sent packet
+    is then a duplicate that moves nothing, so Redis would never see the charge or the
+    released hold. The live_resync job rebuilds it from the database once both answer."""
+    if redis_live is None:
+        return work
+    live = redis_live
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return work(*args, **kwargs)
+        except Exception:
+            if committed_unseen():
+                live.stale = True
+            raise
+
+    return run
+
+
+HEALTH_TIMEOUT = 2.0  # seconds a part may take to answer /healthz before it counts as down
+
+
 def health_check(
-    store: SqlStore, redis_live: ResyncingLive | None, metrics: Metrics
+    store: SqlStore,
+    redis_live: RedisLiveState | None,
+    metrics: Metrics,
+    *,
+    timeout: float = HEALTH_TIMEOUT,
 ) -> Callable[[], Awaitable[list[str]]]:
-    """/healthz: the names of the unreachable parts (database, redis), none when healthy."""
+    """/healthz: the names of the unreachable parts (database, redis), none when healthy.
+
+    The parts are checked at once, and one that does not answer within ``timeout`` (a server
+    that accepts connections but hangs) is unreachable too. Its check goes on in the
+    background and the next requests wait for that same check rather than starting another,
+    so a hung server holds one thread per part, never the whole pool."""
+    parts: list[tuple[str, Callable[[], bool]]] = [("database", store.reachable)]
+    if redis_live is not None:
+        parts.append(("redis", redis_live.reachable))
+    running: dict[str, asyncio.Future[bool]] = {}
+
+    async def probe(name: str, check: Callable[[], bool]) -> bool:
+        future = running.get(name)
+        if future is None or future.done():
+            future = running[name] = asyncio.get_running_loop().run_in_executor(None, check)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            return False
 
     async def health() -> list[str]:
-        loop = asyncio.get_running_loop()
+        results = await asyncio.gather(*(probe(name, check) for name, check in parts))
         down: list[str] = []
-        parts: list[tuple[str, Callable[[], bool]]] = [("database", store.reachable)]
-        if redis_live is not None:
-            parts.append(("redis", redis_live.reachable))
-        for name, check in parts:
-            ok = await loop.run_in_executor(None, check)
+        for (name, _check), ok in zip(parts, results, strict=True):
             metrics.up.labels(name).set(1 if ok else 0)
             if not ok:
                 down.append(name)
@@ -223,7 +291,7 @@ def background_jobs(
 
     async def reap() -> None:
         closed = await loop.run_in_executor(
-            running.executor, running.accounting.close_stale, datetime.now(UTC)
+            running.executor, running.close_stale, datetime.now(UTC)
         )
         if closed:
             log.info("stale_calls_closed", calls=closed)
@@ -273,23 +341,50 @@ async def serve(
     primary: bool = True,
 ) -> int:
     log = get_logger("radiusd")
+    # A signal that arrives while we start is held, not fatal (the default action of SIGTERM
+    # and SIGHUP is to kill), and acted on once the handlers are in place. A worker inherits
+    # the mask from the supervisor, so this also covers its start-up.
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     running = await start(config, metrics=metrics, serve_http=serve_http, primary=primary)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_nas, running, config_path)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     jobs = background_jobs(running, stop, config)
     await stop.wait()
     log.info("stopping", in_flight=len(running.server.tasks))
     running.server.closing = True  # stop taking requests; replies still go out
+    deadline = loop.time() + config.server.drain_seconds
     drained = await running.server.drain(config.server.drain_seconds)
-    await running.committer.close()
+    # flush what the group committer still holds, then end the background jobs: both
+    # normally instant, they share what is left of the deadline, and at least a second
+    deadline = max(deadline, loop.time() + 1.0)
+    drained = await _within(running.committer.close(), deadline) and drained
     for transport in running.transports:
         transport.close()
     if running.http is not None:
         running.http.close()
-    await asyncio.gather(*jobs)
+    drained = await _within(asyncio.gather(*jobs), deadline) and drained
+    if not drained:
+        # Work still stuck at the deadline (a database that does not answer) is given up,
+        # unanswered (the switch retries it): waiting for the threads that hold it, as the
+        # interpreter does at exit, would take as long as the database does.
+        log.warning("stopped", drained=False, abandoned=len(running.server.tasks))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     running.executor.shutdown(wait=True)
-    log.info("stopped", drained=drained)
+    log.info("stopped", drained=True)
     return 0
+
+
+async def _within(work: Awaitable[object], deadline: float) -> bool:
+    """Await ``work`` until ``deadline`` (loop time); False (``work`` cancelled) if it ran out."""
+    timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+    try:
+        await asyncio.wait_for(work, timeout)
+    except TimeoutError:
+        return False
+    return True

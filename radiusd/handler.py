@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from billing_core.accounting import AcctOutcome
-from billing_core.authorization import Accept, Reject
+from billing_core.authorization import Accept, Decision, Reject
 from billing_core.domain import RejectReason
 from billing_core.money import floor2
-from billing_core.services import AuthorizationService
+from billing_core.ports import HoldRequest
+from billing_core.services import AuthorizationService, AuthOutcome
 from billing_core.sessions import AccountingEvent
 
 from . import attributes
@@ -46,6 +47,7 @@ class Handler:
         accounting: Callable[[AccountingEvent], Awaitable[AcctOutcome]],
         executor: Executor,
         metrics: Metrics,
+        live_authorize: Callable[[HoldRequest], Awaitable[Decision]] | None = None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -55,10 +57,14 @@ class Handler:
         self.executor = executor
         self.metrics = metrics
         self.clock = clock
+        self.live_authorize = live_authorize or self._authorize_in_thread
         self.log = get_logger("radiusd.request")
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _authorize_in_thread(self, hold: HoldRequest) -> Decision:
+        return await self._run(self.authorization.live.authorize, hold)
 
     async def handle(
         self, request: Request, nas: NasConfig, source_ip: str, accounting_port: bool
@@ -76,7 +82,11 @@ class Handler:
     ) -> bytes:
         key = attributes.nas_key(request, nas.name, source_ip)
         command = attributes.authorize_command(request, key, self.clock())
-        outcome = await self._run(self.authorization.authorize, command)
+        prepared = self.authorization.prepare(command)  # from memory, on the loop
+        if isinstance(prepared, AuthOutcome):
+            outcome = prepared
+        else:
+            outcome = prepared.finish(await self.live_authorize(prepared.hold))
         decision = outcome.decision
         client = outcome.client
         reply_attrs: list[tuple[str, Any]]

@@ -12,31 +12,64 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import signal
+import sys
 import tempfile
+import threading
 import time
+from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from .app import HANDLED_SIGNALS
 from .config import Config, load_config
 from .logging import configure, get_logger
+from .loop import run
 
 RESTART_PAUSE = 1.0
+CANNOT_START = 3  # a worker's exit code when it cannot bind its ports: restarting cannot help
+
+
+def _stop_with_the_supervisor() -> None:
+    """If the supervisor goes away, even killed with SIGKILL, the worker drains and stops as on
+    SIGTERM instead of serving on as an orphan that holds the ports."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
 def _worker(config_path: str | None, index: int) -> None:
+    _stop_with_the_supervisor()
     path = Path(config_path) if config_path else None
     config = load_config(path)
     configure(config.server.log_format, config.server.log_level)
     from .app import serve
 
     get_logger("radiusd").info("worker_started", worker=index, pid=os.getpid())
-    raise SystemExit(asyncio.run(serve(config, path, serve_http=False, primary=index == 0)))
+    try:
+        code = run(serve(config, path, serve_http=False, primary=index == 0))
+    except OSError as exc:  # as `radiusd serve` without workers: one line, no traceback
+        print(f"radiusd: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(CANNOT_START) from None
+    raise SystemExit(code)
 
 
 def run_workers(config: Config, config_path: Path | None) -> int:
+    # multiprocessing starts its resource tracker at the first spawn and then unblocks
+    # SIGINT/SIGTERM in the caller: start it before the mask below is set
+    resource_tracker.ensure_running()
+    # SIGTERM/SIGINT/SIGHUP are held until _supervise has its handlers (see app.serve)
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     metrics_dir = tempfile.mkdtemp(prefix="radiusd-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
@@ -61,11 +94,16 @@ async def _supervise(config: Config, config_path: Path | None) -> int:
     path_arg = str(config_path) if config_path else None
 
     def spawn(index: int) -> BaseProcess:
+        """A worker starts with the signals blocked (the mask is inherited): one we forward
+        while it starts is taken when its handlers are in place, instead of killing it."""
         process = context.Process(target=_worker, args=(path_arg, index), daemon=False)
-        process.start()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return process
 
-    workers = [spawn(i) for i in range(config.server.workers)]
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     store = SqlStore(make_engine(config.database.url.reveal(), pool_size=1))
@@ -88,7 +126,8 @@ async def _supervise(config: Config, config_path: Path | None) -> int:
         return down
 
     listen = config.server.metrics_listen
-    http = await start_http(listen.host, listen.port, registry, health)
+    http = await start_http(listen.host, listen.port, registry, health)  # may fail: first
+    workers = [spawn(i) for i in range(config.server.workers)]
     log.info("supervisor_started", workers=len(workers), metrics=_bound_server(http))
 
     stop = asyncio.Event()
@@ -102,6 +141,8 @@ async def _supervise(config: Config, config_path: Path | None) -> int:
                 os.kill(process.pid, signal.SIGHUP)
 
     loop.add_signal_handler(signal.SIGHUP, forward_hup)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    cannot_start = False
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.5)
@@ -110,6 +151,10 @@ async def _supervise(config: Config, config_path: Path | None) -> int:
         for index, process in enumerate(workers):
             if not process.is_alive():
                 log.error("worker_died", worker=index, exitcode=process.exitcode)
+                if process.exitcode == CANNOT_START:
+                    cannot_start = True
+                    stop.set()
+                    break
                 if process.pid is not None:
                     multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
                 await asyncio.sleep(RESTART_PAUSE)
@@ -128,4 +173,4 @@ async def _supervise(config: Config, config_path: Path | None) -> int:
         codes.append(process.exitcode)
     http.close()
     log.info("stopped", exit_codes=codes)
-    return 0 if all(code == 0 for code in codes) else 1
+    return 0 if not cannot_start and all(code == 0 for code in codes) else 1

@@ -7,6 +7,7 @@ a handler escapes (it is logged once, counted, and the packet is left unanswered
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import time
 from collections import OrderedDict
@@ -29,10 +30,24 @@ _IN_FLIGHT = object()
 class NasTable:
     """[[nas]] entries by source address; the longest prefix wins."""
 
+    _CACHE_SIZE = 65536
+
     def __init__(self, entries: Sequence[NasConfig]) -> None:
         self._entries = sorted(entries, key=lambda n: -n.address.prefixlen)
+        self._cache: dict[str, NasConfig | None] = {}  # by source address, as received
 
     def lookup(self, source_ip: str) -> NasConfig | None:
+        try:
+            return self._cache[source_ip]
+        except KeyError:
+            pass
+        found = self._match(source_ip)
+        if len(self._cache) >= self._CACHE_SIZE:  # bounded: spoofed sources cannot grow it
+            self._cache.clear()
+        self._cache[source_ip] = found
+        return found
+
+    def _match(self, source_ip: str) -> NasConfig | None:
         try:
             ip = ipaddress.ip_address(source_ip.split("%", 1)[0])
         except ValueError:
@@ -125,6 +140,10 @@ class RadiusServer:
         self.handle = handle
         self.metrics = metrics
         self.max_in_flight = max_in_flight
+        # one [[nas]] entry may hold at most 3/4 of the bound, so a flooding switch leaves
+        # room for the others (below 4 the bound is too small to share)
+        self.nas_max_in_flight = max_in_flight - max_in_flight // 4
+        self.nas_in_flight: dict[str, int] = {}
         self.duplicates = DuplicateCache(duplicate_ttl, duplicate_size)
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False  # set on shutdown: new datagrams are ignored
@@ -162,7 +181,10 @@ class RadiusServer:
             self.metrics.requests.labels(kind, "duplicate").inc()
             transport.sendto(cached, addr)
             return
-        if len(self.tasks) >= self.max_in_flight:
+        if (
+            len(self.tasks) >= self.max_in_flight
+            or self.nas_in_flight.get(nas.name, 0) >= self.nas_max_in_flight
+        ):
             self.drop("overload", kind, nas.name)
             return
         try:
@@ -193,11 +215,15 @@ class RadiusServer:
             self._process(request, nas, source_ip, accounting_port, key, addr, transport)
         )
         self.tasks.add(task)
+        self.nas_in_flight[nas.name] = self.nas_in_flight.get(nas.name, 0) + 1
         self.metrics.in_flight.set(len(self.tasks))
-        task.add_done_callback(self._finished)
+        task.add_done_callback(functools.partial(self._finished, nas.name))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, nas_name: str, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
+        left = self.nas_in_flight.pop(nas_name, 1) - 1
+        if left > 0:
+            self.nas_in_flight[nas_name] = left
         self.metrics.in_flight.set(len(self.tasks))
 
     async def _process(

@@ -22,7 +22,11 @@ from billing_core.adapters.db import make_engine, upgrade
 ADMIN_URL = os.environ.get(
     "RADIUSD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_URL = os.environ.get("RADIUSD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# a Redis database of this test session's own (1..13; the benchmark owns 14), so that two
+# test runs on one machine do not flush each other's data
+REDIS_URL = os.environ.get(
+    "RADIUSD_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{os.getpid() % 13 + 1}"
+)
 
 
 def _admin_engine() -> object:

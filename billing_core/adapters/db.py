@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,24 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
         )
     raise UserError(f"database.url: unsupported database {backend!r} (sqlite or postgresql)")
+
+
+def track_commits(engine: Engine) -> Callable[[], bool]:
+    """A probe for the calling thread: after a transaction on ``engine`` raised, True when it
+    got as far as COMMIT. Its outcome is then unknown (the server may have committed and the
+    answer been lost with the connection), so whatever mirrors the database must be rebuilt
+    from it rather than trusted."""
+    state = threading.local()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(_conn: Any) -> None:
+        state.committing = False
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(_conn: Any) -> None:
+        state.committing = True
+
+    return lambda: bool(getattr(state, "committing", False))
 
 
 def _masked(url: str) -> str:

@@ -11,8 +11,8 @@ slot and runs unchanged on Redis Cluster):
 
 Outside the client's slot, written in the same pipeline as the authorization script:
 
-- ``hold:<NAS key>|<identifier>`` -> "<client id>|<uid>": accounting finds the hold of a call
-- ``nas:<NAS key>`` set of "<client id>|<uid>": Accounting-On/Off releases a NAS's holds
+- ``hold:{<NAS key>}:<identifier>`` -> "<client id>|<uid>": accounting finds the hold of a
+  call; Accounting-On/Off finds the holds of a NAS key by scanning its entries (one slot)
 
 A client whose ``bal`` key is missing (a flushed or new Redis) is loaded from the database
 on first use, so the live state rebuilds itself client by client, also during traffic.
@@ -188,6 +188,12 @@ return {'accept', grant, hold, funds, key}
 """
 )
 
+# KEYS: the hold's index keys (one NAS key, one slot) ; ARGV: value, seconds to live
+INDEX = r"""
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2]) end
+return #KEYS
+"""
+
 # KEYS: bal, calls, ids ; ARGV: JSON list of operations
 APPLY = (
     _COMMON
@@ -315,69 +321,24 @@ class RedisLiveState:
             return False
 
     def authorize(self, request: HoldRequest) -> Decision:
-        terms = request.terms
-        client = terms.client
-        rate = terms.rate
-        low = client.low_balance_threshold
-        args: list[Any] = [
-            _ms(request.now),
-            _ms(request.now) + request.hold_seconds * 1000,
-            request.uid,
-            request.account_id,
-            request.called,
-            request.nas_key,
-            1 if client.postpaid else 0,
-            to_micros(client.credit),
-            -1 if client.capacity is None else client.capacity,
-            "" if low is None else to_micros(low),
-            -1 if client.low_balance_capacity is None else client.low_balance_capacity,
-            1 if rate is None else 0,
-            to_micros(rate.rate) if rate else 0,
-            to_micros(rate.setup_fee) if rate else 0,
-            rate.min_volume if rate else 0,
-            rate.interval if rate else 1,
-            rate.grace_volume if rate else 0,
-            terms.max_call_length,
-            self._retention_ms,
-            len(request.identifiers),
-            *request.identifiers,
-        ]
-        keys = _keys(client.id)
+        """One round trip: the script and the hold's index entries in one pipeline."""
         for _attempt in range(3):
-            result = self._run_authorize(keys, args, request)
-            if result is not None:
-                return result
-            self.load_client(client.id, replace=False)
-        raise RuntimeError(f"live state of client {client.id} could not be loaded")
-
-    def _run_authorize(
-        self, keys: list[str], args: list[Any], request: HoldRequest
-    ) -> Decision | None:
-        reply = self._authorize(keys=keys, args=args)
-        kind = _text(reply[0])
-        if kind == "missing":
-            return None
-        if kind == "reject":
-            return Reject(_REASONS[_text(reply[1])])
-        grant, hold, funds = int(reply[1]), int(reply[2]), int(reply[3])
-        if grant < 0:  # authentication only
-            return Accept(None, ZERO, None if request.terms.client.postpaid else from_micros(funds))
-        uid = _text(reply[4])
-        if request.identifiers:
-            self._index(request, uid)
-        return Accept(
-            grant,
-            from_micros(hold),
-            None if request.terms.client.postpaid else from_micros(funds),
-        )
+            pipe = self.redis.pipeline(transaction=False)
+            queue_authorize(pipe, self._authorize, request, self._retention_ms)
+            replies = pipe.execute()
+            outcome = read_authorize(replies[0], request)
+            if outcome is None:
+                self.load_client(request.terms.client.id, replace=False)
+                continue
+            decision, own_uid = outcome
+            if own_uid is not None and own_uid != request.uid:
+                self._index(request, own_uid)  # rare: the call was first seen by another id
+            return decision
+        raise RuntimeError(f"live state of client {request.terms.client.id} could not be loaded")
 
     def _index(self, request: HoldRequest, uid: str) -> None:
-        value = f"{request.terms.client.id}|{uid}"
         pipe = self.redis.pipeline(transaction=False)
-        for ident in request.identifiers:
-            pipe.set(f"hold:{request.nas_key}|{ident}", value, ex=HOLD_INDEX_SECONDS)
-        pipe.sadd(f"nas:{request.nas_key}", value)
-        pipe.expire(f"nas:{request.nas_key}", HOLD_INDEX_SECONDS)
+        queue_index(pipe, request, uid)
         pipe.execute()
 
     def find_holds(self, keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[HeldCall | None]:
@@ -386,7 +347,7 @@ class RedisLiveState:
         pipe = self.redis.pipeline(transaction=False)
         for nas_key, identifiers in keys:
             for ident in identifiers:
-                pipe.get(f"hold:{nas_key}|{ident}")
+                pipe.get(index_key(nas_key, ident))
         flat = iter(pipe.execute())
         refs: list[tuple[int, str] | None] = []
         for _nas_key, identifiers in keys:
@@ -433,8 +394,14 @@ class RedisLiveState:
                 continue
             by_client.setdefault(effect.client_id, []).append(_op(effect))
         for release in nas_releases:
-            members = self.redis.smembers(f"nas:{release.nas_key}")
-            clients = {int(_text(m).split("|", 1)[0]) for m in members}
+            pattern = index_key(_glob_escape(release.nas_key), "*")
+            clients = {
+                int(_text(value).split("|", 1)[0])
+                for value in (
+                    self.redis.get(key) for key in self.redis.scan_iter(match=pattern, count=1000)
+                )
+                if value is not None
+            }
             for client_id in clients:
                 by_client.setdefault(client_id, []).append(
                     {"k": "relnas", "n": release.nas_key, "b": _ms(release.before)}
@@ -474,12 +441,88 @@ class RedisLiveState:
                 for ident in call["identifiers"]:
                     pipe.hset(keys[2], f"{call['nas_key']}|{ident}", call["uid"])
                     pipe.set(
-                        f"hold:{call['nas_key']}|{ident}",
+                        index_key(call["nas_key"], ident),
                         f"{client_id}|{call['uid']}",
                         ex=HOLD_INDEX_SECONDS,
                     )
             pipe.execute()
         return bool(loaded)
+
+
+def authorize_args(request: HoldRequest, retention_ms: int) -> list[Any]:
+    terms = request.terms
+    client = terms.client
+    rate = terms.rate
+    low = client.low_balance_threshold
+    return [
+        _ms(request.now),
+        _ms(request.now) + request.hold_seconds * 1000,
+        request.uid,
+        request.account_id,
+        request.called,
+        request.nas_key,
+        1 if client.postpaid else 0,
+        to_micros(client.credit),
+        -1 if client.capacity is None else client.capacity,
+        "" if low is None else to_micros(low),
+        -1 if client.low_balance_capacity is None else client.low_balance_capacity,
+        1 if rate is None else 0,
+        to_micros(rate.rate) if rate else 0,
+        to_micros(rate.setup_fee) if rate else 0,
+        rate.min_volume if rate else 0,
+        rate.interval if rate else 1,
+        rate.grace_volume if rate else 0,
+        terms.max_call_length,
+        retention_ms,
+        len(request.identifiers),
+        *request.identifiers,
+    ]
+
+
+def index_key(nas_key: str, ident: str) -> str:
+    return f"hold:{{{nas_key}}}:{ident}"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)
+
+
+def index_call(request: HoldRequest, uid: str) -> tuple[list[str], list[Any]]:
+    """(keys, args) of the INDEX script for a hold: one entry per identifier."""
+    keys = [index_key(request.nas_key, ident) for ident in request.identifiers]
+    return keys, [f"{request.terms.client.id}|{uid}", HOLD_INDEX_SECONDS]
+
+
+def queue_index(pipe: Any, request: HoldRequest, uid: str) -> None:
+    """The hold's entries outside the client's slot, by identifier (sync pipelines)."""
+    for key in index_call(request, uid)[0]:
+        pipe.set(key, f"{request.terms.client.id}|{uid}", ex=HOLD_INDEX_SECONDS)
+
+
+def queue_authorize(pipe: Any, script: Any, request: HoldRequest, retention_ms: int) -> None:
+    """The script, then (for a call with identifiers) its index entries, in one pipeline.
+    The entries name the uid the request proposes; a rejected call leaves entries that point
+    to no hold, which accounting reads as "no hold"."""
+    script(
+        keys=_keys(request.terms.client.id), args=authorize_args(request, retention_ms), client=pipe
+    )
+    if request.identifiers and request.terms.rate is not None:
+        queue_index(pipe, request, request.uid)
+
+
+def read_authorize(reply: Any, request: HoldRequest) -> tuple[Decision, str | None] | None:
+    """(decision, the uid that holds) from the script's reply; None: the client is not loaded."""
+    kind = _text(reply[0])
+    if kind == "missing":
+        return None
+    if kind == "reject":
+        return Reject(_REASONS[_text(reply[1])]), None
+    grant, hold, funds = int(reply[1]), int(reply[2]), int(reply[3])
+    postpaid = request.terms.client.postpaid
+    if grant < 0:  # authentication only
+        return Accept(None, ZERO, None if postpaid else from_micros(funds)), None
+    decision = Accept(grant, from_micros(hold), None if postpaid else from_micros(funds))
+    return decision, _text(reply[4]) if request.identifiers else None
 
 
 def _op(effect: LiveEffect) -> dict[str, Any]:
@@ -527,12 +570,18 @@ class ResyncingLive(RedisLiveState):
             self.stale = True
 
     def rebuild(self) -> int:
-        """Reload every client from the database (balances from the ledger, accounted calls)."""
-        count = 0
-        for client_id in self._clients():
-            self.load_client(client_id, replace=True)
-            count += 1
+        """Reload every client from the database (balances from the ledger, accounted calls).
+        The flag is cleared first, so that an effect lost while the rebuild runs marks the
+        state stale again instead of being forgotten; a rebuild that fails leaves it stale."""
         self.stale = False
+        count = 0
+        try:
+            for client_id in self._clients():
+                self.load_client(client_id, replace=True)
+                count += 1
+        except Exception:
+            self.stale = True
+            raise
         return count
 
     def resync(self) -> bool:
@@ -541,3 +590,87 @@ class ResyncingLive(RedisLiveState):
             self.rebuild()
             return True
         return False
+
+
+class AsyncAuthorizer:
+    """The check-and-hold on redis.asyncio, for the daemon's event loop: no thread hand-off.
+
+    Authorizations that arrive in the same turn of the event loop share one pipeline (two
+    script calls each: the check-and-hold, and the hold's index entries), so a burst costs
+    one round trip. Loading a missing client (rare) runs ``load`` in a thread."""
+
+    def __init__(
+        self,
+        url: str,
+        load: Callable[[int], Any],
+        *,
+        retention_seconds: int = 86400,
+    ) -> None:
+        import redis.asyncio as aioredis
+
+        self.redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._script = self.redis.register_script(AUTHORIZE)
+        self._index = self.redis.register_script(INDEX)
+        self._load = load
+        self._retention_ms = retention_seconds * 1000
+        self._pending: list[tuple[HoldRequest, Any]] = []
+        self._scheduled = False
+        self._tasks: set[Any] = set()
+
+    async def authorize(self, request: HoldRequest) -> Decision:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for _attempt in range(3):
+            future: asyncio.Future[Any] = loop.create_future()
+            self._pending.append((request, future))
+            if not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self._flush)
+            outcome = read_authorize(await future, request)
+            if outcome is None:
+                await loop.run_in_executor(None, self._load, request.terms.client.id)
+                continue
+            decision, own_uid = outcome
+            if own_uid is not None and own_uid != request.uid:  # first seen by another id
+                keys, args = index_call(request, own_uid)
+                await self._index(keys=keys, args=args)
+            return decision
+        raise RuntimeError(f"live state of client {request.terms.client.id} could not be loaded")
+
+    def _flush(self) -> None:
+        import asyncio
+
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[HoldRequest, Any]]) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for request, _future in batch:
+                await self._script(
+                    keys=_keys(request.terms.client.id),
+                    args=authorize_args(request, self._retention_ms),
+                    client=pipe,
+                )
+                if request.identifiers and request.terms.rate is not None:
+                    keys, args = index_call(request, request.uid)
+                    await self._index(keys=keys, args=args, client=pipe)
+            replies = iter(await pipe.execute())
+        except Exception as exc:  # noqa: BLE001 - every request of the batch fails with it
+            for _request, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for request, future in batch:
+            reply = next(replies)
+            if request.identifiers and request.terms.rate is not None:
+                next(replies)
+            if not future.done():
+                future.set_result(reply)
+
+    async def close(self) -> None:
+        await self.redis.aclose()

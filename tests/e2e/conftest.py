@@ -169,6 +169,7 @@ def write_config(
     extra: str = "",
     redis_url: str = "",
     billing: str = "",
+    server: str = "",
 ) -> None:
     path.write_text(
         f"""
@@ -177,6 +178,7 @@ auth_listen = "127.0.0.1:{auth}"
 acct_listen = "127.0.0.1:{acct}"
 metrics_listen = "127.0.0.1:{metrics}"
 log_format = "json"
+{server}
 
 [database]
 url = "{db_url}"
@@ -215,11 +217,25 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, str]:
 
 
 def make_daemon(
-    tmp_path: Path, backend: tuple[str, str], billing: str = "", extra: str = ""
+    tmp_path: Path,
+    backend: tuple[str, str],
+    billing: str = "",
+    extra: str = "",
+    server: str = "",
 ) -> Daemon:
+    """``extra`` is appended after the first ``[[nas]]`` (127.0.0.1, SECRET): keys of that
+    entry, then more ``[[nas]]`` tables; ``server`` adds lines to ``[server]``."""
     config = tmp_path / "radiusd.toml"
     ports = (free_port(), free_port(), free_port(socket.SOCK_STREAM))
-    write_config(config, backend[0], *ports, extra=extra, redis_url=backend[1], billing=billing)
+    write_config(
+        config,
+        backend[0],
+        *ports,
+        extra=extra,
+        redis_url=backend[1],
+        billing=billing,
+        server=server,
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADIUSD_")}
     return Daemon(tmp_path, config, *ports, env=env)
 

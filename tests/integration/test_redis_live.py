@@ -139,9 +139,7 @@ def test_the_lua_policy_decides_as_the_python_policy(
         record = {"s": "a", "h": hold, "e": 0, "a": 2, "c": "x", "n": "nas", "t": 0, "g": 60}
         r.hset("{c:7}:calls", f"other{i}", json.dumps({**record, "i": [], "x": 1}))
     terms = GrantTerms(c, None if auth_only else the_rate, mcl)
-    expected = decide(
-        terms, LiveSnapshot(balance, from_micros(sum(others)), len(others))
-    )
+    expected = decide(terms, LiveSnapshot(balance, from_micros(sum(others)), len(others)))
     assert live.authorize(request(terms)) == expected
 
 
