@@ -96,9 +96,9 @@ class AccountingService:
         batch = _Batch()
         outcomes: list[AcctOutcome] = []
         with self._ledger.accounting() as tx:
+            tx.record_events(events)
             for event in events:
                 held = next(hold_of) if event.status in _LEG_STATUSES else None
-                tx.record_event(event)
                 outcomes.append(self._apply(tx, event, held, batch))
         if batch.effects:
             self._live.apply(batch.effects)
@@ -165,9 +165,13 @@ class AccountingService:
                 started_at=when if event.status == AcctStatus.START else None,
                 seen_at=when,
                 live_uid=held.uid if held else "",
+                max_session_time=event.session_time or 0
+                if event.status == AcctStatus.INTERIM_UPDATE
+                else 0,
             )
-        else:
-            tx.link_leg(call.id, event)
+            self._activated(call, batch)  # created as it should be: nothing to update
+            return AcctOutcome("recorded", call.client_id)
+        tx.link_leg(call, event)
         self._refresh(tx, call, event, when, batch)
         return AcctOutcome("recorded", call.client_id)
 
@@ -189,6 +193,9 @@ class AccountingService:
             last_seen_at=when,
             accounted=True,
         )
+        self._activated(call, batch)
+
+    def _activated(self, call: CallRecord, batch: _Batch) -> None:
         batch.effects.append(
             Activated(
                 call.client_id,
@@ -268,7 +275,7 @@ class AccountingService:
         collision = bool(stored) and duration > 0
         if call is not None:
             owner = _Owner(call.client_id, call.account_id, call.called, None)
-            tx.link_leg(call.id, event)
+            tx.link_leg(call, event)
         else:
             found = self._owner(event, held)
             if found is None:

@@ -155,6 +155,7 @@ class CallRecord:
     accounted: bool
     epoch: int
     live_uid: str
+    keys: frozenset[str] = frozenset()  # the identifiers the call is known by
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +204,7 @@ class ClosedLeg:
 class AccountingTx(Protocol):
     """One database transaction of accounting work; committed when the block exits cleanly."""
 
-    def record_event(self, event: AccountingEvent) -> None: ...
+    def record_events(self, events: Sequence[AccountingEvent]) -> None: ...
 
     def current_epoch(self, nas_key: str) -> tuple[int, datetime | None]:
         """The NAS key's epoch and when (event time) it began; (0, None) before any On/Off."""
@@ -242,6 +243,7 @@ class AccountingTx(Protocol):
         started_at: datetime | None,
         seen_at: datetime,
         live_uid: str,
+        max_session_time: int = 0,
     ) -> CallRecord: ...
 
     def update_call(
@@ -256,7 +258,7 @@ class AccountingTx(Protocol):
         accounted: bool | None = None,
     ) -> None: ...
 
-    def link_leg(self, call_id: int, event: AccountingEvent) -> None:
+    def link_leg(self, call: CallRecord, event: AccountingEvent) -> None:
         """Add a leg's identifiers to its call; the first billable leg names the call."""
         ...
 

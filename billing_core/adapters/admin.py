@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from billing_core.domain import check_password, hash_password
 from billing_core.errors import UserError
@@ -22,7 +22,7 @@ from billing_core.money import ZERO
 from billing_core.money import display as fmt
 from billing_core.provisioning import ClientSpec, ProvisioningSpec, RateTableSpec
 
-from .audit import AuditContext, client_snapshot, record
+from .audit import AuditContext, audit_t, client_snapshot, record
 from .client_queries import (
     client_summary,
     client_tags_t,
@@ -56,6 +56,7 @@ __all__ = [
     "list_cdrs",
     "list_clients",
     "list_sessions",
+    "new_client_id",
     "record_transaction",
     "set_setting",
     "set_tags",
@@ -70,12 +71,18 @@ SETTINGS_DEFAULTS = {"max_call_length": None}
 
 # --- provisioning ----------------------------------------------------------------------------
 def apply_provisioning(
-    engine: Engine, spec: ProvisioningSpec, audit: AuditContext | None = None
+    engine: Engine,
+    spec: ProvisioningSpec,
+    audit: AuditContext | None = None,
+    *,
+    payments_applied: list[tuple[int, Decimal]] | None = None,
 ) -> dict[str, int]:
     """Upsert by natural key (names, payment ids) in one transaction.
 
     The audit log gets one entry per changed setting, rate table and client (not per rate
-    row), and one per payment applied."""
+    row), and one per payment applied. ``payments_applied`` (if given) receives
+    (client id, amount) of each payment applied, for a live state kept outside the
+    database (Redis) to follow once the transaction has committed."""
     audit = audit or AuditContext("load")
     counts = {"rate_tables": 0, "rates": 0, "clients": 0, "accounts": 0, "payments": 0}
     with engine.begin() as conn:
@@ -86,9 +93,12 @@ def apply_provisioning(
             table_ids[table.name] = _upsert_rate_table(conn, table, audit)
             counts["rate_tables"] += 1
             counts["rates"] += len(table.rates)
+        applied: list[tuple[int, Decimal]] = []
         for index, client in enumerate(spec.clients):
-            _upsert_client(conn, client, index, table_ids, counts, audit)
+            _upsert_client(conn, client, index, table_ids, counts, audit, applied)
         bump_catalog_version(conn)
+    if payments_applied is not None:
+        payments_applied.extend(applied)
     return counts
 
 
@@ -175,6 +185,7 @@ def _upsert_client(
     table_ids: dict[str, int],
     counts: dict[str, int],
     audit: AuditContext,
+    applied: list[tuple[int, Decimal]],
 ) -> None:
     rate_table_id: int | None = None
     if spec.rate_table is not None:
@@ -214,6 +225,9 @@ def _upsert_client(
     ).one_or_none()
     before = None
     if old is None:
+        chosen = new_client_id(conn)
+        if chosen is not None:
+            values["id"] = chosen
         client_id = conn.execute(
             insert(clients_t).values(**values).returning(clients_t.c.id)
         ).scalar_one()
@@ -274,7 +288,21 @@ def _upsert_client(
         )
         if transaction_id is not None:
             counts["payments"] += 1
+            applied.append((client_id, payment.amount))
             record_transaction(conn, audit, transaction_id, client_id, spec.name)
+
+
+def new_client_id(conn: Connection) -> int | None:
+    """The id for a new client: None (the sequence's) on PostgreSQL, which never reuses one.
+
+    SQLite would give a fully deleted client's id to the next client; every client ever
+    created has an audit entry carrying its id, so ids are allocated past those too."""
+    if conn.dialect.name == "postgresql":
+        return None
+    highest = conn.execute(
+        select(func.max(clients_t.c.id)).union_all(select(func.max(audit_t.c.client_id)))
+    ).scalars()
+    return max((int(v) for v in highest if v is not None), default=0) + 1
 
 
 def sync_account_flags(conn: Connection, client_id: int, old_status: str, new_status: str) -> int:

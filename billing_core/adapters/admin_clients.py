@@ -18,13 +18,14 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from billing_core.errors import NotFoundError, UserError
 from billing_core.money import ZERO
 from billing_core.money import display as fmt
+from billing_core.ports import LiveState
 from billing_core.provisioning import (
     CLIENT_DEFAULTS,
     TEMPLATE_FIELDS,
     check_low_balance,
 )
 
-from .admin import set_tags, sync_account_flags
+from .admin import new_client_id, set_tags, sync_account_flags
 from .audit import AuditContext, client_snapshot, jsonable, record
 from .client_queries import (
     client_summary,
@@ -143,6 +144,9 @@ def add_client(
             if values.get(key) is None:
                 values[key] = default
         columns = _columns(conn, values, check_currency=True)
+        chosen = new_client_id(conn)
+        if chosen is not None:
+            columns["id"] = chosen
         client_id = conn.execute(
             insert(clients_t).values(name=name, **columns).returning(clients_t.c.id)
         ).scalar_one()
@@ -276,16 +280,27 @@ def delete_client(engine: Engine, name_or_id: str, *, audit: AuditContext) -> tu
         return row.name, int(stopped)
 
 
-def full_delete_client(engine: Engine, name_or_id: str, *, audit: AuditContext) -> dict[str, Any]:
+def full_delete_client(
+    engine: Engine, name_or_id: str, *, audit: AuditContext, live: LiveState | None = None
+) -> dict[str, Any]:
     """Remove the client and everything that belongs to it, in one transaction.
 
-    Refused while the client has calls in progress (their accounting would find no client)."""
+    Refused while the client has calls in progress (their accounting would find no client),
+    as the database or, when given, the live state in Redis knows them."""
+    now = utcnow()
+    if live is not None:
+        with engine.connect() as conn:
+            client_id = find_client(conn, name_or_id).id
+        view = live.view([client_id], now)[client_id]
+        if view.active_calls or view.held:
+            raise UserError(
+                f"client: {name_or_id} has calls in progress (live state); delete it first"
+                " (clients delete) and full-delete once they have ended"
+            )
     with engine.begin() as conn:
         row = find_client(conn, name_or_id)
         in_progress = conn.execute(
-            select(func.count()).where(
-                calls_t.c.client_id == row.id, live_calls_condition(utcnow())
-            )
+            select(func.count()).where(calls_t.c.client_id == row.id, live_calls_condition(now))
         ).scalar_one()
         if in_progress:
             raise UserError(

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, func, select
 from billing_core.errors import NotFoundError
 from billing_core.money import ZERO
 from billing_core.money import display as fmt
+from billing_core.ports import LiveState
 
 from .models import ClientTagRow, InvoiceRow, RateTableRow, TagRow, table
 from .sql_store import (
@@ -154,7 +155,22 @@ def rate_table_names(conn: Connection) -> dict[int, str]:
     return {r.id: r.name for r in conn.execute(select(rate_tables_t.c.id, rate_tables_t.c.name))}
 
 
-def client_summary(engine: Engine, name_or_id: str) -> dict[str, Any]:
+def with_live(
+    money: dict[int, dict[str, Any]], live: LiveState | None, now: datetime
+) -> dict[int, dict[str, Any]]:
+    """The live balance, holds and active calls as the daemon's live state has them, when
+    that is Redis (``live``); the database's figures otherwise."""
+    if live is None or not money:
+        return money
+    for client_id, view in live.view(list(money), now).items():
+        money[client_id].update(live=view.balance, held=view.held, active_calls=view.active_calls)
+    return money
+
+
+def client_summary(
+    engine: Engine, name_or_id: str, *, live: LiveState | None = None
+) -> dict[str, Any]:
+    now = utcnow()
     with engine.connect() as conn:
         row = find_client(conn, name_or_id)
         rate_table = None
@@ -162,7 +178,7 @@ def client_summary(engine: Engine, name_or_id: str) -> dict[str, Any]:
             rate_table = conn.execute(
                 select(rate_tables_t.c.name).where(rate_tables_t.c.id == row.rate_table_id)
             ).scalar_one()
-        money = balances(conn, [row.id], utcnow())[row.id]
+        money = with_live(balances(conn, [row.id], now), live, now)[row.id]
         return client_dict(row, money, tags_of(conn, [row.id])[row.id], rate_table)
 
 
@@ -179,6 +195,7 @@ def list_clients(
     status: str = "active",
     tag: str | None = None,
     reseller: str | None = None,
+    live: LiveState | None = None,
 ) -> list[dict[str, Any]]:
     """The Clients section's search: name by first letters, main e-mail with ``*``
     wildcards, status (``all`` for every one), tag and reseller; ordered by name."""
@@ -202,5 +219,6 @@ def list_clients(
             rows = [r for r in rows if tag in tags[r.id]]
             ids = [r.id for r in rows]
         tables = rate_table_names(conn)
-        money = balances(conn, ids, utcnow())
+        now = utcnow()
+        money = with_live(balances(conn, ids, now), live, now)
         return [client_dict(r, money[r.id], tags[r.id], tables.get(r.rate_table_id)) for r in rows]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -132,32 +133,54 @@ def _naive(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_BLOCK = 10_000
+
+
 def _stage_postgresql(conn: Connection, rows: Iterator[tuple[int, RateSpec]]) -> int:
-    """COPY the rows into the staging table (raw column values: micro-units, naive UTC)."""
+    """COPY the rows into the staging table, in text format written in blocks: the raw
+    column values (micro-units, naive UTC times), each distinct amount and time formatted
+    once."""
     columns = ", ".join(f'"{c.name}"' for c in staging_t.columns)
     driver = conn.connection.driver_connection
     assert driver is not None
+    micros: dict[Decimal, str] = {}
+    moments: dict[datetime | None, str] = {None: "\\N"}
+
+    def amount(value: Decimal) -> str:
+        text = micros.get(value)
+        if text is None:
+            text = micros[value] = str(to_micros(value))
+        return text
+
+    def moment(value: datetime | None) -> str:
+        text = moments.get(value)
+        if text is None:
+            naive = _naive(value)
+            assert naive is not None
+            text = moments[value] = naive.isoformat(sep=" ")
+        return text
+
     count = 0
+    block: list[str] = []
     with (
         driver.cursor() as cursor,
         cursor.copy(f"COPY rates_import ({columns}) FROM STDIN") as copy,
     ):
         for line, rate in rows:
-            copy.write_row(
-                (
-                    line,
-                    rate.code,
-                    rate.name,
-                    to_micros(rate.rate),
-                    to_micros(rate.setup_fee),
-                    rate.min_volume,
-                    rate.interval,
-                    rate.grace_volume,
-                    _naive(rate.effective_date),
-                    _naive(rate.end_date),
-                )
+            block.append(
+                f"{line}\t{rate.code}\t{rate.name.translate(_COPY_ESCAPES)}"
+                f"\t{amount(rate.rate)}\t{amount(rate.setup_fee)}\t{rate.min_volume}"
+                f"\t{rate.interval}\t{rate.grace_volume}\t{moment(rate.effective_date)}"
+                f"\t{moment(rate.end_date)}\n"
             )
-            count += 1
+            if len(block) >= _COPY_BLOCK:
+                copy.write("".join(block))
+                count += len(block)
+                block = []
+        if block:
+            copy.write("".join(block))
+            count += len(block)
     return count
 
 
@@ -382,23 +405,27 @@ def show_rate(
 
 def list_rate_tables(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        counts: dict[int, int] = dict(
-            conn.execute(
+        counts: dict[int, int] = {
+            table_id: int(n)
+            for table_id, n in conn.execute(
                 select(rates_t.c.rate_table_id, func.count()).group_by(rates_t.c.rate_table_id)
-            ).tuples()
-        )
-        users: dict[int | None, int] = dict(
-            conn.execute(
-                select(clients_t.c.rate_table_id, func.count()).group_by(clients_t.c.rate_table_id)
-            ).tuples()
-        )
+            )
+        }
+        users: dict[int, int] = {
+            table_id: int(n)
+            for table_id, n in conn.execute(
+                select(clients_t.c.rate_table_id, func.count())
+                .where(clients_t.c.rate_table_id.is_not(None))
+                .group_by(clients_t.c.rate_table_id)
+            )
+        }
         return [
             {
                 "id": r.id,
                 "name": r.name,
                 "currency": r.currency,
-                "rates": int(counts.get(r.id, 0)),
-                "clients": int(users.get(r.id, 0)),
+                "rates": counts.get(r.id, 0),
+                "clients": users.get(r.id, 0),
             }
             for r in conn.execute(select(rate_tables_t).order_by(rate_tables_t.c.name))
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -388,7 +389,9 @@ class SqlStore:
     @contextmanager
     def accounting(self) -> Iterator[SqlAccountingTx]:
         with self.engine.begin() as conn:
-            yield SqlAccountingTx(conn)
+            tx = SqlAccountingTx(conn)
+            yield tx
+            tx.finish()
 
 
 def _load_rates(conn: Connection) -> dict[int, RateTableIndex]:
@@ -465,50 +468,79 @@ def _call_record(row: Any) -> CallRecord:
 
 
 class SqlAccountingTx:
+    """One accounting transaction. Work is kept to few statements per packet: the packets
+    are inserted in one statement, epochs are read once per NAS key, and live-balance
+    changes are added up and written once per client when the transaction ends."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._epochs: dict[str, tuple[int, datetime | None]] = {}
+        self._balance_moves: dict[int, Decimal] = {}
 
-    def record_event(self, event: AccountingEvent) -> None:
+    def finish(self) -> None:
+        for client_id, amount in self._balance_moves.items():
+            if amount:
+                change_balance(self.conn, client_id, amount)
+        self._balance_moves.clear()
+
+    def record_events(self, events: Sequence[AccountingEvent]) -> None:
+        if not events:
+            return
         self.conn.execute(
-            insert(acct_events_t).values(
-                nas_key=event.nas_key,
-                status=event.status,
-                acct_session_id=event.acct_session_id,
-                arrived=event.arrived,
-                delay=event.delay,
-                attributes=json.dumps(event.attributes, separators=(",", ":")),
-            )
+            insert(acct_events_t),
+            [
+                {
+                    "nas_key": event.nas_key,
+                    "status": event.status,
+                    "acct_session_id": event.acct_session_id,
+                    "arrived": event.arrived,
+                    "delay": event.delay,
+                    "attributes": json.dumps(event.attributes, separators=(",", ":")),
+                }
+                for event in events
+            ],
         )
 
     def current_epoch(self, nas_key: str) -> tuple[int, datetime | None]:
+        known = self._epochs.get(nas_key)
+        if known is not None:
+            return known
         row = self.conn.execute(
             select(nas_epochs_t.c.epoch, nas_epochs_t.c.changed_at).where(
                 nas_epochs_t.c.nas_key == nas_key
             )
         ).one_or_none()
-        return (0, None) if row is None else (int(row.epoch), row.changed_at)
+        found = (0, None) if row is None else (int(row.epoch), row.changed_at)
+        self._epochs[nas_key] = found
+        return found
 
     def new_epoch(self, nas_key: str, at: datetime) -> int:
-        epoch, _ = self.current_epoch(nas_key)
-        if epoch == 0 and _ is None:
+        epoch, changed = self.current_epoch(nas_key)
+        if epoch == 0 and changed is None:
             self.conn.execute(insert(nas_epochs_t).values(nas_key=nas_key, epoch=1, changed_at=at))
-            return 1
-        self.conn.execute(
-            update(nas_epochs_t)
-            .where(nas_epochs_t.c.nas_key == nas_key)
-            .values(epoch=epoch + 1, changed_at=at)
-        )
+        else:
+            self.conn.execute(
+                update(nas_epochs_t)
+                .where(nas_epochs_t.c.nas_key == nas_key)
+                .values(epoch=epoch + 1, changed_at=at)
+            )
+        self._epochs[nas_key] = (epoch + 1, at)
         return epoch + 1
 
     def find_call(self, nas_key: str, identifiers: tuple[str, ...]) -> CallRecord | None:
-        row = self.conn.execute(
-            select(calls_t)
-            .join(call_keys_t, call_keys_t.c.call_id == calls_t.c.id)
-            .where(call_keys_t.c.nas_key == nas_key, call_keys_t.c.key.in_(identifiers))
-            .order_by(calls_t.c.id.desc())
-            .limit(1)
-        ).one_or_none()
-        return None if row is None else _call_record(row)
+        rows = list(
+            self.conn.execute(
+                select(calls_t, call_keys_t.c.key.label("matched_key"))
+                .join(call_keys_t, call_keys_t.c.call_id == calls_t.c.id)
+                .where(call_keys_t.c.nas_key == nas_key, call_keys_t.c.key.in_(identifiers))
+                .order_by(calls_t.c.id.desc())
+            )
+        )
+        if not rows:
+            return None
+        newest = rows[0].id
+        matched = frozenset(r.matched_key for r in rows if r.id == newest)
+        return replace(_call_record(rows[0]), keys=matched)
 
     def calls_of_nas(self, nas_key: str) -> list[CallRecord]:
         rows = self.conn.execute(
@@ -573,6 +605,7 @@ class SqlAccountingTx:
         started_at: datetime | None,
         seen_at: datetime,
         live_uid: str,
+        max_session_time: int = 0,
     ) -> CallRecord:
         row = self.conn.execute(
             insert(calls_t)
@@ -590,7 +623,7 @@ class SqlAccountingTx:
                 authorized_at=authorized_at,
                 started_at=started_at,
                 last_seen_at=seen_at,
-                max_session_time=0,
+                max_session_time=max_session_time,
                 charged=False,
                 epoch=epoch,
                 live_uid=live_uid,
@@ -627,17 +660,20 @@ class SqlAccountingTx:
         if values:
             self.conn.execute(update(calls_t).where(calls_t.c.id == call_id).values(**values))
 
-    def link_leg(self, call_id: int, event: AccountingEvent) -> None:
-        _add_keys(self.conn, call_id, event.nas_key, event.identifiers())
-        self.conn.execute(
-            update(calls_t)
-            .where(calls_t.c.id == call_id, calls_t.c.acct_session_id == "")
-            .values(
-                acct_session_id=event.acct_session_id,
-                conf_id=event.conf_id or "",
-                origin=event.origin or "",
+    def link_leg(self, call: CallRecord, event: AccountingEvent) -> None:
+        new_keys = tuple(k for k in event.identifiers() if k not in call.keys)
+        if new_keys:
+            _add_keys(self.conn, call.id, event.nas_key, new_keys)
+        if not call.acct_session_id:
+            self.conn.execute(
+                update(calls_t)
+                .where(calls_t.c.id == call.id, calls_t.c.acct_session_id == "")
+                .values(
+                    acct_session_id=event.acct_session_id,
+                    conf_id=event.conf_id or "",
+                    origin=event.origin or "",
+                )
             )
-        )
 
     def find_legs(self, identity: LegIdentity) -> list[StoredLeg]:
         rows = self.conn.execute(
@@ -718,8 +754,8 @@ class SqlAccountingTx:
                 created_at=utcnow(),
             )
         )
-        change_balance(self.conn, client_id, amount)
+        self._balance_moves[client_id] = self._balance_moves.get(client_id, ZERO) + amount
 
     def end_call(self, call_id: int) -> None:
-        self.conn.execute(delete(call_keys_t).where(call_keys_t.c.call_id == call_id))
+        # its call_keys go with it (ON DELETE CASCADE)
         self.conn.execute(delete(calls_t).where(calls_t.c.id == call_id))
