@@ -15,7 +15,19 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from billing_core.authorization import Accept, Decision, LiveSnapshot, decide
@@ -436,10 +448,67 @@ def _load_rates(conn: Connection) -> dict[int, RateTableIndex]:
     return {table_id: builder.build() for table_id, builder in builders.items()}
 
 
+class _Statements:
+    """The accounting path's statements, built once per dialect: building a Core statement
+    (coercions, cache key) costs more than running it. Values are bound at execution."""
+
+    def __init__(self, dialect: str) -> None:
+        ignore = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.add_keys = ignore(call_keys_t).on_conflict_do_nothing()
+        self.find_call = (
+            select(calls_t, call_keys_t.c.key.label("matched_key"))
+            .join(call_keys_t, call_keys_t.c.call_id == calls_t.c.id)
+            .where(
+                call_keys_t.c.nas_key == bindparam("nas_key"),
+                call_keys_t.c.key.in_(bindparam("keys", expanding=True)),
+            )
+            .order_by(calls_t.c.id.desc())
+        )
+        self.create_call = insert(calls_t).returning(*calls_t.c)
+        self.find_legs = (
+            select(cdrs_t, calls_t.c.live_uid)
+            .outerjoin(calls_t, calls_t.c.id == cdrs_t.c.call_id)
+            .where(
+                cdrs_t.c.nas_key == bindparam("nas_key"),
+                cdrs_t.c.epoch == bindparam("epoch"),
+                cdrs_t.c.acct_session_id == bindparam("acct_session_id"),
+                cdrs_t.c.conf_id == bindparam("conf_id"),
+                cdrs_t.c.origin == bindparam("origin"),
+            )
+            .order_by(cdrs_t.c.id)
+        )
+        self.store_leg = ignore(cdrs_t).on_conflict_do_nothing().returning(cdrs_t.c.id)
+        self.charge = insert(transactions_t)
+        self.end_call = delete(calls_t).where(calls_t.c.id == bindparam("call_id"))
+        self.record_events = insert(acct_events_t)
+        self._updates: dict[frozenset[str], Any] = {}
+
+    def update_call(self, columns: frozenset[str]) -> Any:
+        found = self._updates.get(columns)
+        if found is None:
+            found = self._updates[columns] = (
+                update(calls_t)
+                .where(calls_t.c.id == bindparam("call_id"))
+                .values({name: bindparam(f"v_{name}") for name in columns})
+            )
+        return found
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def statements(conn: Connection) -> _Statements:
+    name = conn.dialect.name
+    found = _STATEMENTS.get(name)
+    if found is None:
+        found = _STATEMENTS[name] = _Statements(name)
+    return found
+
+
 def _add_keys(conn: Connection, call_id: int, nas_key: str, identifiers: Sequence[str]) -> None:
     if identifiers:
         conn.execute(
-            _insert_ignore(conn, call_keys_t).on_conflict_do_nothing(),
+            statements(conn).add_keys,
             [{"call_id": call_id, "nas_key": nas_key, "key": key} for key in identifiers],
         )
 
@@ -474,6 +543,7 @@ class SqlAccountingTx:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.sql = statements(conn)
         self._epochs: dict[str, tuple[int, datetime | None]] = {}
         self._balance_moves: dict[int, Decimal] = {}
 
@@ -487,7 +557,7 @@ class SqlAccountingTx:
         if not events:
             return
         self.conn.execute(
-            insert(acct_events_t),
+            self.sql.record_events,
             [
                 {
                     "nas_key": event.nas_key,
@@ -529,12 +599,7 @@ class SqlAccountingTx:
 
     def find_call(self, nas_key: str, identifiers: tuple[str, ...]) -> CallRecord | None:
         rows = list(
-            self.conn.execute(
-                select(calls_t, call_keys_t.c.key.label("matched_key"))
-                .join(call_keys_t, call_keys_t.c.call_id == calls_t.c.id)
-                .where(call_keys_t.c.nas_key == nas_key, call_keys_t.c.key.in_(identifiers))
-                .order_by(calls_t.c.id.desc())
-            )
+            self.conn.execute(self.sql.find_call, {"nas_key": nas_key, "keys": list(identifiers)})
         )
         if not rows:
             return None
@@ -608,28 +673,28 @@ class SqlAccountingTx:
         max_session_time: int = 0,
     ) -> CallRecord:
         row = self.conn.execute(
-            insert(calls_t)
-            .values(
-                client_id=client_id,
-                account_id=account_id,
-                nas_key=nas_key,
-                acct_session_id=acct_session_id,
-                conf_id=conf_id,
-                origin=origin,
-                called=called,
-                state=state,
-                hold=hold,
-                granted_seconds=granted_seconds,
-                authorized_at=authorized_at,
-                started_at=started_at,
-                last_seen_at=seen_at,
-                max_session_time=max_session_time,
-                charged=False,
-                epoch=epoch,
-                live_uid=live_uid,
-                accounted=True,
-            )
-            .returning(*calls_t.c)
+            self.sql.create_call,
+            {
+                "client_id": client_id,
+                "account_id": account_id,
+                "nas_key": nas_key,
+                "acct_session_id": acct_session_id,
+                "conf_id": conf_id,
+                "origin": origin,
+                "called": called,
+                "state": state,
+                "hold": hold,
+                "granted_seconds": granted_seconds,
+                "authorized_at": authorized_at,
+                "started_at": started_at,
+                "last_seen_at": seen_at,
+                "hold_expires_at": None,
+                "max_session_time": max_session_time,
+                "charged": False,
+                "epoch": epoch,
+                "live_uid": live_uid,
+                "accounted": True,
+            },
         ).one()
         _add_keys(self.conn, row.id, nas_key, identifiers)
         return _call_record(row)
@@ -658,7 +723,10 @@ class SqlAccountingTx:
             if value is not None
         }
         if values:
-            self.conn.execute(update(calls_t).where(calls_t.c.id == call_id).values(**values))
+            self.conn.execute(
+                self.sql.update_call(frozenset(values)),
+                {"call_id": call_id, **{f"v_{name}": value for name, value in values.items()}},
+            )
 
     def link_leg(self, call: CallRecord, event: AccountingEvent) -> None:
         new_keys = tuple(k for k in event.identifiers() if k not in call.keys)
@@ -677,16 +745,14 @@ class SqlAccountingTx:
 
     def find_legs(self, identity: LegIdentity) -> list[StoredLeg]:
         rows = self.conn.execute(
-            select(cdrs_t, calls_t.c.live_uid)
-            .outerjoin(calls_t, calls_t.c.id == cdrs_t.c.call_id)
-            .where(
-                cdrs_t.c.nas_key == identity.nas_key,
-                cdrs_t.c.epoch == identity.epoch,
-                cdrs_t.c.acct_session_id == identity.acct_session_id,
-                cdrs_t.c.conf_id == identity.conf_id,
-                cdrs_t.c.origin == identity.origin,
-            )
-            .order_by(cdrs_t.c.id)
+            self.sql.find_legs,
+            {
+                "nas_key": identity.nas_key,
+                "epoch": identity.epoch,
+                "acct_session_id": identity.acct_session_id,
+                "conf_id": identity.conf_id,
+                "origin": identity.origin,
+            },
         )
         return [
             StoredLeg(
@@ -725,13 +791,7 @@ class SqlAccountingTx:
             "closed_by": leg.closed_by,
             "created_at": utcnow(),
         }
-        statement = (
-            _insert_ignore(self.conn, cdrs_t)
-            .values(**values)
-            .on_conflict_do_nothing()
-            .returning(cdrs_t.c.id)
-        )
-        cdr_id = self.conn.execute(statement).scalar_one_or_none()
+        cdr_id = self.conn.execute(self.sql.store_leg, values).scalar_one_or_none()
         return None if cdr_id is None else int(cdr_id)
 
     def correct_leg(
@@ -745,17 +805,19 @@ class SqlAccountingTx:
 
     def charge(self, client_id: int, amount: Decimal, cdr_id: int, note: str) -> None:
         self.conn.execute(
-            insert(transactions_t).values(
-                client_id=client_id,
-                kind="call",
-                amount=amount,
-                note=note,
-                cdr_id=cdr_id,
-                created_at=utcnow(),
-            )
+            self.sql.charge,
+            {
+                "client_id": client_id,
+                "kind": "call",
+                "amount": amount,
+                "note": note,
+                "external_id": None,
+                "cdr_id": cdr_id,
+                "created_at": utcnow(),
+            },
         )
         self._balance_moves[client_id] = self._balance_moves.get(client_id, ZERO) + amount
 
     def end_call(self, call_id: int) -> None:
         # its call_keys go with it (ON DELETE CASCADE)
-        self.conn.execute(delete(calls_t).where(calls_t.c.id == call_id))
+        self.conn.execute(self.sql.end_call, {"call_id": call_id})
