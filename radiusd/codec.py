@@ -7,6 +7,8 @@ datagram, because pyrad silently truncates an attribute whose length overruns th
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import struct
 from dataclasses import dataclass, field
 from importlib import resources
@@ -119,7 +121,10 @@ class Request:
     has_proxy_state: bool
     password: bytes | None = None
     chap: tuple[int, bytes, bytes] | None = None
-    packet: Any = field(default=None, repr=False)
+    packet: Any = field(default=None, repr=False)  # unused by the fast codec
+    raw: bytes = field(default=b"", repr=False)
+    secret: bytes = field(default=b"", repr=False)
+    proxy_states: list[bytes] = field(default_factory=list, repr=False)
 
     def first(self, name: str) -> Any | None:
         values = self.attributes.get(name)
@@ -156,86 +161,189 @@ class Request:
         }
 
 
+_MA_ZERO = b"\x50\x12" + bytes(16)
+
+
+class _AttributeInfo:
+    __slots__ = ("code", "name", "type", "values", "vendor")
+
+    def __init__(
+        self, name: str, vendor: int, code: int, type_: str, values: dict[int, str]
+    ) -> None:
+        self.name = name
+        self.vendor = vendor
+        self.code = code
+        self.type = type_
+        self.values = values  # enumerated integers by their dictionary names, as pyrad gives
+
+
+def _decode(info: _AttributeInfo, raw: bytes) -> Any:
+    value = _decode_value(info.type, raw)
+    if info.values and isinstance(value, int):
+        return info.values.get(value, value)
+    return value
+
+
+def _decode_value(kind: str, raw: bytes) -> Any:
+    if kind == "string":
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw
+    if kind in ("integer", "date"):
+        if len(raw) != 4:
+            raise Malformed("undecodable", "integer length")
+        return int.from_bytes(raw, "big")
+    if kind == "ipaddr":
+        if len(raw) != 4:
+            raise Malformed("undecodable", "ipaddr length")
+        return str(ipaddress.IPv4Address(raw))
+    if kind == "ipv6addr":
+        if len(raw) != 16:
+            raise Malformed("undecodable", "ipv6addr length")
+        return str(ipaddress.IPv6Address(raw))
+    return raw
+
+
 class Codec:
+    """Decodes requests and encodes replies with a struct walk over the attributes, using the
+    pyrad dictionary for names and types (pyrad's own codec costs several times more per
+    packet; tests check this one against it byte for byte). Status-Server, rare, goes
+    through pyrad."""
+
     def __init__(self, dictionary: Any) -> None:
         self.dictionary = dictionary
+        self._by_key: dict[tuple[int, int], _AttributeInfo] = {}
+        self._by_name: dict[str, _AttributeInfo] = {}
+        for name, attr in dictionary.attributes.items():
+            vendor = dictionary.vendors.GetForward(attr.vendor) if attr.vendor else 0
+            values = {
+                int.from_bytes(raw, "big"): value_name
+                for value_name, raw in attr.values.forward.items()
+                if isinstance(raw, bytes)
+            }
+            info = _AttributeInfo(name, vendor, attr.code, attr.type, values)
+            self._by_key.setdefault((vendor, attr.code), info)
+            self._by_name[name] = info
 
     def decode(self, data: bytes, secret: bytes) -> Request:
         """Decode and verify authenticators; raise Malformed (reason label) on any failure."""
         code = check_framing(data)
-        if code in (ACCESS_REQUEST, STATUS_SERVER):
-            cls = rp.AuthPacket
-        elif code == ACCOUNTING_REQUEST:
-            cls = rp.AcctPacket
-        else:
+        if code not in (ACCESS_REQUEST, STATUS_SERVER, ACCOUNTING_REQUEST):
             raise Malformed("unknown_code", f"code {code}")
-        try:
-            pkt = cls(packet=data, dict=self.dictionary, secret=secret)
-        except Exception as exc:  # noqa: BLE001 - pyrad raises PacketError and others on junk
-            raise Malformed("undecodable", str(exc)) from None
-        has_ma = bool(pkt.message_authenticator)
-        if has_ma:
-            if len(pkt.get(_MESSAGE_AUTHENTICATOR, [b""])[0]) != 16:
-                raise Malformed("bad_message_authenticator")
-            if not pkt.verify_message_authenticator():
-                raise Malformed("bad_message_authenticator")
-        if code == ACCOUNTING_REQUEST and not pkt.VerifyAcctRequest():
-            raise Malformed("bad_authenticator")
+        length = int.from_bytes(data[2:4], "big")
+        packet = data[:length]
+        authenticator = packet[4:20]
+        by_key = self._by_key
         attributes: dict[str, list[Any]] = {}
-        try:
-            for key in list(pkt.keys()):
-                if isinstance(key, str):
-                    attributes[key] = pkt[key]
-        except Exception as exc:  # noqa: BLE001 - a value pyrad cannot decode
-            raise Malformed("undecodable", f"attribute value: {exc}") from None
+        raw_by_type: dict[int, list[bytes]] = {}
+        ma_at = -1
+        pos = 20
+        while pos < length:
+            kind, size = packet[pos], packet[pos + 1]
+            value = packet[pos + 2 : pos + size]
+            if kind == 26:
+                vendor = int.from_bytes(value[:4], "big")
+                sub = 4
+                while sub + 2 <= len(value):
+                    vtype, vlen = value[sub], value[sub + 1]
+                    if vlen < 2 or sub + vlen > len(value):
+                        raise Malformed("bad_attribute", "Vendor-Specific sub-attribute")
+                    info = by_key.get((vendor, vtype))
+                    if info is not None:
+                        attributes.setdefault(info.name, []).append(
+                            _decode(info, value[sub + 2 : sub + vlen])
+                        )
+                    sub += vlen
+            else:
+                if kind == _MESSAGE_AUTHENTICATOR:
+                    if size != 18 or ma_at >= 0:
+                        raise Malformed("bad_message_authenticator")
+                    ma_at = pos
+                raw_by_type.setdefault(kind, []).append(value)
+                info = by_key.get((0, kind))
+                if info is not None:
+                    attributes.setdefault(info.name, []).append(_decode(info, value))
+            pos += size
+        if ma_at >= 0:
+            # RFC 3579 §3.2 / RFC 5080: an Accounting-Request's MA is taken with the Request
+            # Authenticator zeroed; an Access-Request's or Status-Server's as received
+            head = packet[:4] + (bytes(16) if code == ACCOUNTING_REQUEST else authenticator)
+            zeroed = head + packet[20:ma_at] + _MA_ZERO + packet[ma_at + 18 :]
+            expected = hmac.new(secret, zeroed, "md5").digest()
+            if not hmac.compare_digest(expected, packet[ma_at + 2 : ma_at + 18]):
+                raise Malformed("bad_message_authenticator")
+        if code == ACCOUNTING_REQUEST:
+            digest = hashlib.md5(  # noqa: S324 - RFC 2866 Request Authenticator
+                packet[:4] + bytes(16) + packet[20:] + secret
+            ).digest()
+            if not hmac.compare_digest(digest, authenticator):
+                raise Malformed("bad_authenticator")
         request = Request(
             code=code,
-            identifier=pkt.id,
-            authenticator=pkt.authenticator,
+            identifier=packet[1],
+            authenticator=authenticator,
             attributes=attributes,
-            has_message_authenticator=has_ma,
-            has_proxy_state=_PROXY_STATE in pkt,
-            packet=pkt,
+            has_message_authenticator=ma_at >= 0,
+            has_proxy_state=_PROXY_STATE in raw_by_type,
+            packet=None,
         )
+        request.raw = packet
+        request.secret = secret
+        request.proxy_states = raw_by_type.get(_PROXY_STATE, [])
         if code == ACCESS_REQUEST:
-            raw_password = pkt.get(_USER_PASSWORD)
+            raw_password = raw_by_type.get(_USER_PASSWORD)
             if raw_password:
-                request.password = pap_decrypt(raw_password[0], secret, pkt.authenticator)
-            raw_chap = pkt.get(_CHAP_PASSWORD)
+                request.password = pap_decrypt(raw_password[0], secret, authenticator)
+            raw_chap = raw_by_type.get(_CHAP_PASSWORD)
             if raw_chap and len(raw_chap[0]) == 17:
-                challenge = pkt.get(_CHAP_CHALLENGE, [pkt.authenticator])[0]
+                challenge = raw_by_type.get(_CHAP_CHALLENGE, [authenticator])[0]
                 request.chap = (raw_chap[0][0], raw_chap[0][1:], challenge)
         return request
+
+    def _encode(self, name: str, value: Any) -> bytes:
+        info = self._by_name[name]
+        if info.type in ("integer", "date"):
+            raw = int(value).to_bytes(4, "big")
+        elif isinstance(value, bytes):
+            raw = value
+        else:
+            text = f"{name}={value}" if name in CISCO_PREFIXED else str(value)
+            raw = text.encode("utf-8")
+        if info.vendor:
+            inner = bytes((info.code, len(raw) + 2)) + raw
+            return bytes((26, len(inner) + 6)) + info.vendor.to_bytes(4, "big") + inner
+        return bytes((info.code, len(raw) + 2)) + raw
+
+    def _reply(self, request: Request, code: int, body: bytes, *, signed: bool) -> bytes:
+        """Proxy-State copied in order after the Message-Authenticator (first, when signed),
+        then the reply's own attributes; the Response Authenticator over it all."""
+        proxy = b"".join(bytes((_PROXY_STATE, len(v) + 2)) + v for v in request.proxy_states)
+        attrs = (_MA_ZERO if signed else b"") + proxy + body
+        header = bytes((code, request.identifier)) + (20 + len(attrs)).to_bytes(2, "big")
+        if signed:
+            mac = hmac.new(request.secret, header + request.authenticator + attrs, "md5")
+            attrs = b"\x50\x12" + mac.digest() + attrs[18:]
+        response = hashlib.md5(  # noqa: S324 - RFC 2865 Response Authenticator
+            header + request.authenticator + attrs + request.secret
+        ).digest()
+        return header + response + attrs
 
     def auth_reply(
         self, request: Request, *, accept: bool, attributes: list[tuple[str, Any]]
     ) -> bytes:
         """Access-Accept or Access-Reject; Message-Authenticator first, Proxy-State copied."""
-        reply = request.packet.CreateReply()
-        reply.code = ACCESS_ACCEPT if accept else ACCESS_REJECT
-        for name, value in attributes:
-            reply.AddAttribute(name, f"{name}={value}" if name in CISCO_PREFIXED else value)
-        return bytes(reply.ReplyPacket())
+        body = b"".join(self._encode(name, value) for name, value in attributes)
+        return self._reply(request, ACCESS_ACCEPT if accept else ACCESS_REJECT, body, signed=True)
 
     def acct_reply(self, request: Request) -> bytes:
-        reply = request.packet.CreateReply()
-        return bytes(reply.ReplyPacket())
+        return self._reply(request, ACCOUNTING_RESPONSE, b"", signed=False)
 
     def status_reply(self, request: Request, *, accounting_port: bool) -> bytes:
-        """Status-Server (RFC 5997): Access-Accept on auth, Accounting-Response on acct."""
-        if accounting_port:
-            reply = rp.AcctPacket(
-                ACCOUNTING_RESPONSE,
-                request.identifier,
-                request.packet.secret,
-                request.authenticator,
-                dict=self.dictionary,
-            )
-            reply.message_authenticator = True
-            return bytes(request.packet._PrepareReply(reply, {}).ReplyPacket())
-        reply = request.packet.CreateReply()
-        reply.code = ACCESS_ACCEPT
-        return bytes(reply.ReplyPacket())
+        """Status-Server (RFC 5997): Access-Accept on auth, Accounting-Response on acct, both
+        with a Message-Authenticator."""
+        code = ACCOUNTING_RESPONSE if accounting_port else ACCESS_ACCEPT
+        return self._reply(request, code, b"", signed=True)
 
 
 def pap_decrypt(cipher: bytes, secret: bytes, authenticator: bytes) -> bytes:

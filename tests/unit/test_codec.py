@@ -257,7 +257,7 @@ def test_decode_access_request_as_a_cisco_gateway_sends_it() -> None:
     }
     assert request.text("NAS-IPv6-Address") is None
     assert request.first("Acct-Status-Type") is None
-    assert request.packet is not None
+    assert request.raw == raw
 
 
 def test_decode_keeps_the_values_of_repeated_attributes_in_order() -> None:
