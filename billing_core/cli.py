@@ -783,6 +783,41 @@ def cmd_cdrs_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_live_rebuild(args: argparse.Namespace) -> int:
+    from billing_core.adapters.live_admin import rebuild
+
+    url = _redis_url(args.config)
+    count = rebuild(_engine(args), url)
+    if url:
+        print(f"live state rebuilt from the database: {count} clients")
+    else:
+        print("the live state is the database itself (no redis.url): nothing to rebuild")
+    return 0
+
+
+def cmd_live_verify(args: argparse.Namespace) -> int:
+    from billing_core.adapters.live_admin import verify
+    from billing_core.money import display
+
+    checked, drifts = verify(_engine(args), _redis_url(args.config))
+    rows = [
+        {
+            "client_id": d.client_id,
+            "live_balance": display(d.live),
+            "ledger_balance": display(d.ledger),
+            "difference": display(d.difference),
+        }
+        for d in drifts
+    ]
+    if args.format == "json":
+        print(json.dumps({"checked": checked, "drifts": rows}, indent=2))
+    elif rows:
+        _print(rows, "table", ("client_id", "live_balance", "ledger_balance", "difference"))
+    else:
+        print(f"{checked} clients checked: every live balance equals its ledger")
+    return 1 if drifts else 0
+
+
 def cmd_settings_show(args: argparse.Namespace) -> int:
     from billing_core.adapters.admin import show_settings
 
@@ -1113,6 +1148,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_positive, default=100, help="the latest N entries (0: all; default 100)"
     )
     _format(au_list, ("table", "json", "csv"))
+
+    lv_sub = _group(groups, "live", "the live state (balances, holds, calls)")
+    _add(lv_sub, "rebuild", "reload the live state in Redis from the database", cmd_live_rebuild)
+    lv_verify = _add(
+        lv_sub,
+        "verify",
+        "compare each client's live balance with its ledger; exit 1 on any drift",
+        cmd_live_verify,
+    )
+    _format(lv_verify, ("table", "json"))
     return parser
 
 

@@ -122,7 +122,7 @@ class Daemon:
         kind: str,
         attributes: dict[str, str] | list[tuple[str, str]],
         *,
-        retries: int = 1,
+        retries: int = 2,
         timeout: float = 3,
     ) -> Reply | None:
         port = self.auth_port if kind == "auth" else self.acct_port

@@ -28,7 +28,12 @@ from billing_core.rating import Rate
 from billing_core.services import AuthorizationService, AuthorizeCall, CatalogCache
 from billing_core.sessions import AccountingEvent
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+
+def now() -> datetime:
+    """The real clock, read per use: holds lapse against it, however long the run."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -78,7 +83,7 @@ def request(terms: GrantTerms, ids: tuple[str, ...] = (), uid: str = "u") -> Hol
         called="1555",
         identifiers=ids,
         acct_session_id="",
-        now=NOW,
+        now=now(),
         hold_seconds=180,
         uid=uid,
     )
@@ -316,3 +321,35 @@ def test_live_balance_equals_the_ledger_after_traffic(
         stack.account(f"k{i}", 2, 61 + i)
     assert stack.balance() == stack.store.ledger_balances([1])[1]
     assert stack.live.view([1], datetime.now(UTC))[1].held == Decimal(0)
+
+
+def test_billingctl_live_verify_reports_drift_and_rebuild_repairs_it(
+    pg_url: str, redis_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from billing_core.cli import main
+
+    stack = Stack(pg_url, redis_url)
+    admin.apply_provisioning(stack.engine, provisioning("8.00"))
+    stack.catalog.refresh(force=True)
+    stack.live.rebuild()
+    stack.authorize("v1")
+    stack.account("v1", 2, 60)  # 0.20 charged: Redis and the ledger say 7.80
+    config = tmp_path / "radiusd.toml"
+    config.write_text(f'[database]\nurl = "{pg_url}"\n[redis]\nurl = "{redis_url}"\n')
+    args = ["--config", str(config), "live"]
+    assert main([*args, "verify"]) == 0
+    assert "every live balance equals its ledger" in capsys.readouterr().out
+    redis.Redis.from_url(redis_url).set("{c:1}:bal", to_micros(Decimal("9.99")))
+    assert main([*args, "verify", "--format", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["drifts"] == [
+        {
+            "client_id": 1,
+            "live_balance": "9.99",
+            "ledger_balance": "7.80",
+            "difference": "2.19",
+        }
+    ]
+    assert main([*args, "rebuild"]) == 0
+    assert main([*args, "verify"]) == 0
+    assert stack.balance() == Decimal("7.80")

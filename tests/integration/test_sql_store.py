@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from billing_core.accounting import AccountingService
 from billing_core.adapters import admin
 from billing_core.adapters.db import current_revision, make_engine, upgrade
 from billing_core.adapters.sql_store import SqlStore, transactions_t
@@ -18,11 +19,13 @@ from billing_core.domain import RejectReason
 from billing_core.errors import UserError
 from billing_core.identification import CallerFacts
 from billing_core.provisioning import parse_provisioning
-from billing_core.accounting import AccountingService
 from billing_core.services import AuthorizationService, AuthorizeCall, CatalogCache
 from billing_core.sessions import AccountingEvent
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+
+def now() -> datetime:
+    """The real clock, read per use: holds lapse against it, however long the run."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def spec(balance: str = "1.00", **client: Any) -> Any:
@@ -81,7 +84,7 @@ def call(conf_id: str = "c1", user: str = "acme", password: bytes | None = b"pw"
         password=password,
         chap=None,
         identifiers=(conf_id,),
-        arrived=NOW,
+        arrived=now(),
         acct_session_id=conf_id,
     )
 
@@ -97,7 +100,7 @@ def stop(session: str, seconds: int, *, delay: int = 0, status: int = 2) -> Acco
         origin=None,
         session_time=seconds,
         delay=delay,
-        arrived=NOW + timedelta(seconds=seconds + delay),
+        arrived=now() + timedelta(seconds=seconds + delay),
         caller=CallerFacts(user_name="acme", called="15550001111"),
     )
 
@@ -210,7 +213,7 @@ def test_zero_balance_and_no_rate(db_url: str) -> None:
         password=b"pw",
         chap=None,
         identifiers=(),
-        arrived=NOW,
+        arrived=now(),
     )
     assert authz.authorize(foreign).decision == Reject(RejectReason.NO_RATE)
 
