@@ -9,6 +9,7 @@ can always be rebuilt from it).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -74,6 +75,7 @@ class AccountingService:
         max_acct_delay_seconds: int,
         stale_grace_seconds: int = 300,
         max_call_length: int = 7200,
+        guard_live: bool = False,
     ) -> None:
         self._catalog = catalog
         self._ledger = ledger
@@ -82,6 +84,9 @@ class AccountingService:
         self._max_delay = max_acct_delay_seconds
         self._stale_grace = stale_grace_seconds
         self._max_call_length = max_call_length
+        # a live state kept outside the database (Redis) is loaded from the ledger: ledger
+        # writes and their live effects must not interleave with such a load
+        self._guard_live = guard_live
 
     # --- entry points ------------------------------------------------------------------------
     def record(self, event: AccountingEvent) -> AcctOutcome:
@@ -89,6 +94,13 @@ class AccountingService:
 
     def record_many(self, events: Sequence[AccountingEvent]) -> list[AcctOutcome]:
         """Record and apply ``events`` in one transaction; then update the live state."""
+        with self._guarded():
+            return self._record_many(events)
+
+    def _guarded(self) -> AbstractContextManager[None]:
+        return self._ledger.live_guard(exclusive=False) if self._guard_live else nullcontext()
+
+    def _record_many(self, events: Sequence[AccountingEvent]) -> list[AcctOutcome]:
         holds = self._live.find_holds(
             [(e.nas_key, e.identifiers()) for e in events if e.status in _LEG_STATUSES]
         )
@@ -107,6 +119,10 @@ class AccountingService:
     def close_stale(self, now: datetime) -> int:
         """Close calls silent for their grant plus stale_grace_seconds (closed_by stale), and
         forget authorizations whose hold lapsed long ago."""
+        with self._guarded():
+            return self._close_stale(now)
+
+    def _close_stale(self, now: datetime) -> int:
         batch = _Batch()
         with self._ledger.accounting() as tx:
             calls = tx.stale_calls(now, self._stale_grace, self._max_call_length)

@@ -209,10 +209,12 @@ def cmd_load(args: argparse.Namespace) -> int:
         )
         return 0
     from billing_core.adapters.admin import apply_provisioning
+    from billing_core.adapters.live_admin import ledger_writer
 
     moved: list[tuple[int, Decimal]] = []
-    counts = apply_provisioning(_engine(args), spec, _audit(args), payments_applied=moved)
-    _payments_made(_live(args), moved)
+    with ledger_writer(_engine(args), _redis_url(args.config)):
+        counts = apply_provisioning(_engine(args), spec, _audit(args), payments_applied=moved)
+        _payments_made(_live(args), moved)
     print("loaded " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     return 0
 
@@ -663,10 +665,14 @@ def cmd_rates_tables(args: argparse.Namespace) -> int:
 # --- money ----------------------------------------------------------------------------------
 def cmd_payments_add(args: argparse.Namespace) -> int:
     from billing_core.adapters.admin import add_payment
+    from billing_core.adapters.live_admin import ledger_writer
 
     live = _live(args)
-    summary = add_payment(_engine(args), args.client, args.amount, args.note or "", _audit(args))
-    _payments_made(live, [(summary["id"], args.amount)])
+    with ledger_writer(_engine(args), _redis_url(args.config)):
+        summary = add_payment(
+            _engine(args), args.client, args.amount, args.note or "", _audit(args)
+        )
+        _payments_made(live, [(summary["id"], args.amount)])
     if live is not None:
         from billing_core.adapters.client_queries import client_summary
 

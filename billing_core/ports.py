@@ -280,4 +280,10 @@ class AccountingTx(Protocol):
 class Ledger(Protocol):
     def accounting(self) -> AbstractContextManager[AccountingTx]: ...
 
+    def live_guard(self, *, exclusive: bool) -> AbstractContextManager[None]:
+        """Orders writes to the ledger (plus their live effects, shared) against loading a
+        live state from the ledger (exclusive), across processes: a load never reads a
+        ledger whose changes are about to be applied on top of it."""
+        ...
+
     def reachable(self) -> bool: ...

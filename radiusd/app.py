@@ -94,6 +94,7 @@ async def start(
             config.redis.url.reveal(),
             store.live_client,
             clients=lambda: list(catalog.current.clients),
+            guard=lambda: store.live_guard(exclusive=True),
         )
         if primary:
             rebuilt = await loop.run_in_executor(executor, redis_live.rebuild)
@@ -113,6 +114,7 @@ async def start(
         max_acct_delay_seconds=config.billing.max_acct_delay_seconds,
         stale_grace_seconds=config.billing.stale_grace_seconds,
         max_call_length=config.billing.max_call_length,
+        guard_live=redis_live is not None,
     )
     committer: GroupCommitter[AccountingEvent, AcctOutcome] = GroupCommitter(
         rebuild_if_unseen(accounting.record_many, redis_live, committed_unseen), executor

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Self
@@ -297,7 +298,9 @@ class RedisLiveState:
         loader: ClientLoader,
         *,
         retention_seconds: int = 86400,
+        guard: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
+        self._guard = guard  # exclusive against ledger writers (SqlStore.live_guard)
         self.redis = client
         self._loader = loader
         self._retention_ms = retention_seconds * 1000
@@ -410,7 +413,8 @@ class RedisLiveState:
             done = self._apply(keys=_keys(client_id), args=[json.dumps(ops)])
             if _text(done) == "missing":
                 # not loaded: the database already holds these effects; load it from there
-                self.load_client(client_id, replace=False)
+                # (unguarded: apply runs under the writers' shared guard already)
+                self._load_client(client_id, replace=False)
 
     def view(self, client_ids: Sequence[int], now: datetime) -> dict[int, LiveView]:
         out: dict[int, LiveView] = {}
@@ -427,7 +431,12 @@ class RedisLiveState:
     # --- rebuilding from the database ------------------------------------------------------------
     def load_client(self, client_id: int, *, replace: bool) -> bool:
         """Load one client's balance and accounted calls from the database; with
-        ``replace=False`` only when the client is not loaded yet."""
+        ``replace=False`` only when the client is not loaded yet. Runs under the guard, so
+        no ledger write lands between reading the ledger and writing Redis."""
+        with self._guard():
+            return self._load_client(client_id, replace=replace)
+
+    def _load_client(self, client_id: int, *, replace: bool) -> bool:
         balance, calls = self._loader(client_id)
         records = {call["uid"]: call["record"] for call in calls}
         keys = _keys(client_id)

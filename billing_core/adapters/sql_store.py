@@ -8,6 +8,7 @@ transaction is ``BEGIN IMMEDIATE``), so two processes can never hold the same mo
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -76,6 +77,10 @@ nas_epochs_t = table(NasEpochRow)
 rates_t = table(RateRow)
 settings_t = table(Setting)
 transactions_t = table(TransactionRow)
+
+
+_LIVE_LOCK_KEY = 0x72616469757364  # "radiusd": the advisory lock of live_guard
+_SQLITE_LIVE_LOCK = threading.RLock()
 
 
 def utcnow() -> datetime:
@@ -396,6 +401,25 @@ class SqlStore:
                 }
             )
         return balance, calls
+
+    @contextmanager
+    def live_guard(self, *, exclusive: bool) -> Iterator[None]:
+        """PostgreSQL: a session advisory lock (shared for ledger writers, exclusive for a
+        loader), held on a connection of its own. SQLite: one process-wide lock (a Redis
+        live state over SQLite is a single-process set-up)."""
+        if not self._pg:
+            with _SQLITE_LIVE_LOCK:
+                yield
+            return
+        mode = "" if exclusive else "_shared"
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock{mode}({_LIVE_LOCK_KEY})")
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock{mode}({_LIVE_LOCK_KEY})")
+                conn.commit()
 
     # --- Ledger ---------------------------------------------------------------------------
     @contextmanager

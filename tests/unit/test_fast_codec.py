@@ -65,7 +65,8 @@ def test_decoded_values_equal_pyrads(case: tuple[Any, ...]) -> None:
     ours = CODEC.decode(raw, SECRET)
     cls = rp.AcctPacket if code == rp.AccountingRequest else rp.AuthPacket
     ref = cls(packet=raw, dict=D, secret=SECRET)
-    expected = {key: ref[key] for key in ref.keys() if isinstance(key, str)}
+    # pyrad.Packet.keys() names the attributes; iterating the packet gives raw codes
+    expected = {key: ref[key] for key in ref.keys() if isinstance(key, str)}  # noqa: SIM118
     expected.pop("Proxy-State", None)
     expected.pop("Message-Authenticator", None)
     got = {k: v for k, v in ours.attributes.items() if k not in ("Proxy-State",)}
