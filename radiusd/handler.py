@@ -137,6 +137,7 @@ class Handler:
         event = attributes.accounting_event(request, key, nas.bill_leg, self.clock())
         if event is None:
             self.metrics.dropped.labels("malformed_accounting").inc()
+            self.metrics.nas_dropped.labels(nas.name, "malformed_accounting").inc()
             self.metrics.requests.labels("acct", "dropped").inc()
             return None
         outcome = await self.accounting(event)
