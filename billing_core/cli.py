@@ -608,17 +608,7 @@ def cmd_accounts_delete(args: argparse.Namespace) -> int:
 
 
 # --- rates ----------------------------------------------------------------------------------
-RATE_COLUMNS = (
-    "code",
-    "name",
-    "rate",
-    "setup_fee",
-    "min_volume",
-    "interval",
-    "grace_volume",
-    "effective_date",
-    "end_date",
-)
+from billing_core.provisioning import RATE_COLUMNS  # noqa: E402 - the rates' columns
 
 
 def cmd_rates_import(args: argparse.Namespace) -> int:

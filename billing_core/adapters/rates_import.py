@@ -42,6 +42,7 @@ from billing_core.money import display as fmt
 from billing_core.money import to_micros
 from billing_core.numbers import digits_only, normalize_number
 from billing_core.provisioning import (
+    RATE_COLUMNS,
     ProvisioningError,
     RateSpec,
     check_code,
@@ -61,17 +62,7 @@ SQLITE_CHUNK = 5000
 _CODE_MAX = 32
 _NAME_MAX = 128
 
-_VALUE_COLUMNS = (
-    "code",
-    "name",
-    "rate",
-    "setup_fee",
-    "min_volume",
-    "interval",
-    "grace_volume",
-    "effective_date",
-    "end_date",
-)
+_VALUE_COLUMNS = RATE_COLUMNS
 _UPDATED_COLUMNS = tuple(c for c in _VALUE_COLUMNS if c not in {"code", "effective_date"})
 
 _staging_metadata = MetaData()
