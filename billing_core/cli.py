@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from billing_core.errors import UserError
 from billing_core.money import parse_amount
+from billing_core.provisioning import RATE_COLUMNS
 
 if TYPE_CHECKING:
     from billing_core.adapters.admin_clients import TagChange
@@ -608,7 +609,6 @@ def cmd_accounts_delete(args: argparse.Namespace) -> int:
 
 
 # --- rates ----------------------------------------------------------------------------------
-from billing_core.provisioning import RATE_COLUMNS  # noqa: E402 - the rates' columns
 
 
 def cmd_rates_import(args: argparse.Namespace) -> int:
