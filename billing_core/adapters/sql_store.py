@@ -455,7 +455,8 @@ def _load_rates(conn: Connection) -> dict[int, RateTableIndex]:
     builders: dict[int, RateIndexBuilder] = {}
     # names are left out: rating does not need them (the CDR records the code), and a deck
     # of a million prefixes often has a name per prefix
-    result = conn.exec_driver_sql(
+    # streamed (a server-side cursor on PostgreSQL): a million rows are never held at once
+    result = conn.execution_options(stream_results=True, max_row_buffer=20000).exec_driver_sql(
         "SELECT rate_table_id, code, rate, setup_fee, min_volume, interval, "
         "grace_volume, effective_date, end_date FROM rates"
     )
