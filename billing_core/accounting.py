@@ -125,10 +125,12 @@ class AccountingService:
     def _close_stale(self, now: datetime) -> int:
         batch = _Batch()
         with self._ledger.accounting() as tx:
-            calls = tx.stale_calls(now, self._stale_grace, self._max_call_length)
+            # a call without a grant (accounting with no authorization) is allowed the cap
+            cap = self._catalog().max_call_length or self._max_call_length
+            calls = tx.stale_calls(now, self._stale_grace, cap)
             for call in calls:
                 self._close_call(tx, call, "stale", now, batch)
-            retention = self._max_call_length + self._stale_grace + self._hold_seconds
+            retention = cap + self._stale_grace + self._hold_seconds
             tx.purge_lapsed(now - timedelta(seconds=retention))
         if batch.effects:
             self._live.apply(batch.effects)

@@ -6,8 +6,6 @@ import argparse
 import os
 import sys
 
-from billing_core.errors import UserError
-
 from .config import ConfigError, load_config, render_effective, resolve_config_path
 from .logging import configure
 from .loop import run
@@ -51,14 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         from .app import serve
 
         return run(serve(config, config_path))
-    except UserError as exc:
-        print(f"radiusd: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"radiusd: cannot start: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 0
+    except Exception as exc:  # noqa: BLE001 - one line naming the problem, never a traceback
+        from .app import start_failure
+
+        print(f"radiusd: {start_failure(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

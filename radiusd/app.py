@@ -15,10 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from sqlalchemy import Engine
+
 from billing_core.accounting import AccountingService, AcctOutcome
-from billing_core.adapters.db import make_engine, track_commits
+from billing_core.adapters.db import current_revision, head_revision, make_engine, track_commits
+from billing_core.adapters.errors import unavailable
 from billing_core.adapters.redis_live import AsyncAuthorizer, RedisLiveState, ResyncingLive
 from billing_core.adapters.sql_store import SqlStore
+from billing_core.errors import UserError
 from billing_core.ports import LiveState
 from billing_core.services import AuthorizationService, CatalogCache
 from billing_core.sessions import AccountingEvent
@@ -86,6 +90,7 @@ async def start(
         max_workers=1 if sqlite else config.database.pool_size, thread_name_prefix="db"
     )
     loop = asyncio.get_running_loop()
+    await loop.run_in_executor(executor, require_current_schema, engine)
     catalog = await loop.run_in_executor(executor, CatalogCache, store)
     live: LiveState = store
     redis_live: ResyncingLive | None = None
@@ -214,6 +219,30 @@ def rebuild_if_unseen(
 
 
 HEALTH_TIMEOUT = 2.0  # seconds a part may take to answer /healthz before it counts as down
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Refuse to serve on a database whose schema is not the one this version writes."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise UserError(
+            f"database schema is at revision {current or 'none'}, this version needs {head}: "
+            "run `billingctl db upgrade`"
+        )
+
+
+def start_failure(exc: BaseException) -> str:
+    """One line saying why the daemon could not start (never a traceback)."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    down = unavailable(exc)
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first = detail[0] if detail else type(exc).__name__
+    if down is not None:
+        return f"cannot start: {down} unreachable: {first}"
+    if isinstance(exc, OSError):  # a port taken, an address not ours
+        return f"cannot start: {exc}"
+    return f"cannot start: {type(exc).__name__}: {first}"
 
 
 def health_check(

@@ -58,8 +58,10 @@ def _worker(config_path: str | None, index: int) -> None:
     get_logger("radiusd").info("worker_started", worker=index, pid=os.getpid())
     try:
         code = run(serve(config, path, serve_http=False, primary=index == 0))
-    except OSError as exc:  # as `radiusd serve` without workers: one line, no traceback
-        print(f"radiusd: cannot start: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - as `radiusd serve` without workers: one line
+        from .app import start_failure
+
+        print(f"radiusd: {start_failure(exc)}", file=sys.stderr)
         raise SystemExit(CANNOT_START) from None
     raise SystemExit(code)
 
