@@ -164,3 +164,32 @@ def test_unknown_nas_and_bad_secret_get_no_reply(daemon: Daemon, tmp_path: Path)
     _status, metrics = daemon.http("/metrics")
     assert 'radiusd_dropped_total{reason="bad_authenticator"}' in metrics
     assert daemon.stop() == 0
+
+
+def test_start_failures_are_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from .conftest import BIN, free_port, write_config
+
+    cases = [
+        (f"sqlite:///{tmp_path / 'empty.db'}", "run `billingctl db upgrade`"),
+        ("postgresql+psycopg://postgres@127.0.0.1:1/none", "database unreachable"),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADIUSD_")}
+    for url, expected in cases:
+        config = tmp_path / "radiusd.toml"
+        write_config(config, url, free_port(), free_port(), free_port())
+        result = subprocess.run(
+            [str(BIN / "radiusd"), "serve", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 1
+        lines = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("radiusd: ") and expected in lines[0]
+        assert "Traceback" not in result.stderr
