@@ -27,7 +27,7 @@ from billing_core.ports import LiveState
 from billing_core.services import AuthorizationService, CatalogCache
 from billing_core.sessions import AccountingEvent
 
-from .batching import GroupCommitter
+from .batching import LanedCommitter
 from .codec import Codec, load_dictionary
 from .config import Config, ConfigError, ListenAddress, load_config
 from .handler import Handler
@@ -50,7 +50,7 @@ class Running:
     executor: ThreadPoolExecutor
     catalog: CatalogCache
     metrics: Metrics
-    committer: GroupCommitter[AccountingEvent, AcctOutcome]
+    committer: LanedCommitter[AccountingEvent, AcctOutcome]
     accounting: AccountingService
     redis_live: ResyncingLive | None
     store: SqlStore
@@ -121,8 +121,11 @@ async def start(
         max_call_length=config.billing.max_call_length,
         guard_live=redis_live is not None,
     )
-    committer: GroupCommitter[AccountingEvent, AcctOutcome] = GroupCommitter(
-        rebuild_if_unseen(accounting.record_many, redis_live, committed_unseen), executor
+    committer: LanedCommitter[AccountingEvent, AcctOutcome] = LanedCommitter(
+        rebuild_if_unseen(accounting.record_many, redis_live, committed_unseen),
+        executor,
+        call_lane,
+        lanes=1 if sqlite else ACCOUNTING_LANES,
     )
     committer.start()
     codec = Codec(load_dictionary(config.server.dictionary))
@@ -219,6 +222,15 @@ def rebuild_if_unseen(
 
 
 HEALTH_TIMEOUT = 2.0  # seconds a part may take to answer /healthz before it counts as down
+
+
+ACCOUNTING_LANES = 2  # PostgreSQL: batches that overlap (SQLite has one writer)
+
+
+def call_lane(event: AccountingEvent) -> str:
+    """Requests of one call share a lane: the legs of a call share its h323-conf-id, else
+    its Acct-Session-Id (Sippy); Accounting-On/Off of a NAS key go by the NAS key."""
+    return f"{event.nas_key}|{event.conf_id or event.acct_session_id}"
 
 
 def require_current_schema(engine: Engine) -> None:

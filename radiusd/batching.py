@@ -8,6 +8,7 @@ time, so one bad packet never holds back the others (its own request gets no ans
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Generic, TypeVar
@@ -82,3 +83,38 @@ class GroupCommitter(Generic[In, Out]):
                 continue
             if not future.done():
                 future.set_result(result[0])
+
+
+class LanedCommitter(Generic[In, Out]):
+    """Several group committers side by side, so that one batch's database round trips and
+    commit overlap another's (PostgreSQL). A request's lane comes from ``key``: requests of
+    one call always share a lane, so they are applied in the order they arrived."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[In]], list[Out]],
+        executor: Executor,
+        key: Callable[[In], str],
+        *,
+        lanes: int,
+        max_batch: int = 128,
+    ) -> None:
+        self._key = key
+        self._lanes = [
+            GroupCommitter(run_batch, executor, max_batch=max_batch) for _ in range(lanes)
+        ]
+
+    def start(self) -> None:
+        for lane in self._lanes:
+            lane.start()
+
+    async def submit(self, item: In) -> Out:
+        lane = self._lanes[zlib.crc32(self._key(item).encode()) % len(self._lanes)]
+        return await lane.submit(item)
+
+    @property
+    def pending(self) -> int:
+        return sum(lane.pending for lane in self._lanes)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(lane.close() for lane in self._lanes))

@@ -573,7 +573,8 @@ class SqlAccountingTx:
         self._balance_moves: dict[int, Decimal] = {}
 
     def finish(self) -> None:
-        for client_id, amount in self._balance_moves.items():
+        # in client order: two transactions never wait on each other's rows crosswise
+        for client_id, amount in sorted(self._balance_moves.items()):
             if amount:
                 change_balance(self.conn, client_id, amount)
         self._balance_moves.clear()
