@@ -757,7 +757,7 @@ def cmd_sessions_list(args: argparse.Namespace) -> int:
     from billing_core.adapters.admin import list_sessions
 
     columns = ("acct_session_id", "client", "nas", "called", "state", "granted_seconds", "held")
-    _print(list_sessions(_engine(args), args.client), args.format, columns)
+    _print(list_sessions(_engine(args), args.client, live=_live(args)), args.format, columns)
     return 0
 
 

@@ -441,17 +441,43 @@ def update_setting(
 
 
 # --- calls -------------------------------------------------------------------------------------
-def list_sessions(engine: Engine, client: str | None = None) -> list[dict[str, Any]]:
+def list_sessions(
+    engine: Engine, client: str | None = None, live: Any = None
+) -> list[dict[str, Any]]:
+    """Calls in progress: from the database, plus (with Redis) the authorizations that hold
+    funds in Redis and have no accounting yet."""
     now = utcnow()
+    held_only: list[dict[str, Any]] = []
     with engine.connect() as conn:
+        wanted = find_client(conn, client).id if client else None
+        if live is not None and hasattr(live, "held_calls"):
+            names = {r.id: r.name for r in conn.execute(select(clients_t.c.id, clients_t.c.name))}
+            for hold in live.held_calls(now):
+                if wanted is not None and hold["client_id"] != wanted:
+                    continue
+                held_only.append(
+                    {
+                        "id": None,
+                        "acct_session_id": "",
+                        "identifiers": sorted(hold["identifiers"]),
+                        "client": names.get(hold["client_id"], str(hold["client_id"])),
+                        "nas": hold["nas"],
+                        "called": hold["called"],
+                        "state": "held",
+                        "granted_seconds": hold["granted_seconds"],
+                        "held": fmt(hold["held"]),
+                        "authorized_at": _iso(hold["authorized_at"]),
+                        "started_at": None,
+                    }
+                )
         query = (
             select(calls_t, clients_t.c.name.label("client_name"))
             .join(clients_t, clients_t.c.id == calls_t.c.client_id)
             .where(live_calls_condition(now))
             .order_by(calls_t.c.id)
         )
-        if client:
-            query = query.where(clients_t.c.id == find_client(conn, client).id)
+        if wanted is not None:
+            query = query.where(clients_t.c.id == wanted)
         rows = list(conn.execute(query))
         keys: dict[int, list[str]] = {}
         from .sql_store import call_keys_t
@@ -478,7 +504,7 @@ def list_sessions(engine: Engine, client: str | None = None) -> list[dict[str, A
             "started_at": _iso(r.started_at),
         }
         for r in rows
-    ]
+    ] + held_only
 
 
 def list_cdrs(engine: Engine, client: str | None = None) -> list[dict[str, Any]]:

@@ -428,6 +428,34 @@ class RedisLiveState:
             )
         return out
 
+    def held_calls(self, now: datetime) -> list[dict[str, Any]]:
+        """Authorizations holding funds whose accounting has not been recorded yet: they live
+        only here (the database knows the calls whose accounting it recorded)."""
+        out: list[dict[str, Any]] = []
+        now_ms = _ms(now)
+        for key in self.redis.scan_iter(match="{c:*}:calls", count=1000):
+            name = _text(key)
+            client_id = int(name[3 : name.index("}")])
+            for uid, raw in self.redis.hgetall(key).items():
+                record = json.loads(raw)
+                if record.get("x") == 1 or record.get("s") != "h" or record.get("e", 0) <= now_ms:
+                    continue
+                out.append(
+                    {
+                        "client_id": client_id,
+                        "uid": _text(uid),
+                        "nas": record.get("n", ""),
+                        "called": record.get("c", ""),
+                        "granted_seconds": record.get("g"),
+                        "held": from_micros(int(record.get("h", 0))),
+                        "identifiers": list(record.get("i", [])),
+                        "authorized_at": datetime.fromtimestamp(int(record["t"]) / 1000, UTC)
+                        if record.get("t")
+                        else None,
+                    }
+                )
+        return out
+
     # --- rebuilding from the database ------------------------------------------------------------
     def load_client(self, client_id: int, *, replace: bool) -> bool:
         """Load one client's balance and accounted calls from the database; with

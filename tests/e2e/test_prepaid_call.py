@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .conftest import Daemon
@@ -55,6 +56,10 @@ def test_a_prepaid_call_is_granted_charged_and_shown(daemon: Daemon, tmp_path: P
     assert reply.cisco("h323-preferred-lang") == "es"
     assert "Message-Authenticator" in reply.attributes
     assert daemon.client("Acme")["held"] == "1.00"
+    held = json.loads(daemon.billingctl("sessions", "list", "--format", "json").stdout)
+    assert [(s["client"], s["state"], s["granted_seconds"], s["held"]) for s in held] == [
+        ("Acme", "held", 600, "1.00")
+    ]
 
     call = {
         "User-Name": '"acme"',
