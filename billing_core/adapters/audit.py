@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, insert, or_, select
 
 from billing_core.errors import NotFoundError
 from billing_core.money import display
+from billing_core.provisioning import CLIENT_FIELDS
 
 from .client_queries import tags_of
 from .models import AuditRow, RateTableRow, table
@@ -33,32 +34,7 @@ MASK_CHANGED = "*** (changed)"
 #: Client columns recorded in a client's snapshot, in this order (rate_table_id as a name).
 SNAPSHOT_COLUMNS = (
     "name",
-    "status",
-    "currency",
-    "timezone",
-    "locale",
-    "bill_events_by",
-    "postpaid",
-    "credit",
-    "rate_table_id",
-    "capacity",
-    "low_balance_threshold",
-    "low_balance_capacity",
-    "reseller",
-    "tax_profile",
-    "payment_terms",
-    "hidden_numbers",
-    "autoinvoicing",
-    "last_invoiced",
-    "company_name",
-    "main_email",
-    "billing_email",
-    "rates_email",
-    "address",
-    "zip_code",
-    "tax_id",
-    "registration_id",
-    "account_details",
+    *("rate_table_id" if field == "rate_table" else field for field in CLIENT_FIELDS),
 )
 
 
