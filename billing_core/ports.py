@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
@@ -25,12 +25,16 @@ class Catalog:
     accounts: AccountIndex
     rate_tables: Mapping[int, RateTableIndex]
     max_call_length: int | None  # the database setting; None: the config file's value
+    rate_versions: Mapping[int, int] = field(default_factory=dict)  # table id -> rates version
 
 
 class CatalogSource(Protocol):
     def catalog_version(self) -> int: ...
 
-    def load_catalog(self) -> Catalog: ...
+    def load_catalog(self, previous: Catalog | None = None) -> Catalog:
+        """A new catalog; the rate indexes of ``previous`` whose table did not change are
+        reused instead of rebuilt."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,7 +84,7 @@ class CatalogCache:
             self._checked = now
             if not force and self._source.catalog_version() == self._catalog.version:
                 return False
-            self._catalog = self._source.load_catalog()
+            self._catalog = self._source.load_catalog(self._catalog)
             return True
 
 

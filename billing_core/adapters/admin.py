@@ -35,6 +35,7 @@ from .client_queries import (
 from .sql_store import (
     accounts_t,
     bump_catalog_version,
+    bump_rates_version,
     calls_t,
     cdrs_t,
     change_balance,
@@ -155,6 +156,7 @@ def _upsert_rate_table(conn: Connection, table: RateTableSpec, audit: AuditConte
         conn.execute(delete(rates_t).where(rates_t.c.id.in_(chunk)))
     if rows:
         conn.execute(insert(rates_t), rows)
+        bump_rates_version(conn, int(table_id))
     if old is None or old.currency != table.currency or rows:
         added = len(rows) - len(stale)
         record(

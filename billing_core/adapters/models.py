@@ -93,6 +93,9 @@ class RateTableRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     currency: Mapped[str] = mapped_column(String(3))
+    # (0003) moved by every change to the table's rates: a catalog reload rebuilds only the
+    # indexes of the tables whose version moved
+    rates_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class RateRow(Base):

@@ -55,7 +55,7 @@ from billing_core.rating import Rate, RateTableIndex
 from .audit import AuditContext, record
 from .client_queries import rate_tables_t
 from .models import MoneyType, UTCDateTime
-from .sql_store import bump_catalog_version, clients_t, rates_t, utcnow
+from .sql_store import bump_catalog_version, bump_rates_version, clients_t, rates_t, utcnow
 
 MODES = ("replace", "merge")
 SQLITE_CHUNK = 5000
@@ -291,6 +291,7 @@ def import_rates(
         after = _count(conn, table_id)
         if conn.dialect.name == "sqlite":
             staging_t.drop(conn)
+        bump_rates_version(conn, table_id)
         bump_catalog_version(conn)
         if mode == "replace":
             counts = {"added": after, "updated": 0, "removed": before}

@@ -60,6 +60,7 @@ from .models import (
     LiveBalanceRow,
     NasEpochRow,
     RateRow,
+    RateTableRow,
     Setting,
     TransactionRow,
     table,
@@ -75,6 +76,7 @@ clients_t = table(ClientRow)
 live_t = table(LiveBalanceRow)
 nas_epochs_t = table(NasEpochRow)
 rates_t = table(RateRow)
+rate_tables_t = table(RateTableRow)
 settings_t = table(Setting)
 transactions_t = table(TransactionRow)
 
@@ -85,6 +87,15 @@ _SQLITE_LIVE_LOCK = threading.RLock()
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def bump_rates_version(conn: Connection, table_id: int) -> None:
+    """After a change to a rate table's rates (same transaction as the change)."""
+    conn.execute(
+        update(rate_tables_t)
+        .where(rate_tables_t.c.id == table_id)
+        .values(rates_version=rate_tables_t.c.rates_version + 1)
+    )
 
 
 def bump_catalog_version(conn: Connection) -> None:
@@ -162,7 +173,7 @@ class SqlStore:
                 ).scalar_one()
             )
 
-    def load_catalog(self) -> Catalog:
+    def load_catalog(self, previous: Catalog | None = None) -> Catalog:
         with self.engine.connect() as conn:
             version = int(
                 conn.execute(
@@ -189,7 +200,19 @@ class SqlStore:
                 )
                 for row in conn.execute(select(accounts_t))
             ]
-            by_table = _load_rates(conn)
+            versions = {
+                row.id: int(row.rates_version)
+                for row in conn.execute(select(rate_tables_t.c.id, rate_tables_t.c.rates_version))
+            }
+            kept = {
+                table_id: previous.rate_tables[table_id]
+                for table_id, version in versions.items()
+                if previous is not None
+                and previous.rate_versions.get(table_id) == version
+                and table_id in previous.rate_tables
+            }
+            changed = [table_id for table_id in versions if table_id not in kept]
+            by_table = {**kept, **(_load_rates(conn, changed) if changed else {})}
             mcl = conn.execute(
                 select(settings_t.c.value).where(settings_t.c.name == "max_call_length")
             ).scalar_one_or_none()
@@ -198,6 +221,7 @@ class SqlStore:
             clients=clients,
             accounts=AccountIndex(accounts),
             rate_tables=by_table,
+            rate_versions=versions,
             max_call_length=int(mcl) if mcl is not None else None,
         )
 
@@ -430,7 +454,7 @@ class SqlStore:
             tx.finish()
 
 
-def _load_rates(conn: Connection) -> dict[int, RateTableIndex]:
+def _load_rates(conn: Connection, table_ids: Sequence[int]) -> dict[int, RateTableIndex]:
     """Every rate table's index, read with a plain cursor and built row by row (a million
     rows in seconds), equal values shared: a table has few distinct prices, grids and dates."""
     shared: dict[object, object] = {}
@@ -456,9 +480,10 @@ def _load_rates(conn: Connection) -> dict[int, RateTableIndex]:
     # names are left out: rating does not need them (the CDR records the code), and a deck
     # of a million prefixes often has a name per prefix
     # streamed (a server-side cursor on PostgreSQL): a million rows are never held at once
+    ids = ",".join(str(int(table_id)) for table_id in table_ids)
     result = conn.execution_options(stream_results=True, max_row_buffer=20000).exec_driver_sql(
         "SELECT rate_table_id, code, rate, setup_fee, min_volume, interval, "
-        "grace_volume, effective_date, end_date FROM rates"
+        f"grace_volume, effective_date, end_date FROM rates WHERE rate_table_id IN ({ids})"
     )
     for table_id, code, rate, setup, min_volume, interval, grace, start, end in result:
         builder = builders.get(table_id)

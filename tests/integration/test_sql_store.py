@@ -236,3 +236,25 @@ def test_sqlite_file_database_is_created_with_its_directory(tmp_path: Path) -> N
     url = f"sqlite:///{tmp_path / 'deep' / 'dir' / 'billing.db'}"
     upgrade(make_engine(url))
     assert (tmp_path / "deep" / "dir" / "billing.db").exists()
+
+
+def test_a_catalog_reload_rebuilds_only_the_rate_tables_that_changed(db_url: str) -> None:
+    engine = make_engine(db_url)
+    admin.apply_provisioning(engine, spec())
+    cache = CatalogCache(SqlStore(engine), min_interval=0)
+    ((table_id, index),) = cache.current.rate_tables.items()
+    admin.update_setting(engine, "max_call_length", "600")  # a change that is not a rate
+    assert cache.refresh() is True
+    assert cache.current.rate_tables[table_id] is index  # reused, not rebuilt
+    changed = spec()
+    rate = changed.rate_tables[0].rates[0]
+    from dataclasses import replace
+
+    new_rate = replace(rate, rate=Decimal("0.50"))
+    changed = replace(changed, rate_tables=(replace(changed.rate_tables[0], rates=(new_rate,)),))
+    admin.apply_provisioning(engine, changed)
+    assert cache.refresh() is True
+    rebuilt = cache.current.rate_tables[table_id]
+    assert rebuilt is not index
+    found = rebuilt.lookup("15550001111", now())
+    assert found is not None and found.rate == Decimal("0.50")
