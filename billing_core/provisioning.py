@@ -72,6 +72,13 @@ RATE_COLUMNS: tuple[str, ...] = (
     "effective_date",
     "end_date",
 )
+
+
+def rate_row(rate: RateSpec) -> dict[str, object]:
+    """A rate as a row of the rates table (its columns are the spec's fields)."""
+    return {column: getattr(rate, column) for column in RATE_COLUMNS}
+
+
 #: The columns a rates CSV header must contain.
 RATE_REQUIRED_COLUMNS: tuple[str, ...] = ("code", "rate", "effective_date")
 

@@ -20,7 +20,7 @@ from billing_core.domain import check_password, hash_password
 from billing_core.errors import UserError
 from billing_core.money import ZERO
 from billing_core.money import display as fmt
-from billing_core.provisioning import ClientSpec, ProvisioningSpec, RateTableSpec
+from billing_core.provisioning import ClientSpec, ProvisioningSpec, RateTableSpec, rate_row
 
 from .audit import AuditContext, audit_t, client_snapshot, record
 from .client_queries import (
@@ -134,18 +134,7 @@ def _upsert_rate_table(conn: Connection, table: RateTableSpec, audit: AuditConte
     stale: list[int] = []
     rows: list[dict[str, Any]] = []
     for rate in table.rates:
-        values = {
-            "rate_table_id": table_id,
-            "code": rate.code,
-            "name": rate.name,
-            "rate": rate.rate,
-            "setup_fee": rate.setup_fee,
-            "min_volume": rate.min_volume,
-            "interval": rate.interval,
-            "grace_volume": rate.grace_volume,
-            "effective_date": rate.effective_date,
-            "end_date": rate.end_date,
-        }
+        values = {"rate_table_id": table_id, **rate_row(rate)}
         current = existing.get((rate.code, rate.effective_date))
         if current is not None:
             if all(getattr(current, key) == values[key] for key in _RATE_VALUES):

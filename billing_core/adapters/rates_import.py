@@ -48,6 +48,7 @@ from billing_core.provisioning import (
     check_code,
     check_currency,
     rate_from_csv_row,
+    rate_row,
 )
 from billing_core.provisioning_file import read_rates_csv
 from billing_core.rating import Rate, RateTableIndex
@@ -180,20 +181,7 @@ def _stage_sqlite(conn: Connection, rows: Iterator[tuple[int, RateSpec]]) -> int
     count = 0
     chunk: list[dict[str, Any]] = []
     for line, rate in rows:
-        chunk.append(
-            {
-                "line": line,
-                "code": rate.code,
-                "name": rate.name,
-                "rate": rate.rate,
-                "setup_fee": rate.setup_fee,
-                "min_volume": rate.min_volume,
-                "interval": rate.interval,
-                "grace_volume": rate.grace_volume,
-                "effective_date": rate.effective_date,
-                "end_date": rate.end_date,
-            }
-        )
+        chunk.append({"line": line, **rate_row(rate)})
         if len(chunk) >= SQLITE_CHUNK:
             conn.execute(insert(staging_t), chunk)
             count += len(chunk)
