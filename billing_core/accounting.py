@@ -25,6 +25,7 @@ from billing_core.ports import (
     ClosedLeg,
     HeldCall,
     Ledger,
+    LedgerConflict,
     LegIdentity,
     LiveEffect,
     LiveState,
@@ -38,6 +39,7 @@ from billing_core.sessions import AccountingEvent, AcctStatus, rating_moment, st
 
 _LEG_STATUSES = (AcctStatus.START, AcctStatus.INTERIM_UPDATE, AcctStatus.STOP, AcctStatus.FAILED)
 _CLOSED_BY_SERVER = ("stale", "accounting-on", "accounting-off")
+_ATTEMPTS = 3  # a batch conflicting with concurrent transactions is run again, twice at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +95,19 @@ class AccountingService:
         return self.record_many([event])[0]
 
     def record_many(self, events: Sequence[AccountingEvent]) -> list[AcctOutcome]:
-        """Record and apply ``events`` in one transaction; then update the live state."""
-        with self._guarded():
-            return self._record_many(events)
+        """Record and apply ``events`` in one transaction; then update the live state.
+
+        A conflict with a concurrent transaction (the same leg stored by another worker, a
+        deadlock) rolls the whole batch back; it is run again and then sees the other's work.
+        """
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self._guarded():
+                    return self._record_many(events)
+            except LedgerConflict:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _guarded(self) -> AbstractContextManager[None]:
         return self._ledger.live_guard(exclusive=False) if self._guard_live else nullcontext()
@@ -109,6 +121,7 @@ class AccountingService:
         outcomes: list[AcctOutcome] = []
         with self._ledger.accounting() as tx:
             tx.record_events(events)
+            tx.prefetch(events)
             for event in events:
                 held = next(hold_of) if event.status in _LEG_STATUSES else None
                 outcomes.append(self._apply(tx, event, held, batch))

@@ -205,10 +205,21 @@ class ClosedLeg:
     closed_by: str
 
 
+class LedgerConflict(Exception):
+    """Another transaction stored the same leg first, or the database gave up one of two
+    transactions waiting on each other: nothing was written, and the work can run again."""
+
+
 class AccountingTx(Protocol):
-    """One database transaction of accounting work; committed when the block exits cleanly."""
+    """One database transaction of accounting work; committed when the block exits cleanly.
+    Writes may be kept until the end: a ``LedgerConflict`` raised then rolls it all back."""
 
     def record_events(self, events: Sequence[AccountingEvent]) -> None: ...
+
+    def prefetch(self, events: Sequence[AccountingEvent]) -> None:
+        """Read ahead what the packets will look up (an optimisation: any lookup works
+        without it)."""
+        ...
 
     def current_epoch(self, nas_key: str) -> tuple[int, datetime | None]:
         """The NAS key's epoch and when (event time) it began; (0, None) before any On/Off."""

@@ -7,11 +7,9 @@ transaction is ``BEGIN IMMEDIATE``), so two processes can never hold the same mo
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -20,7 +18,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
-    bindparam,
     delete,
     func,
     insert,
@@ -30,24 +27,21 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from billing_core.authorization import Accept, Decision, LiveSnapshot, decide
 from billing_core.domain import Account, Client
 from billing_core.identification import AccountIndex
 from billing_core.money import ZERO, from_micros, to_micros
 from billing_core.ports import (
-    CallRecord,
     Catalog,
-    ClosedLeg,
     HeldCall,
     HoldRequest,
-    LegIdentity,
+    LedgerConflict,
     LiveEffect,
     LiveView,
-    StoredLeg,
 )
 from billing_core.rating import RateIndexBuilder, RateTableIndex
-from billing_core.sessions import AccountingEvent
 
 from .models import (
     AccountRow,
@@ -65,6 +59,7 @@ from .models import (
     TransactionRow,
     table,
 )
+from .sql_accounting import SqlAccountingTx, add_keys
 
 accounts_t = table(AccountRow)
 acct_events_t = table(AcctEventRow)
@@ -81,6 +76,7 @@ settings_t = table(Setting)
 transactions_t = table(TransactionRow)
 
 
+_RETRYABLE = frozenset(("40P01", "40001"))  # deadlock detected, serialization failure
 _LIVE_LOCK_KEY = 0x72616469757364  # "radiusd": the advisory lock of live_guard
 _SQLITE_LIVE_LOCK = threading.RLock()
 
@@ -280,7 +276,7 @@ class SqlStore:
                         )
                         .returning(calls_t.c.id)
                     ).scalar_one()
-                    _add_keys(conn, call_id, request.nas_key, request.identifiers)
+                    add_keys(conn, call_id, request.nas_key, request.identifiers)
             elif own is not None:
                 conn.execute(delete(calls_t).where(calls_t.c.id == own))
             return decision
@@ -448,10 +444,16 @@ class SqlStore:
     # --- Ledger ---------------------------------------------------------------------------
     @contextmanager
     def accounting(self) -> Iterator[SqlAccountingTx]:
-        with self.engine.begin() as conn:
-            tx = SqlAccountingTx(conn)
-            yield tx
-            tx.finish()
+        try:
+            with self.engine.begin() as conn:
+                tx = SqlAccountingTx(conn)
+                yield tx
+                tx.finish()
+        except DBAPIError as exc:
+            # PostgreSQL gave up one of two transactions waiting on each other: run it again
+            if getattr(exc.orig, "sqlstate", None) in _RETRYABLE:
+                raise LedgerConflict(str(exc.orig).strip()) from exc
+            raise
 
 
 def _load_rates(conn: Connection, table_ids: Sequence[int]) -> dict[int, RateTableIndex]:
@@ -496,379 +498,3 @@ def _load_rates(conn: Connection, table_ids: Sequence[int]) -> dict[int, RateTab
             ("", money(rate), money(setup), min_volume, interval, grace, effective, moment(end)),
         )
     return {table_id: builder.build() for table_id, builder in builders.items()}
-
-
-class _Statements:
-    """The accounting path's statements, built once per dialect: building a Core statement
-    (coercions, cache key) costs more than running it. Values are bound at execution."""
-
-    def __init__(self, dialect: str) -> None:
-        ignore = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        self.add_keys = ignore(call_keys_t).on_conflict_do_nothing()
-        self.find_call = (
-            select(calls_t, call_keys_t.c.key.label("matched_key"))
-            .join(call_keys_t, call_keys_t.c.call_id == calls_t.c.id)
-            .where(
-                call_keys_t.c.nas_key == bindparam("nas_key"),
-                call_keys_t.c.key.in_(bindparam("keys", expanding=True)),
-            )
-            .order_by(calls_t.c.id.desc())
-        )
-        self.create_call = insert(calls_t).returning(*calls_t.c)
-        self.find_legs = (
-            select(cdrs_t, calls_t.c.live_uid)
-            .outerjoin(calls_t, calls_t.c.id == cdrs_t.c.call_id)
-            .where(
-                cdrs_t.c.nas_key == bindparam("nas_key"),
-                cdrs_t.c.epoch == bindparam("epoch"),
-                cdrs_t.c.acct_session_id == bindparam("acct_session_id"),
-                cdrs_t.c.conf_id == bindparam("conf_id"),
-                cdrs_t.c.origin == bindparam("origin"),
-            )
-            .order_by(cdrs_t.c.id)
-        )
-        self.store_leg = ignore(cdrs_t).on_conflict_do_nothing().returning(cdrs_t.c.id)
-        self.charge = insert(transactions_t)
-        self.end_call = delete(calls_t).where(calls_t.c.id == bindparam("call_id"))
-        self.record_events = insert(acct_events_t)
-        self._updates: dict[frozenset[str], Any] = {}
-
-    def update_call(self, columns: frozenset[str]) -> Any:
-        found = self._updates.get(columns)
-        if found is None:
-            found = self._updates[columns] = (
-                update(calls_t)
-                .where(calls_t.c.id == bindparam("call_id"))
-                .values({name: bindparam(f"v_{name}") for name in columns})
-            )
-        return found
-
-
-_STATEMENTS: dict[str, _Statements] = {}
-
-
-def statements(conn: Connection) -> _Statements:
-    name = conn.dialect.name
-    found = _STATEMENTS.get(name)
-    if found is None:
-        found = _STATEMENTS[name] = _Statements(name)
-    return found
-
-
-def _add_keys(conn: Connection, call_id: int, nas_key: str, identifiers: Sequence[str]) -> None:
-    if identifiers:
-        conn.execute(
-            statements(conn).add_keys,
-            [{"call_id": call_id, "nas_key": nas_key, "key": key} for key in identifiers],
-        )
-
-
-def _call_record(row: Any) -> CallRecord:
-    return CallRecord(
-        id=row.id,
-        client_id=row.client_id,
-        account_id=row.account_id,
-        nas_key=row.nas_key,
-        acct_session_id=row.acct_session_id,
-        conf_id=row.conf_id,
-        origin=row.origin,
-        called=row.called,
-        state=row.state,
-        granted_seconds=row.granted_seconds,
-        hold=row.hold,
-        authorized_at=row.authorized_at,
-        started_at=row.started_at,
-        last_seen_at=row.last_seen_at,
-        max_session_time=row.max_session_time,
-        accounted=bool(row.accounted),
-        epoch=row.epoch,
-        live_uid=row.live_uid,
-    )
-
-
-class SqlAccountingTx:
-    """One accounting transaction. Work is kept to few statements per packet: the packets
-    are inserted in one statement, epochs are read once per NAS key, and live-balance
-    changes are added up and written once per client when the transaction ends."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.sql = statements(conn)
-        self._epochs: dict[str, tuple[int, datetime | None]] = {}
-        self._balance_moves: dict[int, Decimal] = {}
-
-    def finish(self) -> None:
-        # in client order: two transactions never wait on each other's rows crosswise
-        for client_id, amount in sorted(self._balance_moves.items()):
-            if amount:
-                change_balance(self.conn, client_id, amount)
-        self._balance_moves.clear()
-
-    def record_events(self, events: Sequence[AccountingEvent]) -> None:
-        if not events:
-            return
-        self.conn.execute(
-            self.sql.record_events,
-            [
-                {
-                    "nas_key": event.nas_key,
-                    "status": event.status,
-                    "acct_session_id": event.acct_session_id,
-                    "arrived": event.arrived,
-                    "delay": event.delay,
-                    "attributes": json.dumps(event.attributes, separators=(",", ":")),
-                }
-                for event in events
-            ],
-        )
-
-    def current_epoch(self, nas_key: str) -> tuple[int, datetime | None]:
-        known = self._epochs.get(nas_key)
-        if known is not None:
-            return known
-        row = self.conn.execute(
-            select(nas_epochs_t.c.epoch, nas_epochs_t.c.changed_at).where(
-                nas_epochs_t.c.nas_key == nas_key
-            )
-        ).one_or_none()
-        found = (0, None) if row is None else (int(row.epoch), row.changed_at)
-        self._epochs[nas_key] = found
-        return found
-
-    def new_epoch(self, nas_key: str, at: datetime) -> int:
-        epoch, changed = self.current_epoch(nas_key)
-        if epoch == 0 and changed is None:
-            self.conn.execute(insert(nas_epochs_t).values(nas_key=nas_key, epoch=1, changed_at=at))
-        else:
-            self.conn.execute(
-                update(nas_epochs_t)
-                .where(nas_epochs_t.c.nas_key == nas_key)
-                .values(epoch=epoch + 1, changed_at=at)
-            )
-        self._epochs[nas_key] = (epoch + 1, at)
-        return epoch + 1
-
-    def find_call(self, nas_key: str, identifiers: tuple[str, ...]) -> CallRecord | None:
-        rows = list(
-            self.conn.execute(self.sql.find_call, {"nas_key": nas_key, "keys": list(identifiers)})
-        )
-        if not rows:
-            return None
-        newest = rows[0].id
-        matched = frozenset(r.matched_key for r in rows if r.id == newest)
-        return replace(_call_record(rows[0]), keys=matched)
-
-    def calls_of_nas(self, nas_key: str) -> list[CallRecord]:
-        rows = self.conn.execute(
-            select(calls_t).where(calls_t.c.nas_key == nas_key).order_by(calls_t.c.id)
-        )
-        return [_call_record(row) for row in rows]
-
-    def stale_calls(
-        self, now: datetime, grace_seconds: int, default_grant: int
-    ) -> list[CallRecord]:
-        # candidates by the longest possible silence, then the exact rule per call
-        longest = now - timedelta(seconds=grace_seconds)
-        rows = self.conn.execute(
-            select(calls_t).where(
-                calls_t.c.accounted.is_(True),
-                calls_t.c.state == "active",
-                calls_t.c.last_seen_at < longest,
-            )
-        )
-        out = []
-        for row in rows:
-            call = _call_record(row)
-            grant = call.granted_seconds or default_grant
-            if (
-                call.last_seen_at is not None
-                and call.last_seen_at + timedelta(seconds=grant + grace_seconds) < now
-            ):
-                out.append(call)
-        return out
-
-    def purge_lapsed(self, before: datetime) -> int:
-        ids = [
-            row.id
-            for row in self.conn.execute(
-                select(calls_t.c.id).where(
-                    calls_t.c.accounted.is_(False),
-                    calls_t.c.state == "held",
-                    calls_t.c.hold_expires_at < before,
-                )
-            )
-        ]
-        for call_id in ids:
-            self.end_call(call_id)
-        return len(ids)
-
-    def create_call(
-        self,
-        *,
-        client_id: int,
-        account_id: int | None,
-        nas_key: str,
-        epoch: int,
-        acct_session_id: str,
-        conf_id: str,
-        origin: str,
-        called: str,
-        identifiers: tuple[str, ...],
-        state: str,
-        hold: Decimal,
-        granted_seconds: int | None,
-        authorized_at: datetime | None,
-        started_at: datetime | None,
-        seen_at: datetime,
-        live_uid: str,
-        max_session_time: int = 0,
-    ) -> CallRecord:
-        row = self.conn.execute(
-            self.sql.create_call,
-            {
-                "client_id": client_id,
-                "account_id": account_id,
-                "nas_key": nas_key,
-                "acct_session_id": acct_session_id,
-                "conf_id": conf_id,
-                "origin": origin,
-                "called": called,
-                "state": state,
-                "hold": hold,
-                "granted_seconds": granted_seconds,
-                "authorized_at": authorized_at,
-                "started_at": started_at,
-                "last_seen_at": seen_at,
-                "hold_expires_at": None,
-                "max_session_time": max_session_time,
-                "charged": False,
-                "epoch": epoch,
-                "live_uid": live_uid,
-                "accounted": True,
-            },
-        ).one()
-        _add_keys(self.conn, row.id, nas_key, identifiers)
-        return _call_record(row)
-
-    def update_call(
-        self,
-        call_id: int,
-        *,
-        state: str | None = None,
-        started_at: datetime | None = None,
-        max_session_time: int | None = None,
-        hold_expires_at: datetime | None = None,
-        last_seen_at: datetime | None = None,
-        accounted: bool | None = None,
-    ) -> None:
-        values = {
-            key: value
-            for key, value in (
-                ("state", state),
-                ("started_at", started_at),
-                ("max_session_time", max_session_time),
-                ("hold_expires_at", hold_expires_at),
-                ("last_seen_at", last_seen_at),
-                ("accounted", accounted),
-            )
-            if value is not None
-        }
-        if values:
-            self.conn.execute(
-                self.sql.update_call(frozenset(values)),
-                {"call_id": call_id, **{f"v_{name}": value for name, value in values.items()}},
-            )
-
-    def link_leg(self, call: CallRecord, event: AccountingEvent) -> None:
-        new_keys = tuple(k for k in event.identifiers() if k not in call.keys)
-        if new_keys:
-            _add_keys(self.conn, call.id, event.nas_key, new_keys)
-        if not call.acct_session_id:
-            self.conn.execute(
-                update(calls_t)
-                .where(calls_t.c.id == call.id, calls_t.c.acct_session_id == "")
-                .values(
-                    acct_session_id=event.acct_session_id,
-                    conf_id=event.conf_id or "",
-                    origin=event.origin or "",
-                )
-            )
-
-    def find_legs(self, identity: LegIdentity) -> list[StoredLeg]:
-        rows = self.conn.execute(
-            self.sql.find_legs,
-            {
-                "nas_key": identity.nas_key,
-                "epoch": identity.epoch,
-                "acct_session_id": identity.acct_session_id,
-                "conf_id": identity.conf_id,
-                "origin": identity.origin,
-            },
-        )
-        return [
-            StoredLeg(
-                id=row.id,
-                client_id=row.client_id,
-                duration=row.duration,
-                cost=row.cost,
-                closed_by=row.closed_by,
-                corrected=row.corrected_at is not None,
-                called=row.called,
-                rated_at=row.rated_at,
-                call_live_uid=row.live_uid or "",
-            )
-            for row in rows
-        ]
-
-    def store_leg(self, leg: ClosedLeg) -> int | None:
-        identity = leg.identity
-        values = {
-            "client_id": leg.client_id,
-            "account_id": leg.account_id,
-            "call_id": leg.call_id,
-            "nas_key": identity.nas_key,
-            "epoch": identity.epoch,
-            "acct_session_id": identity.acct_session_id,
-            "conf_id": identity.conf_id,
-            "origin": identity.origin,
-            "called": leg.called,
-            "duration": leg.duration,
-            "billed_duration": leg.billed_duration,
-            "cost": leg.cost,
-            "rate_code": leg.rate_code,
-            "rated_at": leg.rated_at,
-            "started_at": leg.started_at,
-            "stopped_at": leg.stopped_at,
-            "closed_by": leg.closed_by,
-            "created_at": utcnow(),
-        }
-        cdr_id = self.conn.execute(self.sql.store_leg, values).scalar_one_or_none()
-        return None if cdr_id is None else int(cdr_id)
-
-    def correct_leg(
-        self, cdr_id: int, *, duration: int, billed_duration: int, cost: Decimal, at: datetime
-    ) -> None:
-        self.conn.execute(
-            update(cdrs_t)
-            .where(cdrs_t.c.id == cdr_id)
-            .values(duration=duration, billed_duration=billed_duration, cost=cost, corrected_at=at)
-        )
-
-    def charge(self, client_id: int, amount: Decimal, cdr_id: int, note: str) -> None:
-        self.conn.execute(
-            self.sql.charge,
-            {
-                "client_id": client_id,
-                "kind": "call",
-                "amount": amount,
-                "note": note,
-                "external_id": None,
-                "cdr_id": cdr_id,
-                "created_at": utcnow(),
-            },
-        )
-        self._balance_moves[client_id] = self._balance_moves.get(client_id, ZERO) + amount
-
-    def end_call(self, call_id: int) -> None:
-        # its call_keys go with it (ON DELETE CASCADE)
-        self.conn.execute(self.sql.end_call, {"call_id": call_id})
