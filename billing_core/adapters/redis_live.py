@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any, Self
 
 import redis
+from redis.exceptions import NoScriptError
 
 from billing_core.authorization import Accept, Decision, Reject
 from billing_core.domain import RejectReason
@@ -629,12 +630,30 @@ class ResyncingLive(RedisLiveState):
         return False
 
 
+def _resp(args: Sequence[str | int]) -> bytes:
+    """One command in the Redis protocol (RESP): what redis-py's packer sends for str and int
+    arguments, built without its per-argument type dispatch."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        raw = arg.encode() if isinstance(arg, str) else b"%d" % arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
+
+
 class AsyncAuthorizer:
     """The check-and-hold on redis.asyncio, for the daemon's event loop: no thread hand-off.
 
     Authorizations that arrive in the same turn of the event loop share one pipeline (two
     script calls each: the check-and-hold, and the hold's index entries), so a burst costs
-    one round trip. Loading a missing client (rare) runs ``load`` in a thread."""
+    one round trip. Loading a missing client (rare) runs ``load`` in a thread.
+
+    The batch is written as one RESP buffer on a pooled redis-py connection and its replies
+    read back in order: redis-py's Pipeline asks SCRIPT EXISTS before every execute (a second
+    round trip per batch) and packs each argument through a generic encoder, which cost more
+    CPU than the script itself. A script missing from the server (Redis restarted or flushed
+    its scripts) answers NOSCRIPT: the scripts are loaded and only those commands sent
+    again. Connection errors and timeouts go through the connection's retry policy (redis-py's
+    default: a few reconnects with backoff), then fail every request of the batch."""
 
     def __init__(
         self,
@@ -684,30 +703,82 @@ class AsyncAuthorizer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _commands(self, request: HoldRequest) -> list[bytes]:
+        """The request's commands: EVALSHA of AUTHORIZE, then (a call with identifiers and a
+        rate) EVALSHA of INDEX for its entries."""
+        script = _resp(
+            [
+                "EVALSHA",
+                self._script.sha,
+                3,
+                *_keys(request.terms.client.id),
+                *authorize_args(request, self._retention_ms),
+            ]
+        )
+        if not (request.identifiers and request.terms.rate is not None):
+            return [script]
+        index_keys, index_args = index_call(request, request.uid)
+        return [
+            script,
+            _resp(["EVALSHA", self._index.sha, len(index_keys), *index_keys, *index_args]),
+        ]
+
     async def _send(self, batch: list[tuple[HoldRequest, Any]]) -> None:
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for request, _future in batch:
-                await self._script(
-                    keys=_keys(request.terms.client.id),
-                    args=authorize_args(request, self._retention_ms),
-                    client=pipe,
-                )
-                if request.identifiers and request.terms.rate is not None:
-                    keys, args = index_call(request, request.uid)
-                    await self._index(keys=keys, args=args, client=pipe)
-            replies = iter(await pipe.execute())
+            commands = [self._commands(request) for request, _future in batch]
+            replies = iter(await self._execute([c for cs in commands for c in cs]))
         except Exception as exc:  # noqa: BLE001 - every request of the batch fails with it
             for _request, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for request, future in batch:
+        for (_request, future), sent in zip(batch, commands, strict=True):
             reply = next(replies)
-            if request.identifiers and request.terms.rate is not None:
+            for _index_reply in sent[1:]:
                 next(replies)
-            if not future.done():
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
                 future.set_result(reply)
+
+    async def _execute(self, commands: list[bytes]) -> list[Any]:
+        """Send the commands in one write, read their replies (a Redis error reply in its
+        place, as an exception); NOSCRIPT replies are sent again once the scripts are loaded."""
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+
+            async def round_trip() -> list[Any]:
+                replies = await self._round_trip(conn, commands)
+                missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+                if missing:
+                    for script in (self._script, self._index):
+                        await conn.send_command("SCRIPT", "LOAD", script.script)
+                        await conn.read_response()
+                    again = await self._round_trip(conn, [commands[i] for i in missing])
+                    for i, reply in zip(missing, again, strict=True):
+                        replies[i] = reply
+                return replies
+
+            async def failed(error: Exception) -> None:
+                await conn.disconnect(error=error)
+
+            return await conn.retry.call_with_retry(round_trip, failed)  # type: ignore[no-any-return]
+        finally:
+            await pool.release(conn)
+
+    @staticmethod
+    async def _round_trip(conn: Any, commands: list[bytes]) -> list[Any]:
+        await conn.send_packed_command(b"".join(commands))
+        replies: list[Any] = []
+        for _command in commands:
+            try:
+                replies.append(await conn.read_response())
+            except redis.ResponseError as exc:  # read the others: the connection stays in step
+                replies.append(exc)
+        return replies
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -1,0 +1,185 @@
+"""AsyncAuthorizer (the daemon's check-and-hold on redis.asyncio) against a real Redis: the
+same decisions and Redis writes as the synchronous RedisLiveState, batching, scripts missing
+from the server, a dropped connection, and an unreachable server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import pytest
+import redis
+
+from billing_core.adapters.redis_live import AsyncAuthorizer, RedisLiveState
+from billing_core.authorization import Accept, GrantTerms, Reject
+from billing_core.domain import RejectReason
+
+from .test_redis_live import client, rate, request
+
+T = TypeVar("T")
+
+TERMS = GrantTerms(client(), rate(rate=Decimal("0.60")), 120)  # cost(120) = 1.20
+
+
+def run(make: Callable[[AsyncAuthorizer], Awaitable[T]], url: str, **kw: Any) -> T:
+    """``make(authorizer)`` on a fresh event loop with a fresh authorizer, closed after."""
+
+    async def main() -> T:
+        authorizer = AsyncAuthorizer(url, kw.pop("load", lambda _cid: None), **kw)
+        try:
+            return await asyncio.wait_for(make(authorizer), timeout=20)
+        finally:
+            await authorizer.close()
+
+    return asyncio.run(main())
+
+
+def state(r: redis.Redis) -> dict[str, Any]:
+    """Every key and its value (hashes as dicts), without the calls' timestamps."""
+    out: dict[str, Any] = {}
+    for name in sorted(bytes(key).decode() for key in r.scan_iter()):
+        kind = r.type(name)
+        if name == "{c:7}:calls":
+            records = {k: json.loads(v) for k, v in r.hgetall(name).items()}
+            for record in records.values():
+                del record["t"], record["e"]
+            out[name] = records
+        elif kind == b"hash":
+            out[name] = r.hgetall(name)
+        else:
+            out[name] = (r.get(name), r.ttl(name) > 0)
+    return out
+
+
+def test_decisions_and_writes_equal_the_synchronous_live_state(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    requests = [request(TERMS, (f"conf-{i}", f"call-{i}"), uid=f"u{i}") for i in range(6)] + [
+        request(TERMS, ("conf-1", "call-1"), uid="again"),  # the same call again
+        request(TERMS, (), uid="no-ids"),
+        request(GrantTerms(client(), None, 120), ("auth-only",), uid="auth-only"),
+    ]
+
+    r.set("{c:7}:bal", 5_000_000)  # 5.00: four calls of 1.20, then 0.20 left
+    sync_live = RedisLiveState(r, lambda _cid: (Decimal(0), []))
+    expected = [sync_live.authorize(req) for req in requests]
+    expected_state = state(r)
+
+    r.flushdb()
+    r.set("{c:7}:bal", 5_000_000)
+
+    async def one_by_one(authorizer: AsyncAuthorizer) -> list[Any]:
+        return [await authorizer.authorize(req) for req in requests]
+
+    assert run(one_by_one, redis_url) == expected
+    assert state(r) == expected_state
+    short = Reject(RejectReason.INSUFFICIENT_FUNDS)
+    assert expected == [
+        Accept(120, Decimal("1.20"), Decimal("5.00")),
+        Accept(120, Decimal("1.20"), Decimal("3.80")),
+        Accept(120, Decimal("1.20"), Decimal("2.60")),
+        Accept(120, Decimal("1.20"), Decimal("1.40")),
+        short,  # 0.20 left, a minute costs 0.60
+        short,
+        Accept(120, Decimal("1.20"), Decimal("1.40")),  # conf-1 again: its own hold is not counted
+        short,
+        Accept(None, Decimal(0), Decimal("0.20")),
+    ]
+
+
+def test_a_burst_shares_one_pipeline_and_never_holds_more_than_the_funds(
+    redis_url: str,
+) -> None:
+    r = redis.Redis.from_url(redis_url)
+    r.set("{c:7}:bal", 10_000_000)
+    sent: list[int] = []
+
+    async def burst(authorizer: AsyncAuthorizer) -> list[Any]:
+        execute = authorizer._execute
+
+        async def counting(commands: list[bytes]) -> list[Any]:
+            sent.append(len(commands))
+            return await execute(commands)
+
+        authorizer._execute = counting  # type: ignore[method-assign]
+        return list(
+            await asyncio.gather(
+                *(
+                    authorizer.authorize(request(TERMS, (f"call-{i}",), uid=f"u{i}"))
+                    for i in range(100)
+                )
+            )
+        )
+
+    results = run(burst, redis_url)
+    assert sent == [200]  # one write: the script and the index entries of each request
+    accepted = [d for d in results if isinstance(d, Accept)]
+    assert sorted(d.grant_seconds or 0 for d in accepted) == [120] * 8
+    assert sum(d.hold for d in accepted) == Decimal("9.60")  # 0.40 left: less than a minute
+    assert results.count(Reject(RejectReason.INSUFFICIENT_FUNDS)) == 92
+    assert r.get("hold:{nas}:call-0") == b"7|u0"
+    assert r.ttl("hold:{nas}:call-99") > 0
+
+
+def test_scripts_missing_from_the_server_are_loaded_and_sent_again(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    r.set("{c:7}:bal", 10_000_000)
+
+    async def flushed_between(authorizer: AsyncAuthorizer) -> list[Any]:
+        first = await authorizer.authorize(request(TERMS, ("a",), uid="a"))
+        r.script_flush()
+        second = await authorizer.authorize(request(TERMS, ("b",), uid="b"))
+        r.script_flush()
+        third = await authorizer.authorize(request(TERMS, (), uid="c"))  # no index script
+        return [first, second, third]
+
+    decisions = run(flushed_between, redis_url)
+    assert [d.grant_seconds for d in decisions] == [120, 120, 120]
+    assert r.hlen("{c:7}:calls") == 3  # each held once, none twice
+    assert r.get("hold:{nas}:b") == b"7|b"
+
+
+def test_a_client_missing_from_redis_is_loaded_then_decided(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    loaded: list[int] = []
+
+    def load(client_id: int) -> None:
+        loaded.append(client_id)
+        r.set("{c:7}:bal", 2_000_000)
+
+    decision = run(lambda a: a.authorize(request(TERMS, ("x",), uid="x")), redis_url, load=load)
+    assert loaded == [7]
+    assert decision == Accept(120, Decimal("1.20"), Decimal("2.00"))
+
+
+def test_a_killed_connection_fails_its_batch_and_the_next_reconnects(redis_url: str) -> None:
+    """As with redis-py's Pipeline on a pool made from a URL (no retries): the batch on the
+    dead connection fails (no reply; the switch sends again), the next one reconnects."""
+    r = redis.Redis.from_url(redis_url)
+    r.set("{c:7}:bal", 10_000_000)
+
+    async def killed_between(authorizer: AsyncAuthorizer) -> list[Any]:
+        first = await authorizer.authorize(request(TERMS, ("a",), uid="a"))
+        r.client_kill_filter(_type="normal", skipme=True)
+        with pytest.raises(redis.ConnectionError):
+            await authorizer.authorize(request(TERMS, ("b",), uid="b"))
+        third = await authorizer.authorize(request(TERMS, ("c",), uid="c"))
+        return [first, third]
+
+    assert [d.grant_seconds for d in run(killed_between, redis_url)] == [120, 120]
+    assert r.hlen("{c:7}:calls") == 2
+
+
+def test_an_unreachable_redis_raises_a_redis_connection_error() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def refused(authorizer: AsyncAuthorizer) -> Any:
+        return await authorizer.authorize(request(TERMS, ("a",), uid="a"))
+
+    with pytest.raises(redis.ConnectionError):
+        run(refused, f"redis://127.0.0.1:{port}/0")
