@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+
+
+class _Output:
+    """Set by configure(): where the per-request line goes when it is JSON and INFO is on."""
+
+    json_requests: structlog.PrintLogger | None = None
+
+
+def _fallback(obj: Any) -> Any:
+    """As structlog's JSONRenderer: ``__structlog__()`` if the object has it, else repr()."""
+    try:
+        return obj.__structlog__()
+    except AttributeError:
+        return repr(obj)
+
+
+# json.dumps(..., default=...) as JSONRenderer calls it, built once instead of per line
+_ENCODE = json.JSONEncoder(default=_fallback).encode
 
 
 def configure(log_format: str = "auto", level: str = "info") -> None:
@@ -14,6 +34,7 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -22,11 +43,12 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
+    )
+    _Output.json_requests = (
+        structlog.PrintLogger(file=sys.stderr) if use_json and threshold <= logging.INFO else None
     )
     # pyrad logs every drop at ERROR; we count drops ourselves
     logging.getLogger("pyrad").setLevel(logging.CRITICAL)
@@ -34,3 +56,28 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
 
 def get_logger(name: str = "radiusd") -> Any:
     return structlog.get_logger(name)
+
+
+class RequestLogger:
+    """The logger of the per-request line. ``info(event, **fields)`` writes what structlog's
+    chain above would (fields in order, then event, level, timestamp; the same JSON), but
+    without running the chain: at thousands of requests a second, its processors cost more
+    than the rest of an Access-Request's Python. Other formats, levels and set-ups (no
+    configure(), or context bound with structlog.contextvars) go through structlog."""
+
+    def __init__(self, name: str) -> None:
+        self._structlog = structlog.get_logger(name)
+
+    def info(self, event: str, **fields: Any) -> None:
+        out = _Output.json_requests
+        if out is None or structlog.contextvars.get_contextvars():
+            self._structlog.info(event, **fields)
+            return
+        fields["event"] = event
+        fields["level"] = "info"
+        fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        out.msg(_ENCODE(fields))
+
+
+def request_logger(name: str = "radiusd.request") -> RequestLogger:
+    return RequestLogger(name)

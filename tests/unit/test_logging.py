@@ -1,0 +1,73 @@
+"""The per-request line written without structlog's chain is the line the chain writes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from radiusd import logging as rlog
+
+FIELDS: dict[str, Any] = {
+    "code": "Access-Request",
+    "nas": "gw|10.0.0.1",
+    "user": "acme \u00e9\u4e2d",
+    "called": "15550001111",
+    "session_id": None,
+    "outcome": "reject",
+    "reason": "no_rate",
+    "grant": None,
+    "client": "Acme",
+    "elapsed": 1.2e-05,
+    "odd": object(),  # not JSON: repr(), as JSONRenderer's fallback does
+}
+
+
+@pytest.fixture
+def stderr(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
+    """What was written to stderr so far (configure() binds the sys.stderr of the test)."""
+    yield lambda: capsys.readouterr().err
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    rlog._Output.json_requests = None
+
+
+def without_time(text: str) -> str:
+    record = json.loads(text)
+    assert record.pop("timestamp").endswith("Z")
+    return json.dumps(record)
+
+
+def test_the_fast_line_is_the_structlog_line(stderr: Callable[[], str]) -> None:
+    rlog.configure("json", "info")
+    rlog.request_logger().info("radius_request", **FIELDS)
+    structlog.get_logger("radiusd.request").info("radius_request", **FIELDS)
+    fast, chain = stderr().splitlines()
+    # same keys in the same order, same JSON text (escapes, floats, null) but the time
+    assert without_time(fast) == without_time(chain)
+    assert fast.split('"timestamp": ')[0] == chain.split('"timestamp": ')[0]
+    assert list(json.loads(fast)) == [*FIELDS, "event", "level", "timestamp"]
+
+
+def test_below_the_configured_level_nothing_is_written(stderr: Callable[[], str]) -> None:
+    rlog.configure("json", "warning")
+    rlog.request_logger().info("radius_request", code="Access-Request")
+    assert stderr() == ""
+
+
+def test_console_format_goes_through_structlog(stderr: Callable[[], str]) -> None:
+    rlog.configure("console", "info")
+    rlog.request_logger().info("radius_request", code="Access-Request")
+    text = stderr()
+    assert "radius_request" in text
+    assert not text.startswith("{")
+
+
+def test_bound_context_goes_through_structlog(stderr: Callable[[], str]) -> None:
+    rlog.configure("json", "info")
+    structlog.contextvars.bind_contextvars(worker=3)
+    rlog.request_logger().info("radius_request", code="Access-Request")
+    assert json.loads(stderr())["worker"] == 3
