@@ -20,7 +20,7 @@ from billing_core.sessions import AccountingEvent
 from . import attributes
 from .codec import ACCESS_REQUEST, STATUS_SERVER, Codec, Request
 from .config import NasConfig
-from .logging import get_logger
+from .logging import request_logger
 from .metrics import Metrics
 
 T = TypeVar("T")
@@ -58,7 +58,7 @@ class Handler:
         self.metrics = metrics
         self.clock = clock
         self.live_authorize = live_authorize or self._authorize_in_thread
-        self.log = get_logger("radiusd.request")
+        self.log = request_logger("radiusd.request")
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -71,7 +71,7 @@ class Handler:
     ) -> bytes | None:
         started = time.perf_counter()
         if request.code == STATUS_SERVER:
-            self.metrics.requests.labels("status", "answered").inc()
+            self.metrics.child(self.metrics.requests, "status", "answered").inc()
             return self.codec.status_reply(request, accounting_port=accounting_port)
         if request.code == ACCESS_REQUEST:
             return await self.handle_auth(request, nas, source_ip, started)
@@ -95,7 +95,7 @@ class Handler:
             reply_attrs = [("h323-return-code", code), ("Reply-Message", message)]
             raw = self.codec.auth_reply(request, accept=False, attributes=reply_attrs)
             result, reason = "reject", decision.reason.value
-            self.metrics.rejects.labels(reason).inc()
+            self.metrics.child(self.metrics.rejects, reason).inc()
         else:
             assert isinstance(decision, Accept) and client is not None
             reply_attrs = [("h323-return-code", 0)]
@@ -113,8 +113,8 @@ class Handler:
             raw = self.codec.auth_reply(request, accept=True, attributes=reply_attrs)
             result, reason = "accept", None
         elapsed = time.perf_counter() - started
-        self.metrics.requests.labels("auth", result).inc()
-        self.metrics.duration.labels("auth").observe(elapsed)
+        self.metrics.child(self.metrics.requests, "auth", result).inc()
+        self.metrics.child(self.metrics.duration, "auth").observe(elapsed)
         self.log.info(
             "radius_request",
             code="Access-Request",
@@ -136,19 +136,19 @@ class Handler:
         key = attributes.nas_key(request, nas.name, source_ip)
         event = attributes.accounting_event(request, key, nas.bill_leg, self.clock())
         if event is None:
-            self.metrics.dropped.labels("malformed_accounting").inc()
-            self.metrics.nas_dropped.labels(nas.name, "malformed_accounting").inc()
-            self.metrics.requests.labels("acct", "dropped").inc()
+            self.metrics.child(self.metrics.dropped, "malformed_accounting").inc()
+            self.metrics.child(self.metrics.nas_dropped, nas.name, "malformed_accounting").inc()
+            self.metrics.child(self.metrics.requests, "acct", "dropped").inc()
             return None
         outcome = await self.accounting(event)
         if outcome.result == "unknown_account":
-            self.metrics.rejects.labels("unknown_account").inc()
+            self.metrics.child(self.metrics.rejects, "unknown_account").inc()
         if outcome.collision:
             self.metrics.collisions.inc()
         raw = self.codec.acct_reply(request)
         elapsed = time.perf_counter() - started
-        self.metrics.requests.labels("acct", "answered").inc()
-        self.metrics.duration.labels("acct").observe(elapsed)
+        self.metrics.child(self.metrics.requests, "acct", "answered").inc()
+        self.metrics.child(self.metrics.duration, "acct").observe(elapsed)
         self.log.info(
             "radius_request",
             code="Accounting-Request",

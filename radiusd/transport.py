@@ -152,9 +152,9 @@ class RadiusServer:
 
     def drop(self, reason: str, kind: str, nas: str = "unknown") -> None:
         """Count a datagram left unanswered; per NAS too (configured names only, a closed set)."""
-        self.metrics.dropped.labels(reason).inc()
-        self.metrics.nas_dropped.labels(nas, reason).inc()
-        self.metrics.requests.labels(kind, "dropped").inc()
+        self.metrics.child(self.metrics.dropped, reason).inc()
+        self.metrics.child(self.metrics.nas_dropped, nas, reason).inc()
+        self.metrics.child(self.metrics.requests, kind, "dropped").inc()
 
     def receive(
         self,
@@ -178,7 +178,7 @@ class RadiusServer:
             self.drop("duplicate_in_flight", kind, nas.name)
             return
         if isinstance(cached, bytes):
-            self.metrics.requests.labels(kind, "duplicate").inc()
+            self.metrics.child(self.metrics.requests, kind, "duplicate").inc()
             transport.sendto(cached, addr)
             return
         if (
@@ -243,9 +243,9 @@ class RadiusServer:
         except Exception as exc:  # noqa: BLE001 - the boundary: log, count, no reply
             down = unavailable(exc)
             reason = f"{down}_unavailable" if down else "handler_error"
-            self.metrics.dropped.labels(reason).inc()
-            self.metrics.nas_dropped.labels(nas.name, reason).inc()
-            self.metrics.requests.labels(kind, "error").inc()
+            self.metrics.child(self.metrics.dropped, reason).inc()
+            self.metrics.child(self.metrics.nas_dropped, nas.name, reason).inc()
+            self.metrics.child(self.metrics.requests, kind, "error").inc()
             suppressed = self._throttle.allow(reason)
             if suppressed is not None:
                 self.log.error(
