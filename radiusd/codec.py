@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -177,32 +179,58 @@ class _AttributeInfo:
         self.values = values  # enumerated integers by their dictionary names, as pyrad gives
 
 
-def _decode(info: _AttributeInfo, raw: bytes) -> Any:
-    value = _decode_value(info.type, raw)
-    if info.values and isinstance(value, int):
-        return info.values.get(value, value)
-    return value
-
-
-def _decode_value(kind: str, raw: bytes) -> Any:
-    if kind == "string":
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return raw
-    if kind in ("integer", "date"):
-        if len(raw) != 4:
-            raise Malformed("undecodable", "integer length")
-        return int.from_bytes(raw, "big")
-    if kind == "ipaddr":
-        if len(raw) != 4:
-            raise Malformed("undecodable", "ipaddr length")
-        return str(ipaddress.IPv4Address(raw))
-    if kind == "ipv6addr":
-        if len(raw) != 16:
-            raise Malformed("undecodable", "ipv6addr length")
-        return str(ipaddress.IPv6Address(raw))
+def _octets(raw: bytes) -> Any:
     return raw
+
+
+def _string(raw: bytes) -> Any:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def _integer(raw: bytes) -> Any:
+    if len(raw) != 4:
+        raise Malformed("undecodable", "integer length")
+    return int.from_bytes(raw, "big")
+
+
+def _ipaddr(raw: bytes) -> Any:
+    if len(raw) != 4:
+        raise Malformed("undecodable", "ipaddr length")
+    return socket.inet_ntoa(raw)  # the dotted quad, as str(IPv4Address(raw))
+
+
+def _ipv6addr(raw: bytes) -> Any:
+    if len(raw) != 16:
+        raise Malformed("undecodable", "ipv6addr length")
+    return str(ipaddress.IPv6Address(raw))
+
+
+_DECODERS: dict[str, Callable[[bytes], Any]] = {
+    "string": _string,
+    "integer": _integer,
+    "date": _integer,
+    "ipaddr": _ipaddr,
+    "ipv6addr": _ipv6addr,
+}
+
+Decoder = tuple[str, Callable[[bytes], Any]]
+
+
+def _decoder(info: _AttributeInfo) -> Decoder:
+    """(name, raw -> value) for one attribute, the type dispatch of _decode done once."""
+    decode = _DECODERS.get(info.type, _octets)
+    values = info.values
+    if not values:
+        return info.name, decode
+
+    def enumerated(raw: bytes) -> Any:
+        value = decode(raw)
+        return values.get(value, value) if isinstance(value, int) else value
+
+    return info.name, enumerated
 
 
 class Codec:
@@ -225,6 +253,15 @@ class Codec:
             info = _AttributeInfo(name, vendor, attr.code, attr.type, values)
             self._by_key.setdefault((vendor, attr.code), info)
             self._by_name[name] = info
+        # decoders: standard attributes by type code, vendor attributes by (vendor, type)
+        self._standard: list[Decoder | None] = [None] * 256
+        self._vendor: dict[tuple[int, int], Decoder] = {}
+        for (vendor, code), info in self._by_key.items():
+            if vendor:
+                self._vendor[(vendor, code)] = _decoder(info)
+            elif 0 <= code < 256:
+                self._standard[code] = _decoder(info)
+        self._encoded: dict[tuple[str, type, Any], bytes] = {}
 
     def decode(self, data: bytes, secret: bytes) -> Request:
         """Decode and verify authenticators; raise Malformed (reason label) on any failure."""
@@ -234,7 +271,8 @@ class Codec:
         length = int.from_bytes(data[2:4], "big")
         packet = data[:length]
         authenticator = packet[4:20]
-        by_key = self._by_key
+        standard = self._standard
+        vendors = self._vendor
         attributes: dict[str, list[Any]] = {}
         raw_by_type: dict[int, list[bytes]] = {}
         ma_at = -1
@@ -245,32 +283,47 @@ class Codec:
             if kind == 26:
                 vendor = int.from_bytes(value[:4], "big")
                 sub = 4
-                while sub + 2 <= len(value):
+                end = len(value)
+                while sub + 2 <= end:
                     vtype, vlen = value[sub], value[sub + 1]
-                    if vlen < 2 or sub + vlen > len(value):
+                    if vlen < 2 or sub + vlen > end:
                         raise Malformed("bad_attribute", "Vendor-Specific sub-attribute")
-                    info = by_key.get((vendor, vtype))
-                    if info is not None:
-                        attributes.setdefault(info.name, []).append(
-                            _decode(info, value[sub + 2 : sub + vlen])
-                        )
+                    found = vendors.get((vendor, vtype))
+                    if found is not None:
+                        name, decode = found
+                        decoded = decode(value[sub + 2 : sub + vlen])
+                        values = attributes.get(name)
+                        if values is None:
+                            attributes[name] = [decoded]
+                        else:
+                            values.append(decoded)
                     sub += vlen
             else:
                 if kind == _MESSAGE_AUTHENTICATOR:
                     if size != 18 or ma_at >= 0:
                         raise Malformed("bad_message_authenticator")
                     ma_at = pos
-                raw_by_type.setdefault(kind, []).append(value)
-                info = by_key.get((0, kind))
-                if info is not None:
-                    attributes.setdefault(info.name, []).append(_decode(info, value))
+                raws = raw_by_type.get(kind)
+                if raws is None:
+                    raw_by_type[kind] = [value]
+                else:
+                    raws.append(value)
+                known = standard[kind]
+                if known is not None:
+                    name, decode = known
+                    decoded = decode(value)
+                    values = attributes.get(name)
+                    if values is None:
+                        attributes[name] = [decoded]
+                    else:
+                        values.append(decoded)
             pos += size
         if ma_at >= 0:
             # RFC 3579 §3.2 / RFC 5080: an Accounting-Request's MA is taken with the Request
             # Authenticator zeroed; an Access-Request's or Status-Server's as received
             head = packet[:4] + (bytes(16) if code == ACCOUNTING_REQUEST else authenticator)
             zeroed = head + packet[20:ma_at] + _MA_ZERO + packet[ma_at + 18 :]
-            expected = hmac.new(secret, zeroed, "md5").digest()
+            expected = hmac.digest(secret, zeroed, "md5")
             if not hmac.compare_digest(expected, packet[ma_at + 2 : ma_at + 18]):
                 raise Malformed("bad_message_authenticator")
         if code == ACCOUNTING_REQUEST:
@@ -322,8 +375,8 @@ class Codec:
         attrs = (_MA_ZERO if signed else b"") + proxy + body
         header = bytes((code, request.identifier)) + (20 + len(attrs)).to_bytes(2, "big")
         if signed:
-            mac = hmac.new(request.secret, header + request.authenticator + attrs, "md5")
-            attrs = b"\x50\x12" + mac.digest() + attrs[18:]
+            mac = hmac.digest(request.secret, header + request.authenticator + attrs, "md5")
+            attrs = b"\x50\x12" + mac + attrs[18:]
         response = hashlib.md5(  # noqa: S324 - RFC 2865 Response Authenticator
             header + request.authenticator + attrs + request.secret
         ).digest()
@@ -356,6 +409,6 @@ def pap_decrypt(cipher: bytes, secret: bytes, authenticator: bytes) -> bytes:
     for start in range(0, len(cipher), 16):
         block = cipher[start : start + 16]
         pad = hashlib.md5(secret + last).digest()  # noqa: S324 - the RADIUS algorithm
-        plain += bytes(a ^ b for a, b in zip(block, pad, strict=True))
+        plain += (int.from_bytes(block, "big") ^ int.from_bytes(pad, "big")).to_bytes(16, "big")
         last = block
     return bytes(plain).rstrip(b"\x00")

@@ -42,6 +42,16 @@ def pyrad_request(code: int, attrs: list[tuple[str, Any]], proxy: list[bytes], m
     return raw
 
 
+IPV4 = st.ip_addresses(v=4).map(str)
+OTHER_ATTRS = st.one_of(
+    st.tuples(st.sampled_from(["NAS-IP-Address", "Framed-IP-Address"]), IPV4),
+    st.tuples(st.just("NAS-IPv6-Address"), st.ip_addresses(v=6).map(str)),
+    # enumerated: named values decode to their names, others to the number
+    st.tuples(st.just("Service-Type"), st.integers(0, 40)),
+    st.tuples(st.just("Cisco-AVPair"), TEXT),
+    st.tuples(st.just("Acct-Delay-Time"), st.integers(0, 2**32 - 1)),
+)
+
 requests = st.tuples(
     st.sampled_from([rp.AccessRequest, rp.AccountingRequest]),
     st.lists(st.tuples(st.sampled_from(STRING_ATTRS), TEXT), max_size=5),
@@ -49,14 +59,15 @@ requests = st.tuples(
     st.lists(st.integers(0, 2**32 - 1), max_size=2),
     st.lists(st.binary(min_size=1, max_size=20), max_size=3),
     st.booleans(),
+    st.lists(OTHER_ATTRS, max_size=4),
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(requests)
 def test_decoded_values_equal_pyrads(case: tuple[Any, ...]) -> None:
-    code, strings, ciscos, times, proxy, ma = case
-    attrs: list[tuple[str, Any]] = list(strings)
+    code, strings, ciscos, times, proxy, ma, others = case
+    attrs: list[tuple[str, Any]] = list(strings) + list(others)
     attrs += [(name, f"{name}={value}") for name, value in ciscos]
     attrs += [("Acct-Session-Time", t) for t in times]
     if code == rp.AccountingRequest:
@@ -118,3 +129,20 @@ def test_accounting_response_bytes_equal_pyrads(proxy: list[bytes]) -> None:
     request = CODEC.decode(raw, SECRET)
     ref = rp.AcctPacket(packet=raw, dict=D, secret=SECRET)
     assert CODEC.acct_reply(request) == ref.CreateReply().ReplyPacket()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(
+        alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_categories=["Cs"]),
+        min_size=1,
+        max_size=40,
+    ),
+    st.binary(min_size=16, max_size=16),
+)
+def test_user_password_decrypts_as_pyrads(password: str, authenticator: bytes) -> None:
+    pkt = rp.AuthPacket(code=rp.AccessRequest, dict=D, secret=SECRET, authenticator=authenticator)
+    pkt["User-Password"] = pkt.PwCrypt(password)
+    request = CODEC.decode(pkt.RequestPacket(), SECRET)
+    assert request.password == password.encode()
+    assert request.password.decode() == pkt.PwDecrypt(pkt["User-Password"][0])
