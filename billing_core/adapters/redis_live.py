@@ -346,33 +346,42 @@ class RedisLiveState:
         pipe.execute()
 
     def find_holds(self, keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[HeldCall | None]:
+        """The holds of a batch in two round trips: one MGET per NAS key (its index keys
+        share a slot), then one HMGET per client (its calls hash)."""
         if not keys:
             return []
-        pipe = self.redis.pipeline(transaction=False)
+        by_nas: dict[str, list[str]] = {}
         for nas_key, identifiers in keys:
-            for ident in identifiers:
-                pipe.get(index_key(nas_key, ident))
-        flat = iter(pipe.execute())
+            by_nas.setdefault(nas_key, []).extend(identifiers)
+        pipe = self.redis.pipeline(transaction=False)
+        for nas_key, idents in by_nas.items():
+            pipe.mget([index_key(nas_key, ident) for ident in idents])
+        found: dict[tuple[str, str], Any] = {}
+        for (nas_key, idents), values in zip(by_nas.items(), pipe.execute(), strict=True):
+            found.update(zip(((nas_key, i) for i in idents), values, strict=True))
         refs: list[tuple[int, str] | None] = []
-        for _nas_key, identifiers in keys:
-            found = [v for v in (next(flat) for _ in identifiers) if v is not None]
-            if found:
-                client_text, uid = _text(found[0]).split("|", 1)
+        for nas_key, identifiers in keys:
+            hits = [v for v in (found[(nas_key, i)] for i in identifiers) if v is not None]
+            if hits:
+                client_text, uid = _text(hits[0]).split("|", 1)
                 refs.append((int(client_text), uid))
             else:
                 refs.append(None)
-        pipe = self.redis.pipeline(transaction=False)
+        uids: dict[int, list[str]] = {}
         for ref in refs:
             if ref is not None:
-                pipe.hget(_keys(ref[0])[1], ref[1])
-        records = iter(pipe.execute())
+                uids.setdefault(ref[0], []).append(ref[1])
+        records: dict[tuple[int, str], Any] = {}
+        if uids:
+            pipe = self.redis.pipeline(transaction=False)
+            for client_id, wanted in uids.items():
+                pipe.hmget(_keys(client_id)[1], wanted)
+            for (client_id, wanted), raws in zip(uids.items(), pipe.execute(), strict=True):
+                records.update(zip(((client_id, u) for u in wanted), raws, strict=True))
         out: list[HeldCall | None] = []
         for ref in refs:
-            if ref is None:
-                out.append(None)
-                continue
-            raw = next(records)
-            if raw is None:
+            raw = records.get(ref) if ref is not None else None
+            if ref is None or raw is None:
                 out.append(None)
                 continue
             record = json.loads(raw)
@@ -410,12 +419,28 @@ class RedisLiveState:
                 by_client.setdefault(client_id, []).append(
                     {"k": "relnas", "n": release.nas_key, "b": _ms(release.before)}
                 )
-        for client_id, ops in by_client.items():
-            done = self._apply(keys=_keys(client_id), args=[json.dumps(ops)])
+        if not by_client:
+            return
+        # one round trip for the batch: a script per client (each in its client's slot)
+        try:
+            replies = self._apply_all(by_client)
+        except NoScriptError:  # Redis restarted: its script cache is empty
+            self.redis.script_load(APPLY)
+            replies = self._apply_all(by_client)
+        for client_id, done in zip(by_client, replies, strict=True):
             if _text(done) == "missing":
                 # not loaded: the database already holds these effects; load it from there
                 # (unguarded: apply runs under the writers' shared guard already)
                 self._load_client(client_id, replace=False)
+
+    def _apply_all(self, by_client: dict[int, list[dict[str, Any]]]) -> list[Any]:
+        # EVALSHA straight: a Script object in a pipeline asks SCRIPT EXISTS every time.
+        # Nothing ran when one answers NOSCRIPT (they all share the one script).
+        pipe = self.redis.pipeline(transaction=False)
+        for client_id, ops in by_client.items():
+            pipe.evalsha(self._apply.sha, 3, *_keys(client_id), json.dumps(ops))
+        replies: list[Any] = pipe.execute()
+        return replies
 
     def view(self, client_ids: Sequence[int], now: datetime) -> dict[int, LiveView]:
         out: dict[int, LiveView] = {}

@@ -26,10 +26,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from billing_core.money import ZERO, to_micros
+from billing_core.money import ZERO
 from billing_core.ports import (
     CallRecord,
     ClosedLeg,
@@ -39,143 +39,34 @@ from billing_core.ports import (
 )
 from billing_core.sessions import AccountingEvent, AcctStatus
 
-from .models import (
-    AcctEventRow,
-    CallKeyRow,
-    CallRow,
-    CdrRow,
-    LiveBalanceRow,
-    NasEpochRow,
-    TransactionRow,
-    table,
-)
+from .models import CallKeyRow, CallRow, NasEpochRow, table
+from .sql_bulk import LegKey, bulk_for
 
-acct_events_t = table(AcctEventRow)
 call_keys_t = table(CallKeyRow)
 calls_t = table(CallRow)
-cdrs_t = table(CdrRow)
-live_t = table(LiveBalanceRow)
 nas_epochs_t = table(NasEpochRow)
-transactions_t = table(TransactionRow)
 
 _LEG_STATUSES = frozenset(
     (AcctStatus.START, AcctStatus.INTERIM_UPDATE, AcctStatus.STOP, AcctStatus.FAILED)
 )
 _OPENING = frozenset((AcctStatus.START, AcctStatus.INTERIM_UPDATE))
 
-# the columns of a call that accounting changes after creating it
-_CALL_COLUMNS = (
-    "state",
-    "started_at",
-    "max_session_time",
-    "hold_expires_at",
-    "last_seen_at",
-    "accounted",
-    "acct_session_id",
-    "conf_id",
-    "origin",
-)
-
-LegKey = tuple[str, int, str, str, str]  # nas_key, epoch, acct_session_id, conf_id, origin
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class _Statements:
-    """The accounting path's statements, built once per dialect: building a Core statement
-    (coercions, cache key) costs more than running it. Values are bound at execution."""
-
-    def __init__(self, dialect: str) -> None:
-        self.pg = dialect == "postgresql"
-        ignore = postgresql.insert if self.pg else sqlite.insert
-        self.add_keys = ignore(call_keys_t).on_conflict_do_nothing()
-        calls = (
-            select(calls_t, call_keys_t.c.nas_key.label("k_nas"), call_keys_t.c.key.label("k_key"))
-            .join(call_keys_t, call_keys_t.c.call_id == calls_t.c.id)
-            .where(
-                tuple_(call_keys_t.c.nas_key, call_keys_t.c.key).in_(
-                    bindparam("pairs", expanding=True)
-                )
-            )
-            .order_by(calls_t.c.id)
-        )
-        # locked in id order: two transactions never wait on each other's calls crosswise
-        self.find_calls = calls.with_for_update(of=calls_t) if self.pg else calls
-        self.find_legs = (
-            select(cdrs_t, calls_t.c.live_uid)
-            .outerjoin(calls_t, calls_t.c.id == cdrs_t.c.call_id)
-            .where(
-                tuple_(cdrs_t.c.nas_key, cdrs_t.c.epoch, cdrs_t.c.acct_session_id).in_(
-                    bindparam("triples", expanding=True)
-                )
-            )
-            .order_by(cdrs_t.c.id)
-        )
-        self.epochs = select(
-            nas_epochs_t.c.nas_key, nas_epochs_t.c.epoch, nas_epochs_t.c.changed_at
-        ).where(nas_epochs_t.c.nas_key.in_(bindparam("keys", expanding=True)))
-        self.create_calls = insert(calls_t)
-        self.store_legs = ignore(cdrs_t).on_conflict_do_nothing().returning(cdrs_t.c.id)
-        self.charge = insert(transactions_t)
-        self.end_calls = delete(calls_t).where(calls_t.c.id.in_(bindparam("ids", expanding=True)))
-        self.record_events = insert(acct_events_t)
-        balances = (
-            select(live_t.c.client_id)
-            .where(live_t.c.client_id.in_(bindparam("ids", expanding=True)))
-            .order_by(live_t.c.client_id)
-        )
-        self.lock_balances = balances.with_for_update() if self.pg else balances
-        self.move_balance = (
-            update(live_t)
-            .where(live_t.c.client_id == bindparam("b_client"))
-            .values(balance=live_t.c.balance + bindparam("b_micros", type_=BigInteger()))
-        )
-        self.new_balance = insert(live_t)
-        self.correct_leg = (
-            update(cdrs_t)
-            .where(cdrs_t.c.id == bindparam("cdr_id"))
-            .values(
-                duration=bindparam("v_duration"),
-                billed_duration=bindparam("v_billed"),
-                cost=bindparam("v_cost"),
-                corrected_at=bindparam("v_at"),
-            )
-        )
-        self._updates: dict[frozenset[str], Any] = {}
-
-    def update_call(self, columns: frozenset[str]) -> Any:
-        found = self._updates.get(columns)
-        if found is None:
-            found = self._updates[columns] = (
-                update(calls_t)
-                .where(calls_t.c.id == bindparam("call_id"))
-                .values({name: bindparam(f"v_{name}") for name in columns})
-            )
-        return found
-
-
-_STATEMENTS: dict[str, _Statements] = {}
-
-
-def statements(conn: Connection) -> _Statements:
-    name = conn.dialect.name
-    found = _STATEMENTS.get(name)
-    if found is None:
-        found = _STATEMENTS[name] = _Statements(name)
-    return found
-
-
 def add_keys(conn: Connection, call_id: int, nas_key: str, identifiers: Sequence[str]) -> None:
+    """Record a call's identifiers (for the embedded live state's holds)."""
     if identifiers:
+        ignore = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         conn.execute(
-            statements(conn).add_keys,
+            ignore(call_keys_t).on_conflict_do_nothing(),
             [{"call_id": call_id, "nas_key": nas_key, "key": key} for key in identifiers],
         )
 
 
-def call_record(row: Any, keys: frozenset[str] = frozenset()) -> CallRecord:
+def call_record(row: Any) -> CallRecord:
     return CallRecord(
         id=row.id,
         client_id=row.client_id,
@@ -195,7 +86,6 @@ def call_record(row: Any, keys: frozenset[str] = frozenset()) -> CallRecord:
         accounted=bool(row.accounted),
         epoch=row.epoch,
         live_uid=row.live_uid,
-        keys=keys,
     )
 
 
@@ -219,8 +109,7 @@ class SqlAccountingTx:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.sql = statements(conn)
-        self._pg = self.sql.pg
+        self.io = bulk_for(conn)
         self._epochs: dict[str, tuple[int, datetime | None]] = {}
         # the picture: calls by id, their identifiers, the identifiers read from the database
         self._calls: dict[int, CallRecord] = {}
@@ -230,9 +119,8 @@ class SqlAccountingTx:
         # legs by identity, and the (nas_key, epoch, acct_session_id) read from the database
         self._legs: dict[LegKey, dict[int, StoredLeg]] = {}
         self._legs_read: set[tuple[str, int, str]] = set()
-        # call ids taken ahead from the database (PostgreSQL), or the next one (SQLite)
+        # call ids taken ahead from the database
         self._spare_ids: list[int] = []
-        self._next_id: int | None = None
         # the writes, sent by flush()
         self._new_calls: dict[int, dict[str, Any]] = {}
         self._new_keys: dict[tuple[int, str, str], None] = {}
@@ -270,8 +158,8 @@ class SqlAccountingTx:
         wanted = [key for key in nas_keys if key not in self._epochs]
         if not wanted:
             return
-        for row in self.conn.execute(self.sql.epochs, {"keys": wanted}):
-            self._epochs[row.nas_key] = (int(row.epoch), row.changed_at)
+        for nas_key, epoch, changed_at in self.io.epochs(wanted):
+            self._epochs[nas_key] = (epoch, changed_at)
         for key in wanted:
             self._epochs.setdefault(key, (0, None))
 
@@ -279,19 +167,19 @@ class SqlAccountingTx:
         wanted = sorted(pairs - self._keys_read)
         if not wanted:
             return
-        rows = list(self.conn.execute(self.sql.find_calls, {"pairs": wanted}))
+        rows = self.io.calls(wanted)
         self._keys_read.update(wanted)
         matched: dict[int, set[str]] = {}
-        first: dict[int, Any] = {}
-        for row in rows:
-            matched.setdefault(row.id, set()).add(row.k_key)
-            first.setdefault(row.id, row)
-            self._by_key.setdefault((row.k_nas, row.k_key), set()).add(row.id)
-        for call_id, row in first.items():
+        first: dict[int, CallRecord] = {}
+        for record, nas_key, key in rows:
+            matched.setdefault(record.id, set()).add(key)
+            first.setdefault(record.id, record)
+            self._by_key.setdefault((nas_key, key), set()).add(record.id)
+        for call_id, record in first.items():
             known = self._calls.get(call_id)
             if known is None:
                 if call_id not in self._ended:
-                    self._calls[call_id] = call_record(row, frozenset(matched[call_id]))
+                    self._calls[call_id] = replace(record, keys=frozenset(matched[call_id]))
             else:
                 self._calls[call_id] = replace(known, keys=known.keys | matched[call_id])
 
@@ -299,21 +187,10 @@ class SqlAccountingTx:
         wanted = sorted(triples - self._legs_read)
         if not wanted:
             return
-        for row in self.conn.execute(self.sql.find_legs, {"triples": wanted}):
-            key = (row.nas_key, row.epoch, row.acct_session_id, row.conf_id, row.origin)
+        for key, leg in self.io.legs(wanted):
             legs = self._legs.setdefault(key, {})
-            if row.id not in legs:  # a leg this transaction corrected stays as it is here
-                legs[row.id] = StoredLeg(
-                    id=row.id,
-                    client_id=row.client_id,
-                    duration=row.duration,
-                    cost=row.cost,
-                    closed_by=row.closed_by,
-                    corrected=row.corrected_at is not None,
-                    called=row.called,
-                    rated_at=row.rated_at,
-                    call_live_uid=row.live_uid or "",
-                )
+            if leg.id not in legs:  # a leg this transaction corrected stays as it is here
+                legs[leg.id] = leg
         self._legs_read.update(wanted)
 
     def _matches(self, nas_key: str, identifiers: Iterable[str]) -> set[int]:
@@ -323,36 +200,19 @@ class SqlAccountingTx:
         return {call_id for call_id in found if call_id in self._calls}
 
     def _take_ids(self, count: int) -> None:
-        if count <= 0:
-            return
-        if self._pg:
-            rows = self.conn.exec_driver_sql(
-                "SELECT nextval(pg_get_serial_sequence('calls', 'id')) "
-                "FROM generate_series(1, %(n)s)",
-                {"n": count},
-            )
-            self._spare_ids.extend(int(value) for (value,) in rows)
-        elif self._next_id is None:  # one writer at a time (BEGIN IMMEDIATE)
-            last = self.conn.exec_driver_sql("SELECT max(id) FROM calls").scalar()
-            self._next_id = int(last or 0) + 1
+        if count > 0:
+            self._spare_ids.extend(self.io.call_ids(count))
 
     def _new_call_id(self) -> int:
-        if self._pg:
-            if not self._spare_ids:
-                self._take_ids(1)
-            return self._spare_ids.pop(0)
-        if self._next_id is None:
+        if not self._spare_ids:
             self._take_ids(1)
-        assert self._next_id is not None
-        call_id, self._next_id = self._next_id, self._next_id + 1
-        return call_id
+        return self._spare_ids.pop(0)
 
     # --- the domain's reads ----------------------------------------------------------------------
     def record_events(self, events: Sequence[AccountingEvent]) -> None:
         if not events:
             return
-        self.conn.execute(
-            self.sql.record_events,
+        self.io.insert_events(
             [
                 {
                     "nas_key": event.nas_key,
@@ -379,7 +239,7 @@ class SqlAccountingTx:
         matched = frozenset(
             k for k in identifiers if newest.id in self._by_key.get((nas_key, k), ())
         )
-        return replace(newest, keys=newest.keys | matched)
+        return newest if matched <= newest.keys else replace(newest, keys=newest.keys | matched)
 
     def find_legs(self, identity: LegIdentity) -> list[StoredLeg]:
         self._read_legs({(identity.nas_key, identity.epoch, identity.acct_session_id)})
@@ -630,13 +490,7 @@ class SqlAccountingTx:
         if pending is not None:
             pending.update(values, corrected_at=at)
         else:
-            self._corrections[cdr_id] = {
-                "cdr_id": cdr_id,
-                "v_duration": duration,
-                "v_billed": billed_duration,
-                "v_cost": cost,
-                "v_at": at,
-            }
+            self._corrections[cdr_id] = {"id": cdr_id, **values, "corrected_at": at}
         for legs in self._legs.values():
             leg = legs.get(cdr_id)
             if leg is not None:
@@ -670,45 +524,42 @@ class SqlAccountingTx:
     # --- writing ---------------------------------------------------------------------------------
     def flush(self) -> None:
         """Send the writes kept so far, one statement per kind (the transaction stays open)."""
-        conn, sql = self.conn, self.sql
+        io = self.io
         if self._new_calls:
-            conn.execute(sql.create_calls, list(self._new_calls.values()))
+            io.insert_calls(list(self._new_calls.values()))
             self._new_calls.clear()
         if self._new_keys:
-            conn.execute(
-                sql.add_keys,
-                [{"call_id": c, "nas_key": n, "key": k} for c, n, k in self._new_keys],
-            )
+            io.insert_keys(list(self._new_keys))
             self._new_keys.clear()
-        by_columns: dict[frozenset[str], list[dict[str, Any]]] = {}
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for call_id, values in sorted(self._changed.items()):
-            by_columns.setdefault(frozenset(values), []).append(
-                {"call_id": call_id, **{f"v_{k}": v for k, v in values.items()}}
-            )
+            by_columns.setdefault(tuple(sorted(values)), []).append({"id": call_id, **values})
         for columns, rows in by_columns.items():
-            conn.execute(sql.update_call(columns), rows)
+            io.update_calls(columns, rows)
         self._changed.clear()
         if self._to_end:
-            conn.execute(sql.end_calls, {"ids": sorted(self._to_end)})
+            io.delete_calls(sorted(self._to_end))
             self._to_end.clear()
         self._flush_legs()
         if self._corrections:
-            conn.execute(sql.correct_leg, list(self._corrections.values()))
+            io.correct_cdrs(list(self._corrections.values()))
             self._corrections.clear()
         if self._charges:
-            conn.execute(sql.charge, self._charges)
+            io.insert_charges(self._charges)
             self._charges = []
-        self._flush_balances()
+        moves = {c: a for c, a in self._balance_moves.items() if a}
+        self._balance_moves.clear()
+        if moves:
+            # in client order: two transactions never wait on each other's rows crosswise
+            io.move_balances(moves)
 
     def _flush_legs(self) -> None:
         if not self._new_legs:
             return
         provisional = list(self._new_legs)
-        ids = self._cdr_ids(len(provisional))
-        real = dict(zip(provisional, ids, strict=True))
+        real = dict(zip(provisional, self.io.cdr_ids(len(provisional)), strict=True))
         rows = [{"id": real[p], **self._new_legs[p]} for p in provisional]
-        stored = {int(cdr_id) for (cdr_id,) in self.conn.execute(self.sql.store_legs, rows)}
-        if len(stored) != len(rows):
+        if self.io.insert_cdrs(rows) != len(rows):
             raise LedgerConflict("a leg was stored by another transaction first")
         self._new_legs.clear()
         for charge in self._charges:
@@ -716,33 +567,6 @@ class SqlAccountingTx:
         for legs in self._legs.values():
             for p in [p for p in legs if p in real]:
                 legs[real[p]] = replace(legs.pop(p), id=real[p])
-
-    def _cdr_ids(self, count: int) -> list[int]:
-        if self._pg:
-            rows = self.conn.exec_driver_sql(
-                "SELECT nextval(pg_get_serial_sequence('cdrs', 'id')) "
-                "FROM generate_series(1, %(n)s)",
-                {"n": count},
-            )
-            return [int(value) for (value,) in rows]
-        last = self.conn.exec_driver_sql("SELECT max(id) FROM cdrs").scalar()
-        first = int(last or 0) + 1
-        return list(range(first, first + count))
-
-    def _flush_balances(self) -> None:
-        moves = {c: a for c, a in self._balance_moves.items() if a}
-        self._balance_moves.clear()
-        if not moves:
-            return
-        # in client order: two transactions never wait on each other's rows crosswise
-        ids = sorted(moves)
-        present = {row.client_id for row in self.conn.execute(self.sql.lock_balances, {"ids": ids})}
-        updates = [{"b_client": c, "b_micros": to_micros(moves[c])} for c in ids if c in present]
-        if updates:
-            self.conn.execute(self.sql.move_balance, updates)
-        missing = [{"client_id": c, "balance": moves[c]} for c in ids if c not in present]
-        if missing:
-            self.conn.execute(self.sql.new_balance, missing)
 
     def finish(self) -> None:
         self.flush()

@@ -1,0 +1,580 @@
+"""The reads and writes of an accounting transaction, each one statement for a whole batch.
+
+Two implementations of one interface (``Bulk``):
+
+- ``PgBulk`` (PostgreSQL) sends statements of constant text whose rows travel as one JSON
+  document (``json_to_recordset``). psycopg parses such a statement once and PostgreSQL
+  prepares it once; a multi-row ``VALUES`` or an expanded ``IN`` list would be new text for
+  every batch size, parsed again each time (psycopg's parser then cost more than the rest
+  of the batch), and arrays are dumped by psycopg element by element in Python where
+  ``json.dumps`` is C. Values are converted here as the models' column types would (money
+  in micro-units, times as naive UTC).
+- ``CoreBulk`` (SQLite, in-process) runs the same work as SQLAlchemy Core statements.
+
+Rows go in as dicts keyed by column name, with domain values (``Decimal``, aware UTC
+``datetime``); rows come out as domain values too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    bindparam,
+    delete,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import sqlite
+
+from billing_core.money import from_micros, to_micros
+from billing_core.ports import CallRecord, StoredLeg
+
+from .models import (
+    AcctEventRow,
+    CallKeyRow,
+    CallRow,
+    CdrRow,
+    LiveBalanceRow,
+    NasEpochRow,
+    TransactionRow,
+    table,
+)
+
+acct_events_t = table(AcctEventRow)
+call_keys_t = table(CallKeyRow)
+calls_t = table(CallRow)
+cdrs_t = table(CdrRow)
+live_t = table(LiveBalanceRow)
+nas_epochs_t = table(NasEpochRow)
+transactions_t = table(TransactionRow)
+
+LegKey = tuple[str, int, str, str, str]  # nas_key, epoch, acct_session_id, conf_id, origin
+Row = dict[str, Any]
+
+# the columns written, and their PostgreSQL types (for the arrays)
+EVENT_COLUMNS = (
+    ("nas_key", "text"),
+    ("status", "int4"),
+    ("acct_session_id", "text"),
+    ("arrived", "timestamp"),
+    ("delay", "int4"),
+    ("attributes", "text"),
+)
+CALL_COLUMNS = (
+    ("id", "int8"),
+    ("client_id", "int4"),
+    ("account_id", "int4"),
+    ("nas_key", "text"),
+    ("acct_session_id", "text"),
+    ("conf_id", "text"),
+    ("origin", "text"),
+    ("called", "text"),
+    ("state", "text"),
+    ("hold", "money"),
+    ("granted_seconds", "int4"),
+    ("authorized_at", "timestamp"),
+    ("started_at", "timestamp"),
+    ("last_seen_at", "timestamp"),
+    ("hold_expires_at", "timestamp"),
+    ("max_session_time", "int4"),
+    ("charged", "bool"),
+    ("epoch", "int4"),
+    ("live_uid", "text"),
+    ("accounted", "bool"),
+)
+CALL_TYPES = dict(CALL_COLUMNS)
+CDR_COLUMNS = (
+    ("id", "int8"),
+    ("client_id", "int4"),
+    ("account_id", "int4"),
+    ("call_id", "int8"),
+    ("nas_key", "text"),
+    ("epoch", "int4"),
+    ("acct_session_id", "text"),
+    ("conf_id", "text"),
+    ("origin", "text"),
+    ("called", "text"),
+    ("duration", "int4"),
+    ("billed_duration", "int4"),
+    ("cost", "money"),
+    ("rate_code", "text"),
+    ("rated_at", "timestamp"),
+    ("started_at", "timestamp"),
+    ("stopped_at", "timestamp"),
+    ("closed_by", "text"),
+    ("created_at", "timestamp"),
+    ("corrected_at", "timestamp"),
+)
+CORRECTION_COLUMNS = (
+    ("id", "int8"),
+    ("duration", "int4"),
+    ("billed_duration", "int4"),
+    ("cost", "money"),
+    ("corrected_at", "timestamp"),
+)
+CHARGE_COLUMNS = (
+    ("client_id", "int4"),
+    ("kind", "text"),
+    ("amount", "money"),
+    ("note", "text"),
+    ("external_id", "text"),
+    ("cdr_id", "int8"),
+    ("created_at", "timestamp"),
+)
+
+
+class Bulk(Protocol):
+    def epochs(self, nas_keys: Sequence[str]) -> list[tuple[str, int, datetime | None]]: ...
+
+    def calls(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[CallRecord, str, str]]:
+        """The calls known by any (nas_key, key), locked in id order where the database
+        locks rows; with the pair each row matched."""
+        ...
+
+    def legs(self, triples: Sequence[tuple[str, int, str]]) -> list[tuple[LegKey, StoredLeg]]:
+        """The CDRs under any (nas_key, epoch, acct_session_id), in id order."""
+        ...
+
+    def call_ids(self, count: int) -> list[int]: ...
+
+    def cdr_ids(self, count: int) -> list[int]: ...
+
+    def insert_events(self, rows: Sequence[Row]) -> None: ...
+
+    def insert_calls(self, rows: Sequence[Row]) -> None: ...
+
+    def insert_keys(self, rows: Sequence[tuple[int, str, str]]) -> None: ...
+
+    def update_calls(self, columns: tuple[str, ...], rows: Sequence[Row]) -> None:
+        """Rows hold "id" and ``columns``."""
+        ...
+
+    def delete_calls(self, ids: Sequence[int]) -> None: ...
+
+    def insert_cdrs(self, rows: Sequence[Row]) -> int:
+        """Insert, skipping a row whose leg identity or id is taken; how many went in."""
+        ...
+
+    def correct_cdrs(self, rows: Sequence[Row]) -> None: ...
+
+    def insert_charges(self, rows: Sequence[Row]) -> None: ...
+
+    def move_balances(self, moves: dict[int, Decimal]) -> None:
+        """Add to live balances, rows locked in client order (a missing row is created)."""
+        ...
+
+
+def bulk_for(conn: Connection) -> Bulk:
+    return PgBulk(conn) if conn.dialect.name == "postgresql" else CoreBulk(conn)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+def _to_json(value: Any) -> Any:
+    if isinstance(value, datetime):  # timestamp columns hold naive UTC
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat()
+    if isinstance(value, Decimal):  # every Decimal written here is money: micro-units
+        return to_micros(value)
+    raise TypeError(f"not written by PgBulk: {type(value).__name__}")
+
+
+def _json(rows: Sequence[Any]) -> str:
+    """A batch as one JSON document: C-encoded here, C-decoded by PostgreSQL (an array per
+    column would be dumped element by element in Python)."""
+    return json.dumps(rows, default=_to_json, separators=(",", ":"))
+
+
+_PG_TYPE = {"money": "int8"}  # money is BIGINT micro-units underneath
+
+
+def _record(columns: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{name} {_PG_TYPE.get(kind, kind)}" for name, kind in columns)
+
+
+def _insert_sql(table_name: str, columns: Sequence[tuple[str, str]], tail: str = "") -> str:
+    names = ", ".join(name for name, _ in columns)
+    return (
+        f"INSERT INTO {table_name} ({names}) SELECT {names} "
+        f"FROM json_to_recordset(%s::json) AS v({_record(columns)}){tail}"
+    )
+
+
+_PG_EVENTS = _insert_sql("acct_events", EVENT_COLUMNS)
+_PG_CALLS = _insert_sql("calls", CALL_COLUMNS)
+_PG_KEYS = (
+    "INSERT INTO call_keys (call_id, nas_key, key) "
+    "SELECT (v->>0)::int8, v->>1, v->>2 FROM json_array_elements(%s::json) AS v "
+    "ON CONFLICT DO NOTHING"
+)
+_PG_CDRS = _insert_sql("cdrs", CDR_COLUMNS, " ON CONFLICT DO NOTHING RETURNING id")
+_PG_CHARGES = _insert_sql("transactions", CHARGE_COLUMNS)
+_PG_EPOCHS = (
+    "SELECT nas_key, epoch, changed_at FROM nas_epochs "
+    "WHERE nas_key IN (SELECT json_array_elements_text(%s::json))"
+)
+_CALL_READ = (
+    "id",
+    "client_id",
+    "account_id",
+    "nas_key",
+    "acct_session_id",
+    "conf_id",
+    "origin",
+    "called",
+    "state",
+    "granted_seconds",
+    "hold",
+    "authorized_at",
+    "started_at",
+    "last_seen_at",
+    "max_session_time",
+    "accounted",
+    "epoch",
+    "live_uid",
+)
+_PG_FIND_CALLS = (
+    f"SELECT {', '.join('c.' + name for name in _CALL_READ)}, k.nas_key, k.key "
+    "FROM call_keys k JOIN calls c ON c.id = k.call_id "
+    "WHERE (k.nas_key, k.key) IN "
+    "(SELECT v->>0, v->>1 FROM json_array_elements(%s::json) AS v) "
+    "ORDER BY c.id FOR UPDATE OF c"
+)
+_PG_FIND_LEGS = (
+    "SELECT d.id, d.client_id, d.duration, d.cost, d.closed_by, d.corrected_at, d.called, "
+    "d.rated_at, coalesce(c.live_uid, ''), d.nas_key, d.epoch, d.acct_session_id, d.conf_id, "
+    "d.origin FROM cdrs d LEFT JOIN calls c ON c.id = d.call_id "
+    "WHERE (d.nas_key, d.epoch, d.acct_session_id) IN "
+    "(SELECT v->>0, (v->>1)::int4, v->>2 FROM json_array_elements(%s::json) AS v) "
+    "ORDER BY d.id"
+)
+_PG_CORRECT = (
+    "UPDATE cdrs AS d SET duration = v.duration, billed_duration = v.billed_duration, "
+    "cost = v.cost, corrected_at = v.corrected_at "
+    f"FROM json_to_recordset(%s::json) AS v({_record(CORRECTION_COLUMNS)}) WHERE d.id = v.id"
+)
+_PG_LOCK_BALANCES = (
+    "SELECT client_id FROM live_balances "
+    "WHERE client_id IN (SELECT (json_array_elements_text(%s::json))::int4) "
+    "ORDER BY client_id FOR UPDATE"
+)
+_PG_MOVE_BALANCES = (
+    "UPDATE live_balances AS l SET balance = l.balance + (v->>1)::int8 "
+    "FROM json_array_elements(%s::json) AS v WHERE l.client_id = (v->>0)::int4"
+)
+_PG_NEW_BALANCES = (
+    "INSERT INTO live_balances (client_id, balance) "
+    "SELECT (v->>0)::int4, (v->>1)::int8 FROM json_array_elements(%s::json) AS v"
+)
+
+
+def _pg_update_calls(columns: tuple[str, ...]) -> str:
+    typed = [("id", "int8"), *((name, CALL_TYPES[name]) for name in columns)]
+    sets = ", ".join(f"{name} = v.{name}" for name in columns)
+    return (
+        f"UPDATE calls AS c SET {sets} FROM json_to_recordset(%s::json) AS v({_record(typed)}) "
+        "WHERE c.id = v.id"
+    )
+
+
+class PgBulk:
+    def __init__(self, conn: Connection) -> None:
+        # the transaction's own connection: the statements run inside it
+        self.cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+    def _run(self, sql: str, params: Sequence[Any]) -> None:
+        self.cur.execute(sql, params)
+
+    def epochs(self, nas_keys: Sequence[str]) -> list[tuple[str, int, datetime | None]]:
+        self._run(_PG_EPOCHS, [_json(nas_keys)])
+        return [(key, int(epoch), _aware(at)) for key, epoch, at in self.cur.fetchall()]
+
+    def calls(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[CallRecord, str, str]]:
+        self._run(_PG_FIND_CALLS, [_json(pairs)])
+        out = []
+        for row in self.cur.fetchall():
+            (cid, client, account, nas, sid, conf, origin, called, state, granted) = row[:10]
+            (hold, authorized, started, seen, longest, accounted, epoch, uid) = row[10:18]
+            record = CallRecord(
+                id=cid,
+                client_id=client,
+                account_id=account,
+                nas_key=nas,
+                acct_session_id=sid,
+                conf_id=conf,
+                origin=origin,
+                called=called,
+                state=state,
+                granted_seconds=granted,
+                hold=from_micros(hold),
+                authorized_at=_aware(authorized),
+                started_at=_aware(started),
+                last_seen_at=_aware(seen),
+                max_session_time=longest,
+                accounted=bool(accounted),
+                epoch=epoch,
+                live_uid=uid,
+            )
+            out.append((record, row[18], row[19]))
+        return out
+
+    def legs(self, triples: Sequence[tuple[str, int, str]]) -> list[tuple[LegKey, StoredLeg]]:
+        self._run(_PG_FIND_LEGS, [_json(triples)])
+        out = []
+        for row in self.cur.fetchall():
+            (cdr_id, client, duration, cost, closed_by, corrected_at, called, rated_at, uid) = row[
+                :9
+            ]
+            leg = StoredLeg(
+                id=cdr_id,
+                client_id=client,
+                duration=duration,
+                cost=from_micros(cost),
+                closed_by=closed_by,
+                corrected=corrected_at is not None,
+                called=called,
+                rated_at=rated_at.replace(tzinfo=UTC),
+                call_live_uid=uid,
+            )
+            out.append(((row[9], row[10], row[11], row[12], row[13]), leg))
+        return out
+
+    def _next(self, table_name: str, count: int) -> list[int]:
+        self._run(
+            f"SELECT nextval(pg_get_serial_sequence('{table_name}', 'id')) "
+            "FROM generate_series(1, %s)",
+            [count],
+        )
+        return [int(value) for (value,) in self.cur.fetchall()]
+
+    def call_ids(self, count: int) -> list[int]:
+        return self._next("calls", count)
+
+    def cdr_ids(self, count: int) -> list[int]:
+        return self._next("cdrs", count)
+
+    def insert_events(self, rows: Sequence[Row]) -> None:
+        self._run(_PG_EVENTS, [_json(rows)])
+
+    def insert_calls(self, rows: Sequence[Row]) -> None:
+        self._run(_PG_CALLS, [_json(rows)])
+
+    def insert_keys(self, rows: Sequence[tuple[int, str, str]]) -> None:
+        self._run(_PG_KEYS, [_json(rows)])
+
+    def update_calls(self, columns: tuple[str, ...], rows: Sequence[Row]) -> None:
+        self._run(_pg_update_calls(columns), [_json(rows)])
+
+    def delete_calls(self, ids: Sequence[int]) -> None:
+        # their call_keys go with them (ON DELETE CASCADE)
+        self._run(
+            "DELETE FROM calls WHERE id IN (SELECT (json_array_elements_text(%s::json))::int8)",
+            [_json(ids)],
+        )
+
+    def insert_cdrs(self, rows: Sequence[Row]) -> int:
+        self._run(_PG_CDRS, [_json(rows)])
+        return len(self.cur.fetchall())
+
+    def correct_cdrs(self, rows: Sequence[Row]) -> None:
+        self._run(_PG_CORRECT, [_json(rows)])
+
+    def insert_charges(self, rows: Sequence[Row]) -> None:
+        self._run(_PG_CHARGES, [_json(rows)])
+
+    def move_balances(self, moves: dict[int, Decimal]) -> None:
+        ids = sorted(moves)
+        self._run(_PG_LOCK_BALANCES, [_json(ids)])
+        present = {client_id for (client_id,) in self.cur.fetchall()}
+        found = [c for c in ids if c in present]
+        if found:
+            self._run(_PG_MOVE_BALANCES, [_json([(c, to_micros(moves[c])) for c in found])])
+        missing = [c for c in ids if c not in present]
+        if missing:
+            self._run(_PG_NEW_BALANCES, [_json([(c, to_micros(moves[c])) for c in missing])])
+
+
+# --- SQLite (SQLAlchemy Core) ----------------------------------------------------------------
+class _CoreStatements:
+    def __init__(self) -> None:
+        ignore = sqlite.insert
+        self.find_calls = (
+            select(calls_t, call_keys_t.c.nas_key.label("k_nas"), call_keys_t.c.key.label("k_key"))
+            .join(call_keys_t, call_keys_t.c.call_id == calls_t.c.id)
+            .where(
+                tuple_(call_keys_t.c.nas_key, call_keys_t.c.key).in_(
+                    bindparam("pairs", expanding=True)
+                )
+            )
+            .order_by(calls_t.c.id)
+        )
+        self.find_legs = (
+            select(cdrs_t, calls_t.c.live_uid)
+            .outerjoin(calls_t, calls_t.c.id == cdrs_t.c.call_id)
+            .where(
+                tuple_(cdrs_t.c.nas_key, cdrs_t.c.epoch, cdrs_t.c.acct_session_id).in_(
+                    bindparam("triples", expanding=True)
+                )
+            )
+            .order_by(cdrs_t.c.id)
+        )
+        self.epochs = select(
+            nas_epochs_t.c.nas_key, nas_epochs_t.c.epoch, nas_epochs_t.c.changed_at
+        ).where(nas_epochs_t.c.nas_key.in_(bindparam("keys", expanding=True)))
+        self.add_keys = ignore(call_keys_t).on_conflict_do_nothing()
+        self.store_legs = ignore(cdrs_t).on_conflict_do_nothing().returning(cdrs_t.c.id)
+        self.end_calls = delete(calls_t).where(calls_t.c.id.in_(bindparam("ids", expanding=True)))
+        self.correct = (
+            update(cdrs_t)
+            .where(cdrs_t.c.id == bindparam("cdr_id"))
+            .values(
+                duration=bindparam("v_duration"),
+                billed_duration=bindparam("v_billed_duration"),
+                cost=bindparam("v_cost"),
+                corrected_at=bindparam("v_corrected_at"),
+            )
+        )
+        self.balances = select(live_t.c.client_id).where(
+            live_t.c.client_id.in_(bindparam("ids", expanding=True))
+        )
+        self.move_balance = (
+            update(live_t)
+            .where(live_t.c.client_id == bindparam("b_client"))
+            .values(balance=live_t.c.balance + bindparam("b_micros", type_=BigInteger()))
+        )
+        self._updates: dict[tuple[str, ...], Any] = {}
+
+    def update_calls(self, columns: tuple[str, ...]) -> Any:
+        found = self._updates.get(columns)
+        if found is None:
+            found = self._updates[columns] = (
+                update(calls_t)
+                .where(calls_t.c.id == bindparam("call_id"))
+                .values({name: bindparam(f"v_{name}") for name in columns})
+            )
+        return found
+
+
+_CORE: list[_CoreStatements] = []
+
+
+def _core_statements() -> _CoreStatements:
+    if not _CORE:
+        _CORE.append(_CoreStatements())
+    return _CORE[0]
+
+
+class CoreBulk:
+    """SQLite: one writer at a time (every write transaction is BEGIN IMMEDIATE), so the next
+    ids are the largest ones plus one."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.sql = _core_statements()
+        self._next_call: int | None = None
+
+    def epochs(self, nas_keys: Sequence[str]) -> list[tuple[str, int, datetime | None]]:
+        rows = self.conn.execute(self.sql.epochs, {"keys": list(nas_keys)})
+        return [(row.nas_key, int(row.epoch), row.changed_at) for row in rows]
+
+    def calls(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[CallRecord, str, str]]:
+        rows = self.conn.execute(self.sql.find_calls, {"pairs": list(pairs)})
+        return [
+            (
+                CallRecord(**{name: getattr(row, name) for name in _CALL_READ}),
+                row.k_nas,
+                row.k_key,
+            )
+            for row in rows
+        ]
+
+    def legs(self, triples: Sequence[tuple[str, int, str]]) -> list[tuple[LegKey, StoredLeg]]:
+        rows = self.conn.execute(self.sql.find_legs, {"triples": list(triples)})
+        return [
+            (
+                (row.nas_key, row.epoch, row.acct_session_id, row.conf_id, row.origin),
+                StoredLeg(
+                    id=row.id,
+                    client_id=row.client_id,
+                    duration=row.duration,
+                    cost=row.cost,
+                    closed_by=row.closed_by,
+                    corrected=row.corrected_at is not None,
+                    called=row.called,
+                    rated_at=row.rated_at,
+                    call_live_uid=row.live_uid or "",
+                ),
+            )
+            for row in rows
+        ]
+
+    def call_ids(self, count: int) -> list[int]:
+        if self._next_call is None:
+            last = self.conn.exec_driver_sql("SELECT max(id) FROM calls").scalar()
+            self._next_call = int(last or 0) + 1
+        first, self._next_call = self._next_call, self._next_call + count
+        return list(range(first, first + count))
+
+    def cdr_ids(self, count: int) -> list[int]:
+        last = self.conn.exec_driver_sql("SELECT max(id) FROM cdrs").scalar()
+        first = int(last or 0) + 1
+        return list(range(first, first + count))
+
+    def insert_events(self, rows: Sequence[Row]) -> None:
+        self.conn.execute(insert(acct_events_t), list(rows))
+
+    def insert_calls(self, rows: Sequence[Row]) -> None:
+        self.conn.execute(insert(calls_t), list(rows))
+
+    def insert_keys(self, rows: Sequence[tuple[int, str, str]]) -> None:
+        self.conn.execute(
+            self.sql.add_keys, [{"call_id": c, "nas_key": n, "key": k} for c, n, k in rows]
+        )
+
+    def update_calls(self, columns: tuple[str, ...], rows: Sequence[Row]) -> None:
+        self.conn.execute(
+            self.sql.update_calls(columns),
+            [{"call_id": row["id"], **{f"v_{c}": row[c] for c in columns}} for row in rows],
+        )
+
+    def delete_calls(self, ids: Sequence[int]) -> None:
+        self.conn.execute(self.sql.end_calls, {"ids": list(ids)})
+
+    def insert_cdrs(self, rows: Sequence[Row]) -> int:
+        return len(list(self.conn.execute(self.sql.store_legs, list(rows))))
+
+    def correct_cdrs(self, rows: Sequence[Row]) -> None:
+        self.conn.execute(
+            self.sql.correct,
+            [
+                {"cdr_id": row["id"], **{f"v_{c}": row[c] for c, _ in CORRECTION_COLUMNS[1:]}}
+                for row in rows
+            ],
+        )
+
+    def insert_charges(self, rows: Sequence[Row]) -> None:
+        self.conn.execute(insert(transactions_t), list(rows))
+
+    def move_balances(self, moves: dict[int, Decimal]) -> None:
+        ids = sorted(moves)
+        present = {row.client_id for row in self.conn.execute(self.sql.balances, {"ids": ids})}
+        found = [c for c in ids if c in present]
+        if found:
+            self.conn.execute(
+                self.sql.move_balance,
+                [{"b_client": c, "b_micros": to_micros(moves[c])} for c in found],
+            )
+        missing = [{"client_id": c, "balance": moves[c]} for c in ids if c not in present]
+        if missing:
+            self.conn.execute(insert(live_t), missing)
