@@ -657,12 +657,13 @@ class ResyncingLive(RedisLiveState):
 
 def _resp(args: Sequence[str | int]) -> bytes:
     """One command in the Redis protocol (RESP): what redis-py's packer sends for str and int
-    arguments, built without its per-argument type dispatch."""
-    parts = [b"*%d\r\n" % len(args)]
+    arguments, built as one str (an ASCII argument's length in bytes is its length)."""
+    parts = [f"*{len(args)}\r\n"]
     for arg in args:
-        raw = arg.encode() if isinstance(arg, str) else b"%d" % arg
-        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(parts)
+        text = arg if isinstance(arg, str) else str(arg)
+        size = len(text) if text.isascii() else len(text.encode())
+        parts.append(f"${size}\r\n{text}\r\n")
+    return "".join(parts).encode()
 
 
 class AsyncAuthorizer:
