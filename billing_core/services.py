@@ -156,7 +156,7 @@ class AuthorizationService:
                 hold_seconds=0,
             )
             return PendingHold(hold, client, account, None)
-        digits = digits_only(number)
+        digits = number if number.isdigit() and number.isascii() else digits_only(number)
         table = catalog.rate_tables.get(client.rate_table_id) if client.rate_table_id else None
         rate = table.lookup(digits, request.arrived) if table is not None else None
         if rate is None:

@@ -41,16 +41,19 @@ def caller_facts(request: Request) -> CallerFacts:
     )
 
 
-def call_identifiers(request: Request) -> tuple[str, ...]:
-    """h323-conf-id (spaces removed, lower-cased), the AVPair call-id, Acct-Session-Id."""
+def call_identifiers(request: Request, session_id: str | None = None) -> tuple[str, ...]:
+    """h323-conf-id (spaces removed, lower-cased), the AVPair call-id, Acct-Session-Id
+    (``session_id``: that text already read)."""
     ids: list[str] = []
     conf_id = request.text("h323-conf-id")
     if conf_id:
         ids.append(normalize_conf_id(conf_id))
-    call_id = request.avpairs().get("call-id")
-    if call_id:
-        ids.append(call_id)
-    session_id = request.text("Acct-Session-Id")
+    if "Cisco-AVPair" in request.attributes:
+        call_id = request.avpairs().get("call-id")
+        if call_id:
+            ids.append(call_id)
+    if session_id is None:
+        session_id = request.text("Acct-Session-Id")
     if session_id:
         ids.append(session_id)
     return tuple(dict.fromkeys(ids))
@@ -58,14 +61,15 @@ def call_identifiers(request: Request) -> tuple[str, ...]:
 
 def authorize_command(request: Request, key: str, arrived: datetime) -> AuthorizeCall:
     chap = Chap(*request.chap) if request.chap else None
+    session_id = request.text("Acct-Session-Id")
     return AuthorizeCall(
         nas_key=key,
         caller=caller_facts(request),
         password=request.password,
         chap=chap,
-        identifiers=call_identifiers(request),
+        identifiers=call_identifiers(request, session_id),
         arrived=arrived,
-        acct_session_id=request.text("Acct-Session-Id") or "",
+        acct_session_id=session_id or "",
     )
 
 

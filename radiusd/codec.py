@@ -134,14 +134,16 @@ class Request:
 
     def text(self, name: str) -> str | None:
         """A string attribute; Cisco VSAs with their ``name=`` prefix removed."""
-        value = self.first(name)
-        if value is None:
+        values = self.attributes.get(name)
+        if not values:
             return None
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        value = str(value)
-        if name in CISCO_PREFIXED and value.startswith(name + "="):
-            value = value[len(name) + 1 :]
+        value = values[0]
+        if value.__class__ is not str:
+            value = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        if name in CISCO_PREFIXED:
+            prefix = name + "="
+            if value.startswith(prefix):
+                return value[len(prefix) :]
         return value
 
     def avpairs(self) -> dict[str, str]:
@@ -354,7 +356,20 @@ class Codec:
                 request.chap = (raw_chap[0][0], raw_chap[0][1:], challenge)
         return request
 
+    _ENCODED_MAX = 4096
+
     def _encode(self, name: str, value: Any) -> bytes:
+        """One reply attribute's bytes; most replies repeat the same few (return code,
+        billing model, currency, the usual grant), so they are encoded once and kept."""
+        key = (name, type(value), value)
+        found = self._encoded.get(key)
+        if found is None:
+            if len(self._encoded) >= self._ENCODED_MAX:  # bounded: amounts vary per call
+                self._encoded.clear()
+            found = self._encoded[key] = self._encode_new(name, value)
+        return found
+
+    def _encode_new(self, name: str, value: Any) -> bytes:
         info = self._by_name[name]
         if info.type in ("integer", "date"):
             raw = int(value).to_bytes(4, "big")
@@ -386,7 +401,8 @@ class Codec:
         self, request: Request, *, accept: bool, attributes: list[tuple[str, Any]]
     ) -> bytes:
         """Access-Accept or Access-Reject; Message-Authenticator first, Proxy-State copied."""
-        body = b"".join(self._encode(name, value) for name, value in attributes)
+        encode = self._encode
+        body = b"".join([encode(name, value) for name, value in attributes])
         return self._reply(request, ACCESS_ACCEPT if accept else ACCESS_REJECT, body, signed=True)
 
     def acct_reply(self, request: Request) -> bytes:
