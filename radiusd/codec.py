@@ -33,6 +33,8 @@ _MESSAGE_AUTHENTICATOR = 80
 _USER_PASSWORD = 2
 _CHAP_PASSWORD = 3
 _CHAP_CHALLENGE = 60
+# the attributes decode() keeps as received octets too
+_RAW_KINDS = frozenset((_PROXY_STATE, _USER_PASSWORD, _CHAP_PASSWORD, _CHAP_CHALLENGE))
 
 # Every attribute the code reads or writes; a test checks each resolves in the dictionary.
 REQUEST_ATTRIBUTES = (
@@ -305,11 +307,12 @@ class Codec:
                     if size != 18 or ma_at >= 0:
                         raise Malformed("bad_message_authenticator")
                     ma_at = pos
-                raws = raw_by_type.get(kind)
-                if raws is None:
-                    raw_by_type[kind] = [value]
-                else:
-                    raws.append(value)
+                if kind in _RAW_KINDS:
+                    raws = raw_by_type.get(kind)
+                    if raws is None:
+                        raw_by_type[kind] = [value]
+                    else:
+                        raws.append(value)
                 known = standard[kind]
                 if known is not None:
                     name, decode = known
