@@ -19,7 +19,6 @@ whole transaction is rolled back and the batch is run again, and then it sees th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -220,7 +219,7 @@ class SqlAccountingTx:
                     "acct_session_id": event.acct_session_id,
                     "arrived": event.arrived,
                     "delay": event.delay,
-                    "attributes": json.dumps(event.attributes, separators=(",", ":")),
+                    "attributes": event.attributes,  # stored as compact JSON text
                 }
                 for event in events
             ],

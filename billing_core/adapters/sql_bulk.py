@@ -148,7 +148,9 @@ class Bulk(Protocol):
 
     def cdr_ids(self, count: int) -> list[int]: ...
 
-    def insert_events(self, rows: Sequence[Row]) -> None: ...
+    def insert_events(self, rows: Sequence[Row]) -> None:
+        """Rows' "attributes" are dicts, stored as compact JSON text."""
+        ...
 
     def insert_calls(self, rows: Sequence[Row]) -> None: ...
 
@@ -175,6 +177,10 @@ class Bulk(Protocol):
 
 def bulk_for(conn: Connection) -> Bulk:
     return PgBulk(conn) if conn.dialect.name == "postgresql" else CoreBulk(conn)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -365,6 +371,8 @@ class PgBulk:
         return self._next("cdrs", count)
 
     def insert_events(self, rows: Sequence[Row]) -> None:
+        # the attributes go in the document as JSON, and a JSON value read into a text
+        # column is its text as written: encoded once, not escaped into a string again
         self._run(_PG_EVENTS, [_json(rows)])
 
     def insert_calls(self, rows: Sequence[Row]) -> None:
@@ -532,7 +540,10 @@ class CoreBulk:
         return list(range(first, first + count))
 
     def insert_events(self, rows: Sequence[Row]) -> None:
-        self.conn.execute(insert(acct_events_t), list(rows))
+        self.conn.execute(
+            insert(acct_events_t),
+            [{**row, "attributes": _compact(row["attributes"])} for row in rows],
+        )
 
     def insert_calls(self, rows: Sequence[Row]) -> None:
         self.conn.execute(insert(calls_t), list(rows))

@@ -258,3 +258,92 @@ def test_a_catalog_reload_rebuilds_only_the_rate_tables_that_changed(db_url: str
     assert rebuilt is not index
     found = rebuilt.lookup("15550001111", now())
     assert found is not None and found.rate == Decimal("0.50")
+
+
+# --- a batch is one unit of work ---------------------------------------------------------------
+def leg(session: str, status: int, seconds: int | None = None, **extra: Any) -> AccountingEvent:
+    return AccountingEvent(
+        nas_key="nas|10.0.0.1",
+        bill_leg="originate",
+        status=status,
+        acct_session_id=session,
+        conf_id=f"conf-{session}",
+        avpair_call_id=None,
+        origin=None,
+        session_time=seconds,
+        delay=0,
+        arrived=now() + timedelta(seconds=seconds or 0),
+        caller=CallerFacts(user_name="acme", called="15550001111"),
+        **extra,
+    )
+
+
+def test_a_call_started_and_stopped_in_one_batch_is_charged_once_and_ended(db_url: str) -> None:
+    engine = make_engine(db_url)
+    admin.apply_provisioning(engine, spec("5.00"))
+    store, _authz, acct = services(db_url)
+    batch = [leg("a", 1), leg("b", 1), leg("a", 3, 30), leg("a", 2, 61), leg("a", 2, 61)]
+    results = [o.result for o in acct.record_many(batch)]
+    assert results == ["recorded", "recorded", "recorded", "charged", "duplicate"]
+    assert admin.client_summary(engine, "Acme")["live_balance"] == "4.80"
+    # "a" ended in the batch; "b" is still up, with its identifiers for the next batch
+    assert store.count_active_calls() == 1
+    assert [o.result for o in acct.record_many([leg("b", 2, 60)])] == ["charged"]
+    assert store.count_active_calls() == 0
+    assert sorted((c["duration"], c["cost"]) for c in admin.list_cdrs(engine)) == [
+        (60, "0.10"),
+        (61, "0.20"),
+    ]
+    assert store.ledger_balances() == {1: Decimal("4.70")}
+
+
+def test_the_packets_are_stored_as_received(db_url: str) -> None:
+    import json
+
+    from billing_core.adapters.sql_store import acct_events_t
+
+    engine = make_engine(db_url)
+    admin.apply_provisioning(engine, spec("5.00"))
+    _store, _authz, acct = services(db_url)
+    attributes = {"User-Name": ["acme"], "Cisco-AVPair": ['h323-conf-id="x y"', "é\\n"]}
+    acct.record_many([leg("a", 1, attributes=attributes)])
+    with engine.connect() as conn:
+        stored = conn.execute(select(acct_events_t.c.attributes)).scalar_one()
+    assert stored == json.dumps(attributes, separators=(",", ":"))
+
+
+def test_a_leg_stored_first_by_another_transaction_rolls_the_batch_back_and_reruns_it(
+    pg_url: str,
+) -> None:
+    """PostgreSQL (SQLite has one writer): another worker commits the same Stop between this
+    batch's reading and its writing. The batch runs again and finds it a duplicate."""
+    from collections.abc import Iterator
+    from contextlib import contextmanager
+
+    from billing_core.adapters.sql_accounting import SqlAccountingTx
+
+    engine = make_engine(pg_url)
+    admin.apply_provisioning(engine, spec("5.00"))
+    store, _authz, other = services(pg_url)
+    runs: list[int] = []
+
+    class Racing(SqlStore):
+        @contextmanager
+        def accounting(self) -> Iterator[SqlAccountingTx]:
+            with super().accounting() as tx:
+                yield tx
+                runs.append(len(runs))
+                if len(runs) == 1:  # the other worker's copy commits first
+                    assert other.record(stop("s1", 61)).result == "charged"
+
+    racing = Racing(make_engine(pg_url))
+    catalog = CatalogCache(racing, min_interval=0)
+    acct = AccountingService(
+        lambda: catalog.current, racing, racing, auth_hold_seconds=180, max_acct_delay_seconds=86400
+    )
+    outcomes = acct.record_many([stop("s1", 61), stop("s2", 60)])
+    assert [o.result for o in outcomes] == ["duplicate", "charged"]
+    assert runs == [0, 1]
+    assert len(admin.list_cdrs(engine)) == 2
+    assert store.ledger_balances() == {1: Decimal("4.70")}
+    assert admin.client_summary(engine, "Acme")["live_balance"] == "4.70"
