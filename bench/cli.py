@@ -85,7 +85,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="",
         help="a Redis database the benchmark owns (emptied): adds our server on PG + Redis",
     )
-    p.add_argument("--workers", type=int, default=1, help="[server] workers of our server")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="[server] workers of our server (default: one per core, as a carrier would run it)",
+    )
     p.add_argument(
         "--loader",
         choices=("load", "rates-import"),
@@ -96,6 +101,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-cache", action="store_true", help="load the data again")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--no-extras", action="store_true", help="skip half load, latency, index")
+    p.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="keep the servers' configs, logs and raw profiles (the path is logged)",
+    )
     p.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     p.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
     return p.parse_args(argv)
@@ -498,7 +508,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.stop_all()
         if bench.pg is not None:
             bench.pg.close()
-        shutil.rmtree(bench.workdir, ignore_errors=True)
+        if args.keep_workdir:
+            log(f"kept {bench.workdir}")
+        else:
+            shutil.rmtree(bench.workdir, ignore_errors=True)
     run.seconds = time.monotonic() - _started
     report.write(run, args.output)
     log(f"wrote {args.output}")
