@@ -432,14 +432,13 @@ class SqlStore:
                 yield
             return
         mode = "" if exclusive else "_shared"
-        with self.engine.connect() as conn:
+        # autocommit: a session lock needs no transaction around it (two round trips fewer)
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql(f"SELECT pg_advisory_lock{mode}({_LIVE_LOCK_KEY})")
-            conn.commit()
             try:
                 yield
             finally:
                 conn.exec_driver_sql(f"SELECT pg_advisory_unlock{mode}({_LIVE_LOCK_KEY})")
-                conn.commit()
 
     # --- Ledger ---------------------------------------------------------------------------
     @contextmanager
