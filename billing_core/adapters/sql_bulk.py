@@ -226,10 +226,17 @@ _PG_KEYS = (
 )
 _PG_CDRS = _insert_sql("cdrs", CDR_COLUMNS, " ON CONFLICT DO NOTHING RETURNING id")
 _PG_CHARGES = _insert_sql("transactions", CHARGE_COLUMNS)
-_PG_EPOCHS = (
-    "SELECT nas_key, epoch, changed_at FROM nas_epochs "
-    "WHERE nas_key IN (SELECT json_array_elements_text(%s::json))"
-)
+
+
+# Every read and write reaches its rows through an index, whatever the planner thinks of a
+# JSON document's row count: lookups run per element (LATERAL), and id lists go through
+# ``= ANY(ARRAY(...))`` (an index scan), never a hash join over a whole table of CDRs.
+# (OFFSET 0 keeps PostgreSQL from flattening a LATERAL lookup into such a join.)
+def _ids(cast: str) -> str:
+    return f"ANY(ARRAY(SELECT (json_array_elements_text(%s::json))::{cast}))"
+
+
+_PG_EPOCHS = f"SELECT nas_key, epoch, changed_at FROM nas_epochs WHERE nas_key = {_ids('text')}"
 _CALL_READ = (
     "id",
     "client_id",
@@ -252,36 +259,32 @@ _CALL_READ = (
 )
 _PG_FIND_CALLS = (
     f"SELECT {', '.join('c.' + name for name in _CALL_READ)}, k.nas_key, k.key "
-    "FROM call_keys k JOIN calls c ON c.id = k.call_id "
-    "WHERE (k.nas_key, k.key) IN "
-    "(SELECT v->>0, v->>1 FROM json_array_elements(%s::json) AS v) "
+    "FROM json_array_elements(%s::json) AS v "
+    "JOIN LATERAL (SELECT call_id, nas_key, key FROM call_keys "
+    "WHERE nas_key = v->>0 AND key = v->>1 OFFSET 0) AS k ON true "
+    "JOIN calls c ON c.id = k.call_id "
     "ORDER BY c.id FOR UPDATE OF c"
 )
 _PG_FIND_LEGS = (
     "SELECT d.id, d.client_id, d.duration, d.cost, d.closed_by, d.corrected_at, d.called, "
     "d.rated_at, coalesce(c.live_uid, ''), d.nas_key, d.epoch, d.acct_session_id, d.conf_id, "
-    "d.origin FROM cdrs d LEFT JOIN calls c ON c.id = d.call_id "
-    "WHERE (d.nas_key, d.epoch, d.acct_session_id) IN "
-    "(SELECT v->>0, (v->>1)::int4, v->>2 FROM json_array_elements(%s::json) AS v) "
-    "ORDER BY d.id"
+    "d.origin FROM json_array_elements(%s::json) AS v "
+    "JOIN LATERAL (SELECT * FROM cdrs WHERE nas_key = v->>0 AND epoch = (v->>1)::int4 "
+    "AND acct_session_id = v->>2 OFFSET 0) AS d ON true "
+    "LEFT JOIN calls c ON c.id = d.call_id ORDER BY d.id"
 )
 _PG_CORRECT = (
     "UPDATE cdrs AS d SET duration = v.duration, billed_duration = v.billed_duration, "
     "cost = v.cost, corrected_at = v.corrected_at "
-    f"FROM json_to_recordset(%s::json) AS v({_record(CORRECTION_COLUMNS)}) WHERE d.id = v.id"
+    f"FROM json_to_recordset(%s::json) AS v({_record(CORRECTION_COLUMNS)}) "
+    f"WHERE d.id = v.id AND d.id = {_ids('int8')}"
 )
-_PG_LOCK_BALANCES = (
-    "SELECT client_id FROM live_balances "
-    "WHERE client_id IN (SELECT (json_array_elements_text(%s::json))::int4) "
-    "ORDER BY client_id FOR UPDATE"
-)
+# rows taken in client order (the document is sorted): two transactions never wait on
+# each other's balances crosswise; a client without a row gets one
 _PG_MOVE_BALANCES = (
-    "UPDATE live_balances AS l SET balance = l.balance + (v->>1)::int8 "
-    "FROM json_array_elements(%s::json) AS v WHERE l.client_id = (v->>0)::int4"
-)
-_PG_NEW_BALANCES = (
-    "INSERT INTO live_balances (client_id, balance) "
-    "SELECT (v->>0)::int4, (v->>1)::int8 FROM json_array_elements(%s::json) AS v"
+    "INSERT INTO live_balances AS l (client_id, balance) "
+    "SELECT (v->>0)::int4, (v->>1)::int8 FROM json_array_elements(%s::json) AS v "
+    "ON CONFLICT (client_id) DO UPDATE SET balance = l.balance + excluded.balance"
 )
 
 
@@ -290,7 +293,7 @@ def _pg_update_calls(columns: tuple[str, ...]) -> str:
     sets = ", ".join(f"{name} = v.{name}" for name in columns)
     return (
         f"UPDATE calls AS c SET {sets} FROM json_to_recordset(%s::json) AS v({_record(typed)}) "
-        "WHERE c.id = v.id"
+        f"WHERE c.id = v.id AND c.id = {_ids('int8')}"
     )
 
 
@@ -382,12 +385,12 @@ class PgBulk:
         self._run(_PG_KEYS, [_json(rows)])
 
     def update_calls(self, columns: tuple[str, ...], rows: Sequence[Row]) -> None:
-        self._run(_pg_update_calls(columns), [_json(rows)])
+        self._run(_pg_update_calls(columns), [_json(rows), _json([row["id"] for row in rows])])
 
     def delete_calls(self, ids: Sequence[int]) -> None:
         # their call_keys go with them (ON DELETE CASCADE)
         self._run(
-            "DELETE FROM calls WHERE id IN (SELECT (json_array_elements_text(%s::json))::int8)",
+            f"DELETE FROM calls WHERE id = {_ids('int8')}",
             [_json(ids)],
         )
 
@@ -396,21 +399,13 @@ class PgBulk:
         return len(self.cur.fetchall())
 
     def correct_cdrs(self, rows: Sequence[Row]) -> None:
-        self._run(_PG_CORRECT, [_json(rows)])
+        self._run(_PG_CORRECT, [_json(rows), _json([row["id"] for row in rows])])
 
     def insert_charges(self, rows: Sequence[Row]) -> None:
         self._run(_PG_CHARGES, [_json(rows)])
 
     def move_balances(self, moves: dict[int, Decimal]) -> None:
-        ids = sorted(moves)
-        self._run(_PG_LOCK_BALANCES, [_json(ids)])
-        present = {client_id for (client_id,) in self.cur.fetchall()}
-        found = [c for c in ids if c in present]
-        if found:
-            self._run(_PG_MOVE_BALANCES, [_json([(c, to_micros(moves[c])) for c in found])])
-        missing = [c for c in ids if c not in present]
-        if missing:
-            self._run(_PG_NEW_BALANCES, [_json([(c, to_micros(moves[c])) for c in missing])])
+        self._run(_PG_MOVE_BALANCES, [_json([(c, to_micros(moves[c])) for c in sorted(moves)])])
 
 
 # --- SQLite (SQLAlchemy Core) ----------------------------------------------------------------

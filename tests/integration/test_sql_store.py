@@ -347,3 +347,41 @@ def test_a_leg_stored_first_by_another_transaction_rolls_the_batch_back_and_reru
     assert len(admin.list_cdrs(engine)) == 2
     assert store.ledger_balances() == {1: Decimal("4.70")}
     assert admin.client_summary(engine, "Acme")["live_balance"] == "4.70"
+
+
+def test_the_batch_statements_reach_rows_through_indexes(pg_url: str) -> None:
+    """With a carrier's million CDRs, a hash join over the table per batch would be the
+    end of accounting: every lookup of a batch must be an index scan."""
+    from billing_core.adapters import sql_bulk
+
+    engine = make_engine(pg_url)
+    admin.apply_provisioning(engine, spec("5.00"))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO cdrs (client_id, nas_key, epoch, acct_session_id, conf_id, origin, "
+            "called, duration, billed_duration, cost, rated_at, stopped_at, closed_by, "
+            "created_at) SELECT 1, 'nas', 0, 's' || g, '', '', '1', 1, 1, 0, now(), now(), "
+            "'stop', now() FROM generate_series(1, 20000) AS g"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO calls (id, client_id, nas_key, acct_session_id, conf_id, origin, "
+            "called, state, hold, max_session_time, charged, epoch, live_uid, accounted) "
+            "SELECT g, 1, 'nas', 's' || g, '', '', '1', 'active', 0, 0, false, 0, '', true "
+            "FROM generate_series(1, 20000) AS g"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO call_keys (call_id, nas_key, key) "
+            "SELECT g, 'nas', 's' || g FROM generate_series(1, 20000) AS g"
+        )
+        conn.exec_driver_sql("ANALYZE")
+    with engine.connect() as conn:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        for sql, params in [
+            (sql_bulk._PG_FIND_LEGS, ['[["nas",0,"s5"]]']),
+            (sql_bulk._PG_FIND_CALLS, ['[["nas","s5"]]']),
+            (sql_bulk._pg_update_calls(("state",)), ['[{"id":5,"state":"held"}]', "[5]"]),
+            (sql_bulk._PG_CORRECT, ["[]", "[5]"]),
+        ]:
+            cursor.execute("EXPLAIN " + sql, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "Seq Scan on cdrs" not in plan and "Seq Scan on call" not in plan, plan
