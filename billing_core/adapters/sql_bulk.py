@@ -299,20 +299,23 @@ def _pg_update_calls(columns: tuple[str, ...]) -> str:
 
 class PgBulk:
     def __init__(self, conn: Connection) -> None:
-        # the transaction's own connection: the statements run inside it
-        self.cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        self.conn = conn
 
+    # through SQLAlchemy, not the driver's own cursor: its errors are translated (outages,
+    # deadlocks) and a broken connection is invalidated, as for every other statement
     def _run(self, sql: str, params: Sequence[Any]) -> None:
-        self.cur.execute(sql, params)
+        self.conn.exec_driver_sql(sql, tuple(params))
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> Sequence[Any]:
+        return self.conn.exec_driver_sql(sql, tuple(params)).all()
 
     def epochs(self, nas_keys: Sequence[str]) -> list[tuple[str, int, datetime | None]]:
-        self._run(_PG_EPOCHS, [_json(nas_keys)])
-        return [(key, int(epoch), _aware(at)) for key, epoch, at in self.cur.fetchall()]
+        rows = self._rows(_PG_EPOCHS, [_json(nas_keys)])
+        return [(key, int(epoch), _aware(at)) for key, epoch, at in rows]
 
     def calls(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[CallRecord, str, str]]:
-        self._run(_PG_FIND_CALLS, [_json(pairs)])
         out = []
-        for row in self.cur.fetchall():
+        for row in self._rows(_PG_FIND_CALLS, [_json(pairs)]):
             (cid, client, account, nas, sid, conf, origin, called, state, granted) = row[:10]
             (hold, authorized, started, seen, longest, accounted, epoch, uid) = row[10:18]
             record = CallRecord(
@@ -339,9 +342,8 @@ class PgBulk:
         return out
 
     def legs(self, triples: Sequence[tuple[str, int, str]]) -> list[tuple[LegKey, StoredLeg]]:
-        self._run(_PG_FIND_LEGS, [_json(triples)])
         out = []
-        for row in self.cur.fetchall():
+        for row in self._rows(_PG_FIND_LEGS, [_json(triples)]):
             (cdr_id, client, duration, cost, closed_by, corrected_at, called, rated_at, uid) = row[
                 :9
             ]
@@ -360,12 +362,12 @@ class PgBulk:
         return out
 
     def _next(self, table_name: str, count: int) -> list[int]:
-        self._run(
+        rows = self._rows(
             f"SELECT nextval(pg_get_serial_sequence('{table_name}', 'id')) "
             "FROM generate_series(1, %s)",
             [count],
         )
-        return [int(value) for (value,) in self.cur.fetchall()]
+        return [int(value) for (value,) in rows]
 
     def call_ids(self, count: int) -> list[int]:
         return self._next("calls", count)
@@ -395,8 +397,7 @@ class PgBulk:
         )
 
     def insert_cdrs(self, rows: Sequence[Row]) -> int:
-        self._run(_PG_CDRS, [_json(rows)])
-        return len(self.cur.fetchall())
+        return len(self._rows(_PG_CDRS, [_json(rows)]))
 
     def correct_cdrs(self, rows: Sequence[Row]) -> None:
         self._run(_PG_CORRECT, [_json(rows), _json([row["id"] for row in rows])])
