@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -92,6 +93,7 @@ async def start(
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(executor, require_current_schema, engine)
     catalog = await loop.run_in_executor(executor, CatalogCache, store)
+    gc.freeze()  # the catalog lives long: the collector need not walk its objects again
     live: LiveState = store
     redis_live: ResyncingLive | None = None
     if config.redis.url.reveal():
@@ -334,6 +336,7 @@ def background_jobs(
 
     async def refresh() -> None:
         if await loop.run_in_executor(running.executor, running.catalog.refresh):
+            gc.freeze()  # the old catalog is freed by reference counting (it has no cycles)
             log.info("catalog_reloaded", version=running.catalog.current.version)
 
     async def reap() -> None:
