@@ -38,12 +38,7 @@ from billing_core.ports import (
 )
 from billing_core.sessions import AccountingEvent, AcctStatus
 
-from .models import CallKeyRow, CallRow, NasEpochRow, table
-from .sql_bulk import LegKey, bulk_for
-
-call_keys_t = table(CallKeyRow)
-calls_t = table(CallRow)
-nas_epochs_t = table(NasEpochRow)
+from .sql_bulk import LegKey, bulk_for, call_keys_t, calls_t, nas_epochs_t
 
 _LEG_STATUSES = frozenset(
     (AcctStatus.START, AcctStatus.INTERIM_UPDATE, AcctStatus.STOP, AcctStatus.FAILED)
