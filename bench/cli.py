@@ -228,6 +228,8 @@ class Bench:
             workers = args.workers
             target: Target | None = None
             if name == "ours-sqlite":
+                # the embedded default runs one worker: SQLite has one writer, and two
+                # workers measured slower, queueing on its lock (p99 near a second)
                 target = OurServer(
                     name,
                     "ours, SQLite (embedded default)",
@@ -235,7 +237,7 @@ class Bench:
                     log,
                     SqliteDatabase(loader, cache=cache),
                     data,
-                    workers=workers,
+                    workers=1,
                 )
             elif name in ("ours-pg", "ours-pg-redis"):
                 redis = args.redis_url if name == "ours-pg-redis" else ""
