@@ -38,7 +38,7 @@ from billing_core.ports import (
 )
 from billing_core.sessions import AccountingEvent, AcctStatus
 
-from .sql_bulk import LegKey, bulk_for, call_keys_t, calls_t, nas_epochs_t
+from .sql_bulk import LegKey, bulk_for, call_from, call_keys_t, calls_t, nas_epochs_t
 
 _LEG_STATUSES = frozenset(
     (AcctStatus.START, AcctStatus.INTERIM_UPDATE, AcctStatus.STOP, AcctStatus.FAILED)
@@ -61,26 +61,7 @@ def add_keys(conn: Connection, call_id: int, nas_key: str, identifiers: Sequence
 
 
 def call_record(row: Any) -> CallRecord:
-    return CallRecord(
-        id=row.id,
-        client_id=row.client_id,
-        account_id=row.account_id,
-        nas_key=row.nas_key,
-        acct_session_id=row.acct_session_id,
-        conf_id=row.conf_id,
-        origin=row.origin,
-        called=row.called,
-        state=row.state,
-        granted_seconds=row.granted_seconds,
-        hold=row.hold,
-        authorized_at=row.authorized_at,
-        started_at=row.started_at,
-        last_seen_at=row.last_seen_at,
-        max_session_time=row.max_session_time,
-        accounted=bool(row.accounted),
-        epoch=row.epoch,
-        live_uid=row.live_uid,
-    )
+    return call_from(row._mapping)
 
 
 def _leg_key(identity: LegIdentity) -> LegKey:
@@ -351,27 +332,7 @@ class SqlAccountingTx:
             "live_uid": live_uid,
             "accounted": True,
         }
-        call = CallRecord(
-            id=call_id,
-            client_id=client_id,
-            account_id=account_id,
-            nas_key=nas_key,
-            acct_session_id=acct_session_id,
-            conf_id=conf_id,
-            origin=origin,
-            called=called,
-            state=state,
-            granted_seconds=granted_seconds,
-            hold=hold,
-            authorized_at=authorized_at,
-            started_at=started_at,
-            last_seen_at=seen_at,
-            max_session_time=max_session_time,
-            accounted=True,
-            epoch=epoch,
-            live_uid=live_uid,
-            keys=frozenset(identifiers),
-        )
+        call = call_from(self._new_calls[call_id], frozenset(identifiers))
         self._calls[call_id] = call
         self._add_keys(call_id, nas_key, identifiers)
         return call

@@ -18,7 +18,7 @@ Rows go in as dicts keyed by column name, with domain values (``Decimal``, aware
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -237,7 +237,7 @@ def _ids(cast: str) -> str:
 
 
 _PG_EPOCHS = f"SELECT nas_key, epoch, changed_at FROM nas_epochs WHERE nas_key = {_ids('text')}"
-_CALL_READ = (
+CALL_READ = (
     "id",
     "client_id",
     "account_id",
@@ -257,8 +257,18 @@ _CALL_READ = (
     "epoch",
     "live_uid",
 )
+
+
+def call_from(values: Mapping[Any, Any], keys: frozenset[str] = frozenset()) -> CallRecord:
+    """A call from its columns (CALL_READ), as domain values."""
+    return CallRecord(
+        **{name: values[name] for name in CALL_READ},
+        keys=keys,
+    )
+
+
 _PG_FIND_CALLS = (
-    f"SELECT {', '.join('c.' + name for name in _CALL_READ)}, k.nas_key, k.key "
+    f"SELECT {', '.join('c.' + name for name in CALL_READ)}, k.nas_key, k.key "
     "FROM json_array_elements(%s::json) AS v "
     "JOIN LATERAL (SELECT call_id, nas_key, key FROM call_keys "
     "WHERE nas_key = v->>0 AND key = v->>1 OFFSET 0) AS k ON true "
@@ -316,29 +326,11 @@ class PgBulk:
     def calls(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[CallRecord, str, str]]:
         out = []
         for row in self._rows(_PG_FIND_CALLS, [_json(pairs)]):
-            (cid, client, account, nas, sid, conf, origin, called, state, granted) = row[:10]
-            (hold, authorized, started, seen, longest, accounted, epoch, uid) = row[10:18]
-            record = CallRecord(
-                id=cid,
-                client_id=client,
-                account_id=account,
-                nas_key=nas,
-                acct_session_id=sid,
-                conf_id=conf,
-                origin=origin,
-                called=called,
-                state=state,
-                granted_seconds=granted,
-                hold=from_micros(hold),
-                authorized_at=_aware(authorized),
-                started_at=_aware(started),
-                last_seen_at=_aware(seen),
-                max_session_time=longest,
-                accounted=bool(accounted),
-                epoch=epoch,
-                live_uid=uid,
-            )
-            out.append((record, row[18], row[19]))
+            values = dict(zip(CALL_READ, row, strict=False))
+            values["hold"] = from_micros(values["hold"])
+            for name in ("authorized_at", "started_at", "last_seen_at"):
+                values[name] = _aware(values[name])
+            out.append((call_from(values), row[18], row[19]))
         return out
 
     def legs(self, triples: Sequence[tuple[str, int, str]]) -> list[tuple[LegKey, StoredLeg]]:
@@ -496,7 +488,7 @@ class CoreBulk:
         rows = self.conn.execute(self.sql.find_calls, {"pairs": list(pairs)})
         return [
             (
-                CallRecord(**{name: getattr(row, name) for name in _CALL_READ}),
+                call_from(row._mapping),
                 row.k_nas,
                 row.k_key,
             )
