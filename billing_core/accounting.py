@@ -100,14 +100,14 @@ class AccountingService:
         A conflict with a concurrent transaction (the same leg stored by another worker, a
         deadlock) rolls the whole batch back; it is run again and then sees the other's work.
         """
-        for attempt in range(_ATTEMPTS):
+        for _ in range(_ATTEMPTS - 1):
             try:
                 with self._guarded():
                     return self._record_many(events)
             except LedgerConflict:
-                if attempt == _ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+                continue
+        with self._guarded():  # the last attempt: a conflict now goes to the caller
+            return self._record_many(events)
 
     def _guarded(self) -> AbstractContextManager[None]:
         return self._ledger.live_guard(exclusive=False) if self._guard_live else nullcontext()

@@ -277,8 +277,8 @@ _PG_FIND_CALLS = (
 )
 _PG_FIND_LEGS = (
     "SELECT d.id, d.client_id, d.duration, d.cost, d.closed_by, d.corrected_at, d.called, "
-    "d.rated_at, coalesce(c.live_uid, ''), d.nas_key, d.epoch, d.acct_session_id, d.conf_id, "
-    "d.origin FROM json_array_elements(%s::json) AS v "
+    "d.rated_at, coalesce(c.live_uid, '') AS live_uid, d.nas_key, d.epoch, "
+    "d.acct_session_id, d.conf_id, d.origin FROM json_array_elements(%s::json) AS v "
     "JOIN LATERAL (SELECT * FROM cdrs WHERE nas_key = v->>0 AND epoch = (v->>1)::int4 "
     "AND acct_session_id = v->>2 OFFSET 0) AS d ON true "
     "LEFT JOIN calls c ON c.id = d.call_id ORDER BY d.id"
@@ -336,21 +336,19 @@ class PgBulk:
     def legs(self, triples: Sequence[tuple[str, int, str]]) -> list[tuple[LegKey, StoredLeg]]:
         out = []
         for row in self._rows(_PG_FIND_LEGS, [_json(triples)]):
-            (cdr_id, client, duration, cost, closed_by, corrected_at, called, rated_at, uid) = row[
-                :9
-            ]
             leg = StoredLeg(
-                id=cdr_id,
-                client_id=client,
-                duration=duration,
-                cost=from_micros(cost),
-                closed_by=closed_by,
-                corrected=corrected_at is not None,
-                called=called,
-                rated_at=rated_at.replace(tzinfo=UTC),
-                call_live_uid=uid,
+                id=row.id,
+                client_id=row.client_id,
+                duration=row.duration,
+                cost=from_micros(row.cost),
+                closed_by=row.closed_by,
+                corrected=row.corrected_at is not None,
+                called=row.called,
+                rated_at=row.rated_at.replace(tzinfo=UTC),
+                call_live_uid=row.live_uid,
             )
-            out.append(((row[9], row[10], row[11], row[12], row[13]), leg))
+            key = (row.nas_key, row.epoch, row.acct_session_id, row.conf_id, row.origin)
+            out.append((key, leg))
         return out
 
     def _next(self, table_name: str, count: int) -> list[int]:
