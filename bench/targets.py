@@ -538,25 +538,22 @@ def _flush_redis(url: str) -> None:
         client.close()
 
 
-def redis_pid(url: str) -> int | None:
+def _redis_server_info(url: str, field: str) -> str | None:
     import redis
 
     client = redis.Redis.from_url(url)
     try:
-        return int(client.info("server")["process_id"])
-    except Exception:  # noqa: BLE001 - no pid: no CPU reading for Redis
+        return str(client.info("server")[field])
+    except Exception:  # noqa: BLE001 - no answer: nothing to report
         return None
     finally:
         client.close()
+
+
+def redis_pid(url: str) -> int | None:
+    found = _redis_server_info(url, "process_id")
+    return None if found is None else int(found)
 
 
 def redis_version(url: str) -> str | None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        return str(client.info("server")["redis_version"])
-    except Exception:  # noqa: BLE001
-        return None
-    finally:
-        client.close()
+    return _redis_server_info(url, "redis_version")

@@ -386,16 +386,7 @@ def _nothing_given(fields: dict[str, object], tags: TagChange, *extra: object) -
 def cmd_clients_edit(args: argparse.Namespace) -> int:
     from billing_core.adapters.admin_clients import edit_client
 
-    fields, tags = _client_fields(args), _tag_change(args)
-    new_name = None if args.name is None else _client_name(args.name)
-    if _nothing_given(fields, tags, new_name):
-        raise UserError("nothing to change: give a field option (see --help)")
-    client, changed = edit_client(
-        _engine(args), args.client, fields, new_name=new_name, tags=tags, audit=_audit(args)
-    )
-    what = f"updated: {', '.join(changed)}" if changed else "unchanged"
-    print(f"client {client['name']} {what}")
-    return 0
+    return _edit(args, "client", args.client, edit_client, template=False)
 
 
 def cmd_clients_mass_edit(args: argparse.Namespace) -> int:
@@ -477,15 +468,22 @@ def cmd_templates_add(args: argparse.Namespace) -> int:
 def cmd_templates_edit(args: argparse.Namespace) -> int:
     from billing_core.adapters.admin_clients import edit_template
 
-    fields, tags = _client_fields(args, template=True), _tag_change(args)
+    return _edit(args, "template", args.template, edit_template, template=True)
+
+
+def _edit(
+    args: argparse.Namespace, kind: str, target: str, edit: Callable[..., Any], *, template: bool
+) -> int:
+    """`clients edit` and `templates edit`: the same options, the same answer."""
+    fields, tags = _client_fields(args, template=template), _tag_change(args)
     new_name = None if args.name is None else _client_name(args.name)
     if _nothing_given(fields, tags, new_name):
         raise UserError("nothing to change: give a field option (see --help)")
-    shown, changed = edit_template(
-        _engine(args), args.template, fields, new_name=new_name, tags=tags, audit=_audit(args)
+    shown, changed = edit(
+        _engine(args), target, fields, new_name=new_name, tags=tags, audit=_audit(args)
     )
     what = f"updated: {', '.join(changed)}" if changed else "unchanged"
-    print(f"template {shown['name']} {what}")
+    print(f"{kind} {shown['name']} {what}")
     return 0
 
 
