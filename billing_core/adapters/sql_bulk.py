@@ -7,8 +7,10 @@ Two implementations of one interface (``Bulk``):
   prepares it once; a multi-row ``VALUES`` or an expanded ``IN`` list would be new text for
   every batch size, parsed again each time (psycopg's parser then cost more than the rest
   of the batch), and arrays are dumped by psycopg element by element in Python where
-  ``json.dumps`` is C. Values are converted here as the models' column types would (money
-  in micro-units, times as naive UTC).
+  orjson encodes a whole batch in C. Values are converted here as the models' column types
+  would (money in micro-units, times as naive UTC). The statements run on the driver's own
+  cursor (SQLAlchemy's result machinery cost as much as the driver), with errors translated
+  and a broken connection invalidated as SQLAlchemy would.
 - ``CoreBulk`` (SQLite, in-process) runs the same work as SQLAlchemy Core statements.
 
 Rows go in as dicts keyed by column name, with domain values (``Decimal``, aware UTC
@@ -17,12 +19,12 @@ Rows go in as dicts keyed by column name, with domain values (``Decimal``, aware
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -34,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
 
 from billing_core.money import from_micros, to_micros
 from billing_core.ports import CallRecord, StoredLeg
@@ -180,7 +183,8 @@ def bulk_for(conn: Connection) -> Bulk:
 
 
 def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    """Packet attributes as stored, by both engines: compact JSON, UTF-8 as received."""
+    return orjson.dumps(value).decode()
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -198,8 +202,9 @@ def _to_json(value: Any) -> Any:
 
 def _json(rows: Sequence[Any]) -> str:
     """A batch as one JSON document: C-encoded here, C-decoded by PostgreSQL (an array per
-    column would be dumped element by element in Python)."""
-    return json.dumps(rows, default=_to_json, separators=(",", ":"))
+    column would be dumped element by element in Python). Times go through ``_to_json``
+    (naive UTC), not orjson's own format, which keeps the offset a timestamp column drops."""
+    return orjson.dumps(rows, default=_to_json, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
 
 
 _PG_TYPE = {"money": "int8"}  # money is BIGINT micro-units underneath
@@ -310,14 +315,34 @@ def _pg_update_calls(columns: tuple[str, ...]) -> str:
 class PgBulk:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._cursor: Any = None
 
-    # through SQLAlchemy, not the driver's own cursor: its errors are translated (outages,
-    # deadlocks) and a broken connection is invalidated, as for every other statement
+    def _execute(self, sql: str, params: Sequence[Any]) -> Any:
+        """The driver's cursor, in the connection's transaction. A driver error comes out as
+        SQLAlchemy's (outages and deadlocks are told apart by it), a broken connection
+        invalidated, as SQLAlchemy's own execution does."""
+        if self._cursor is None:
+            self._cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = self._cursor
+        dbapi = self.conn.dialect.loaded_dbapi
+        try:
+            cursor.execute(sql, tuple(params))
+        except dbapi.Error as exc:
+            dialect = self.conn.dialect
+            gone = dialect.is_disconnect(exc, self.conn.connection.dbapi_connection, cursor)
+            if gone:
+                self.conn.invalidate(exc)
+            raise DBAPIError.instance(
+                sql, tuple(params), exc, dbapi.Error, connection_invalidated=gone, dialect=dialect
+            ) from exc
+        return cursor
+
     def _run(self, sql: str, params: Sequence[Any]) -> None:
-        self.conn.exec_driver_sql(sql, tuple(params))
+        self._execute(sql, params)
 
-    def _rows(self, sql: str, params: Sequence[Any]) -> Sequence[Any]:
-        return self.conn.exec_driver_sql(sql, tuple(params)).all()
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._execute(sql, params).fetchall()
+        return rows
 
     def epochs(self, nas_keys: Sequence[str]) -> list[tuple[str, int, datetime | None]]:
         rows = self._rows(_PG_EPOCHS, [_json(nas_keys)])
@@ -336,19 +361,34 @@ class PgBulk:
     def legs(self, triples: Sequence[tuple[str, int, str]]) -> list[tuple[LegKey, StoredLeg]]:
         out = []
         for row in self._rows(_PG_FIND_LEGS, [_json(triples)]):
+            (
+                cdr_id,
+                client_id,
+                duration,
+                cost,
+                closed_by,
+                corrected_at,
+                called,
+                rated_at,
+                live_uid,
+                nas_key,
+                epoch,
+                acct_session_id,
+                conf_id,
+                origin,
+            ) = row  # the columns of _PG_FIND_LEGS, in its order
             leg = StoredLeg(
-                id=row.id,
-                client_id=row.client_id,
-                duration=row.duration,
-                cost=from_micros(row.cost),
-                closed_by=row.closed_by,
-                corrected=row.corrected_at is not None,
-                called=row.called,
-                rated_at=row.rated_at.replace(tzinfo=UTC),
-                call_live_uid=row.live_uid,
+                id=cdr_id,
+                client_id=client_id,
+                duration=duration,
+                cost=from_micros(cost),
+                closed_by=closed_by,
+                corrected=corrected_at is not None,
+                called=called,
+                rated_at=rated_at.replace(tzinfo=UTC),
+                call_live_uid=live_uid,
             )
-            key = (row.nas_key, row.epoch, row.acct_session_id, row.conf_id, row.origin)
-            out.append((key, leg))
+            out.append(((nas_key, epoch, acct_session_id, conf_id, origin), leg))
         return out
 
     def _next(self, table_name: str, count: int) -> list[int]:

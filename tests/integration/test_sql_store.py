@@ -309,7 +309,9 @@ def test_the_packets_are_stored_as_received(db_url: str) -> None:
     acct.record_many([leg("a", 1, attributes=attributes)])
     with engine.connect() as conn:
         stored = conn.execute(select(acct_events_t.c.attributes)).scalar_one()
-    assert stored == json.dumps(attributes, separators=(",", ":"))
+    # one compact JSON text, UTF-8 as received (not escaped into a string a second time)
+    assert json.loads(stored) == attributes
+    assert stored == '{"User-Name":["acme"],"Cisco-AVPair":["h323-conf-id=\\"x y\\"","é\\\\n"]}'
 
 
 def test_a_leg_stored_first_by_another_transaction_rolls_the_batch_back_and_reruns_it(
