@@ -83,7 +83,9 @@ async def start(
     state at start and runs the stale reaper; the supervisor serves HTTP for all of them."""
     log = get_logger("radiusd")
     metrics = metrics or Metrics()
-    engine = make_engine(config.database.url.reveal(), pool_size=config.database.pool_size)
+    engine = make_engine(
+        config.database.url.reveal(), pool_size=config.database.pool_size, pre_ping=False
+    )
     store = SqlStore(engine)
     committed_unseen = track_commits(engine)
     sqlite = engine.dialect.name == "sqlite"

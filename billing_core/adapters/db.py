@@ -17,8 +17,13 @@ from sqlalchemy.exc import ArgumentError
 from billing_core.errors import UserError
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and serialized writers."""
+def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and serialized writers.
+
+    ``pre_ping`` tests a PostgreSQL connection at every checkout (a round trip). The daemon
+    goes without: a statement on a connection that died fails, SQLAlchemy then drops the
+    whole pool, and the work is retried on new connections (accounting one request at a
+    time; an Access-Request is retransmitted by its NAS)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -34,7 +39,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(
-            parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping
         )
     raise UserError(f"database.url: unsupported database {backend!r} (sqlite or postgresql)")
 

@@ -36,7 +36,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from billing_core.money import from_micros, to_micros
 from billing_core.ports import CallRecord, StoredLeg
@@ -192,6 +194,24 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
+def driver_execute(
+    dialect: Dialect, pooled: PoolProxiedConnection, cursor: Any, sql: str, params: tuple[Any, ...]
+) -> None:
+    """Execute on the driver's own cursor. A driver error comes out as SQLAlchemy's (outages
+    and deadlocks are told apart by it) and a broken connection is invalidated, as
+    SQLAlchemy's own execution does."""
+    dbapi = dialect.loaded_dbapi
+    try:
+        cursor.execute(sql, params)
+    except dbapi.Error as exc:
+        gone = dialect.is_disconnect(exc, pooled.dbapi_connection, cursor)
+        if gone:
+            pooled.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, params, exc, dbapi.Error, connection_invalidated=gone, dialect=dialect
+        ) from exc
+
+
 def _to_json(value: Any) -> Any:
     if isinstance(value, datetime):  # timestamp columns hold naive UTC
         return value.astimezone(UTC).replace(tzinfo=None).isoformat()
@@ -318,24 +338,12 @@ class PgBulk:
         self._cursor: Any = None
 
     def _execute(self, sql: str, params: Sequence[Any]) -> Any:
-        """The driver's cursor, in the connection's transaction. A driver error comes out as
-        SQLAlchemy's (outages and deadlocks are told apart by it), a broken connection
-        invalidated, as SQLAlchemy's own execution does."""
+        """The driver's cursor, in the connection's transaction (see ``driver_execute``)."""
         if self._cursor is None:
             self._cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor = self._cursor
-        dbapi = self.conn.dialect.loaded_dbapi
-        try:
-            cursor.execute(sql, tuple(params))
-        except dbapi.Error as exc:
-            dialect = self.conn.dialect
-            gone = dialect.is_disconnect(exc, self.conn.connection.dbapi_connection, cursor)
-            if gone:
-                self.conn.invalidate(exc)
-            raise DBAPIError.instance(
-                sql, tuple(params), exc, dbapi.Error, connection_invalidated=gone, dialect=dialect
-            ) from exc
-        return cursor
+        pooled = self.conn.connection
+        driver_execute(self.conn.dialect, pooled, self._cursor, sql, tuple(params))
+        return self._cursor
 
     def _run(self, sql: str, params: Sequence[Any]) -> None:
         self._execute(sql, params)

@@ -60,6 +60,7 @@ from .models import (
     table,
 )
 from .sql_accounting import SqlAccountingTx, add_keys
+from .sql_bulk import driver_execute
 
 accounts_t = table(AccountRow)
 acct_events_t = table(AcctEventRow)
@@ -78,6 +79,7 @@ transactions_t = table(TransactionRow)
 
 _RETRYABLE = frozenset(("40P01", "40001"))  # deadlock detected, serialization failure
 _LIVE_LOCK_KEY = 0x72616469757364  # "radiusd": the advisory lock of live_guard
+_KEY = (_LIVE_LOCK_KEY,)
 _SQLITE_LIVE_LOCK = threading.RLock()
 
 
@@ -432,13 +434,35 @@ class SqlStore:
                 yield
             return
         mode = "" if exclusive else "_shared"
-        # autocommit: a session lock needs no transaction around it (two round trips fewer)
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(f"SELECT pg_advisory_lock{mode}({_LIVE_LOCK_KEY})")
+        # every accounting batch takes it: a pooled connection and the driver's cursor, in
+        # autocommit (a session lock needs no transaction around it)
+        dialect = self.engine.dialect
+        try:
+            pooled = self.engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:  # as engine.connect() would raise it
+            raise DBAPIError.instance(
+                None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
+            ) from exc
+        try:
+            driver = cast(Any, pooled.driver_connection)
+            driver.autocommit = True
+            cursor = pooled.cursor()
+            driver_execute(dialect, pooled, cursor, f"SELECT pg_advisory_lock{mode}(%s)", _KEY)
             try:
                 yield
             finally:
-                conn.exec_driver_sql(f"SELECT pg_advisory_unlock{mode}({_LIVE_LOCK_KEY})")
+                unlock = f"SELECT pg_advisory_unlock{mode}(%s)"
+                try:
+                    driver_execute(dialect, pooled, cursor, unlock, _KEY)
+                except Exception:
+                    # never back to the pool still holding the lock: closing it releases it
+                    if pooled.is_valid:
+                        pooled.invalidate()
+                    raise
+        finally:
+            if pooled.is_valid:  # back to the pool as it came out
+                driver.autocommit = False
+            pooled.close()
 
     # --- Ledger ---------------------------------------------------------------------------
     @contextmanager

@@ -387,3 +387,29 @@ def test_the_batch_statements_reach_rows_through_indexes(pg_url: str) -> None:
             cursor.execute("EXPLAIN " + sql, params)
             plan = "\n".join(row[0] for row in cursor.fetchall())
             assert "Seq Scan on cdrs" not in plan and "Seq Scan on call" not in plan, plan
+
+
+def test_the_live_guard_leaves_its_connection_as_it_found_it(pg_url: str) -> None:
+    """The guard runs on a pooled connection in autocommit: afterwards the lock is free and
+    the connection, back in the pool, runs transactions again (a rollback undoes)."""
+    from sqlalchemy.exc import OperationalError
+
+    engine = make_engine(pg_url, pool_size=1, pre_ping=False)
+    store = SqlStore(engine)
+    admin.apply_provisioning(engine, spec("5.00"))
+    probe = make_engine(pg_url, pool_size=1)
+    # while a writer holds it, a loader's exclusive lock waits
+    with store.live_guard(exclusive=False), probe.connect() as other:
+        taken = other.exec_driver_sql("SELECT pg_try_advisory_lock(%s)", (0x72616469757364,))
+        assert taken.scalar_one() is False
+    with probe.connect() as other:
+        sql = "SELECT pg_try_advisory_lock(%s), pg_advisory_unlock(%s)"
+        assert other.exec_driver_sql(sql, (0x72616469757364,) * 2).one() == (True, True)
+    with engine.connect() as conn:  # the one pooled connection: a transaction again
+        conn.exec_driver_sql("UPDATE clients SET name = 'Changed'")
+        conn.rollback()
+        assert conn.exec_driver_sql("SELECT name FROM clients").scalar_one() == "Acme"
+    # a database that is gone comes out as SQLAlchemy's error (the edge counts it as an outage)
+    gone = SqlStore(make_engine(pg_url.rsplit("/", 1)[0] + "/no_such_database_here"))
+    with pytest.raises(OperationalError), gone.live_guard(exclusive=False):
+        pass
