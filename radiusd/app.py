@@ -28,6 +28,7 @@ from billing_core.ports import LiveState
 from billing_core.services import AuthorizationService, CatalogCache
 from billing_core.sessions import AccountingEvent
 
+from . import steering
 from .batching import LanedCommitter
 from .codec import Codec, load_dictionary
 from .config import Config, ConfigError, ListenAddress, load_config
@@ -59,15 +60,20 @@ class Running:
     close_stale: Callable[[datetime], int]
 
 
-def _socket(listen: ListenAddress, *, reuse_port: bool) -> socket.socket:
+def _socket(listen: ListenAddress, *, workers: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
-    if reuse_port:  # workers share the port; the kernel keeps a NAS's 4-tuple on one worker
+    if workers > 1:  # workers share the port; a request's Identifier picks one (steering)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
     sock.bind((listen.host, listen.port))
+    if workers > 1:
+        try:
+            steering.attach(sock, workers)
+        except OSError as exc:  # not Linux, or an old kernel: the kernel's 4-tuple hash
+            get_logger("radiusd").warning("steering_unavailable", error=str(exc))
     sock.setblocking(False)
     return sock
 
@@ -163,7 +169,7 @@ async def start(
     ):
         transport, _protocol = await loop.create_datagram_endpoint(
             lambda ap=accounting_port: RadiusProtocol(server, ap),  # type: ignore[misc]
-            sock=_socket(listen, reuse_port=config.server.workers > 1),
+            sock=_socket(listen, workers=config.server.workers),
         )
         transports.append(transport)
 
