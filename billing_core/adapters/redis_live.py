@@ -20,6 +20,7 @@ on first use, so the live state rebuilds itself client by client, also during tr
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -44,6 +45,9 @@ from billing_core.ports import (
     Rehold,
     Released,
 )
+
+from . import resp
+from .resp import RespConnection
 
 # One client's state as the database knows it: (balance, accounted calls).
 ClientLoader = Callable[[int], tuple[Decimal, list[dict[str, Any]]]]
@@ -279,6 +283,11 @@ _REASONS = {reason.value: reason for reason in RejectReason}
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def _sha(script: str) -> str:
+    """The name Redis gives a script (EVALSHA)."""
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
 def _keys(client_id: int) -> list[str]:
@@ -655,31 +664,17 @@ class ResyncingLive(RedisLiveState):
         return False
 
 
-def _resp(args: Sequence[str | int]) -> bytes:
-    """One command in the Redis protocol (RESP): what redis-py's packer sends for str and int
-    arguments, built as one str (an ASCII argument's length in bytes is its length)."""
-    parts = [f"*{len(args)}\r\n"]
-    for arg in args:
-        text = arg if isinstance(arg, str) else str(arg)
-        size = len(text) if text.isascii() else len(text.encode())
-        parts.append(f"${size}\r\n{text}\r\n")
-    return "".join(parts).encode()
-
-
 class AsyncAuthorizer:
-    """The check-and-hold on redis.asyncio, for the daemon's event loop: no thread hand-off.
+    """The check-and-hold for the daemon's event loop, on one pipelining connection
+    (``resp.RespConnection``): no thread hand-off.
 
-    Authorizations that arrive in the same turn of the event loop share one pipeline (two
+    Authorizations that arrive in the same turn of the event loop share one write (two
     script calls each: the check-and-hold, and the hold's index entries), so a burst costs
-    one round trip. Loading a missing client (rare) runs ``load`` in a thread.
-
-    The batch is written as one RESP buffer on a pooled redis-py connection and its replies
-    read back in order: redis-py's Pipeline asks SCRIPT EXISTS before every execute (a second
-    round trip per batch) and packs each argument through a generic encoder, which cost more
-    CPU than the script itself. A script missing from the server (Redis restarted or flushed
-    its scripts) answers NOSCRIPT: the scripts are loaded and only those commands sent
-    again. Connection errors and timeouts go through the connection's retry policy (redis-py's
-    default: a few reconnects with backoff), then fail every request of the batch."""
+    one round trip, and the replies are read back in order. A script missing from the
+    server (Redis restarted or flushed its scripts) answers NOSCRIPT: the scripts are loaded
+    and only those commands sent again. A batch on a connection that fails, or unanswered
+    within two seconds, fails every request in it (the switch sends again); the next batch
+    connects again. Loading a missing client (rare) runs ``load`` in a thread."""
 
     def __init__(
         self,
@@ -688,11 +683,8 @@ class AsyncAuthorizer:
         *,
         retention_seconds: int = 86400,
     ) -> None:
-        import redis.asyncio as aioredis
-
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self._script = self.redis.register_script(AUTHORIZE)
-        self._index = self.redis.register_script(INDEX)
+        self.redis = RespConnection(url, timeout=2, connect_timeout=2)
+        self._sha = {script: _sha(script) for script in (AUTHORIZE, INDEX)}
         self._load = load
         self._retention_ms = retention_seconds * 1000
         self._pending: list[tuple[HoldRequest, Any]] = []
@@ -716,7 +708,9 @@ class AsyncAuthorizer:
             decision, own_uid = outcome
             if own_uid is not None and own_uid != request.uid:  # first seen by another id
                 keys, args = index_call(request, own_uid)
-                await self._index(keys=keys, args=args)
+                [reply] = await self._execute([self._evalsha(INDEX, keys, args)])
+                if isinstance(reply, Exception):
+                    raise reply
             return decision
         raise RuntimeError(f"live state of client {request.terms.client.id} could not be loaded")
 
@@ -729,25 +723,21 @@ class AsyncAuthorizer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _evalsha(self, script: str, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
+        return resp.command(["EVALSHA", self._sha[script], len(keys), *keys, *args])
+
     def _commands(self, request: HoldRequest) -> list[bytes]:
         """The request's commands: EVALSHA of AUTHORIZE, then (a call with identifiers and a
         rate) EVALSHA of INDEX for its entries."""
-        script = _resp(
-            [
-                "EVALSHA",
-                self._script.sha,
-                3,
-                *_keys(request.terms.client.id),
-                *authorize_args(request, self._retention_ms),
-            ]
+        script = self._evalsha(
+            AUTHORIZE,
+            _keys(request.terms.client.id),
+            authorize_args(request, self._retention_ms),
         )
         if not (request.identifiers and request.terms.rate is not None):
             return [script]
         index_keys, index_args = index_call(request, request.uid)
-        return [
-            script,
-            _resp(["EVALSHA", self._index.sha, len(index_keys), *index_keys, *index_args]),
-        ]
+        return [script, self._evalsha(INDEX, index_keys, index_args)]
 
     async def _send(self, batch: list[tuple[HoldRequest, Any]]) -> None:
         try:
@@ -772,39 +762,14 @@ class AsyncAuthorizer:
     async def _execute(self, commands: list[bytes]) -> list[Any]:
         """Send the commands in one write, read their replies (a Redis error reply in its
         place, as an exception); NOSCRIPT replies are sent again once the scripts are loaded."""
-        pool = self.redis.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-
-            async def round_trip() -> list[Any]:
-                replies = await self._round_trip(conn, commands)
-                missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-                if missing:
-                    for script in (self._script, self._index):
-                        await conn.send_command("SCRIPT", "LOAD", script.script)
-                        await conn.read_response()
-                    again = await self._round_trip(conn, [commands[i] for i in missing])
-                    for i, reply in zip(missing, again, strict=True):
-                        replies[i] = reply
-                return replies
-
-            async def failed(error: Exception) -> None:
-                await conn.disconnect(error=error)
-
-            return await conn.retry.call_with_retry(round_trip, failed)  # type: ignore[no-any-return]
-        finally:
-            await pool.release(conn)
-
-    @staticmethod
-    async def _round_trip(conn: Any, commands: list[bytes]) -> list[Any]:
-        await conn.send_packed_command(b"".join(commands))
-        replies: list[Any] = []
-        for _command in commands:
-            try:
-                replies.append(await conn.read_response())
-            except redis.ResponseError as exc:  # read the others: the connection stays in step
-                replies.append(exc)
+        replies = await self.redis.execute(commands)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            await self.redis.execute([resp.command(["SCRIPT", "LOAD", s]) for s in self._sha])
+            again = await self.redis.execute([commands[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
         return replies
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.redis.close()
