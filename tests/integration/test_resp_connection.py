@@ -108,7 +108,9 @@ def test_a_silent_server_times_the_batch_out_and_the_next_batch_reconnects(
 def test_the_database_and_the_user_of_the_url_are_used(redis_url: str) -> None:
     admin = redis.Redis.from_url(redis_url)
     user, password = f"radiusd-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    admin.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all"])
+    admin.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all"]
+    )
     try:
         base = redis_url.split("//", 1)[1].rsplit("/", 1)[0]
         db = int(redis_url.rsplit("/", 1)[1] or 0)
