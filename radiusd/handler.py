@@ -113,8 +113,7 @@ class Handler:
             raw = self.codec.auth_reply(request, accept=True, attributes=reply_attrs)
             result, reason = "accept", None
         elapsed = time.perf_counter() - started
-        self.metrics.child(self.metrics.requests, "auth", result).inc()
-        self.metrics.child(self.metrics.duration, "auth").observe(elapsed)
+        self.metrics.answered("auth", result, elapsed)
         self.log.info(
             "radius_request",
             code="Access-Request",
@@ -147,8 +146,7 @@ class Handler:
             self.metrics.collisions.inc()
         raw = self.codec.acct_reply(request)
         elapsed = time.perf_counter() - started
-        self.metrics.child(self.metrics.requests, "acct", "answered").inc()
-        self.metrics.child(self.metrics.duration, "acct").observe(elapsed)
+        self.metrics.answered("acct", "answered", elapsed)
         self.log.info(
             "radius_request",
             code="Accounting-Request",

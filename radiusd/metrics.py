@@ -1,7 +1,18 @@
-"""Prometheus collectors, built against a registry passed in (a fresh one per test)."""
+"""Prometheus collectors, built against a registry passed in (a fresh one per test).
+
+The updates every answered request makes (its count, its duration, the in-flight gauge) are
+applied once per turn of the event loop, added up: with several workers each update is a
+write to a shared memory-mapped file under a lock, and five of them per request cost about
+5% of an Access-Request's CPU. A scrape sees them as soon as the turn that answered the
+request ends. The rarer updates (drops, rejects, errors) are applied at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import os
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -56,6 +67,11 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self._counts: dict[Any, int] = {}
+        self._observed: dict[Any, list[float]] = {}
+        self._in_flight: Callable[[], int] | None = None
+        self._in_flight_written = -1
+        self._scheduled = False
         self.nas_dropped = Counter(
             "radiusd_nas_dropped_total",
             "Datagrams dropped, by configured NAS and reason",
@@ -72,3 +88,71 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*values)
         return found
+
+    # --- per request, applied once per loop turn --------------------------------------------
+    def answered(self, kind: str, result: str, seconds: float) -> None:
+        """A request answered (radiusd_requests_total) in ``seconds`` (the duration)."""
+        counted = self.child(self.requests, kind, result)
+        self._counts[counted] = self._counts.get(counted, 0) + 1
+        timed = self.child(self.duration, kind)
+        observed = self._observed.get(timed)
+        if observed is None:
+            self._observed[timed] = [seconds]
+        else:
+            observed.append(seconds)
+        self.changed()
+
+    def track_in_flight(self, count: Callable[[], int]) -> None:
+        """radiusd_in_flight is ``count()``: read at every scrape in one process, written at
+        the end of each loop turn that changed it with several (a scrape there reads the
+        workers' files)."""
+        self._in_flight = count
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            self.in_flight.set_function(lambda: float(count()))
+        self.flush()
+
+    def changed(self) -> None:
+        """Something to apply at the end of this loop turn (at once outside a loop)."""
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        counts, self._counts = self._counts, {}
+        for child, count in counts.items():
+            child.inc(count)
+        observed, self._observed = self._observed, {}
+        for child, values in observed.items():
+            _observe_all(child, values)
+        if self._in_flight is not None:
+            now = self._in_flight()
+            if now != self._in_flight_written:
+                self._in_flight_written = now
+                self.in_flight.set(now)
+
+
+def _observe_all(child: Any, values: list[float]) -> None:
+    """``child.observe(v)`` for each value, as one write to the sum and one per bucket hit
+    (prometheus-client's Histogram keeps them in ``_sum`` and ``_buckets``; a version
+    without them gets one observe() per value)."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for value in values:
+            child.observe(value)
+        return
+    hits: dict[int, int] = {}
+    for value in values:
+        index = bisect.bisect_left(bounds, value)  # the first bucket whose bound >= value
+        hits[index] = hits.get(index, 0) + 1
+    total.inc(sum(values))
+    for index, count in hits.items():
+        buckets[index].inc(count)

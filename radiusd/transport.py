@@ -149,6 +149,7 @@ class RadiusServer:
         self.closing = False  # set on shutdown: new datagrams are ignored
         self._throttle = LogThrottle(5.0)
         self.log = get_logger("radiusd.transport")
+        metrics.track_in_flight(lambda: len(self.tasks))
 
     def drop(self, reason: str, kind: str, nas: str = "unknown") -> None:
         """Count a datagram left unanswered; per NAS too (configured names only, a closed set)."""
@@ -216,7 +217,7 @@ class RadiusServer:
         )
         self.tasks.add(task)
         self.nas_in_flight[nas.name] = self.nas_in_flight.get(nas.name, 0) + 1
-        self.metrics.in_flight.set(len(self.tasks))
+        self.metrics.changed()  # radiusd_in_flight, at the end of this loop turn
         task.add_done_callback(functools.partial(self._finished, nas.name))
 
     def _finished(self, nas_name: str, task: asyncio.Task[None]) -> None:
@@ -224,7 +225,7 @@ class RadiusServer:
         left = self.nas_in_flight.pop(nas_name, 1) - 1
         if left > 0:
             self.nas_in_flight[nas_name] = left
-        self.metrics.in_flight.set(len(self.tasks))
+        self.metrics.changed()
 
     async def _process(
         self,
