@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Self
 
+import orjson
 import redis
 from redis.exceptions import NoScriptError
 
@@ -447,7 +448,7 @@ class RedisLiveState:
         # Nothing ran when one answers NOSCRIPT (they all share the one script).
         pipe = self.redis.pipeline(transaction=False)
         for client_id, ops in by_client.items():
-            pipe.evalsha(self._apply.sha, 3, *_keys(client_id), json.dumps(ops))
+            pipe.evalsha(self._apply.sha, 3, *_keys(client_id), orjson.dumps(ops))
         replies: list[Any] = pipe.execute()
         return replies
 
