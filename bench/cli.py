@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import datagen, freeradius, loadgen, profiling, report, scenarios
+from bench import datagen, freeradius, loadgen, procstat, profiling, report, scenarios
 from bench.loadgen import LoadSpec, Pool
 from bench.packets import ReplyChecker
 from bench.procstat import ProcessProbe
@@ -342,6 +342,7 @@ def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet)
     half = auth_rate / 2
     pool = bench.pool("auth", big, int(half * seconds * 1.2) + 64)
     run.half_load_rate = half
+    run.half_load_quiet = procstat.wait_until_quiet()
     run.half_load = measure(prod, "auth", pool, _paced(bench.load, half), bench.checker)
 
     # profile
@@ -389,6 +390,7 @@ def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet)
     count = int(light * (latency_spec.warmup + latency_spec.duration + 0.5) * 1.2) + 64
     try:
         pool = bench.pool("auth", big, count)
+        procstat.wait_until_quiet()  # both latency runs start on a quiet machine
         big_run = measure(prod, "auth", pool, latency_spec, bench.checker)
         prod.stop()
         bench.targets.pop(prod.name, None)
@@ -415,6 +417,7 @@ def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet)
         )
         if bench.start(small_target, run):
             pool = bench.pool("auth", small, count)
+            procstat.wait_until_quiet()
             small_run = measure(small_target, "auth", pool, latency_spec, bench.checker)
             run.latency = LatencyCompare(light, big_run.result, small_run.result)
             small_target.stop()

@@ -133,3 +133,41 @@ class ProcessProbe:
             peaks = [status_kb(pid, "VmHWM") for pid in server()]
             known = [p for p in peaks if p is not None]
             self.reading.peak_rss_kb = sum(known) if known else None
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores since boot, from the ``cpu`` line of /proc/stat
+    (idle and iowait count as not busy)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    total = sum(fields[:8])  # guest time is already in user
+    return total - idle, total
+
+
+def wait_until_quiet(
+    *,
+    busy_below: float = 0.15,
+    window: float = 1.0,
+    timeout: float = 20.0,
+    ticks: Callable[[], tuple[int, int]] = machine_ticks,
+    sleep: Callable[[float], None] | None = None,
+) -> tuple[float, float]:
+    """Wait until the whole machine was less than ``busy_below`` busy over ``window``
+    seconds (what ran before, PostgreSQL's vacuum and checkpoints after a benchmark's
+    writes, would otherwise land in a latency measurement), at most ``timeout`` seconds.
+    Returns (seconds waited, the last window's busy share)."""
+    import time
+
+    pause = sleep or time.sleep
+    waited = 0.0
+    busy_share = 1.0
+    before = ticks()
+    while True:
+        pause(window)
+        waited += window
+        after = ticks()
+        elapsed = after[1] - before[1]
+        busy_share = (after[0] - before[0]) / elapsed if elapsed > 0 else 0.0
+        if busy_share < busy_below or waited >= timeout:
+            return waited, busy_share
+        before = after

@@ -320,6 +320,12 @@ def render(run: Run) -> str:
             f"p99 {_ms(r.percentile(99))} ms, max {_ms(r.max_latency)} ms, "
             f"{r.timeouts} timeouts, {r.unsent} not sent (no free lane)."
         )
+        if run.half_load_quiet is not None:
+            waited, busy = run.half_load_quiet
+            out.append(
+                f"  Started once the machine was quiet: {busy:.0%} busy over the last second, "
+                f"after {waited:.0f} s of waiting (below 15%, at most 20 s)."
+            )
     if run.latency is not None:
         lc = run.latency
         for name, r in (("big", lc.big), ("small", lc.small)):

@@ -79,6 +79,7 @@ class Run:
     production: str | None = None  # the target the targets are judged on
     half_load: Measurement | None = None
     half_load_rate: float | None = None
+    half_load_quiet: tuple[float, float] | None = None  # (seconds waited, busy share)
     latency: LatencyCompare | None = None
     index_build: IndexBuild | None = None
     index_error: str | None = None
