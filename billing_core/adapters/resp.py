@@ -28,7 +28,7 @@ from typing import Any
 
 import hiredis
 import redis
-from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
+from redis.connection import SSLConnection, parse_url
 from redis.exceptions import NoScriptError
 
 
@@ -118,7 +118,6 @@ class RespConnection:
         self._host: str = options.get("host", "localhost")
         self._port: int = int(options.get("port", 6379))
         self._ssl = options.get("connection_class") is SSLConnection
-        assert self._path is None or options.get("connection_class") is UnixDomainSocketConnection
         self._hello: list[bytes] = []
         if options.get("password") is not None:
             user = options.get("username")
