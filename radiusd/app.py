@@ -425,6 +425,7 @@ async def serve(
     if running.http is not None:
         running.http.close()
     drained = await _within(asyncio.gather(*jobs), deadline) and drained
+    running.metrics.flush()  # the last loop turn's counts
     if not drained:
         # Work still stuck at the deadline (a database that does not answer) is given up,
         # unanswered (the switch retries it): waiting for the threads that hold it, as the

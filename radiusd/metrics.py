@@ -71,7 +71,7 @@ class Metrics:
         self._observed: dict[Any, list[float]] = {}
         self._in_flight: Callable[[], int] | None = None
         self._in_flight_written = -1
-        self._scheduled = False
+        self._scheduled: asyncio.AbstractEventLoop | None = None  # a flush() is due on it
         self.nas_dropped = Counter(
             "radiusd_nas_dropped_total",
             "Datagrams dropped, by configured NAS and reason",
@@ -113,18 +113,17 @@ class Metrics:
 
     def changed(self) -> None:
         """Something to apply at the end of this loop turn (at once outside a loop)."""
-        if self._scheduled:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.flush()
             return
-        self._scheduled = True
-        loop.call_soon(self.flush)
+        if self._scheduled is not loop:  # (a loop that closed with a flush due is forgotten)
+            self._scheduled = loop
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        self._scheduled = False
+        self._scheduled = None
         counts, self._counts = self._counts, {}
         for child, count in counts.items():
             child.inc(count)
