@@ -18,6 +18,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -28,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import BindParameter
 
 from billing_core.authorization import Accept, Decision, LiveSnapshot, decide
 from billing_core.domain import Account, Client
@@ -121,12 +123,71 @@ def client_from_row(row: Any) -> Client:
     )
 
 
-def live_calls_condition(now: datetime) -> Any:
-    """Calls that count: active ones, and held ones whose hold has not lapsed."""
+def live_calls_condition(now: datetime | BindParameter[datetime]) -> Any:
+    """Calls that count: active ones, and held ones whose hold has not lapsed (at ``now``, or
+    at a bind parameter's value in a statement built once)."""
     return or_(
         calls_t.c.state == "active",
         and_(calls_t.c.state == "held", calls_t.c.hold_expires_at > now),
     )
+
+
+class _AuthStatements:
+    """The embedded live state's check-and-hold, built once per dialect: built per request,
+    SQLAlchemy spent more time making and keying the statements than running them."""
+
+    def __init__(self, dialect_insert: Any, *, lock: bool) -> None:
+        balance = select(live_t.c.balance).where(live_t.c.client_id == bindparam("client_id"))
+        self.balance = balance.with_for_update() if lock else balance
+        self.new_balance = (
+            dialect_insert(live_t)
+            .values(client_id=bindparam("client_id"), balance=ZERO)
+            .on_conflict_do_nothing()
+        )
+        self.held = select(func.sum(calls_t.c.hold), func.count()).where(
+            calls_t.c.client_id == bindparam("client_id"),
+            live_calls_condition(bindparam("now", type_=calls_t.c.hold_expires_at.type)),
+            calls_t.c.id != bindparam("own_id"),  # 0 when there is none: ids start at 1
+        )
+        grant: dict[str, Any] = {
+            name: bindparam(f"v_{name}")
+            for name in ("hold", "granted_seconds", "hold_expires_at", "authorized_at")
+        }
+        self.update_own = update(calls_t).where(calls_t.c.id == bindparam("own_id")).values(grant)
+        given = ("client_id", "account_id", "nas_key", "acct_session_id", "called", "live_uid")
+        self.insert_call = (
+            insert(calls_t)
+            .values(
+                {
+                    **{name: bindparam(f"v_{name}") for name in given},
+                    "state": "held",
+                    "max_session_time": 0,
+                    "charged": False,
+                    "epoch": 0,
+                    "accounted": False,
+                    "conf_id": "",
+                    "origin": "",
+                    **grant,
+                }
+            )
+            .returning(calls_t.c.id)
+        )
+        self.delete_own = delete(calls_t).where(calls_t.c.id == bindparam("own_id"))
+
+
+_AUTH_PG = _AuthStatements(postgresql.insert, lock=True)
+_AUTH_SQLITE = _AuthStatements(sqlite.insert, lock=False)
+_OWN_CALL = (
+    select(calls_t.c.id)
+    .join(call_keys_t, call_keys_t.c.call_id == calls_t.c.id)
+    .where(
+        call_keys_t.c.nas_key == bindparam("nas_key"),
+        call_keys_t.c.key.in_(bindparam("keys", expanding=True)),
+        calls_t.c.account_id == bindparam("account_id"),
+        calls_t.c.called == bindparam("called"),
+    )
+    .limit(1)
+)
 
 
 def change_balance(conn: Connection, client_id: int, amount: Decimal) -> None:
@@ -147,12 +208,6 @@ def _money_literal(amount: Decimal) -> Any:
     from billing_core.money import to_micros
 
     return literal(to_micros(amount))
-
-
-def _insert_ignore(conn: Connection, table: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 class SqlStore:
@@ -234,81 +289,63 @@ class SqlStore:
 
     def authorize(self, request: HoldRequest) -> Decision:
         client_id = request.terms.client.id
+        st = _AUTH_PG if self._pg else _AUTH_SQLITE
         with self.engine.begin() as conn:
             balance = self._lock_balance(conn, client_id)
             own = self._own_call(conn, request) if request.identifiers else None
-            others = [calls_t.c.client_id == client_id, live_calls_condition(request.now)]
-            if own is not None:
-                others.append(calls_t.c.id != own)
             held, count = conn.execute(
-                select(func.sum(calls_t.c.hold), func.count()).where(*others)
+                st.held, {"client_id": client_id, "now": request.now, "own_id": own or 0}
             ).one()
             snapshot = LiveSnapshot(balance, held if held is not None else ZERO, int(count))
             decision = decide(request.terms, snapshot)
             if request.terms.rate is None:  # authentication only: nothing held
                 return decision
             if isinstance(decision, Accept):
-                expires = request.now + timedelta(seconds=request.hold_seconds)
                 values = {
-                    "hold": decision.hold,
-                    "granted_seconds": decision.grant_seconds,
-                    "hold_expires_at": expires,
-                    "authorized_at": request.now,
+                    "v_hold": decision.hold,
+                    "v_granted_seconds": decision.grant_seconds,
+                    "v_hold_expires_at": request.now + timedelta(seconds=request.hold_seconds),
+                    "v_authorized_at": request.now,
                 }
                 if own is not None:
-                    conn.execute(update(calls_t).where(calls_t.c.id == own).values(**values))
+                    conn.execute(st.update_own, {"own_id": own, **values})
                 else:
                     call_id = conn.execute(
-                        insert(calls_t)
-                        .values(
-                            client_id=client_id,
-                            account_id=request.account_id,
-                            nas_key=request.nas_key,
-                            acct_session_id=request.acct_session_id,
-                            called=request.called,
-                            state="held",
-                            max_session_time=0,
-                            charged=False,
-                            epoch=0,
-                            live_uid=request.uid,
-                            accounted=False,
-                            conf_id="",
-                            origin="",
+                        st.insert_call,
+                        {
+                            "v_client_id": client_id,
+                            "v_account_id": request.account_id,
+                            "v_nas_key": request.nas_key,
+                            "v_acct_session_id": request.acct_session_id,
+                            "v_called": request.called,
+                            "v_live_uid": request.uid,
                             **values,
-                        )
-                        .returning(calls_t.c.id)
+                        },
                     ).scalar_one()
                     add_keys(conn, call_id, request.nas_key, request.identifiers)
             elif own is not None:
-                conn.execute(delete(calls_t).where(calls_t.c.id == own))
+                conn.execute(st.delete_own, {"own_id": own})
             return decision
 
     def _lock_balance(self, conn: Connection, client_id: int) -> Decimal:
-        query = select(live_t.c.balance).where(live_t.c.client_id == client_id)
-        if self._pg:
-            query = query.with_for_update()
-        balance = conn.execute(query).scalar_one_or_none()
+        st = _AUTH_PG if self._pg else _AUTH_SQLITE
+        balance = conn.execute(st.balance, {"client_id": client_id}).scalar_one_or_none()
         if balance is None:
-            conn.execute(
-                _insert_ignore(conn, live_t)
-                .values(client_id=client_id, balance=ZERO)
-                .on_conflict_do_nothing()
-            )
-            balance = conn.execute(query).scalar_one()
+            conn.execute(st.new_balance, {"client_id": client_id})
+            balance = conn.execute(st.balance, {"client_id": client_id}).scalar_one()
         return cast(Decimal, balance)
 
     def _own_call(self, conn: Connection, request: HoldRequest) -> int | None:
-        return conn.execute(
-            select(calls_t.c.id)
-            .join(call_keys_t, call_keys_t.c.call_id == calls_t.c.id)
-            .where(
-                call_keys_t.c.nas_key == request.nas_key,
-                call_keys_t.c.key.in_(request.identifiers),
-                calls_t.c.account_id == request.account_id,
-                calls_t.c.called == request.called,
-            )
-            .limit(1)
+        found = conn.execute(
+            _OWN_CALL,
+            {
+                "nas_key": request.nas_key,
+                "keys": list(request.identifiers),
+                "account_id": request.account_id,
+                "called": request.called,
+            },
         ).scalar_one_or_none()
+        return cast(int | None, found)
 
     def find_holds(self, keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[HeldCall | None]:
         """Holds live in the calls table here: accounting finds them in its transaction."""
