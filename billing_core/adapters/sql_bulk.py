@@ -334,15 +334,13 @@ def _pg_update_calls(columns: tuple[str, ...]) -> str:
 
 class PgBulk:
     def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self._cursor: Any = None
+        self._dialect = conn.dialect
+        self._pooled = conn.connection  # the transaction's own: the statements run inside it
+        self._cursor = self._pooled.cursor()
 
     def _execute(self, sql: str, params: Sequence[Any]) -> Any:
         """The driver's cursor, in the connection's transaction (see ``driver_execute``)."""
-        if self._cursor is None:
-            self._cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        pooled = self.conn.connection
-        driver_execute(self.conn.dialect, pooled, self._cursor, sql, tuple(params))
+        driver_execute(self._dialect, self._pooled, self._cursor, sql, tuple(params))
         return self._cursor
 
     def _run(self, sql: str, params: Sequence[Any]) -> None:

@@ -216,6 +216,7 @@ class SqlStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._pg = engine.dialect.name == "postgresql"
+        self._auth = _AUTH_PG if self._pg else _AUTH_SQLITE
 
     # --- CatalogSource -----------------------------------------------------------------
     def catalog_version(self) -> int:
@@ -289,7 +290,7 @@ class SqlStore:
 
     def authorize(self, request: HoldRequest) -> Decision:
         client_id = request.terms.client.id
-        st = _AUTH_PG if self._pg else _AUTH_SQLITE
+        st = self._auth
         with self.engine.begin() as conn:
             balance = self._lock_balance(conn, client_id)
             own = self._own_call(conn, request) if request.identifiers else None
@@ -328,7 +329,7 @@ class SqlStore:
             return decision
 
     def _lock_balance(self, conn: Connection, client_id: int) -> Decimal:
-        st = _AUTH_PG if self._pg else _AUTH_SQLITE
+        st = self._auth
         balance = conn.execute(st.balance, {"client_id": client_id}).scalar_one_or_none()
         if balance is None:
             conn.execute(st.new_balance, {"client_id": client_id})
@@ -480,8 +481,8 @@ class SqlStore:
             raise DBAPIError.instance(
                 None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
             ) from exc
+        driver = cast(Any, pooled.driver_connection)
         try:
-            driver = cast(Any, pooled.driver_connection)
             driver.autocommit = True
             cursor = pooled.cursor()
             driver_execute(dialect, pooled, cursor, f"SELECT pg_advisory_lock{mode}(%s)", _KEY)
