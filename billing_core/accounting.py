@@ -9,7 +9,6 @@ can always be rebuilt from it).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -77,7 +76,7 @@ class AccountingService:
         max_acct_delay_seconds: int,
         stale_grace_seconds: int = 300,
         max_call_length: int = 7200,
-        guard_live: bool = False,
+        sequenced_live: bool = False,
     ) -> None:
         self._catalog = catalog
         self._ledger = ledger
@@ -86,9 +85,9 @@ class AccountingService:
         self._max_delay = max_acct_delay_seconds
         self._stale_grace = stale_grace_seconds
         self._max_call_length = max_call_length
-        # a live state kept outside the database (Redis) is loaded from the ledger: ledger
-        # writes and their live effects must not interleave with such a load
-        self._guard_live = guard_live
+        # a live state kept outside the database (Redis) applies a client's effects in the
+        # order of the client's live sequence, moved by the transaction that wrote them
+        self._sequenced = sequenced_live
 
     # --- entry points ------------------------------------------------------------------------
     def record(self, event: AccountingEvent) -> AcctOutcome:
@@ -102,15 +101,10 @@ class AccountingService:
         """
         for _ in range(_ATTEMPTS - 1):
             try:
-                with self._guarded():
-                    return self._record_many(events)
+                return self._record_many(events)
             except LedgerConflict:
                 continue
-        with self._guarded():  # the last attempt: a conflict now goes to the caller
-            return self._record_many(events)
-
-    def _guarded(self) -> AbstractContextManager[None]:
-        return self._ledger.live_guard(exclusive=False) if self._guard_live else nullcontext()
+        return self._record_many(events)  # the last attempt: a conflict now goes to the caller
 
     def _record_many(self, events: Sequence[AccountingEvent]) -> list[AcctOutcome]:
         holds = self._live.find_holds(
@@ -125,15 +119,20 @@ class AccountingService:
             for event in events:
                 held = next(hold_of) if event.status in _LEG_STATUSES else None
                 outcomes.append(self._apply(tx, event, held, batch))
+            self._sequence(tx, batch)
         if batch.effects:
-            self._live.apply(batch.effects)
+            self._live.apply(batch.effects, tx.live_seqs)
         return outcomes
+
+    def _sequence(self, tx: AccountingTx, batch: _Batch) -> None:
+        """Move the live sequence of every client the batch changes, in its transaction."""
+        if self._sequenced and batch.effects:
+            tx.touch_live(e.client_id for e in batch.effects if not isinstance(e, NasReleased))
 
     def close_stale(self, now: datetime) -> int:
         """Close calls silent for their grant plus stale_grace_seconds (closed_by stale), and
         forget authorizations whose hold lapsed long ago."""
-        with self._guarded():
-            return self._close_stale(now)
+        return self._close_stale(now)
 
     def _close_stale(self, now: datetime) -> int:
         batch = _Batch()
@@ -145,8 +144,9 @@ class AccountingService:
                 self._close_call(tx, call, "stale", now, batch)
             retention = cap + self._stale_grace + self._hold_seconds
             tx.purge_lapsed(now - timedelta(seconds=retention))
+            self._sequence(tx, batch)
         if batch.effects:
-            self._live.apply(batch.effects)
+            self._live.apply(batch.effects, tx.live_seqs)
         return len(calls)
 
     # --- one packet ------------------------------------------------------------------------------

@@ -107,18 +107,19 @@ def _live(args: argparse.Namespace) -> LiveState | None:
     return open_live(_engine(args), url)
 
 
-def _payments_made(live: LiveState | None, moved: Sequence[tuple[int, Decimal]]) -> None:
+def _payments_made(live: LiveState | None, moved: Sequence[tuple[int, Decimal, int]]) -> None:
     """After the ledger committed: move the live balances in Redis too (CONTRACT §2)."""
     if live is None or not moved:
         return
     from billing_core.adapters.live_admin import payment_made
 
-    for client_id, amount in moved:
-        payment_made(live, client_id, amount)
-    if getattr(live, "stale", False):
+    for client_id, amount, seq in moved:
+        payment_made(live, client_id, amount, seq)
+    if getattr(live, "missed", False):
         print(
             "billingctl: warning: redis: the live state missed this change (unreachable);"
-            " it is in the database and comes back with a rebuild of the live state",
+            " it is in the database, and a running daemon brings it to Redis when Redis"
+            " answers again",
             file=sys.stderr,
         )
 
@@ -209,13 +210,11 @@ def cmd_load(args: argparse.Namespace) -> int:
             f"{sum(len(t.rates) for t in spec.rate_tables)} rates, {len(spec.clients)} clients)"
         )
         return 0
-    from billing_core.adapters.admin import apply_provisioning
-    from billing_core.adapters.live_admin import ledger_writer
+    from billing_core.adapters.admin import LiveMove, apply_provisioning
 
-    moved: list[tuple[int, Decimal]] = []
-    with ledger_writer(_engine(args), _redis_url(args.config)):
-        counts = apply_provisioning(_engine(args), spec, _audit(args), payments_applied=moved)
-        _payments_made(_live(args), moved)
+    moved: list[LiveMove] = []
+    counts = apply_provisioning(_engine(args), spec, _audit(args), payments_applied=moved)
+    _payments_made(_live(args), moved)
     print("loaded " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     return 0
 
@@ -652,15 +651,14 @@ def cmd_rates_tables(args: argparse.Namespace) -> int:
 
 # --- money ----------------------------------------------------------------------------------
 def cmd_payments_add(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin import add_payment
-    from billing_core.adapters.live_admin import ledger_writer
+    from billing_core.adapters.admin import LiveMove, add_payment
 
     live = _live(args)
-    with ledger_writer(_engine(args), _redis_url(args.config)):
-        summary = add_payment(
-            _engine(args), args.client, args.amount, args.note or "", _audit(args)
-        )
-        _payments_made(live, [(summary["id"], args.amount)])
+    moved: list[LiveMove] = []
+    summary = add_payment(
+        _engine(args), args.client, args.amount, args.note or "", _audit(args), applied=moved
+    )
+    _payments_made(live, moved)
     if live is not None:
         from billing_core.adapters.client_queries import client_summary
 

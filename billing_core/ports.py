@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -130,8 +130,11 @@ class LiveState(Protocol):
         keeps holds outside the database (None otherwise)."""
         ...
 
-    def apply(self, effects: Sequence[LiveEffect]) -> None:
-        """Bring the live state in line with committed accounting or payments."""
+    def apply(self, effects: Sequence[LiveEffect], seqs: Mapping[int, int] | None = None) -> None:
+        """Bring the live state in line with committed accounting or payments. ``seqs`` is
+        each client's live sequence after the committed work (``AccountingTx.live_seqs``):
+        a live state kept outside the database applies a client's effects only on top of
+        the sequence before it, and otherwise reloads that client from the database."""
         ...
 
     def view(self, client_ids: Sequence[int], now: datetime) -> dict[int, LiveView]: ...
@@ -291,14 +294,18 @@ class AccountingTx(Protocol):
 
     def end_call(self, call_id: int) -> None: ...
 
+    def touch_live(self, client_ids: Iterable[int]) -> None:
+        """These clients' live state changes with this work: their live sequence moves."""
+        ...
+
+    @property
+    def live_seqs(self) -> Mapping[int, int]:
+        """After the work is written: each client's live sequence (clients whose balance
+        moved or that were touched)."""
+        ...
+
 
 class Ledger(Protocol):
     def accounting(self) -> AbstractContextManager[AccountingTx]: ...
-
-    def live_guard(self, *, exclusive: bool) -> AbstractContextManager[None]:
-        """Orders writes to the ledger (plus their live effects, shared) against loading a
-        live state from the ledger (exclusive), across processes: a load never reads a
-        ledger whose changes are about to be applied on top of it."""
-        ...
 
     def reachable(self) -> bool: ...

@@ -19,7 +19,7 @@ from typing import ParamSpec, TypeVar
 from sqlalchemy import Engine
 
 from billing_core.accounting import AccountingService, AcctOutcome
-from billing_core.adapters.db import current_revision, head_revision, make_engine, track_commits
+from billing_core.adapters.db import current_revision, head_revision, make_engine
 from billing_core.adapters.errors import unavailable
 from billing_core.adapters.redis_live import AsyncAuthorizer, RedisLiveState, ResyncingLive
 from billing_core.adapters.sql_store import SqlStore
@@ -85,15 +85,14 @@ async def start(
     serve_http: bool = True,
     primary: bool = True,
 ) -> Running:
-    """Build and bind everything. With several workers, only the primary rebuilds the live
-    state at start and runs the stale reaper; the supervisor serves HTTP for all of them."""
+    """Build and bind everything. With several workers, only the primary heals the live
+    state and runs the stale reaper; the supervisor serves HTTP for all of them."""
     log = get_logger("radiusd")
     metrics = metrics or Metrics()
     engine = make_engine(
         config.database.url.reveal(), pool_size=config.database.pool_size, pre_ping=False
     )
     store = SqlStore(engine)
-    committed_unseen = track_commits(engine)
     sqlite = engine.dialect.name == "sqlite"
     executor = ThreadPoolExecutor(
         max_workers=1 if sqlite else config.database.pool_size, thread_name_prefix="db"
@@ -105,15 +104,14 @@ async def start(
     live: LiveState = store
     redis_live: ResyncingLive | None = None
     if config.redis.url.reveal():
+        # no rebuild at start: a client missing from Redis is loaded on first use, and one
+        # whose effects did not all reach it is healed in the background (background_jobs)
         redis_live = ResyncingLive.from_url(
             config.redis.url.reveal(),
             store.live_client,
             clients=lambda: list(catalog.current.clients),
-            guard=lambda: store.live_guard(exclusive=True),
+            marks=store,
         )
-        if primary:
-            rebuilt = await loop.run_in_executor(executor, redis_live.rebuild)
-            log.info("live_state_rebuilt", clients=rebuilt)
         live = redis_live
     authorization = AuthorizationService(
         lambda: catalog.current,
@@ -129,10 +127,10 @@ async def start(
         max_acct_delay_seconds=config.billing.max_acct_delay_seconds,
         stale_grace_seconds=config.billing.stale_grace_seconds,
         max_call_length=config.billing.max_call_length,
-        guard_live=redis_live is not None,
+        sequenced_live=redis_live is not None,
     )
     committer: LanedCommitter[AccountingEvent, AcctOutcome] = LanedCommitter(
-        rebuild_if_unseen(accounting.record_many, redis_live, committed_unseen),
+        accounting.record_many,
         executor,
         call_lane,
         lanes=accounting_lanes(sqlite=sqlite, redis=redis_live is not None),
@@ -204,33 +202,11 @@ async def start(
         redis_live,
         store,
         primary,
-        rebuild_if_unseen(accounting.close_stale, redis_live, committed_unseen),
+        accounting.close_stale,
     )
 
 
-def rebuild_if_unseen(
-    work: Callable[P, R], redis_live: ResyncingLive | None, committed_unseen: Callable[[], bool]
-) -> Callable[P, R]:
-    """``work`` (an accounting transaction, then its effects on Redis), marking the Redis live
-    state stale when it fails after reaching COMMIT: the database may hold it though we never
-    heard so (the connection or the server died in between), and the switch's re-sent packet
-    is then a duplicate that moves nothing, so Redis would never see the charge or the
-    released hold. The live_resync job rebuilds it from the database once both answer."""
-    if redis_live is None:
-        return work
-    live = redis_live
-
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return work(*args, **kwargs)
-        except Exception:
-            if committed_unseen():
-                live.stale = True
-            raise
-
-    return run
-
-
+SWEEP_SECONDS = 60.0  # how often every client's live sequence is compared with Redis's
 HEALTH_TIMEOUT = 2.0  # seconds a part may take to answer /healthz before it counts as down
 
 
@@ -321,13 +297,22 @@ def _bound_server(server: asyncio.Server) -> str:
 
 
 async def every(
-    seconds: float, stop: asyncio.Event, job: Callable[[], Awaitable[None]], name: str
+    seconds: float,
+    stop: asyncio.Event,
+    job: Callable[[], Awaitable[None]],
+    name: str,
+    *,
+    at_start: bool = False,
 ) -> None:
-    """Run ``job`` every ``seconds`` until ``stop``; a failure is logged and retried later."""
+    """Run ``job`` every ``seconds`` (and once right away ``at_start``) until ``stop``; a
+    failure is logged and retried later."""
     log = get_logger("radiusd")
+    wait = not at_start
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        if wait:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=seconds)
+        wait = True
         if stop.is_set():
             break
         try:
@@ -354,10 +339,23 @@ def background_jobs(
         if closed:
             log.info("stale_calls_closed", calls=closed)
 
-    async def resync() -> None:
+    async def heal() -> None:
         live = running.redis_live
-        if live is not None and await loop.run_in_executor(None, live.resync):
-            log.info("live_state_resynced")
+        if live is None:
+            return
+        healed = await loop.run_in_executor(running.executor, live.heal)
+        if healed:
+            running.metrics.live_healed.inc(healed)
+            log.info("live_state_healed", clients=healed)
+
+    async def sweep() -> None:
+        live = running.redis_live
+        if live is None:
+            return
+        healed = await loop.run_in_executor(running.executor, live.sweep)
+        if healed:
+            running.metrics.live_healed.inc(healed)
+            log.info("live_state_swept", clients=healed)
 
     async def count_active() -> None:
         active = await loop.run_in_executor(running.executor, running.store.count_active_calls)
@@ -366,10 +364,11 @@ def background_jobs(
     reap_every = max(0.2, min(30.0, config.billing.stale_grace_seconds / 4))
     jobs = [
         asyncio.create_task(every(1.0, stop, refresh, "catalog_refresh")),
-        asyncio.create_task(every(1.0, stop, resync, "live_resync")),
     ]
     if running.primary:
         jobs += [
+            asyncio.create_task(every(1.0, stop, heal, "live_heal")),
+            asyncio.create_task(every(SWEEP_SECONDS, stop, sweep, "live_sweep", at_start=True)),
             asyncio.create_task(every(reap_every, stop, reap, "stale_reaper")),
             asyncio.create_task(every(2.0, stop, count_active, "active_calls")),
         ]

@@ -47,7 +47,17 @@ class Metrics:
             registry=r,
         )
         self.active_calls = Gauge(
-            "radiusd_active_calls", "Calls in state active", registry=r, multiprocess_mode="max"
+            "radiusd_active_calls",
+            "Calls in state active in the whole deployment (from the shared database: every"
+            " node reports the same value; aggregate nodes with max(), never sum())",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.live_healed = Counter(
+            "radiusd_live_healed_total",
+            "Clients whose live state in Redis this node reloaded from the database because"
+            " effects of committed ledger writes had not reached it",
+            registry=r,
         )
         self.collisions = Counter(
             "radiusd_session_id_collisions_total",

@@ -69,6 +69,9 @@ __all__ = [
 
 SETTINGS_DEFAULTS = {"max_call_length": None}
 
+# a ledger write's live effect: (client id, amount, the client's live sequence after it)
+LiveMove = tuple[int, Decimal, int]
+
 
 # --- provisioning ----------------------------------------------------------------------------
 def apply_provisioning(
@@ -76,14 +79,14 @@ def apply_provisioning(
     spec: ProvisioningSpec,
     audit: AuditContext | None = None,
     *,
-    payments_applied: list[tuple[int, Decimal]] | None = None,
+    payments_applied: list[LiveMove] | None = None,
 ) -> dict[str, int]:
     """Upsert by natural key (names, payment ids) in one transaction.
 
     The audit log gets one entry per changed setting, rate table and client (not per rate
     row), and one per payment applied. ``payments_applied`` (if given) receives
-    (client id, amount) of each payment applied, for a live state kept outside the
-    database (Redis) to follow once the transaction has committed."""
+    (client id, amount, live sequence) of each payment applied, for a live state kept
+    outside the database (Redis) to follow once the transaction has committed."""
     audit = audit or AuditContext("load")
     counts = {"rate_tables": 0, "rates": 0, "clients": 0, "accounts": 0, "payments": 0}
     with engine.begin() as conn:
@@ -94,7 +97,7 @@ def apply_provisioning(
             table_ids[table.name] = _upsert_rate_table(conn, table, audit)
             counts["rate_tables"] += 1
             counts["rates"] += len(table.rates)
-        applied: list[tuple[int, Decimal]] = []
+        applied: list[LiveMove] = []
         for index, client in enumerate(spec.clients):
             _upsert_client(conn, client, index, table_ids, counts, audit, applied)
         bump_catalog_version(conn)
@@ -176,7 +179,7 @@ def _upsert_client(
     table_ids: dict[str, int],
     counts: dict[str, int],
     audit: AuditContext,
-    applied: list[tuple[int, Decimal]],
+    applied: list[LiveMove],
 ) -> None:
     rate_table_id: int | None = None
     if spec.rate_table is not None:
@@ -274,12 +277,13 @@ def _upsert_client(
         client_name=spec.name,
     )
     for payment in spec.payments:
-        transaction_id = add_transaction(
+        posted = add_transaction(
             conn, client_id, payment.amount, payment.note, external_id=payment.id
         )
-        if transaction_id is not None:
+        if posted is not None:
+            transaction_id, seq = posted
             counts["payments"] += 1
-            applied.append((client_id, payment.amount))
+            applied.append((client_id, payment.amount, seq))
             record_transaction(conn, audit, transaction_id, client_id, spec.name)
 
 
@@ -331,9 +335,9 @@ def add_transaction(
     note: str,
     *,
     external_id: str | None = None,
-) -> int | None:
-    """A payment (positive) or manual charge (negative): its id, or None when ``external_id``
-    was applied already."""
+) -> tuple[int, int] | None:
+    """A payment (positive) or manual charge (negative): its id and the client's live
+    sequence after it, or None when ``external_id`` was applied already."""
     if external_id is not None:
         seen = conn.execute(
             select(transactions_t.c.id).where(transactions_t.c.external_id == external_id)
@@ -352,8 +356,7 @@ def add_transaction(
         )
         .returning(transactions_t.c.id)
     ).scalar_one()
-    change_balance(conn, client_id, amount)
-    return int(transaction_id)
+    return int(transaction_id), change_balance(conn, client_id, amount)
 
 
 def record_transaction(
@@ -384,11 +387,18 @@ def add_payment(
     amount: Decimal,
     note: str,
     audit: AuditContext | None = None,
+    *,
+    applied: list[LiveMove] | None = None,
 ) -> dict[str, Any]:
+    """A payment or manual charge; ``applied`` (if given) receives (client id, amount, live
+    sequence) for a live state kept outside the database to follow after the commit."""
     with engine.begin() as conn:
         row = find_client(conn, client)
-        transaction_id = add_transaction(conn, row.id, amount, note)
-        assert transaction_id is not None  # no external id: always applied
+        posted = add_transaction(conn, row.id, amount, note)
+        assert posted is not None  # no external id: always applied
+        transaction_id, seq = posted
+        if applied is not None:
+            applied.append((row.id, amount, seq))
         record_transaction(
             conn, audit or AuditContext("payments add"), transaction_id, row.id, row.name
         )

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,21 +26,14 @@ def open_live(engine: Engine, redis_url: str) -> LiveState:
         redis_url,
         store.live_client,
         clients=lambda: list(store.ledger_balances()),
-        guard=lambda: store.live_guard(exclusive=True),
+        marks=store,
     )
 
 
-def payment_made(live: LiveState, client_id: int, amount: Decimal) -> None:
-    """After a payment or manual charge committed: move the live balance too."""
-    live.apply([BalanceMoved(client_id, amount)])
-
-
-def ledger_writer(engine: Engine, redis_url: str) -> AbstractContextManager[None]:
-    """Held around a ledger write and its live effect when the live state is in Redis, so
-    that no rebuild reads the ledger in between (SqlStore.live_guard)."""
-    if not redis_url:
-        return nullcontext()
-    return SqlStore(engine).live_guard(exclusive=False)
+def payment_made(live: LiveState, client_id: int, amount: Decimal, seq: int) -> None:
+    """After a payment or manual charge committed (moving the client's live sequence to
+    ``seq``): move the live balance too, unless a load already read it."""
+    live.apply([BalanceMoved(client_id, amount)], {client_id: seq})
 
 
 def rebuild(engine: Engine, redis_url: str) -> int:

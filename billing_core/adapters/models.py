@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
     true,
 )
 from sqlalchemy.engine import Dialect
@@ -198,10 +199,23 @@ class LiveBalanceRow(Base):
     """The live balance (sum of the ledger), kept in step with it in the same transaction."""
 
     __tablename__ = "live_balances"
+    __table_args__ = (
+        Index(
+            "ix_live_balances_unapplied",
+            "client_id",
+            postgresql_where=text("seq <> applied"),
+            sqlite_where=text("seq <> applied"),
+        ),
+    )
     client_id: Mapped[int] = mapped_column(
         ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
     )
     balance: Mapped[Decimal] = mapped_column(MoneyType)
+    # (0004) moved by every ledger write that has a live effect, in its transaction; the
+    # live state in Redis keeps the last sequence it applied, and ``applied`` is the highest
+    # one known to have reached it: ``seq <> applied`` marks a client the healer repairs
+    seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    applied: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class CallRow(Base):

@@ -8,6 +8,8 @@ slot and runs unchanged on Redis Cluster):
                   a: account id, c: called number, n: NAS key, t: authorized ms, g: grant,
                   i: [identifiers], x: 1 when its accounting was recorded}
 - ``{c:N}:ids``   hash "<NAS key>|<identifier>" -> uid (a repeated Access-Request finds its call)
+- ``{c:N}:seq``   the client's live sequence (``live_balances.seq``) of the last ledger write
+                  applied here: effects apply only on top of the sequence before theirs
 
 Outside the client's slot, written in the same pipeline as the authorization script:
 
@@ -15,18 +17,21 @@ Outside the client's slot, written in the same pipeline as the authorization scr
   call; Accounting-On/Off finds the holds of a NAS key by scanning its entries (one slot)
 
 A client whose ``bal`` key is missing (a flushed or new Redis) is loaded from the database
-on first use, so the live state rebuilds itself client by client, also during traffic.
+on first use, so the live state rebuilds itself client by client, also during traffic. A
+client whose effects did not all arrive (a node cut off from Redis, or killed between its
+commit and its Redis update) is known from the database (``seq <> applied``) and reloaded by
+whichever node's healer sees it first (``ResyncingLive.heal``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import orjson
 import redis
@@ -50,8 +55,8 @@ from billing_core.ports import (
 from . import resp
 from .resp import RespConnection
 
-# One client's state as the database knows it: (balance, accounted calls).
-ClientLoader = Callable[[int], tuple[Decimal, list[dict[str, Any]]]]
+# One client's state as the database knows it: (live sequence, balance, accounted calls).
+ClientLoader = Callable[[int], tuple[int, Decimal, list[dict[str, Any]]]]
 
 HOLD_INDEX_SECONDS = 2 * 86400
 
@@ -63,7 +68,7 @@ local function counts(c, now) return c.s == 'a' or (c.s == 'h' and c.e > now) en
 # KEYS: bal, calls, ids
 # ARGV: now_ms, expires_ms, uid, account, called, nas, postpaid, credit, capacity, lb_threshold,
 #       lb_capacity, auth_only, rate, setup, min_volume, interval, grace, max_call_length,
-#       retention_ms, n_ids, ids...
+#       retention_ms, n_ids, ids..., acct_session_id
 AUTHORIZE = (
     _COMMON
     + r"""
@@ -182,7 +187,7 @@ local ids = {}
 for i = 1, n_ids do ids[i] = ARGV[20 + i] end
 local key = own or uid
 local record = {s = 'h', h = hold, e = expires, a = account, c = called, n = nas, t = now,
-                g = grant, i = ids, x = 0}
+                g = grant, i = ids, x = 0, q = ARGV[21 + n_ids]}
 if own then
   local old = decode(redis.call('HGET', KEYS[2], own))
   if old.s == 'a' then record.s = 'a' end
@@ -201,11 +206,21 @@ for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2]) end
 return #KEYS
 """
 
-# KEYS: bal, calls, ids ; ARGV: JSON list of operations
+# KEYS: bal, calls, ids, seq ; ARGV: JSON list of operations, the live sequence they bring
+# the client to ('' for effects outside the ledger's order: an Accounting-On/Off's release).
+# 'missing': not loaded; 'old': already here (a load read them); 'gap': an earlier write's
+# effects never arrived, so these cannot go on top: the client is reloaded instead
 APPLY = (
     _COMMON
     + r"""
 if not redis.call('GET', KEYS[1]) then return 'missing' end
+if ARGV[2] ~= '' then
+  local seq = tonumber(ARGV[2])
+  local current = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if current >= seq then return 'old' end
+  if current ~= seq - 1 then return 'gap' end
+  redis.call('SET', KEYS[4], seq)
+end
 local ops = cjson.decode(ARGV[1])
 for _, op in ipairs(ops) do
   if op.k == 'bal' then
@@ -246,10 +261,16 @@ return 'ok'
 """
 )
 
-# KEYS: bal, calls ; ARGV: balance micros, JSON {uid: record} of accounted calls, replace(0/1)
+# KEYS: bal, calls, seq ; ARGV: balance micros, JSON {uid: record} of accounted calls,
+# replace (0: only when not loaded; 1: also over a state whose sequence is not newer), the
+# live sequence of the database's reading. A load never takes a client back in sequence.
 LOAD = r"""
-if ARGV[3] == '0' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[3] == '0' then return 0 end
+  if tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[4]) then return 0 end
+end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[4])
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
   local c = cjson.decode(all[i + 1])
@@ -296,6 +317,10 @@ def _keys(client_id: int) -> list[str]:
     return [f"{tag}:bal", f"{tag}:calls", f"{tag}:ids"]
 
 
+def _seq_key(client_id: int) -> str:
+    return f"{{c:{client_id}}}:seq"
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -309,9 +334,7 @@ class RedisLiveState:
         loader: ClientLoader,
         *,
         retention_seconds: int = 86400,
-        guard: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
-        self._guard = guard  # exclusive against ledger writers (SqlStore.live_guard)
         self.redis = client
         self._loader = loader
         self._retention_ms = retention_seconds * 1000
@@ -408,7 +431,7 @@ class RedisLiveState:
             )
         return out
 
-    def apply(self, effects: Sequence[LiveEffect]) -> None:
+    def apply(self, effects: Sequence[LiveEffect], seqs: Mapping[int, int] | None = None) -> None:
         by_client: dict[int, list[dict[str, Any]]] = {}
         nas_releases: list[NasReleased] = []
         for effect in effects:
@@ -432,23 +455,28 @@ class RedisLiveState:
         if not by_client:
             return
         # one round trip for the batch: a script per client (each in its client's slot)
+        seqs = seqs or {}
         try:
-            replies = self._apply_all(by_client)
+            replies = self._apply_all(by_client, seqs)
         except NoScriptError:  # Redis restarted: its script cache is empty
             self.redis.script_load(APPLY)
-            replies = self._apply_all(by_client)
+            replies = self._apply_all(by_client, seqs)
         for client_id, done in zip(by_client, replies, strict=True):
-            if _text(done) == "missing":
-                # not loaded: the database already holds these effects; load it from there
-                # (unguarded: apply runs under the writers' shared guard already)
-                self._load_client(client_id, replace=False)
+            outcome = _text(done)
+            if outcome in ("missing", "gap"):
+                # the database already holds these effects: load the client from there
+                self.load_client(client_id, replace=outcome == "gap")
 
-    def _apply_all(self, by_client: dict[int, list[dict[str, Any]]]) -> list[Any]:
+    def _apply_all(
+        self, by_client: dict[int, list[dict[str, Any]]], seqs: Mapping[int, int]
+    ) -> list[Any]:
         # EVALSHA straight: a Script object in a pipeline asks SCRIPT EXISTS every time.
         # Nothing ran when one answers NOSCRIPT (they all share the one script).
         pipe = self.redis.pipeline(transaction=False)
         for client_id, ops in by_client.items():
-            pipe.evalsha(self._apply.sha, 3, *_keys(client_id), orjson.dumps(ops))
+            seq = seqs.get(client_id)
+            keys = [*_keys(client_id), _seq_key(client_id)]
+            pipe.evalsha(self._apply.sha, 4, *keys, orjson.dumps(ops), "" if seq is None else seq)
         replies: list[Any] = pipe.execute()
         return replies
 
@@ -480,6 +508,7 @@ class RedisLiveState:
                     {
                         "client_id": client_id,
                         "uid": _text(uid),
+                        "acct_session_id": record.get("q", ""),
                         "nas": record.get("n", ""),
                         "called": record.get("c", ""),
                         "granted_seconds": record.get("g"),
@@ -492,21 +521,25 @@ class RedisLiveState:
                 )
         return out
 
-    # --- rebuilding from the database ------------------------------------------------------------
+    # --- loading from the database -----------------------------------------------------------
     def load_client(self, client_id: int, *, replace: bool) -> bool:
         """Load one client's balance and accounted calls from the database; with
-        ``replace=False`` only when the client is not loaded yet. Runs under the guard, so
-        no ledger write lands between reading the ledger and writing Redis."""
-        with self._guard():
-            return self._load_client(client_id, replace=replace)
-
-    def _load_client(self, client_id: int, *, replace: bool) -> bool:
-        balance, calls = self._loader(client_id)
+        ``replace=False`` only when the client is not loaded yet, else also over a state
+        that is not ahead of the database's reading. No lock: the reading carries the
+        client's live sequence, and a load never takes Redis back in sequence, so a ledger
+        write that lands meanwhile is applied on top (its sequence follows) or, arriving
+        first, makes the load a no-op (the database read is older). True when it loaded."""
+        seq, balance, calls = self._loader(client_id)
         records = {call["uid"]: call["record"] for call in calls}
         keys = _keys(client_id)
         loaded = self._load(
-            keys=keys[:2],
-            args=[to_micros(balance), json.dumps(records) if records else "{}", int(replace)],
+            keys=[keys[0], keys[1], _seq_key(client_id)],
+            args=[
+                to_micros(balance),
+                json.dumps(records) if records else "{}",
+                int(replace),
+                seq,
+            ],
         )
         if records:
             pipe = self.redis.pipeline(transaction=False)
@@ -549,6 +582,7 @@ def authorize_args(request: HoldRequest, retention_ms: int) -> list[Any]:
         retention_ms,
         len(request.identifiers),
         *request.identifiers,
+        request.acct_session_id,
     ]
 
 
@@ -618,51 +652,127 @@ def _op(effect: LiveEffect) -> dict[str, Any]:
     raise TypeError(f"unexpected live effect {effect!r}")
 
 
-class ResyncingLive(RedisLiveState):
-    """Accounting never waits for Redis: the database is the truth. When Redis cannot take an
-    accounting effect, the live state is marked stale and rebuilt from the database as soon as
-    Redis answers again (``resync``, run periodically by the daemon). Authorization still
-    needs Redis: without it, it raises and the request is not answered."""
+class LiveMarks(Protocol):
+    """The database's record of which live sequences reached Redis (``SqlStore``)."""
 
-    def __init__(self, *args: Any, clients: Callable[[], Sequence[int]], **kwargs: Any) -> None:
+    def unapplied_live(self, limit: int = 1000) -> list[tuple[int, int]]: ...
+
+    def live_sequences(self, after: int = 0, limit: int = 1000) -> list[tuple[int, int]]:
+        """(client, sequence) of clients whose every effect was marked applied."""
+        ...
+
+    def mark_applied(self, applied: Mapping[int, int]) -> None: ...
+
+
+class ResyncingLive(RedisLiveState):
+    """Accounting never waits for Redis: the database is the truth. An effect Redis cannot
+    take is not remembered here: its client's live sequence in the database stays ahead of
+    its ``applied`` mark, and ``heal`` (run every second by every node, and by a restarted
+    one) reloads such clients from the database. Authorization still needs Redis: without
+    it, it raises and the request is not answered."""
+
+    def __init__(
+        self,
+        *args: Any,
+        clients: Callable[[], Sequence[int]],
+        marks: LiveMarks,
+        heal_grace_seconds: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._clients = clients
-        self.stale = False
+        self._marks = marks
+        self._grace = heal_grace_seconds
+        # client -> (a sequence Redis lacked, when first seen lacking it)
+        self._lagging: dict[int, tuple[int, float]] = {}
+        self.missed = False  # the last apply did not reach Redis (billingctl warns)
 
     def find_holds(self, keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[HeldCall | None]:
         try:
             return super().find_holds(keys)
         except redis.RedisError:
-            self.stale = True
             return [None] * len(keys)
 
-    def apply(self, effects: Sequence[LiveEffect]) -> None:
+    def apply(self, effects: Sequence[LiveEffect], seqs: Mapping[int, int] | None = None) -> None:
         try:
-            super().apply(effects)
+            super().apply(effects, seqs)
+            self.missed = False
         except redis.RedisError:
-            self.stale = True
+            self.missed = True  # the database knows: heal() repairs it
 
     def rebuild(self) -> int:
-        """Reload every client from the database (balances from the ledger, accounted calls).
-        The flag is cleared first, so that an effect lost while the rebuild runs marks the
-        state stale again instead of being forgotten; a rebuild that fails leaves it stale."""
-        self.stale = False
+        """Reload every client from the database (balances from the ledger, accounted calls),
+        one client at a time; the number of clients."""
         count = 0
-        try:
-            for client_id in self._clients():
-                self.load_client(client_id, replace=True)
-                count += 1
-        except Exception:
-            self.stale = True
-            raise
+        for client_id in self._clients():
+            self.load_client(client_id, replace=True)
+            count += 1
         return count
 
-    def resync(self) -> bool:
-        """Rebuild when marked stale and Redis answers; True when a rebuild ran."""
-        if self.stale and self.reachable():
-            self.rebuild()
-            return True
-        return False
+    def sequences(self, client_ids: Sequence[int]) -> dict[int, int | None]:
+        """Each client's live sequence in Redis; None where the client is not loaded (its
+        next use loads it from the database)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for client_id in client_ids:
+            pipe.exists(_keys(client_id)[0])
+            pipe.get(_seq_key(client_id))
+        replies = iter(pipe.execute())
+        out: dict[int, int | None] = {}
+        for client_id in client_ids:
+            loaded, seq = next(replies), next(replies)
+            out[client_id] = int(seq or 0) if loaded else None
+        return out
+
+    def heal(self, now: float | None = None) -> int:
+        """Repair the clients whose effects the database has and Redis may lack: those it
+        has are marked applied; a client still lacking a sequence ``heal_grace_seconds``
+        after it was first seen lacking (time enough for its writer to apply it) is reloaded
+        from the database. The number of clients reloaded."""
+        now = time.monotonic() if now is None else now
+        if not self.reachable():
+            return 0  # the marks wait in the database; /healthz reports Redis down
+        pending = self._marks.unapplied_live()
+        self._lagging = {c: v for c, v in self._lagging.items() if c in dict(pending)}
+        if not pending:
+            return 0
+        current = self.sequences([client_id for client_id, _seq in pending])
+        applied: dict[int, int] = {}
+        reloaded = 0
+        for client_id, seq in pending:
+            have = current[client_id]
+            if have is None or have >= seq:
+                applied[client_id] = seq
+                self._lagging.pop(client_id, None)
+                continue
+            first = self._lagging.get(client_id)
+            if first is None or have >= first[0]:  # newly lagging, or its writers progress
+                self._lagging[client_id] = (seq, now)
+                continue
+            if now - first[1] < self._grace:
+                continue
+            self.load_client(client_id, replace=True)
+            applied[client_id] = seq  # the reload read at least this sequence
+            self._lagging.pop(client_id, None)
+            reloaded += 1
+        self._marks.mark_applied(applied)
+        return reloaded
+
+    def sweep(self, page: int = 1000) -> int:
+        """Compare every client's live sequence with the database's and reload those Redis
+        holds behind a sequence it was already marked as having (a Redis restarted from an
+        older snapshot). The number of clients reloaded."""
+        reloaded, after = 0, 0
+        if not self.reachable():
+            return 0
+        while rows := self._marks.live_sequences(after, page):
+            after = rows[-1][0]
+            current = self.sequences([client_id for client_id, _seq in rows])
+            for client_id, seq in rows:
+                have = current[client_id]
+                if have is not None and have < seq:
+                    self.load_client(client_id, replace=True)
+                    reloaded += 1
+        return reloaded
 
 
 class AsyncAuthorizer:

@@ -105,6 +105,8 @@ class SqlAccountingTx:
         self._corrections: dict[int, dict[str, Any]] = {}
         self._charges: list[dict[str, Any]] = []
         self._balance_moves: dict[int, Decimal] = {}
+        self._touched: set[int] = set()
+        self.live_seqs: dict[int, int] = {}  # client -> its live sequence after this work
 
     # --- reading ahead -------------------------------------------------------------------------
     def prefetch(self, events: Sequence[AccountingEvent]) -> None:
@@ -465,6 +467,11 @@ class SqlAccountingTx:
         )
         self._balance_moves[client_id] = self._balance_moves.get(client_id, ZERO) + amount
 
+    def touch_live(self, client_ids: Iterable[int]) -> None:
+        """These clients' live state changes with this work (calls held, active or ended):
+        their live sequence moves, even where their balance does not."""
+        self._touched.update(client_ids)
+
     def end_call(self, call_id: int) -> None:
         self._calls.pop(call_id, None)
         self._ended.add(call_id)
@@ -502,11 +509,13 @@ class SqlAccountingTx:
         if self._charges:
             io.insert_charges(self._charges)
             self._charges = []
-        moves = {c: a for c, a in self._balance_moves.items() if a}
+        moves = {c: a for c, a in self._balance_moves.items() if a or c in self._touched}
+        moves.update((c, ZERO) for c in self._touched if c not in moves)
         self._balance_moves.clear()
+        self._touched.clear()
         if moves:
             # in client order: two transactions never wait on each other's rows crosswise
-            io.move_balances(moves)
+            self.live_seqs.update(io.move_balances(moves))
 
     def _flush_legs(self) -> None:
         if not self._new_legs:

@@ -175,8 +175,9 @@ class Bulk(Protocol):
 
     def insert_charges(self, rows: Sequence[Row]) -> None: ...
 
-    def move_balances(self, moves: dict[int, Decimal]) -> None:
-        """Add to live balances, rows locked in client order (a missing row is created)."""
+    def move_balances(self, moves: dict[int, Decimal]) -> dict[int, int]:
+        """Add to live balances and move each one's live sequence, rows locked in client
+        order (a missing row is created); the new sequence of each client."""
         ...
 
 
@@ -317,9 +318,10 @@ _PG_CORRECT = (
 # rows taken in client order (the document is sorted): two transactions never wait on
 # each other's balances crosswise; a client without a row gets one
 _PG_MOVE_BALANCES = (
-    "INSERT INTO live_balances AS l (client_id, balance) "
-    "SELECT (v->>0)::int4, (v->>1)::int8 FROM json_array_elements(%s::json) AS v "
-    "ON CONFLICT (client_id) DO UPDATE SET balance = l.balance + excluded.balance"
+    "INSERT INTO live_balances AS l (client_id, balance, seq, applied) "
+    "SELECT (v->>0)::int4, (v->>1)::int8, 1, 0 FROM json_array_elements(%s::json) AS v "
+    "ON CONFLICT (client_id) DO UPDATE SET balance = l.balance + excluded.balance, "
+    "seq = l.seq + 1 RETURNING l.client_id, l.seq"
 )
 
 
@@ -441,8 +443,11 @@ class PgBulk:
     def insert_charges(self, rows: Sequence[Row]) -> None:
         self._run(_PG_CHARGES, [_json(rows)])
 
-    def move_balances(self, moves: dict[int, Decimal]) -> None:
-        self._run(_PG_MOVE_BALANCES, [_json([(c, to_micros(moves[c])) for c in sorted(moves)])])
+    def move_balances(self, moves: dict[int, Decimal]) -> dict[int, int]:
+        rows = self._rows(
+            _PG_MOVE_BALANCES, [_json([(c, to_micros(moves[c])) for c in sorted(moves)])]
+        )
+        return {int(client_id): int(seq) for client_id, seq in rows}
 
 
 # --- SQLite (SQLAlchemy Core) ----------------------------------------------------------------
@@ -485,13 +490,16 @@ class _CoreStatements:
                 corrected_at=bindparam("v_corrected_at"),
             )
         )
-        self.balances = select(live_t.c.client_id).where(
+        self.balances = select(live_t.c.client_id, live_t.c.seq).where(
             live_t.c.client_id.in_(bindparam("ids", expanding=True))
         )
         self.move_balance = (
             update(live_t)
             .where(live_t.c.client_id == bindparam("b_client"))
-            .values(balance=live_t.c.balance + bindparam("b_micros", type_=BigInteger()))
+            .values(
+                balance=live_t.c.balance + bindparam("b_micros", type_=BigInteger()),
+                seq=live_t.c.seq + 1,
+            )
         )
         self._updates: dict[tuple[str, ...], Any] = {}
 
@@ -609,15 +617,24 @@ class CoreBulk:
     def insert_charges(self, rows: Sequence[Row]) -> None:
         self.conn.execute(insert(transactions_t), list(rows))
 
-    def move_balances(self, moves: dict[int, Decimal]) -> None:
+    def move_balances(self, moves: dict[int, Decimal]) -> dict[int, int]:
+        # SQLite: the write transaction is BEGIN IMMEDIATE, so the rows read here stay as read
         ids = sorted(moves)
-        present = {row.client_id for row in self.conn.execute(self.sql.balances, {"ids": ids})}
+        present = {
+            row.client_id: int(row.seq)
+            for row in self.conn.execute(self.sql.balances, {"ids": ids})
+        }
         found = [c for c in ids if c in present]
         if found:
             self.conn.execute(
                 self.sql.move_balance,
                 [{"b_client": c, "b_micros": to_micros(moves[c])} for c in found],
             )
-        missing = [{"client_id": c, "balance": moves[c]} for c in ids if c not in present]
+        missing = [
+            {"client_id": c, "balance": moves[c], "seq": 1, "applied": 0}
+            for c in ids
+            if c not in present
+        ]
         if missing:
             self.conn.execute(insert(live_t), missing)
+        return {c: present[c] + 1 if c in present else 1 for c in ids}

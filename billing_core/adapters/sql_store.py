@@ -7,8 +7,7 @@ transaction is ``BEGIN IMMEDIATE``), so two processes can never hold the same mo
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -62,7 +61,6 @@ from .models import (
     table,
 )
 from .sql_accounting import SqlAccountingTx, add_keys
-from .sql_bulk import driver_execute
 
 accounts_t = table(AccountRow)
 acct_events_t = table(AcctEventRow)
@@ -80,9 +78,6 @@ transactions_t = table(TransactionRow)
 
 
 _RETRYABLE = frozenset(("40P01", "40001"))  # deadlock detected, serialization failure
-_LIVE_LOCK_KEY = 0x72616469757364  # "radiusd": the advisory lock of live_guard
-_KEY = (_LIVE_LOCK_KEY,)
-_SQLITE_LIVE_LOCK = threading.RLock()
 
 
 def utcnow() -> datetime:
@@ -190,15 +185,19 @@ _OWN_CALL = (
 )
 
 
-def change_balance(conn: Connection, client_id: int, amount: Decimal) -> None:
-    """Move the materialized live balance by ``amount`` (same transaction as the ledger row)."""
-    result = conn.execute(
+def change_balance(conn: Connection, client_id: int, amount: Decimal) -> int:
+    """Move the materialized live balance by ``amount`` (same transaction as the ledger row)
+    and the client's live sequence; the new sequence."""
+    seq = conn.execute(
         update(live_t)
         .where(live_t.c.client_id == client_id)
-        .values(balance=live_t.c.balance + _money_literal(amount))
-    )
-    if result.rowcount == 0:
-        conn.execute(insert(live_t).values(client_id=client_id, balance=amount))
+        .values(balance=live_t.c.balance + _money_literal(amount), seq=live_t.c.seq + 1)
+        .returning(live_t.c.seq)
+    ).scalar_one_or_none()
+    if seq is None:
+        conn.execute(insert(live_t).values(client_id=client_id, balance=amount, seq=1, applied=0))
+        return 1
+    return int(seq)
 
 
 def _money_literal(amount: Decimal) -> Any:
@@ -352,7 +351,7 @@ class SqlStore:
         """Holds live in the calls table here: accounting finds them in its transaction."""
         return [None] * len(keys)
 
-    def apply(self, effects: Sequence[LiveEffect]) -> None:
+    def apply(self, effects: Sequence[LiveEffect], seqs: Mapping[int, int] | None = None) -> None:
         """Nothing to do: the effects were written in the accounting transaction itself."""
 
     def view(self, client_ids: Sequence[int], now: datetime) -> dict[int, LiveView]:
@@ -417,12 +416,22 @@ class SqlStore:
                     out[row.client_id] = row.total if row.total is not None else ZERO
         return out
 
-    def live_client(self, client_id: int) -> tuple[Decimal, list[dict[str, Any]]]:
-        """One client's ledger balance and its calls whose accounting was recorded, in the
-        form the Redis live state stores them."""
-        balance = self.ledger_balances([client_id])[client_id]
+    def live_client(self, client_id: int) -> tuple[int, Decimal, list[dict[str, Any]]]:
+        """One client's live sequence, ledger balance and calls whose accounting was
+        recorded (in the form the Redis live state stores them), as of one moment: the
+        client's live-balance row is locked (shared) first, and every writer of the client
+        moves that row, so none commits in between. Other clients are never waited for."""
         calls: list[dict[str, Any]] = []
-        with self.engine.connect() as conn:
+        with self.engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, writers wait anyway
+            lock = select(live_t.c.seq).where(live_t.c.client_id == client_id)
+            if self._pg:
+                lock = lock.with_for_update(read=True)
+            seq = int(conn.execute(lock).scalar_one_or_none() or 0)
+            balance = conn.execute(
+                select(func.coalesce(func.sum(transactions_t.c.amount), ZERO)).where(
+                    transactions_t.c.client_id == client_id
+                )
+            ).scalar_one()
             rows = list(
                 conn.execute(
                     select(calls_t).where(
@@ -460,47 +469,47 @@ class SqlStore:
                     },
                 }
             )
-        return balance, calls
+        return seq, balance, calls
 
-    @contextmanager
-    def live_guard(self, *, exclusive: bool) -> Iterator[None]:
-        """PostgreSQL: a session advisory lock (shared for ledger writers, exclusive for a
-        loader), held on a connection of its own. SQLite: one process-wide lock (a Redis
-        live state over SQLite is a single-process set-up)."""
-        if not self._pg:
-            with _SQLITE_LIVE_LOCK:
-                yield
+    # --- the live sequence: what reached a live state kept outside the database ----------------
+    def unapplied_live(self, limit: int = 1000) -> list[tuple[int, int]]:
+        """(client, live sequence) of clients whose latest live effects are not known to have
+        reached the live state (through the partial index on ``seq <> applied``)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(live_t.c.client_id, live_t.c.seq)
+                .where(live_t.c.seq != live_t.c.applied)
+                .order_by(live_t.c.client_id)
+                .limit(limit)
+            )
+            return [(int(r.client_id), int(r.seq)) for r in rows]
+
+    def live_sequences(self, after: int = 0, limit: int = 1000) -> list[tuple[int, int]]:
+        """(client, live sequence) of clients with an id above ``after`` whose every live
+        effect was marked applied, in id order: one page of a sweep over the clients."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(live_t.c.client_id, live_t.c.seq)
+                .where(live_t.c.client_id > after, live_t.c.seq == live_t.c.applied)
+                .order_by(live_t.c.client_id)
+                .limit(limit)
+            )
+            return [(int(r.client_id), int(r.seq)) for r in rows]
+
+    def mark_applied(self, applied: Mapping[int, int]) -> None:
+        """Record that each client's live state has every effect up to the given sequence."""
+        if not applied:
             return
-        mode = "" if exclusive else "_shared"
-        # every accounting batch takes it: a pooled connection and the driver's cursor, in
-        # autocommit (a session lock needs no transaction around it)
-        dialect = self.engine.dialect
-        try:
-            pooled = self.engine.raw_connection()
-        except dialect.loaded_dbapi.Error as exc:  # as engine.connect() would raise it
-            raise DBAPIError.instance(
-                None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
-            ) from exc
-        driver = cast(Any, pooled.driver_connection)
-        try:
-            driver.autocommit = True
-            cursor = pooled.cursor()
-            driver_execute(dialect, pooled, cursor, f"SELECT pg_advisory_lock{mode}(%s)", _KEY)
-            try:
-                yield
-            finally:
-                unlock = f"SELECT pg_advisory_unlock{mode}(%s)"
-                try:
-                    driver_execute(dialect, pooled, cursor, unlock, _KEY)
-                except Exception:
-                    # never back to the pool still holding the lock: closing it releases it
-                    if pooled.is_valid:
-                        pooled.invalidate()
-                    raise
-        finally:
-            if pooled.is_valid:  # back to the pool as it came out
-                driver.autocommit = False
-            pooled.close()
+        stmt = (
+            update(live_t)
+            .where(
+                live_t.c.client_id == bindparam("m_client"),
+                live_t.c.applied < bindparam("m_seq"),
+            )
+            .values(applied=bindparam("m_seq"))
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, [{"m_client": c, "m_seq": applied[c]} for c in sorted(applied)])
 
     # --- Ledger ---------------------------------------------------------------------------
     @contextmanager

@@ -64,7 +64,7 @@ def test_decisions_and_writes_equal_the_synchronous_live_state(redis_url: str) -
     ]
 
     r.set("{c:7}:bal", 5_000_000)  # 5.00: four calls of 1.20, then 0.20 left
-    sync_live = RedisLiveState(r, lambda _cid: (Decimal(0), []))
+    sync_live = RedisLiveState(r, lambda _cid: (0, Decimal(0), []))
     expected = [sync_live.authorize(req) for req in requests]
     expected_state = state(r)
 

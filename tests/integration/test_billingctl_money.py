@@ -3,6 +3,7 @@ invoices moving the fixed balance and the last-invoiced date."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
@@ -161,5 +162,39 @@ def test_with_redis_payments_and_balances_follow_the_live_state(
         assert runner.json("clients", "show", "Acme")["live_balance"] == "1.00"
         assert runner.json("clients", "list")[0]["available_balance"] == "1.00"
         store.close()
+    finally:
+        runner.close()
+
+
+def test_with_redis_a_load_with_several_payments_moves_the_live_balance_once_each(
+    pg_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new client loaded with a payment and a charge: the first live effect finds the
+    client missing from Redis and loads it from the ledger, which already holds both; the
+    second must not be added on top (it was: 5.00 - 2.00 shown as 1.00)."""
+    runner = Ctl.make(pg_url, tmp_path, capsys, monkeypatch)
+    runner.config.write_text(
+        runner.config.read_text() + f'[redis]\nurl = "{redis_url}"\n', encoding="utf-8"
+    )
+    spec = tmp_path / "clients.yaml"
+    spec.write_text(
+        "clients:\n"
+        "  - name: Acme\n"
+        "    payments:\n"
+        '      - {id: "open", amount: "5.00"}\n'
+        '      - {id: "fee", amount: "-2.00"}\n',
+        encoding="utf-8",
+    )
+    try:
+        runner("load", str(spec))
+        assert runner.json("clients", "show", "Acme")["live_balance"] == "3.00"
+        runner("load", str(spec))  # applied already: nothing moves
+        runner("payments", "add", "Acme", "1.50")
+        assert runner.json("clients", "show", "Acme")["live_balance"] == "4.50"
+        assert json.loads(runner("live", "verify", "--format", "json"))["drifts"] == []
     finally:
         runner.close()

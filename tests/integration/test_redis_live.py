@@ -71,7 +71,7 @@ def rate(**kw: Any) -> Rate:
     return Rate(**fields)
 
 
-def no_loader(_client_id: int) -> tuple[Decimal, list[dict[str, Any]]]:
+def no_loader(_client_id: int) -> tuple[int, Decimal, list[dict[str, Any]]]:
     raise AssertionError("the client should be loaded already")
 
 
@@ -150,7 +150,7 @@ def test_the_lua_policy_decides_as_the_python_policy(
 
 def test_a_repeated_request_for_the_same_call_holds_once(redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url)
-    live = RedisLiveState(r, lambda _cid: (Decimal("1.00"), []))
+    live = RedisLiveState(r, lambda _cid: (0, Decimal("1.00"), []))
     terms = GrantTerms(client(rate_table_id=1), rate(rate=Decimal("0.10")), 3600)
     first = live.authorize(request(terms, ("conf-1",), uid="a"))
     again = live.authorize(request(terms, ("conf-1",), uid="b"))
@@ -162,7 +162,7 @@ def test_a_repeated_request_for_the_same_call_holds_once(redis_url: str) -> None
 
 def test_concurrent_authorizations_never_hold_more_than_the_funds(redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url)
-    live = RedisLiveState(r, lambda _cid: (Decimal("10.00"), []))
+    live = RedisLiveState(r, lambda _cid: (0, Decimal("10.00"), []))
     terms = GrantTerms(client(), rate(rate=Decimal("0.60")), 120)  # cost(120) = 1.20
     results: list[Any] = []
     lock = threading.Lock()
@@ -229,6 +229,7 @@ class Stack:
             redis.Redis.from_url(redis_url),
             self.store.live_client,
             clients=lambda: list(self.catalog.current.clients),
+            marks=self.store,
         )
         self.authz = AuthorizationService(
             lambda: self.catalog.current, self.live, max_call_length=7200, auth_hold_seconds=180
@@ -239,6 +240,7 @@ class Stack:
             self.live,
             auth_hold_seconds=180,
             max_acct_delay_seconds=86400,
+            sequenced_live=True,
         )
 
     def authorize(self, conf_id: str) -> Any:

@@ -389,27 +389,56 @@ def test_the_batch_statements_reach_rows_through_indexes(pg_url: str) -> None:
             assert "Seq Scan on cdrs" not in plan and "Seq Scan on call" not in plan, plan
 
 
-def test_the_live_guard_leaves_its_connection_as_it_found_it(pg_url: str) -> None:
-    """The guard runs on a pooled connection in autocommit: afterwards the lock is free and
-    the connection, back in the pool, runs transactions again (a rollback undoes)."""
-    from sqlalchemy.exc import OperationalError
+def test_the_live_sequence_moves_with_every_ledger_write_and_marks_what_is_unapplied(
+    db_url: str,
+) -> None:
+    """A payment and a charge each move the client's live sequence in their transaction;
+    until marked applied, the client is listed as unapplied (on both engines)."""
+    engine = make_engine(db_url)
+    store = SqlStore(engine)
+    moved: list[admin.LiveMove] = []
+    admin.apply_provisioning(engine, spec("5.00"), payments_applied=moved)
+    assert moved == [(1, Decimal("5.00"), 1)]
+    admin.add_payment(engine, "Acme", Decimal("-2.00"), "charge", applied=moved)
+    assert moved[-1] == (1, Decimal("-2.00"), 2)
+    assert store.unapplied_live() == [(1, 2)]
+    assert store.live_sequences() == []  # a sweep looks only at settled clients
+    assert store.live_client(1)[:2] == (2, Decimal("3.00"))
+    store.mark_applied({1: 1})
+    assert store.unapplied_live() == [(1, 2)]
+    store.mark_applied({1: 2})
+    assert store.unapplied_live() == []
+    assert store.live_sequences() == [(1, 2)]
+    store.mark_applied({1: 1})  # never back
+    assert store.unapplied_live() == []
 
-    engine = make_engine(pg_url, pool_size=1, pre_ping=False)
+
+def test_reading_a_client_for_the_live_state_waits_for_its_writers_only(pg_url: str) -> None:
+    """live_client locks the client's live-balance row (shared): a writer of that client
+    that has not committed holds it back, and the reading then includes the write; another
+    client's writer does not."""
+    import threading
+
+    from sqlalchemy import text
+
+    engine = make_engine(pg_url)
     store = SqlStore(engine)
     admin.apply_provisioning(engine, spec("5.00"))
-    probe = make_engine(pg_url, pool_size=1)
-    # while a writer holds it, a loader's exclusive lock waits
-    with store.live_guard(exclusive=False), probe.connect() as other:
-        taken = other.exec_driver_sql("SELECT pg_try_advisory_lock(%s)", (0x72616469757364,))
-        assert taken.scalar_one() is False
-    with probe.connect() as other:
-        sql = "SELECT pg_try_advisory_lock(%s), pg_advisory_unlock(%s)"
-        assert other.exec_driver_sql(sql, (0x72616469757364,) * 2).one() == (True, True)
-    with engine.connect() as conn:  # the one pooled connection: a transaction again
-        conn.exec_driver_sql("UPDATE clients SET name = 'Changed'")
-        conn.rollback()
-        assert conn.exec_driver_sql("SELECT name FROM clients").scalar_one() == "Acme"
-    # a database that is gone comes out as SQLAlchemy's error (the edge counts it as an outage)
-    gone = SqlStore(make_engine(pg_url.rsplit("/", 1)[0] + "/no_such_database_here"))
-    with pytest.raises(OperationalError), gone.live_guard(exclusive=False):
-        pass
+    admin.apply_provisioning(
+        engine, spec(name="Other", payments=[{"id": "p2", "amount": "1.00"}], accounts=[])
+    )
+    other = make_engine(pg_url)
+    with other.connect() as writer:
+        writer.execute(
+            text("UPDATE live_balances SET seq = seq + 1 WHERE client_id = 1")
+        )  # a ledger writer of client 1, not committed yet
+        assert store.live_client(2)[0] == 1  # another client: read at once
+        result: list[Any] = []
+        reader = threading.Thread(target=lambda: result.append(store.live_client(1)))
+        reader.start()
+        reader.join(timeout=1.0)
+        assert reader.is_alive() and not result  # waits for client 1's writer
+        writer.commit()
+    reader.join(timeout=10)
+    assert result and result[0][0] == 2
+    other.dispose()
