@@ -459,7 +459,7 @@ def list_sessions(
                 held_only.append(
                     {
                         "id": None,
-                        "acct_session_id": "",
+                        "acct_session_id": hold["acct_session_id"],
                         "identifiers": sorted(hold["identifiers"]),
                         "client": names.get(hold["client_id"], str(hold["client_id"])),
                         "nas": hold["nas"],

@@ -96,9 +96,18 @@ def _alembic_config() -> AlembicConfig:
     return cfg
 
 
+_UPGRADE_LOCK = 0x72616469757370  # the transaction lock that serializes schema upgrades
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply migrations in one transaction. Upgrades run from several hosts at once take
+    turns: on PostgreSQL each first takes a transaction-level advisory lock, so the second
+    waits for the first to commit and then finds the schema current (on SQLite the write
+    transaction is BEGIN IMMEDIATE, which serializes them already)."""
     cfg = _alembic_config()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_UPGRADE_LOCK,))
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 

@@ -22,7 +22,7 @@ from billing_core.authorization import Accept, GrantTerms, LiveSnapshot, Reject,
 from billing_core.domain import Client, RejectReason
 from billing_core.identification import CallerFacts
 from billing_core.money import from_micros, to_micros
-from billing_core.ports import HoldRequest
+from billing_core.ports import BalanceMoved, HoldRequest
 from billing_core.provisioning import parse_provisioning
 from billing_core.rating import Rate
 from billing_core.services import AuthorizationService, AuthorizeCall, CatalogCache
@@ -213,7 +213,13 @@ def provisioning(balance: str) -> Any:
                     "rate_table": "t",
                     "payments": [{"id": "p", "amount": balance}],
                     "accounts": [{"name": "a", "ident": "login", "value": "acme"}],
-                }
+                },
+                {
+                    "name": "Other",
+                    "rate_table": "t",
+                    "payments": [{"id": "q", "amount": "50.00"}],
+                    "accounts": [{"name": "o", "ident": "login", "value": "other"}],
+                },
             ],
         },
         lambda _p: iter(()),
@@ -243,19 +249,22 @@ class Stack:
             sequenced_live=True,
         )
 
-    def authorize(self, conf_id: str) -> Any:
+    def authorize(self, conf_id: str, user: str = "acme") -> Any:
         return self.authz.authorize(
             AuthorizeCall(
                 nas_key="nas",
-                caller=CallerFacts(user_name="acme", called="15550001111"),
+                caller=CallerFacts(user_name=user, called="15550001111"),
                 password=None,
                 chap=None,
-                identifiers=(conf_id,),
+                identifiers=(conf_id, f"leg-{conf_id}"),
                 arrived=datetime.now(UTC),
+                acct_session_id=f"leg-{conf_id}",
             )
         ).decision
 
-    def account(self, conf_id: str, status: int, seconds: int | None = None) -> str:
+    def account(
+        self, conf_id: str, status: int, seconds: int | None = None, user: str = "acme"
+    ) -> str:
         event = AccountingEvent(
             nas_key="nas",
             bill_leg="originate",
@@ -267,13 +276,20 @@ class Stack:
             session_time=seconds,
             delay=0,
             arrived=datetime.now(UTC) + timedelta(seconds=seconds or 0),
-            caller=CallerFacts(user_name="acme", called="15550001111"),
+            caller=CallerFacts(user_name=user, called="15550001111"),
         )
         return self.acct.record(event).result
 
     def balance(self) -> Decimal:
         view = self.live.view([1], datetime.now(UTC))[1]
         return view.balance
+
+    def view(self, client_id: int = 1) -> Any:
+        return self.live.view([client_id], datetime.now(UTC))[client_id]
+
+    def close(self) -> None:
+        self.live.redis.close()
+        self.engine.dispose()
 
 
 def test_concurrent_holds_example_of_the_issue(pg_url: str, redis_url: str) -> None:
@@ -355,3 +371,133 @@ def test_billingctl_live_verify_reports_drift_and_rebuild_repairs_it(
     assert main([*args, "rebuild"]) == 0
     assert main([*args, "verify"]) == 0
     assert stack.balance() == Decimal("7.80")
+
+
+# --- a live state that heals itself from the database ---------------------------------------
+
+
+def started(pg_url: str, redis_url: str, balance: str = "8.00") -> Stack:
+    stack = Stack(pg_url, redis_url)
+    admin.apply_provisioning(stack.engine, provisioning(balance))
+    stack.catalog.refresh(force=True)
+    return stack
+
+
+def test_effects_a_node_could_not_bring_to_redis_are_healed_by_another(
+    pg_url: str, redis_url: str
+) -> None:
+    """Node A is cut off from Redis and records a Stop (accounting goes on); the charge and
+    the released call are in the database only. Node B's healer finds the client through
+    the database's marks and, after the grace a writer has to apply its own effects,
+    reloads it: no drift, no call left active."""
+    b = started(pg_url, redis_url)
+    a = Stack(pg_url, "redis://127.0.0.1:1/0")  # nothing listens there: every call fails
+    try:
+        assert isinstance(b.authorize("c1"), Accept)
+        assert b.account("c1", 1) == "recorded"
+        assert b.view().active_calls == 1
+        assert a.account("c1", 2, 720) == "charged"  # 2.40, in the database only
+        assert a.live.missed
+        assert b.view().active_calls == 1 and b.balance() == Decimal("8.00")
+        assert b.live.heal(now=100.0) == 0  # seen lagging: its writer may still apply it
+        assert b.live.heal(now=101.0) == 0
+        assert b.live.heal(now=102.5) == 1
+        view = b.view()
+        assert (view.balance, view.held, view.active_calls) == (Decimal("5.60"), 0, 0)
+        assert b.store.unapplied_live() == []
+        assert b.live.heal(now=200.0) == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_applied_effects_are_only_marked_and_lagging_ones_wait_for_their_writer(
+    pg_url: str, redis_url: str
+) -> None:
+    """Effects that reached Redis are marked applied without a reload; a client whose
+    writers keep applying (its sequence in Redis moves) is never reloaded under them."""
+    stack = started(pg_url, redis_url)
+    try:
+        stack.view()  # loaded
+        assert stack.store.unapplied_live() != []
+        assert stack.live.heal(now=0.0) == 0
+        assert stack.store.unapplied_live() == []
+        moved: list[admin.LiveMove] = []
+        admin.add_payment(stack.engine, "Acme", Decimal("1.00"), "", applied=moved)
+        assert stack.live.heal(now=10.0) == 0  # committed, not applied yet: lagging
+        admin.add_payment(stack.engine, "Acme", Decimal("1.00"), "", applied=moved)
+        stack.live.apply([BalanceMoved(1, Decimal("1.00"))], {1: moved[0][2]})
+        assert stack.live.heal(now=20.0) == 0  # progress since: wait again
+        stack.live.apply([BalanceMoved(1, Decimal("1.00"))], {1: moved[1][2]})
+        assert stack.live.heal(now=30.0) == 0
+        assert stack.store.unapplied_live() == []
+        assert stack.balance() == Decimal("10.00")
+    finally:
+        stack.close()
+
+
+def test_effects_applied_out_of_order_reload_once_and_never_count_twice(
+    pg_url: str, redis_url: str
+) -> None:
+    """Two writers of one client commit in turn but reach Redis in the other order: the
+    later one finds a gap and reloads the client (both effects are in the database); the
+    earlier one then finds its effect already there."""
+    stack = started(pg_url, redis_url)
+    try:
+        stack.view()
+        moved: list[admin.LiveMove] = []
+        admin.add_payment(stack.engine, "Acme", Decimal("1.00"), "", applied=moved)
+        admin.add_payment(stack.engine, "Acme", Decimal("-3.00"), "", applied=moved)
+        for client_id, amount, seq in reversed(moved):
+            stack.live.apply([BalanceMoved(client_id, amount)], {client_id: seq})
+            assert stack.balance() == Decimal("6.00")
+        redis.Redis.from_url(redis_url).set("{c:1}:seq", 1)  # Redis restored from older data
+        assert stack.live.sweep() == 0  # not marked applied yet: the healer's business
+        stack.store.mark_applied({1: moved[1][2]})
+        redis.Redis.from_url(redis_url).set("{c:1}:bal", 0)
+        assert stack.live.sweep() == 1
+        assert stack.balance() == Decimal("6.00")
+    finally:
+        stack.close()
+
+
+def test_loading_a_client_never_holds_up_accounting_of_another(pg_url: str, redis_url: str) -> None:
+    """A rebuild reads one client at a time: while a writer of client 1 has not committed,
+    the rebuild waits at client 1, and client 2's accounting goes on meanwhile."""
+    stack = started(pg_url, redis_url)
+    other = make_engine(pg_url)
+    try:
+        assert isinstance(stack.authorize("o1", user="other"), Accept)
+        with other.connect() as writer:
+            writer.exec_driver_sql("UPDATE live_balances SET seq = seq + 1 WHERE client_id = 1")
+            rebuilding = threading.Thread(target=stack.live.rebuild)
+            rebuilding.start()
+            rebuilding.join(timeout=1.0)
+            assert rebuilding.is_alive()  # at client 1
+            done: list[str] = []
+            accounting = threading.Thread(
+                target=lambda: done.append(stack.account("o1", 2, 60, user="other"))
+            )
+            accounting.start()
+            accounting.join(timeout=20)
+            assert done == ["charged"]
+            assert rebuilding.is_alive()
+            writer.commit()
+        rebuilding.join(timeout=20)
+        assert not rebuilding.is_alive()
+        assert stack.view(2).balance == Decimal("49.80")
+    finally:
+        other.dispose()
+        stack.close()
+
+
+def test_a_held_call_is_listed_with_its_acct_session_id(pg_url: str, redis_url: str) -> None:
+    """An authorization without accounting yet lives only in Redis: sessions list shows it
+    with the Acct-Session-Id its Access-Request carried."""
+    stack = started(pg_url, redis_url)
+    try:
+        assert isinstance(stack.authorize("h1"), Accept)
+        [held] = admin.list_sessions(stack.engine, live=stack.live)
+        assert (held["acct_session_id"], held["state"]) == ("leg-h1", "held")
+    finally:
+        stack.close()
