@@ -339,23 +339,16 @@ def background_jobs(
         if closed:
             log.info("stale_calls_closed", calls=closed)
 
-    async def heal() -> None:
-        live = running.redis_live
-        if live is None:
-            return
-        healed = await loop.run_in_executor(running.executor, live.heal)
-        if healed:
-            running.metrics.live_healed.inc(healed)
-            log.info("live_state_healed", clients=healed)
+    def repairing(work: Callable[[], int], event: str) -> Callable[[], Awaitable[None]]:
+        """A job that runs ``work`` (heal or sweep: clients reloaded) in a database thread."""
 
-    async def sweep() -> None:
-        live = running.redis_live
-        if live is None:
-            return
-        healed = await loop.run_in_executor(running.executor, live.sweep)
-        if healed:
-            running.metrics.live_healed.inc(healed)
-            log.info("live_state_swept", clients=healed)
+        async def job() -> None:
+            healed = await loop.run_in_executor(running.executor, work)
+            if healed:
+                running.metrics.live_healed.inc(healed)
+                log.info(event, clients=healed)
+
+        return job
 
     async def count_active() -> None:
         active = await loop.run_in_executor(running.executor, running.store.count_active_calls)
@@ -365,10 +358,16 @@ def background_jobs(
     jobs = [
         asyncio.create_task(every(1.0, stop, refresh, "catalog_refresh")),
     ]
-    if running.primary:
+    live = running.redis_live
+    if running.primary and live is not None:
+        heal = repairing(live.heal, "live_state_healed")
+        sweep = repairing(live.sweep, "live_state_swept")
         jobs += [
             asyncio.create_task(every(1.0, stop, heal, "live_heal")),
             asyncio.create_task(every(SWEEP_SECONDS, stop, sweep, "live_sweep", at_start=True)),
+        ]
+    if running.primary:
+        jobs += [
             asyncio.create_task(every(reap_every, stop, reap, "stale_reaper")),
             asyncio.create_task(every(2.0, stop, count_active, "active_calls")),
         ]

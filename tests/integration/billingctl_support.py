@@ -45,6 +45,13 @@ class Ctl:
         config.write_text(f'[database]\nurl = "{db_url}"\n', encoding="utf-8")
         return cls(config, db_url, capsys)
 
+    def with_redis(self, redis_url: str) -> Ctl:
+        """The same runner, its config naming ``redis_url`` as the live state."""
+        self.config.write_text(
+            self.config.read_text() + f'[redis]\nurl = "{redis_url}"\n', encoding="utf-8"
+        )
+        return self
+
     def run(self, *args: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
         try:

@@ -149,10 +149,7 @@ def test_with_redis_payments_and_balances_follow_the_live_state(
     """With [redis] url set, billingctl moves and shows the daemon's live state (CONTRACT §2)."""
     import redis
 
-    runner = Ctl.make(pg_url, tmp_path, capsys, monkeypatch)
-    runner.config.write_text(
-        runner.config.read_text() + f'[redis]\nurl = "{redis_url}"\n', encoding="utf-8"
-    )
+    runner = Ctl.make(pg_url, tmp_path, capsys, monkeypatch).with_redis(redis_url)
     try:
         runner("clients", "add", "Acme")
         runner("payments", "add", "Acme", "2.50")
@@ -176,10 +173,7 @@ def test_with_redis_a_load_with_several_payments_moves_the_live_balance_once_eac
     """A new client loaded with a payment and a charge: the first live effect finds the
     client missing from Redis and loads it from the ledger, which already holds both; the
     second must not be added on top (it was: 5.00 - 2.00 shown as 1.00)."""
-    runner = Ctl.make(pg_url, tmp_path, capsys, monkeypatch)
-    runner.config.write_text(
-        runner.config.read_text() + f'[redis]\nurl = "{redis_url}"\n', encoding="utf-8"
-    )
+    runner = Ctl.make(pg_url, tmp_path, capsys, monkeypatch).with_redis(redis_url)
     spec = tmp_path / "clients.yaml"
     spec.write_text(
         "clients:\n"

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from billing_core.adapters.db import current_revision, head_revision, make_engine
 
-from ..conftest import ADMIN_URL
+from ..conftest import throwaway_database
 
 BILLINGCTL = Path(sys.executable).parent / "billingctl"
 
@@ -22,14 +19,8 @@ BILLINGCTL = Path(sys.executable).parent / "billingctl"
 @pytest.fixture
 def empty_pg_url() -> Iterator[str]:
     """A PostgreSQL database with no schema at all."""
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"radiusd_empty_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with throwaway_database() as url:
+        yield url
 
 
 def test_upgrades_started_together_take_turns_and_both_succeed(
