@@ -17,14 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from ..servers import free_port
+
 BIN = Path(sys.executable).parent
 SECRET = "testing123"
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
