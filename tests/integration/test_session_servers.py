@@ -32,7 +32,7 @@ def test_redis_is_the_given_or_the_sessions_own_server(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     try:
         directory = str(client.config_get("dir")["dir"])
-        port = int(client.config_get("port")["port"])
+        port = int(str(client.config_get("port")["port"]))
     finally:
         client.close()
     given = os.environ.get(REDIS_URL_VAR)
