@@ -121,6 +121,17 @@ class ListenAddress:
     host: str
     port: int
 
+    @property
+    def dual_stack(self) -> bool:
+        """An IPv6 socket on this address must also serve IPv4 (IPV6_V6ONLY off): the
+        unspecified address ``::`` (every IPv4 and IPv6 address) and a v4-mapped address
+        (``::ffff:127.0.0.1``: that IPv4 address; it cannot be bound with V6ONLY on)."""
+        try:
+            address = ipaddress.IPv6Address(self.host)
+        except ValueError:
+            return False
+        return address.is_unspecified or address.ipv4_mapped is not None
+
     def __str__(self) -> str:
         if ":" in self.host:
             return f"[{self.host}]:{self.port}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import ipaddress
 import os
 import signal
 import socket
@@ -61,16 +60,6 @@ class Running:
     close_stale: Callable[[datetime], int]
 
 
-def dual_stack(listen: ListenAddress) -> bool:
-    """Whether an IPv6 listen address also serves IPv4: the unspecified address ``::`` and
-    v4-mapped addresses (``::ffff:127.0.0.1``, which serves the IPv4 address only)."""
-    try:
-        address = ipaddress.IPv6Address(listen.host)
-    except ValueError:
-        return False
-    return address.is_unspecified or address.ipv4_mapped is not None
-
-
 def _socket(listen: ListenAddress, *, workers: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -80,7 +69,7 @@ def _socket(listen: ListenAddress, *, workers: int) -> socket.socket:
         # "[::]" is dual stack: IPv4 switches reach it too, as ::ffff:a.b.c.d (which the NAS
         # table and the NAS key read as a.b.c.d); a v4-mapped address can only be bound with
         # V6ONLY off. Any other IPv6 address serves IPv6 only.
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack(listen) else 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if listen.dual_stack else 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
     sock.bind((listen.host, listen.port))
     if workers > 1:
@@ -190,12 +179,7 @@ async def start(
     health = health_check(store, redis_live, metrics)
     http = None
     if serve_http:
-        http = await start_http(
-            config.server.metrics_listen.host,
-            config.server.metrics_listen.port,
-            metrics.registry,
-            health,
-        )
+        http = await start_http(config.server.metrics_listen, metrics.registry, health)
     log.info(
         "started",
         auth=_bound(transports[0]),
@@ -331,7 +315,7 @@ def _bound(transport: asyncio.DatagramTransport) -> str:
 
 def _bound_server(server: asyncio.Server) -> str:
     host, port = server.sockets[0].getsockname()[:2]
-    return f"{host}:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def every(

@@ -1,6 +1,7 @@
 """Dual stack: a ``[::]`` listener answers IPv4 switches (their ``::ffff:a.b.c.d`` sources
-match IPv4 ``[[nas]]`` entries and make the same NAS key as over an IPv4 socket), and a
-v4-mapped listen address works. The real daemon, radclient over IPv4."""
+match IPv4 ``[[nas]]`` entries and make the same NAS key as over an IPv4 socket) and IPv4
+scrapers of /metrics, and a v4-mapped listen address works. The real daemon, radclient
+over IPv4."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_an_ipv6_listener_answers_an_ipv4_switch(
 ) -> None:
     daemon = make_daemon(tmp_path, (sqlite_url, ""))
     text = daemon.config.read_text()
-    for port in (daemon.auth_port, daemon.acct_port):
+    for port in (daemon.auth_port, daemon.acct_port, daemon.metrics_port):
         text = text.replace(f'"127.0.0.1:{port}"', f'"[{host}]:{port}"')
     daemon.config.write_text(text)
     check = subprocess.run(
@@ -50,6 +51,8 @@ def test_an_ipv6_listener_answers_an_ipv4_switch(
     try:
         started = daemon.log_events("started")
         assert re.search(rf"\[{re.escape(host)}\]:{daemon.auth_port}", json.dumps(started))
+        # the metrics endpoint too: an IPv4 scraper reaches it
+        assert daemon.http("/healthz")[0] == 200
         reply = daemon.radclient(
             "auth", {"User-Name": '"dual"', "Called-Station-Id": '"15550001111"'}
         )
