@@ -1,13 +1,16 @@
 # The two commands of the README:
 #   make run   set up a virtualenv, create the embedded SQLite database, load the demo data,
 #              and run the server in the foreground (Ctrl-C stops it)
-#   make test  lint (ruff, mypy --strict, import-linter) and every test
+#   make test  install the Debian packages the tests need when missing (.ci/install-deps, as root;
+#              the list is .ci/deps), lint (ruff, mypy --strict, import-linter) and every
+#              test; the tests start their own PostgreSQL and Redis unless
+#              RADIUSD_TEST_POSTGRES_URL / RADIUSD_TEST_REDIS_URL name servers to use
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run setup test lint unit integration e2e bench clean
+.PHONY: run setup deps test lint unit integration e2e bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +19,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+deps:
+	@.ci/install-deps
 
 run: $(STAMP)
 	$(BIN)/billingctl db upgrade
@@ -31,13 +37,13 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP)
+integration: deps $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
-e2e: $(STAMP)
+e2e: deps $(STAMP)
 	$(BIN)/pytest -q tests/e2e
 
-test: lint
+test: deps lint
 	$(BIN)/pytest -q tests
 
 # make bench: our server and FreeRADIUS measured in one run; writes BENCHMARKS.md (bench/).

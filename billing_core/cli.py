@@ -20,13 +20,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from billing_core.errors import UserError
+from billing_core.errors import ConfigFileError, UserError
 from billing_core.money import parse_amount
+from billing_core.pipes import quiet_broken_pipe
 from billing_core.provisioning import RATE_COLUMNS
+from billing_core.version import package_version
 
 if TYPE_CHECKING:
     from billing_core.adapters.admin_clients import TagChange
     from billing_core.adapters.audit import AuditContext
+    from billing_core.config import Config
     from billing_core.ports import LiveState
 
 CONFIG_HELP = "config file (default: $RADIUSD_CONFIG, else config/radiusd.toml)"
@@ -38,51 +41,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _config_document(config_arg: str | None) -> tuple[Path, dict[str, Any]]:
-    """The config file (CONTRACT §1: --config, $RADIUSD_CONFIG, default) as a document.
+def _config(config_arg: str | None) -> Config:
+    """The config file (CONTRACT §1: --config, $RADIUSD_CONFIG, default), read and validated
+    by the daemon's own loader and rules (billing_core.config); NAS secrets are not read."""
+    from billing_core.config import ConfigError, load_config, resolve_config_path
 
-    billingctl reads only [database] url and [redis] url (and their RADIUSD_* overrides);
-    the daemon validates the rest. A missing default file means the packaged defaults.
-    """
-    import tomllib
-
-    path_text = config_arg or os.environ.get("RADIUSD_CONFIG") or None
-    path = Path(path_text) if path_text else Path("config/radiusd.toml")
-    document: dict[str, Any] = {}
-    if path.exists() or path_text:
-        try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UserError(f"{path}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"{path}: invalid TOML: {exc}") from None
-    return path, document
+    try:
+        return load_config(resolve_config_path(config_arg, os.environ), resolve_secrets=False)
+    except ConfigError as exc:
+        raise ConfigFileError(str(exc)) from None
 
 
 def _database_url(config_arg: str | None) -> str:
     """The database URL: $RADIUSD_DATABASE_URL, else [database] url, else the embedded default."""
-    path, document = _config_document(config_arg)
-    env_url = os.environ.get("RADIUSD_DATABASE_URL")
-    if env_url is not None:
-        return env_url
-    database = document.get("database", {})
-    url = database.get("url", "sqlite:///var/billing.db") if isinstance(database, dict) else None
-    if not isinstance(url, str) or not url:
-        raise UserError(f"{path}: database.url: expected a database URL")
-    return url
+    return _config(config_arg).database.url.reveal()
 
 
 def _redis_url(config_arg: str | None) -> str:
     """The Redis URL of the live state: $RADIUSD_REDIS_URL, else [redis] url; empty: none."""
-    path, document = _config_document(config_arg)
-    env_url = os.environ.get("RADIUSD_REDIS_URL")
-    if env_url is not None:
-        return env_url
-    section = document.get("redis", {})
-    url = section.get("url", "") if isinstance(section, dict) else None
-    if not isinstance(url, str):
-        raise UserError(f"{path}: redis.url: expected a Redis URL or an empty string")
-    return url
+    return _config(config_arg).redis.url.reveal()
 
 
 def _engine(args: argparse.Namespace) -> Any:
@@ -1090,6 +1067,7 @@ def _money_parsers(groups: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="billingctl", description="Operate the VoIP billing database")
     parser.add_argument("--config", help=CONFIG_HELP)
+    parser.add_argument("--version", action="version", version=f"billingctl {package_version()}")
     groups = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
 
     db_sub = _group(groups, "db", "database schema")
@@ -1153,11 +1131,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from billing_core.provisioning import ProvisioningError
 
     try:
+        _config(args.config)  # every command checks the whole file first, as radiusd does
         return int(args.func(args))
     except (UserError, ProvisioningError) as exc:
         print(f"billingctl: {exc}", file=sys.stderr)

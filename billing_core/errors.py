@@ -11,3 +11,9 @@ class UserError(Exception):
 
 class NotFoundError(UserError):
     """Something the command looked up does not exist."""
+
+
+class ConfigFileError(UserError):
+    """The configuration file is invalid: exit 2, as ``radiusd check-config`` does."""
+
+    exit_code = 2

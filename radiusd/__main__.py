@@ -6,6 +6,9 @@ import argparse
 import os
 import sys
 
+from billing_core.pipes import quiet_broken_pipe
+from billing_core.version import package_version
+
 from .config import ConfigError, load_config, render_effective, resolve_config_path
 from .logging import configure
 from .loop import run
@@ -15,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radiusd", description="RADIUS authorization and accounting server for VoIP carriers"
     )
+    parser.add_argument("--version", action="version", version=f"radiusd {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("serve", "run the daemon in the foreground until SIGTERM/SIGINT"),
@@ -29,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config_path = resolve_config_path(args.config, os.environ)

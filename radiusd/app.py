@@ -66,7 +66,10 @@ def _socket(listen: ListenAddress, *, workers: int) -> socket.socket:
     if workers > 1:  # workers share the port; a request's Identifier picks one (steering)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # "[::]" is dual stack: IPv4 switches reach it too, as ::ffff:a.b.c.d (which the NAS
+        # table and the NAS key read as a.b.c.d); a v4-mapped address can only be bound with
+        # V6ONLY off. Any other IPv6 address serves IPv6 only.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if listen.dual_stack else 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
     sock.bind((listen.host, listen.port))
     if workers > 1:
@@ -174,12 +177,7 @@ async def start(
     health = health_check(store, redis_live, metrics)
     http = None
     if serve_http:
-        http = await start_http(
-            config.server.metrics_listen.host,
-            config.server.metrics_listen.port,
-            metrics.registry,
-            health,
-        )
+        http = await start_http(config.server.metrics_listen, metrics.registry, health)
     log.info(
         "started",
         auth=_bound(transports[0]),
@@ -293,7 +291,7 @@ def _bound(transport: asyncio.DatagramTransport) -> str:
 
 def _bound_server(server: asyncio.Server) -> str:
     host, port = server.sockets[0].getsockname()[:2]
-    return f"{host}:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def every(

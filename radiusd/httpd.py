@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from .config import ListenAddress
 
 Health = Callable[[], Awaitable[list[str]]]  # names of unreachable parts
 
@@ -55,8 +58,21 @@ async def _serve(
 
 
 async def start_http(
-    host: str, port: int, registry: CollectorRegistry, health: Health
+    listen: ListenAddress, registry: CollectorRegistry, health: Health
 ) -> asyncio.Server:
-    return await asyncio.start_server(
-        lambda r, w: _serve(r, w, registry, health), host=host, port=port
-    )
+    def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Awaitable[None]:
+        return _serve(reader, writer, registry, health)
+
+    if not listen.dual_stack:
+        return await asyncio.start_server(handler, host=listen.host, port=listen.port)
+    # asyncio binds IPv6 with V6ONLY on: "[::]" would not serve IPv4 scrapers, and a
+    # v4-mapped address would not bind at all (EINVAL)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((listen.host, listen.port))
+    except OSError:
+        sock.close()
+        raise
+    return await asyncio.start_server(handler, sock=sock)

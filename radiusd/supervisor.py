@@ -128,7 +128,7 @@ async def _supervise(config: Config, config_path: Path | None) -> int:
         return down
 
     listen = config.server.metrics_listen
-    http = await start_http(listen.host, listen.port, registry, health)  # may fail: first
+    http = await start_http(listen, registry, health)  # may fail: first
     workers = [spawn(i) for i in range(config.server.workers)]
     log.info("supervisor_started", workers=len(workers), metrics=_bound_server(http))
 

@@ -168,6 +168,8 @@ class RadiusServer:
             return
         kind = "acct" if accounting_port else "auth"
         source_ip = str(addr[0])
+        if source_ip.startswith("::ffff:") and "." in source_ip:
+            source_ip = source_ip[7:]  # an IPv4 switch on a dual-stack socket: a.b.c.d
         nas = self.nas_table.lookup(source_ip)
         if nas is None:
             self.drop("unknown_nas", kind)

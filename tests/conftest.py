@@ -1,9 +1,11 @@
-"""Shared fixtures: real PostgreSQL databases (throwaway, per test) and SQLite files.
+"""Shared fixtures: real PostgreSQL databases (throwaway, per test), Redis and SQLite files.
 
-PostgreSQL comes from $RADIUSD_TEST_POSTGRES_URL (an admin URL whose role may CREATE
-DATABASE), by default the machine's local server. Each test gets its own database, cloned
-from a template migrated once per session, and dropped afterwards. A missing server fails
-the tests that need it: it is never silently skipped.
+The servers: ``$RADIUSD_TEST_POSTGRES_URL`` (an admin URL whose role may CREATE DATABASE)
+and ``$RADIUSD_TEST_REDIS_URL`` when given; otherwise the session starts its own
+PostgreSQL and Redis (tests/servers.py: free loopback ports, temporary directories, the
+installed binaries) once, so nothing has to be running on the machine. Each test gets its
+own PostgreSQL database, cloned from a template migrated once per session, and dropped
+afterwards. A missing server fails the tests that need it: it is never silently skipped.
 """
 
 from __future__ import annotations
@@ -20,28 +22,53 @@ from sqlalchemy.engine import make_url
 
 from billing_core.adapters.db import make_engine, upgrade
 
-ADMIN_URL = os.environ.get(
-    "RADIUSD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-# a Redis database of this test session's own (1..13; the benchmark owns 14), so that two
-# test runs on one machine do not flush each other's data
-REDIS_URL = os.environ.get(
-    "RADIUSD_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{os.getpid() % 13 + 1}"
-)
+from .servers import PrivatePostgres, PrivateRedis
 
-
-def _admin_engine() -> object:
-    return create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+POSTGRES_URL_VAR = "RADIUSD_TEST_POSTGRES_URL"
+REDIS_URL_VAR = "RADIUSD_TEST_REDIS_URL"
 
 
 @pytest.fixture(scope="session")
-def pg_template() -> Iterator[str]:
+def pg_admin_url() -> Iterator[str]:
+    """An admin URL of a PostgreSQL server: the given one, else the session's own."""
+    given = os.environ.get(POSTGRES_URL_VAR)
+    if given:
+        yield given
+        return
+    server = PrivatePostgres()
+    try:
+        server.init()
+        # the session's server holds throwaway databases only: no fsync (the outage tests,
+        # which crash servers, start their own with fsync on)
+        server.start(durable=False)
+        yield server.url()
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    """A Redis database URL: the given one, else database 0 of the session's own server."""
+    given = os.environ.get(REDIS_URL_VAR)
+    if given:
+        yield given
+        return
+    server = PrivateRedis()
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin_url: str) -> Iterator[str]:
     """A migrated template database; yields its name."""
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
     name = f"radiusd_tmpl_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(ADMIN_URL).set(database=name)
+    url = make_url(pg_admin_url).set(database=name)
     engine = make_engine(url.render_as_string(hide_password=False))
     upgrade(engine)
     engine.dispose()
@@ -52,16 +79,16 @@ def pg_template() -> Iterator[str]:
 
 
 @contextmanager
-def throwaway_database(template: str | None = None) -> Iterator[str]:
-    """The URL of a new PostgreSQL database (a copy of ``template``, else empty), dropped
-    afterwards."""
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+def throwaway_database(admin_url: str, template: str | None = None) -> Iterator[str]:
+    """The URL of a new PostgreSQL database (a copy of ``template``, else empty) on the
+    server of ``admin_url``, dropped afterwards."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     name = f"radiusd_t_{uuid.uuid4().hex[:12]}"
     copy = f' TEMPLATE "{template}"' if template else ""
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     try:
-        yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -69,8 +96,8 @@ def throwaway_database(template: str | None = None) -> Iterator[str]:
 
 
 @pytest.fixture
-def pg_url(pg_template: str) -> Iterator[str]:
-    with throwaway_database(pg_template) as url:
+def pg_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
+    with throwaway_database(pg_admin_url, pg_template) as url:
         yield url
 
 
@@ -92,12 +119,12 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
+def redis_url(redis_server_url: str) -> Iterator[str]:
     """A Redis database emptied before and after the test (real server, never a fake)."""
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_server_url)
     client.flushdb()
-    yield REDIS_URL
+    yield redis_server_url
     client.flushdb()
     client.close()

@@ -1,8 +1,12 @@
 """Money seen by the operator: the ledger (transactions) and invoices.
 
 An invoice bills a client's call charges of a period: from the day after its last-invoiced
-date (or from the beginning) through ``--until``, days as in the client's time zone, by the
-time each charge reached the ledger. Those transactions are linked to it (``invoice_id``),
+date (or from the beginning) through ``--until``, days as in the client's time zone, each
+charge dated by its call's billed moment (the moment ``bill_events_by`` rates it at, kept on
+the CDR), not by when its Stop reached the ledger: a call at 23:59 on the period's last day
+whose Stop arrives after midnight stays in that period. A charge dated in a period that was
+invoiced before it arrived goes on the next invoice (an invoice is never changed). Those
+transactions are linked to it (``invoice_id``),
 so no charge is ever invoiced twice, and the client's last-invoiced date moves to the end of
 the period. The fixed balance is payments and manual charges minus invoice totals; an
 invoice changes neither the ledger nor the live balance.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,7 +28,7 @@ from billing_core.money import display as fmt
 
 from .audit import AuditContext, record
 from .client_queries import balances, find_client, invoices_t
-from .sql_store import clients_t, transactions_t, utcnow
+from .sql_store import cdrs_t, clients_t, transactions_t, utcnow
 
 KINDS = ("payment", "charge", "call")
 
@@ -99,32 +104,48 @@ def generate_invoice(
                     " already; give a later day"
                 )
             start = row.last_invoiced + timedelta(days=1)
-        conditions = [
-            transactions_t.c.client_id == row.id,
-            transactions_t.c.kind == "call",
-            transactions_t.c.invoice_id.is_(None),
-            transactions_t.c.created_at < day_start(until + timedelta(days=1), row.timezone),
-        ]
-        if start is not None:
-            conditions.append(transactions_t.c.created_at >= day_start(start, row.timezone))
-        charged, count = conn.execute(
-            select(func.sum(transactions_t.c.amount), func.count()).where(*conditions)
-        ).one()
-        total = -(charged if charged is not None else ZERO)
+        # a charge is dated by its call's billed moment (the CDR's rating moment, set by
+        # bill_events_by), else by when it reached the ledger; no lower bound: a charge dated
+        # in a period invoiced before it arrived is carried on this invoice, never lost
+        moment = func.coalesce(cdrs_t.c.rated_at, transactions_t.c.created_at)
+        due = (
+            select(transactions_t.c.id)
+            .select_from(transactions_t.outerjoin(cdrs_t, cdrs_t.c.id == transactions_t.c.cdr_id))
+            .where(
+                transactions_t.c.client_id == row.id,
+                transactions_t.c.kind == "call",
+                transactions_t.c.invoice_id.is_(None),
+                moment < day_start(until + timedelta(days=1), row.timezone),
+            )
+        )
         invoice_id = conn.execute(
             insert(invoices_t)
             .values(
                 client_id=row.id,
                 period_start=start,
                 period_end=until,
-                total=total,
-                charges=int(count),
+                total=ZERO,
+                charges=0,
                 currency=row.currency,
                 created_at=now,
             )
             .returning(invoices_t.c.id)
         ).scalar_one()
-        conn.execute(update(transactions_t).where(*conditions).values(invoice_id=invoice_id))
+        # the charges linked are exactly the charges summed (one statement: a charge that
+        # arrives meanwhile is either in both or in neither)
+        amounts = conn.execute(
+            update(transactions_t)
+            .where(transactions_t.c.id.in_(due.scalar_subquery()))
+            .values(invoice_id=invoice_id)
+            .returning(transactions_t.c.amount)
+        ).scalars()
+        charges = [Decimal(amount) for amount in amounts]
+        total = -sum(charges, ZERO)
+        conn.execute(
+            update(invoices_t)
+            .where(invoices_t.c.id == invoice_id)
+            .values(total=total, charges=len(charges))
+        )
         conn.execute(update(clients_t).where(clients_t.c.id == row.id).values(last_invoiced=until))
         invoice = _invoice_dict(_find_invoice(conn, invoice_id), row.name)
         record(

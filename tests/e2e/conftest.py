@@ -17,14 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from ..servers import free_port
+
 BIN = Path(sys.executable).parent
 SECRET = "testing123"
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -202,7 +198,10 @@ secret = "{SECRET}"
 @pytest.fixture(scope="session", autouse=True)
 def _radclient_present() -> None:
     if shutil.which("radclient") is None:
-        pytest.fail("radclient is missing: install Debian's freeradius-utils (.ci/run does)")
+        pytest.fail(
+            "radclient is missing: install Debian's freeradius-utils"
+            " (make test's .ci/install-deps does)"
+        )
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "postgresql+redis"])

@@ -175,7 +175,8 @@ def test_start_failures_are_one_line(tmp_path: Path) -> None:
     import os
     import subprocess
 
-    from .conftest import BIN, free_port, write_config
+    from ..servers import free_port
+    from .conftest import BIN, write_config
 
     cases = [
         (f"sqlite:///{tmp_path / 'empty.db'}", "run `billingctl db upgrade`"),

@@ -17,9 +17,9 @@ BILLINGCTL = Path(sys.executable).parent / "billingctl"
 
 
 @pytest.fixture
-def empty_pg_url() -> Iterator[str]:
+def empty_pg_url(pg_admin_url: str) -> Iterator[str]:
     """A PostgreSQL database with no schema at all."""
-    with throwaway_database() as url:
+    with throwaway_database(pg_admin_url) as url:
         yield url
 
 

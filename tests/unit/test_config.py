@@ -679,13 +679,13 @@ def test_file_value_still_validated_under_env_override() -> None:
     [("true", True), ("YES", True), ("1", True), (" false ", False), ("No", False), ("0", False)],
 )
 def test_env_bool_words(text: str, expected: bool) -> None:
-    from radiusd.config import _env_bool
+    from billing_core.config import _env_bool
 
     assert _env_bool(text, "RADIUSD_X") is expected
 
 
 def test_env_bool_bad_word() -> None:
-    from radiusd.config import _env_bool
+    from billing_core.config import _env_bool
 
     with pytest.raises(
         ConfigError, match=r"^RADIUSD_X: expected true/false/1/0/yes/no, got 'maybe'$"
