@@ -370,7 +370,9 @@ class RedisLiveState:
             by_nas.setdefault(nas_key, []).extend(identifiers)
         pipe = self.redis.pipeline(transaction=False)
         for nas_key, idents in by_nas.items():
-            pipe.mget([index_key(nas_key, ident) for ident in idents])
+            # the command, not pipe.mget: a cluster's pipeline refuses that method, though
+            # these keys share one slot
+            pipe.execute_command("MGET", *(index_key(nas_key, ident) for ident in idents))
         found: dict[tuple[str, str], Any] = {}
         for (nas_key, idents), values in zip(by_nas.items(), pipe.execute(), strict=True):
             found.update(zip(((nas_key, i) for i in idents), values, strict=True))
