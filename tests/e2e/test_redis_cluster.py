@@ -246,6 +246,17 @@ def _start_traffic_daemon(on_cluster: OnCluster, tmp_path: Path) -> tuple[Daemon
     return daemon, {name: int(str(row["id"])) for name, row in clients(daemon).items()}
 
 
+def redirections(cluster: LocalCluster, ports: list[int]) -> Counter[str]:
+    """ASK, TRYAGAIN and MOVED answered so far by the nodes on ``ports`` (INFO errorstats)."""
+    seen: Counter[str] = Counter()
+    for port in ports:
+        for name, stat in cluster.node(port).info("errorstats").items():
+            kind = name.removeprefix("errorstat_")
+            if kind in ("ASK", "TRYAGAIN", "MOVED"):
+                seen[kind] += int(stat["count"])
+    return seen
+
+
 def test_a_slot_migrated_during_traffic(on_cluster: OnCluster, tmp_path: Path) -> None:
     daemon, ids = _start_traffic_daemon(on_cluster, tmp_path)
     cluster = on_cluster.cluster
@@ -256,6 +267,7 @@ def test_a_slot_migrated_during_traffic(on_cluster: OnCluster, tmp_path: Path) -
         for p in cluster.live_ports()
         if p != source and cluster.node(p).info("replication")["role"] == "master"
     )
+    before = redirections(cluster, [source, target])
     with Traffic(daemon, ["Alpha", "Bravo"]) as traffic:
         wait_for(lambda: traffic.answered_between(0, time.monotonic()) >= 15, 20, "traffic")
         began = time.monotonic()
@@ -265,6 +277,10 @@ def test_a_slot_migrated_during_traffic(on_cluster: OnCluster, tmp_path: Path) -
         wait_for(lambda: traffic.answered_between(ended, time.monotonic()) >= 15, 20, "traffic")
     assert cluster.master_of(tag) == target
     assert traffic.answered_between(began, ended) > 0, "no request during the migration"
+    met = redirections(cluster, [source, target]) - before
+    print(f"redirections answered during the migration: {dict(met)}")
+    assert met["ASK"] + met["TRYAGAIN"] > 0, "the traffic never met the migration"
+    assert met["MOVED"] > 0, "the slot's new owner was never learnt from a MOVED"
     traffic.check(daemon)
     assert daemon.stop() == 0
 
@@ -297,5 +313,11 @@ def test_a_master_killed_during_traffic_fails_over_to_its_replica(
         if master not in cluster.processes:
             cluster.restore(master)  # back as a replica: the cluster is whole for what follows
     assert took_over > killed
+    resent = [
+        call.session
+        for call in traffic.calls
+        if any(ex is not None and ex.sends > 1 for ex in (call.auth, call.start, call.stop))
+    ]
+    assert resent, "nothing had to be re-sent: the failover was not in the traffic"
     traffic.check(daemon)
     assert daemon.stop() == 0
