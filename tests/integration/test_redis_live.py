@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.cluster import RedisCluster
 
 from billing_core.accounting import AccountingService
 from billing_core.adapters import admin
@@ -22,7 +24,7 @@ from billing_core.authorization import Accept, GrantTerms, LiveSnapshot, Reject,
 from billing_core.domain import Client, RejectReason
 from billing_core.identification import CallerFacts
 from billing_core.money import from_micros, to_micros
-from billing_core.ports import HoldRequest
+from billing_core.ports import HoldRequest, NasReleased
 from billing_core.provisioning import parse_provisioning
 from billing_core.rating import Rate
 from billing_core.services import AuthorizationService, AuthorizeCall, CatalogCache
@@ -356,3 +358,30 @@ def test_billingctl_live_verify_reports_drift_and_rebuild_repairs_it(
     assert main([*args, "rebuild"]) == 0
     assert main([*args, "verify"]) == 0
     assert stack.balance() == Decimal("7.80")
+
+
+def test_held_calls_and_a_nas_release_reach_every_master(live_redis: RedisTarget) -> None:
+    """Holds of clients whose slots are on different masters of a cluster: the SCAN of
+    held_calls and the Accounting-On/Off release (a SCAN of the NAS key's index entries,
+    then one script per client) find them all."""
+    live = RedisLiveState(live_redis.client(), lambda _cid: (Decimal("50.00"), []))
+    if isinstance(live.redis, RedisCluster):  # the clients' slots: on several masters
+        node = live.redis.get_node_from_key
+        masters = {node(f"{{c:{cid}}}").name for cid in (1, 2, 4)}  # type: ignore[no-untyped-call]
+        assert len(masters) >= 2, masters
+    for cid in (1, 2, 4):
+        terms = GrantTerms(client(id=cid), rate(), 600)
+        for nas in ("nas-a", "nas-b"):
+            held = replace(request(terms, (f"{nas}-{cid}",), uid=f"{nas}-{cid}"), nas_key=nas)
+            assert isinstance(live.authorize(held), Accept)
+    listed = sorted((c["client_id"], c["nas"], c["identifiers"]) for c in live.held_calls(now()))
+    assert listed == [
+        (cid, nas, [f"{nas}-{cid}"]) for cid in (1, 2, 4) for nas in ("nas-a", "nas-b")
+    ]
+    live.apply([NasReleased("nas-a", now() + timedelta(seconds=1))])
+    left = sorted((c["client_id"], c["nas"]) for c in live.held_calls(now()))
+    assert left == [(cid, "nas-b") for cid in (1, 2, 4)]
+    views = live.view([1, 2, 4], now())
+    assert {cid: view.held for cid, view in views.items()} == dict.fromkeys(
+        (1, 2, 4), Decimal("2.00")
+    )
