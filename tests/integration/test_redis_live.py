@@ -24,7 +24,7 @@ from billing_core.authorization import Accept, GrantTerms, LiveSnapshot, Reject,
 from billing_core.domain import Client, RejectReason
 from billing_core.identification import CallerFacts
 from billing_core.money import from_micros, to_micros
-from billing_core.ports import HoldRequest, NasReleased
+from billing_core.ports import BalanceMoved, HoldRequest, NasReleased
 from billing_core.provisioning import parse_provisioning
 from billing_core.rating import Rate
 from billing_core.services import AuthorizationService, AuthorizeCall, CatalogCache
@@ -385,3 +385,29 @@ def test_held_calls_and_a_nas_release_reach_every_master(live_redis: RedisTarget
     assert {cid: view.held for cid, view in views.items()} == dict.fromkeys(
         (1, 2, 4), Decimal("2.00")
     )
+
+
+def test_scripts_lost_by_one_master_are_loaded_and_each_effect_applied_once(
+    live_redis: RedisTarget,
+) -> None:
+    """A master restarted (or a replica just promoted) has no scripts: its calls answer
+    NOSCRIPT and did not run, while the other masters ran theirs. Only the calls refused
+    are sent again, after the scripts are loaded: every balance moves exactly once."""
+    r = live_redis.client()
+    live = RedisLiveState(r, lambda _cid: (Decimal("10.00"), []))
+    ids = (1, 2, 4)
+    for cid in ids:
+        live.load_client(cid, replace=True)
+    live.apply([BalanceMoved(cid, Decimal("0.25")) for cid in ids])  # APPLY on every master
+    if isinstance(r, RedisCluster):  # one master forgets: the one serving client 1
+        node = r.get_node_from_key("{c:1}")  # type: ignore[no-untyped-call]
+        r.get_redis_connection(node).script_flush()
+    else:
+        r.script_flush()
+    live.apply([BalanceMoved(cid, Decimal("-1.25")) for cid in ids])
+    views = live.view(list(ids), now())
+    assert {cid: view.balance for cid, view in views.items()} == dict.fromkeys(ids, Decimal("9.00"))
+    # the check-and-hold too, after its master lost the scripts
+    r.script_flush()
+    decision = live.authorize(request(GrantTerms(client(id=1), rate(), 600), ("x",), uid="x"))
+    assert decision == Accept(600, Decimal("2.00"), Decimal("9.00"))
