@@ -6,12 +6,13 @@ is its own pair of script calls, sent at once, each routed by redis-py's asyncio
 ``RedisCluster`` to the master of its slot (the check-and-hold to the client's slot, the
 index entries to the NAS key's slot). That client follows MOVED and ASK, waits on
 TRYAGAIN, and refreshes its slot map after a connection error or CLUSTERDOWN; on top of
-it a request is tried again a bounded number of times (``ATTEMPTS``, ``PAUSE`` seconds
-apart growing) while a failover completes, and then fails: the request is left
-unanswered and the switch sends it again. A master without the scripts (restarted, or a
-replica just promoted) answers NOSCRIPT: the scripts are loaded on every master and the
-call sent again. Both scripts are safe to send twice: a repeated check-and-hold of a call
-finds its own hold by the call's identifiers, and the index entries are plain SETs.
+it a script call is tried again a bounded number of times (``ATTEMPTS``, ``PAUSE`` seconds
+apart growing, none begun after ``DEADLINE`` seconds) while a failover completes, and then
+fails: the request is left unanswered and the switch sends it again. A master without the
+scripts (restarted, or a replica just promoted) answers NOSCRIPT: the scripts are loaded on
+every master and the call sent again. Both scripts are safe to send twice: a repeated
+check-and-hold of a call finds its own hold by the call's identifiers, and the index
+entries are plain SETs.
 
 The speed of the single-server path is what is measured; this path trades the shared
 pipeline for simplicity.
@@ -34,6 +35,7 @@ from .redis_live import AUTHORIZE, INDEX, _keys, _sha, authorize_args, index_cal
 
 ATTEMPTS = 4
 PAUSE = 0.25
+DEADLINE = 2.5  # seconds: a switch re-sends an Access-Request after 2 to 5 s
 
 # what a failover or a migration may answer for a while: worth trying again
 _PASSING = (
@@ -82,15 +84,18 @@ class ClusterAuthorizer:
 
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA on the master of the keys' slot, through NOSCRIPT and a failover."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + DEADLINE
         for attempt in range(ATTEMPTS):
             try:
                 return await self.redis.evalsha(self._sha[script], len(keys), *keys, *args)
             except NoScriptError:
                 await self._load_scripts()
             except _PASSING:
-                if attempt == ATTEMPTS - 1:
+                pause = PAUSE * (attempt + 1)
+                if attempt == ATTEMPTS - 1 or loop.time() + pause > give_up:
                     raise
-                await asyncio.sleep(PAUSE * (attempt + 1))
+                await asyncio.sleep(pause)
         return await self.redis.evalsha(self._sha[script], len(keys), *keys, *args)
 
     async def _load_scripts(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -411,3 +412,22 @@ def test_scripts_lost_by_one_master_are_loaded_and_each_effect_applied_once(
     r.script_flush()
     decision = live.authorize(request(GrantTerms(client(id=1), rate(), 600), ("x",), uid="x"))
     assert decision == Accept(600, Decimal("2.00"), Decimal("9.00"))
+
+
+def test_billingctl_on_a_cluster_that_does_not_answer_says_so_in_one_line(
+    sqlite_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from billing_core.cli import main
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "radiusd.toml"
+    redis_section = f'[redis]\nurl = "redis://127.0.0.1:{port}"\n'
+    config.write_text(f'[database]\nurl = "{sqlite_url}"\n{redis_section}cluster = true\n')
+    assert main(["--config", str(config), "live", "verify"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("billingctl: redis unreachable: ") and err.count("\n") == 1, err
+    config.write_text(f'[database]\nurl = "{sqlite_url}"\n{redis_section}cluster = "yes"\n')
+    assert main(["--config", str(config), "live", "verify"]) != 0
+    assert "redis.cluster: expected true or false" in capsys.readouterr().err
