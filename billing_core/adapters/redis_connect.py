@@ -30,6 +30,9 @@ from billing_core.authorization import Decision
 from billing_core.ports import HoldRequest
 
 SyncRedis: TypeAlias = redis.Redis | RedisCluster
+# What Redis raises when it cannot do what was asked: redis-py's errors, and the cluster
+# client's own when no node answers or a slot is served by none (not RedisErrors)
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 TIMEOUT = 2.0  # seconds to connect, and to wait for a reply
 # A cluster command that fails on a connection error, a timeout or CLUSTERDOWN is tried
@@ -84,7 +87,7 @@ def redis_probe(url: str, cluster: bool = False) -> Callable[[], bool]:
             if not made:
                 made.append(redis_client(url, cluster))
             return bool(made[0].ping())
-        except (redis.RedisError, RedisClusterException):
+        except REDIS_ERRORS:
             return False
 
     return reachable
