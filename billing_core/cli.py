@@ -62,6 +62,11 @@ def _redis_url(config_arg: str | None) -> str:
     return _config(config_arg).redis.url.reveal()
 
 
+def _redis_cluster(config_arg: str | None) -> bool:
+    """Whether the Redis URL names a node of a Redis Cluster ([redis] cluster)."""
+    return _config(config_arg).redis.cluster
+
+
 def _engine(args: argparse.Namespace) -> Any:
     """The command's engine (one per run; ``main`` disposes it)."""
     engine = getattr(args, "_engine", None)
@@ -81,7 +86,7 @@ def _live(args: argparse.Namespace) -> LiveState | None:
         return None
     from billing_core.adapters.live_admin import open_live
 
-    return open_live(_engine(args), url)
+    return open_live(_engine(args), url, cluster=_redis_cluster(args.config))
 
 
 def _payments_made(live: LiveState | None, moved: Sequence[tuple[int, Decimal, int]]) -> None:
@@ -756,7 +761,7 @@ def cmd_live_rebuild(args: argparse.Namespace) -> int:
     from billing_core.adapters.live_admin import rebuild
 
     url = _redis_url(args.config)
-    count = rebuild(_engine(args), url)
+    count = rebuild(_engine(args), url, cluster=_redis_cluster(args.config))
     if url:
         print(f"live state rebuilt from the database: {count} clients")
     else:
@@ -768,7 +773,9 @@ def cmd_live_verify(args: argparse.Namespace) -> int:
     from billing_core.adapters.live_admin import verify
     from billing_core.money import display
 
-    checked, drifts = verify(_engine(args), _redis_url(args.config))
+    checked, drifts = verify(
+        _engine(args), _redis_url(args.config), cluster=_redis_cluster(args.config)
+    )
     rows = [
         {
             "client_id": d.client_id,
@@ -1154,6 +1161,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"billingctl: database error: {type(exc).__name__}: {str(exc).splitlines()[0]}",
                 file=sys.stderr,
             )
+            return 1
+        from billing_core.adapters.errors import unavailable
+
+        if unavailable(exc) == "redis":
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
+            print(f"billingctl: redis unreachable: {first}", file=sys.stderr)
             return 1
         raise
     finally:

@@ -18,13 +18,14 @@ from .redis_live import ResyncingLive
 from .sql_store import SqlStore
 
 
-def open_live(engine: Engine, redis_url: str) -> LiveState:
+def open_live(engine: Engine, redis_url: str, *, cluster: bool = False) -> LiveState:
     store = SqlStore(engine)
     if not redis_url:
         return store
     return ResyncingLive.from_url(
         redis_url,
         store.live_client,
+        cluster=cluster,
         clients=lambda: list(store.ledger_balances()),
         marks=store,
     )
@@ -36,9 +37,9 @@ def payment_made(live: LiveState, client_id: int, amount: Decimal, seq: int) -> 
     live.apply([BalanceMoved(client_id, amount)], {client_id: seq})
 
 
-def rebuild(engine: Engine, redis_url: str) -> int:
+def rebuild(engine: Engine, redis_url: str, *, cluster: bool = False) -> int:
     """Reload every client's live state from the database; the number of clients."""
-    live = open_live(engine, redis_url)
+    live = open_live(engine, redis_url, cluster=cluster)
     if isinstance(live, ResyncingLive):
         return live.rebuild()
     return 0  # the database is the live state: nothing to rebuild
@@ -55,11 +56,11 @@ class Drift:
         return self.live - self.ledger
 
 
-def verify(engine: Engine, redis_url: str) -> tuple[int, list[Drift]]:
+def verify(engine: Engine, redis_url: str, *, cluster: bool = False) -> tuple[int, list[Drift]]:
     """(clients checked, those whose live balance differs from the ledger sum)."""
     store = SqlStore(engine)
     ledger = store.ledger_balances()
-    live = open_live(engine, redis_url)
+    live = open_live(engine, redis_url, cluster=cluster)
     ids = sorted(ledger)
     views = live.view(ids, datetime.now(UTC))
     drifts = [

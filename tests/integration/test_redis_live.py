@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.cluster import RedisCluster
 
 from billing_core.accounting import AccountingService
 from billing_core.adapters import admin
@@ -22,11 +25,12 @@ from billing_core.authorization import Accept, GrantTerms, LiveSnapshot, Reject,
 from billing_core.domain import Client, RejectReason
 from billing_core.identification import CallerFacts
 from billing_core.money import from_micros, to_micros
-from billing_core.ports import BalanceMoved, HoldRequest
+from billing_core.ports import BalanceMoved, HoldRequest, NasReleased
 from billing_core.provisioning import parse_provisioning
 from billing_core.rating import Rate
 from billing_core.services import AuthorizationService, AuthorizeCall, CatalogCache
 from billing_core.sessions import AccountingEvent
+from tests.conftest import RedisTarget
 
 
 def now() -> datetime:
@@ -148,8 +152,8 @@ def test_the_lua_policy_decides_as_the_python_policy(
     assert live.authorize(request(terms)) == expected
 
 
-def test_a_repeated_request_for_the_same_call_holds_once(redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url)
+def test_a_repeated_request_for_the_same_call_holds_once(live_redis: RedisTarget) -> None:
+    r = live_redis.client()
     live = RedisLiveState(r, lambda _cid: (0, Decimal("1.00"), []))
     terms = GrantTerms(client(rate_table_id=1), rate(rate=Decimal("0.10")), 3600)
     first = live.authorize(request(terms, ("conf-1",), uid="a"))
@@ -160,8 +164,10 @@ def test_a_repeated_request_for_the_same_call_holds_once(redis_url: str) -> None
     assert other == Reject(RejectReason.INSUFFICIENT_FUNDS)
 
 
-def test_concurrent_authorizations_never_hold_more_than_the_funds(redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url)
+def test_concurrent_authorizations_never_hold_more_than_the_funds(
+    live_redis: RedisTarget,
+) -> None:
+    r = live_redis.client()
     live = RedisLiveState(r, lambda _cid: (0, Decimal("10.00"), []))
     terms = GrantTerms(client(), rate(rate=Decimal("0.60")), 120)  # cost(120) = 1.20
     results: list[Any] = []
@@ -227,12 +233,12 @@ def provisioning(balance: str) -> Any:
 
 
 class Stack:
-    def __init__(self, pg_url: str, redis_url: str) -> None:
+    def __init__(self, pg_url: str, target: RedisTarget) -> None:
         self.engine = make_engine(pg_url)
         self.store = SqlStore(self.engine)
         self.catalog = CatalogCache(self.store, min_interval=0)
         self.live = ResyncingLive(
-            redis.Redis.from_url(redis_url),
+            target.client(),
             self.store.live_client,
             clients=lambda: list(self.catalog.current.clients),
             marks=self.store,
@@ -292,8 +298,8 @@ class Stack:
         self.engine.dispose()
 
 
-def test_concurrent_holds_example_of_the_issue(pg_url: str, redis_url: str) -> None:
-    stack = Stack(pg_url, redis_url)
+def test_concurrent_holds_example_of_the_issue(pg_url: str, live_redis: RedisTarget) -> None:
+    stack = Stack(pg_url, live_redis)
     admin.apply_provisioning(stack.engine, provisioning("8.00"))
     stack.catalog.refresh(force=True)
     stack.live.rebuild()
@@ -306,8 +312,8 @@ def test_concurrent_holds_example_of_the_issue(pg_url: str, redis_url: str) -> N
     assert stack.authorize("c4") == Accept(1080, Decimal("3.60"), Decimal("3.60"))
 
 
-def test_a_flushed_redis_is_rebuilt_from_the_database(pg_url: str, redis_url: str) -> None:
-    stack = Stack(pg_url, redis_url)
+def test_a_flushed_redis_is_rebuilt_from_the_database(pg_url: str, live_redis: RedisTarget) -> None:
+    stack = Stack(pg_url, live_redis)
     admin.apply_provisioning(stack.engine, provisioning("8.00"))
     stack.catalog.refresh(force=True)
     stack.live.rebuild()
@@ -315,7 +321,7 @@ def test_a_flushed_redis_is_rebuilt_from_the_database(pg_url: str, redis_url: st
     assert stack.account("c1", 1) == "recorded"  # accounted: survives a flush
     assert stack.account("c1", 3, 30) == "recorded"
     assert stack.authorize("c2") == Accept(600, Decimal("2.00"), Decimal("2.00"))
-    redis.Redis.from_url(redis_url).flushdb()
+    live_redis.flush()
     # c2 had no accounting yet: its hold is gone with Redis; c1's hold comes back from the calls
     assert stack.authorize("c3") == Accept(600, Decimal("2.00"), Decimal("2.00"))
     assert stack.account("c1", 2, 720) == "charged"
@@ -325,9 +331,9 @@ def test_a_flushed_redis_is_rebuilt_from_the_database(pg_url: str, redis_url: st
 
 @pytest.mark.parametrize("flush_between", [False, True])
 def test_live_balance_equals_the_ledger_after_traffic(
-    pg_url: str, redis_url: str, flush_between: bool
+    pg_url: str, live_redis: RedisTarget, flush_between: bool
 ) -> None:
-    stack = Stack(pg_url, redis_url)
+    stack = Stack(pg_url, live_redis)
     admin.apply_provisioning(stack.engine, provisioning("100.00"))
     stack.catalog.refresh(force=True)
     stack.live.rebuild()
@@ -335,29 +341,29 @@ def test_live_balance_equals_the_ledger_after_traffic(
         stack.authorize(f"k{i}")
         stack.account(f"k{i}", 1)
         if flush_between and i == 10:
-            redis.Redis.from_url(redis_url).flushdb()
+            live_redis.flush()
         stack.account(f"k{i}", 2, 61 + i)
     assert stack.balance() == stack.store.ledger_balances([1])[1]
     assert stack.live.view([1], datetime.now(UTC))[1].held == Decimal(0)
 
 
 def test_billingctl_live_verify_reports_drift_and_rebuild_repairs_it(
-    pg_url: str, redis_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+    pg_url: str, live_redis: RedisTarget, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from billing_core.cli import main
 
-    stack = Stack(pg_url, redis_url)
+    stack = Stack(pg_url, live_redis)
     admin.apply_provisioning(stack.engine, provisioning("8.00"))
     stack.catalog.refresh(force=True)
     stack.live.rebuild()
     stack.authorize("v1")
     stack.account("v1", 2, 60)  # 0.20 charged: Redis and the ledger say 7.80
     config = tmp_path / "radiusd.toml"
-    config.write_text(f'[database]\nurl = "{pg_url}"\n[redis]\nurl = "{redis_url}"\n')
+    config.write_text(f'[database]\nurl = "{pg_url}"\n{live_redis.toml()}')
     args = ["--config", str(config), "live"]
     assert main([*args, "verify"]) == 0
     assert "every live balance equals its ledger" in capsys.readouterr().out
-    redis.Redis.from_url(redis_url).set("{c:1}:bal", to_micros(Decimal("9.99")))
+    live_redis.client().set("{c:1}:bal", to_micros(Decimal("9.99")))
     assert main([*args, "verify", "--format", "json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["drifts"] == [
@@ -376,22 +382,23 @@ def test_billingctl_live_verify_reports_drift_and_rebuild_repairs_it(
 # --- a live state that heals itself from the database ---------------------------------------
 
 
-def started(pg_url: str, redis_url: str, balance: str = "8.00") -> Stack:
-    stack = Stack(pg_url, redis_url)
+def started(pg_url: str, target: RedisTarget, balance: str = "8.00") -> Stack:
+    stack = Stack(pg_url, target)
     admin.apply_provisioning(stack.engine, provisioning(balance))
     stack.catalog.refresh(force=True)
     return stack
 
 
 def test_effects_a_node_could_not_bring_to_redis_are_healed_by_another(
-    pg_url: str, redis_url: str
+    pg_url: str, live_redis: RedisTarget
 ) -> None:
     """Node A is cut off from Redis and records a Stop (accounting goes on); the charge and
     the released call are in the database only. Node B's healer finds the client through
     the database's marks and, after the grace a writer has to apply its own effects,
     reloads it: no drift, no call left active."""
-    b = started(pg_url, redis_url)
-    a = Stack(pg_url, "redis://127.0.0.1:1/0")  # nothing listens there: every call fails
+    b = started(pg_url, live_redis)
+    # nothing listens there: every call of node A's fails
+    a = Stack(pg_url, RedisTarget("redis://127.0.0.1:1/0", False, lambda: None))
     try:
         assert isinstance(b.authorize("c1"), Accept)
         assert b.account("c1", 1) == "recorded"
@@ -412,11 +419,11 @@ def test_effects_a_node_could_not_bring_to_redis_are_healed_by_another(
 
 
 def test_applied_effects_are_only_marked_and_lagging_ones_wait_for_their_writer(
-    pg_url: str, redis_url: str
+    pg_url: str, live_redis: RedisTarget
 ) -> None:
     """Effects that reached Redis are marked applied without a reload; a client whose
     writers keep applying (its sequence in Redis moves) is never reloaded under them."""
-    stack = started(pg_url, redis_url)
+    stack = started(pg_url, live_redis)
     try:
         stack.view()  # loaded
         assert stack.store.unapplied_live() != []
@@ -437,12 +444,12 @@ def test_applied_effects_are_only_marked_and_lagging_ones_wait_for_their_writer(
 
 
 def test_effects_applied_out_of_order_reload_once_and_never_count_twice(
-    pg_url: str, redis_url: str
+    pg_url: str, live_redis: RedisTarget
 ) -> None:
     """Two writers of one client commit in turn but reach Redis in the other order: the
     later one finds a gap and reloads the client (both effects are in the database); the
     earlier one then finds its effect already there."""
-    stack = started(pg_url, redis_url)
+    stack = started(pg_url, live_redis)
     try:
         stack.view()
         moved: list[admin.LiveMove] = []
@@ -451,20 +458,22 @@ def test_effects_applied_out_of_order_reload_once_and_never_count_twice(
         for client_id, amount, seq in reversed(moved):
             stack.live.apply([BalanceMoved(client_id, amount)], {client_id: seq})
             assert stack.balance() == Decimal("6.00")
-        redis.Redis.from_url(redis_url).set("{c:1}:seq", 1)  # Redis restored from older data
+        live_redis.client().set("{c:1}:seq", 1)  # Redis restored from older data
         assert stack.live.sweep() == 0  # not marked applied yet: the healer's business
         stack.store.mark_applied({1: moved[1][2]})
-        redis.Redis.from_url(redis_url).set("{c:1}:bal", 0)
+        live_redis.client().set("{c:1}:bal", 0)
         assert stack.live.sweep() == 1
         assert stack.balance() == Decimal("6.00")
     finally:
         stack.close()
 
 
-def test_loading_a_client_never_holds_up_accounting_of_another(pg_url: str, redis_url: str) -> None:
+def test_loading_a_client_never_holds_up_accounting_of_another(
+    pg_url: str, live_redis: RedisTarget
+) -> None:
     """A rebuild reads one client at a time: while a writer of client 1 has not committed,
     the rebuild waits at client 1, and client 2's accounting goes on meanwhile."""
-    stack = started(pg_url, redis_url)
+    stack = started(pg_url, live_redis)
     other = make_engine(pg_url)
     try:
         assert isinstance(stack.authorize("o1", user="other"), Accept)
@@ -491,13 +500,87 @@ def test_loading_a_client_never_holds_up_accounting_of_another(pg_url: str, redi
         stack.close()
 
 
-def test_a_held_call_is_listed_with_its_acct_session_id(pg_url: str, redis_url: str) -> None:
+def test_a_held_call_is_listed_with_its_acct_session_id(
+    pg_url: str, live_redis: RedisTarget
+) -> None:
     """An authorization without accounting yet lives only in Redis: sessions list shows it
     with the Acct-Session-Id its Access-Request carried."""
-    stack = started(pg_url, redis_url)
+    stack = started(pg_url, live_redis)
     try:
         assert isinstance(stack.authorize("h1"), Accept)
         [held] = admin.list_sessions(stack.engine, live=stack.live)
         assert (held["acct_session_id"], held["state"]) == ("leg-h1", "held")
     finally:
         stack.close()
+
+
+def test_held_calls_and_a_nas_release_reach_every_master(live_redis: RedisTarget) -> None:
+    """Holds of clients whose slots are on different masters of a cluster: the SCAN of
+    held_calls and the Accounting-On/Off release (a SCAN of the NAS key's index entries,
+    then one script per client) find them all."""
+    live = RedisLiveState(live_redis.client(), lambda _cid: (0, Decimal("50.00"), []))
+    if isinstance(live.redis, RedisCluster):  # the clients' slots: on several masters
+        node = live.redis.get_node_from_key
+        masters = {node(f"{{c:{cid}}}").name for cid in (1, 2, 4)}  # type: ignore[no-untyped-call]
+        assert len(masters) >= 2, masters
+    for cid in (1, 2, 4):
+        terms = GrantTerms(client(id=cid), rate(), 600)
+        for nas in ("nas-a", "nas-b"):
+            held = replace(request(terms, (f"{nas}-{cid}",), uid=f"{nas}-{cid}"), nas_key=nas)
+            assert isinstance(live.authorize(held), Accept)
+    listed = sorted((c["client_id"], c["nas"], c["identifiers"]) for c in live.held_calls(now()))
+    assert listed == [
+        (cid, nas, [f"{nas}-{cid}"]) for cid in (1, 2, 4) for nas in ("nas-a", "nas-b")
+    ]
+    live.apply([NasReleased("nas-a", now() + timedelta(seconds=1))])
+    left = sorted((c["client_id"], c["nas"]) for c in live.held_calls(now()))
+    assert left == [(cid, "nas-b") for cid in (1, 2, 4)]
+    views = live.view([1, 2, 4], now())
+    assert {cid: view.held for cid, view in views.items()} == dict.fromkeys(
+        (1, 2, 4), Decimal("2.00")
+    )
+
+
+def test_scripts_lost_by_one_master_are_loaded_and_each_effect_applied_once(
+    live_redis: RedisTarget,
+) -> None:
+    """A master restarted (or a replica just promoted) has no scripts: its calls answer
+    NOSCRIPT and did not run, while the other masters ran theirs. Only the calls refused
+    are sent again, after the scripts are loaded: every balance moves exactly once."""
+    r = live_redis.client()
+    live = RedisLiveState(r, lambda _cid: (0, Decimal("10.00"), []))
+    ids = (1, 2, 4)
+    for cid in ids:
+        live.load_client(cid, replace=True)
+    live.apply([BalanceMoved(cid, Decimal("0.25")) for cid in ids])  # APPLY on every master
+    if isinstance(r, RedisCluster):  # one master forgets: the one serving client 1
+        node = r.get_node_from_key("{c:1}")  # type: ignore[no-untyped-call]
+        r.get_redis_connection(node).script_flush()
+    else:
+        r.script_flush()
+    live.apply([BalanceMoved(cid, Decimal("-1.25")) for cid in ids])
+    views = live.view(list(ids), now())
+    assert {cid: view.balance for cid, view in views.items()} == dict.fromkeys(ids, Decimal("9.00"))
+    # the check-and-hold too, after its master lost the scripts
+    r.script_flush()
+    decision = live.authorize(request(GrantTerms(client(id=1), rate(), 600), ("x",), uid="x"))
+    assert decision == Accept(600, Decimal("2.00"), Decimal("9.00"))
+
+
+def test_billingctl_on_a_cluster_that_does_not_answer_says_so_in_one_line(
+    sqlite_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from billing_core.cli import main
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "radiusd.toml"
+    redis_section = f'[redis]\nurl = "redis://127.0.0.1:{port}"\n'
+    config.write_text(f'[database]\nurl = "{sqlite_url}"\n{redis_section}cluster = true\n')
+    assert main(["--config", str(config), "live", "verify"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("billingctl: redis unreachable: ") and err.count("\n") == 1, err
+    config.write_text(f'[database]\nurl = "{sqlite_url}"\n{redis_section}cluster = "yes"\n')
+    assert main(["--config", str(config), "live", "verify"]) != 0
+    assert "redis.cluster: expected true or false" in capsys.readouterr().err
