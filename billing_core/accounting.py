@@ -236,6 +236,7 @@ class AccountingService:
                 call.account_id,
                 call.called,
                 call.nas_key,
+                tuple(sorted(call.keys)),
             )
         )
 
@@ -351,7 +352,7 @@ class AccountingService:
             batch.effects.append(BalanceMoved(owner.client_id, -amount))
         if call is not None:
             tx.end_call(call.id)
-            batch.effects.append(Released(call.client_id, _uid(call)))
+            batch.effects.append(_released(call))
         elif held is not None:
             batch.effects.append(Released(held.client_id, held.uid))
         return AcctOutcome("charged", owner.client_id, amount, duration, collision=collision)
@@ -429,7 +430,18 @@ class AccountingService:
                 tx.charge(call.client_id, -amount, cdr_id, f"{closed_by} {call.acct_session_id}")
                 batch.effects.append(BalanceMoved(call.client_id, -amount))
         tx.end_call(call.id)
-        batch.effects.append(Released(call.client_id, _uid(call)))
+        batch.effects.append(_released(call))
+
+
+def _released(call: CallRecord) -> Released:
+    return Released(
+        call.client_id,
+        _uid(call),
+        call.nas_key,
+        tuple(sorted(call.keys)),
+        call.account_id,
+        call.called,
+    )
 
 
 def _uid(call: CallRecord) -> str:

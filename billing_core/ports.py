@@ -76,6 +76,9 @@ class Activated:
     account_id: int | None
     called: str
     nas_key: str
+    # the identifiers the call is known by: an authorization held under another id (its
+    # accounting could not find it: Redis failed over or migrated meanwhile) is adopted
+    identifiers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,12 @@ class Rehold:
 class Released:
     client_id: int
     uid: str
+    # the call's NAS key, identifiers, account and number: an authorization of the same call
+    # held under another id (its accounting could not find it) is released with it
+    nas_key: str = ""
+    identifiers: tuple[str, ...] = ()
+    account_id: int | None = None
+    called: str = ""
 
 
 @dataclass(frozen=True, slots=True)

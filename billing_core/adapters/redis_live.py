@@ -63,6 +63,27 @@ HOLD_INDEX_SECONDS = 2 * 86400
 _COMMON = r"""
 local function decode(v) return cjson.decode(v) end
 local function counts(c, now) return c.s == 'a' or (c.s == 'h' and c.e > now) end
+-- the authorization of the same call (NAS key, an identifier, account and number) held
+-- under another id, whose accounting did not find it: removed with its index entries, and
+-- its record returned (nil if none)
+local function adopt(calls, ids, uid, nas, idents, account, called)
+  local found = nil
+  for _, k in ipairs(idents) do
+    local other = redis.call('HGET', ids, nas .. '|' .. k)
+    if other and other ~= uid then
+      local v = redis.call('HGET', calls, other)
+      if v then
+        local o = decode(v)
+        if o.x ~= 1 and o.a == account and o.c == called then
+          redis.call('HDEL', calls, other)
+          for _, kk in ipairs(o.i) do redis.call('HDEL', ids, o.n .. '|' .. kk) end
+          found = found or o
+        end
+      end
+    end
+  end
+  return found
+end
 """
 
 # KEYS: bal, calls, ids
@@ -226,10 +247,13 @@ for _, op in ipairs(ops) do
   if op.k == 'bal' then
     redis.call('INCRBY', KEYS[1], op.v)
   elseif op.k == 'act' then
+    local held = adopt(KEYS[2], KEYS[3], op.u, op.n, op.i, op.a, op.c)
     local v = redis.call('HGET', KEYS[2], op.u)
     local c
     if v then c = decode(v) else
-      c = {h = op.h, a = op.a, c = op.c, n = op.n, t = 0, g = op.g, i = {}, e = 0}
+      c = {h = op.h, a = op.a, c = op.c, n = op.n, t = 0, g = op.g, i = op.i, e = 0}
+      if held then c.h = held.h; c.g = held.g; c.t = held.t end
+      for _, k in ipairs(op.i) do redis.call('HSET', KEYS[3], op.n .. '|' .. k, op.u) end
     end
     c.s = 'a'; c.x = 1
     redis.call('HSET', KEYS[2], op.u, cjson.encode(c))
@@ -246,6 +270,7 @@ for _, op in ipairs(ops) do
       redis.call('HDEL', KEYS[2], op.u)
       for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[3], c.n .. '|' .. k) end
     end
+    if op.i then adopt(KEYS[2], KEYS[3], op.u, op.n, op.i, op.a, op.c) end
   elseif op.k == 'relnas' then
     local all = redis.call('HGETALL', KEYS[2])
     for i = 1, #all, 2 do
@@ -261,10 +286,12 @@ return 'ok'
 """
 )
 
-# KEYS: bal, calls, seq ; ARGV: balance micros, JSON {uid: record} of accounted calls,
+# KEYS: bal, calls, seq, ids ; ARGV: balance micros, JSON {uid: record} of accounted calls,
 # replace (0: only when not loaded; 1: also over a state whose sequence is not newer), the
 # live sequence of the database's reading. A load never takes a client back in sequence.
-LOAD = r"""
+LOAD = (
+    _COMMON
+    + r"""
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if ARGV[3] == '0' then return 0 end
   if tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[4]) then return 0 end
@@ -277,10 +304,12 @@ for i = 1, #all, 2 do
   if c.x == 1 then redis.call('HDEL', KEYS[2], all[i]) end
 end
 for uid, record in pairs(cjson.decode(ARGV[2])) do
+  adopt(KEYS[2], KEYS[4], uid, record.n, record.i, record.a, record.c)
   redis.call('HSET', KEYS[2], uid, cjson.encode(record))
 end
 return 1
 """
+)
 
 # KEYS: bal, calls ; ARGV: now_ms
 VIEW = (
@@ -463,11 +492,19 @@ class RedisLiveState:
         # one round trip for the batch: a script per client (each in its client's slot)
         seqs = seqs or {}
         replies = self._apply_all(by_client, seqs)
+        releases: dict[int, list[dict[str, Any]]] = {}
         for client_id, done in zip(by_client, replies, strict=True):
             outcome = _text(done)
             if outcome in ("missing", "gap"):
                 # the database already holds these effects: load the client from there
                 self.load_client(client_id, replace=outcome == "gap")
+                # and release, as the ops would have, what the database cannot name: an
+                # authorization of an ended call held under another id (idempotent)
+                ended = [op for op in by_client[client_id] if op["k"] == "rel"]
+                if ended:
+                    releases[client_id] = ended
+        if releases:
+            self._apply_all(releases, {})
 
     def _apply_all(
         self, by_client: dict[int, list[dict[str, Any]]], seqs: Mapping[int, int]
@@ -561,7 +598,7 @@ class RedisLiveState:
         records = {call["uid"]: call["record"] for call in calls}
         keys = _keys(client_id)
         loaded = self._load(
-            keys=[keys[0], keys[1], _seq_key(client_id)],
+            keys=[keys[0], keys[1], _seq_key(client_id), keys[2]],
             args=[
                 to_micros(balance),
                 json.dumps(records) if records else "{}",
@@ -672,11 +709,19 @@ def _op(effect: LiveEffect) -> dict[str, Any]:
             "a": effect.account_id or 0,
             "c": effect.called,
             "n": effect.nas_key,
+            "i": list(effect.identifiers),
         }
     if isinstance(effect, Rehold):
         return {"k": "rehold", "u": effect.uid, "e": _ms(effect.expires)}
     if isinstance(effect, Released):
-        return {"k": "rel", "u": effect.uid}
+        return {
+            "k": "rel",
+            "u": effect.uid,
+            "n": effect.nas_key,
+            "i": list(effect.identifiers),
+            "a": effect.account_id or 0,
+            "c": effect.called,
+        }
     raise TypeError(f"unexpected live effect {effect!r}")
 
 

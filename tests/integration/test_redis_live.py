@@ -25,7 +25,7 @@ from billing_core.authorization import Accept, GrantTerms, LiveSnapshot, Reject,
 from billing_core.domain import Client, RejectReason
 from billing_core.identification import CallerFacts
 from billing_core.money import from_micros, to_micros
-from billing_core.ports import BalanceMoved, HoldRequest, NasReleased
+from billing_core.ports import Activated, BalanceMoved, HoldRequest, NasReleased
 from billing_core.provisioning import parse_provisioning
 from billing_core.rating import Rate
 from billing_core.services import AuthorizationService, AuthorizeCall, CatalogCache
@@ -584,3 +584,63 @@ def test_billingctl_on_a_cluster_that_does_not_answer_says_so_in_one_line(
     config.write_text(f'[database]\nurl = "{sqlite_url}"\n{redis_section}cluster = "yes"\n')
     assert main(["--config", str(config), "live", "verify"]) != 0
     assert "redis.cluster: expected true or false" in capsys.readouterr().err
+
+
+def test_accounting_that_missed_its_hold_adopts_it_instead_of_stranding_it(
+    pg_url: str, live_redis: RedisTarget
+) -> None:
+    """A Start recorded while Redis could not be read (a failover, a migration, a cut) makes
+    the call under its database id; the authorization's hold, under its own id, was left
+    for auth_hold_seconds. The heal's load, and any activation, now take it over: one call,
+    held once, and nothing held once it ends."""
+    b = started(pg_url, live_redis)
+    a = Stack(pg_url, RedisTarget("redis://127.0.0.1:1/0", False, lambda: None))
+    try:
+        assert b.authorize("m1") == Accept(1800, Decimal("6.00"), Decimal("8.00"))
+        assert a.account("m1", 1) == "recorded"  # found no hold: the call's own id
+        assert b.live.heal(now=0.0) == 0 and b.live.heal(now=5.0) == 1
+        view = b.view()
+        assert (view.active_calls, view.held) == (1, Decimal("0"))
+        assert len(live_redis.client().hgetall("{c:1}:calls")) == 1
+        assert b.account("m1", 2, 60) == "charged"
+        view = b.view()
+        assert (view.balance, view.held, view.active_calls) == (Decimal("7.80"), 0, 0)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_activation_under_another_id_takes_over_the_calls_hold(
+    live_redis: RedisTarget,
+) -> None:
+    live = RedisLiveState(live_redis.client(), lambda _cid: (0, Decimal("10.00"), []))
+    terms = GrantTerms(client(), rate(), 600)
+    held = live.authorize(request(terms, ("conf-9", "leg-9"), uid="auth-9"))
+    assert held == Accept(600, Decimal("2.00"), Decimal("10.00"))
+    other = live.authorize(request(terms, ("conf-8",), uid="auth-8"))
+    assert isinstance(other, Accept)
+    live.apply([Activated(7, "db42", Decimal(0), None, 1, "1555", "nas", ("conf-9", "leg-9"))])
+    calls = {k if isinstance(k, str) else k.decode() for k in live.redis.hkeys("{c:7}:calls")}
+    assert calls == {"db42", "auth-8"}
+    view = live.view([7], now())[7]
+    assert (view.held, view.active_calls) == (Decimal("4.00"), 1)  # the grant's hold kept
+
+
+def test_a_stop_releases_the_hold_its_start_could_not_find(
+    pg_url: str, live_redis: RedisTarget
+) -> None:
+    """The Start was recorded without Redis (its hold not found); the Stop, on a node that
+    reaches Redis, finds a gap in the client's sequence and reloads the client from the
+    database, which no longer knows the call: the Stop's release still takes the
+    authorization's hold with it."""
+    b = started(pg_url, live_redis)
+    a = Stack(pg_url, RedisTarget("redis://127.0.0.1:1/0", False, lambda: None))
+    try:
+        assert isinstance(b.authorize("m2"), Accept)
+        assert a.account("m2", 1) == "recorded"
+        assert b.account("m2", 2, 60) == "charged"
+        view = b.view()
+        assert (view.balance, view.held, view.active_calls) == (Decimal("7.80"), 0, 0)
+    finally:
+        a.close()
+        b.close()
