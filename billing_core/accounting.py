@@ -301,26 +301,26 @@ class AccountingService:
         started_at = call.started_at if call else None
         if started_at is not None and stored and started_at <= _last_stop(stored):
             started_at = None  # the call's Start is that of a leg already stopped
+        own = event.has_own_duration()
+        # the Start this Stop ends: the call's, else (a re-sent Stop, or one after the server
+        # closed the call) the last stored leg's, which its CDR keeps
+        mark = start_mark(started_at) if started_at else (_mark_of(stored[-1]) if stored else "")
+        if started_at is None and mark and not own:
+            started_at = datetime.fromtimestamp(int(mark) / 1_000_000, UTC)
         duration = 0
         if event.status == AcctStatus.STOP:
             duration = stop_duration(event, started_at, self._max_delay)
-        # the Start this Stop ends: the call's, else (a re-sent Stop) the last stopped leg's
-        mark = (
-            start_mark(started_at)
-            if started_at
-            else (stored[-1].once.split("/")[0] if stored else "")
-        )
-        own = event.has_own_duration()
         once = f"{mark}/{duration}" if own else f"{mark}/t"
-        of_start = [leg for leg in stored if leg.once.split("/")[0] == mark]
-        if duration > 0 and of_start:
+        of_start = [leg for leg in stored if _mark_of(leg) == mark]
+        if event.status == AcctStatus.STOP and of_start:
+            # identity and duration equal; without a duration of its own: the same Start
             same = [leg for leg in of_start if leg.duration == duration] if own else of_start
             if any(leg.closed_by == "stop" or leg.corrected for leg in same):
                 return AcctOutcome("duplicate", stored[0].client_id, ZERO, duration)
             by_server = [
                 leg for leg in of_start if leg.closed_by in _CLOSED_BY_SERVER and not leg.corrected
             ]
-            if by_server:
+            if by_server and duration > 0:
                 return self._correct(tx, by_server[0], duration, when, batch)
         collision = bool(of_start) and duration > 0
         if call is not None:
@@ -469,6 +469,10 @@ def start_mark(started_at: datetime) -> str:
     if started_at.tzinfo is None:
         started_at = started_at.replace(tzinfo=UTC)
     return str(round(started_at.timestamp() * 1_000_000))
+
+
+def _mark_of(leg: StoredLeg) -> str:
+    return leg.once.split("/", 1)[0]
 
 
 def _last_stop(stored: Sequence[StoredLeg]) -> datetime:
