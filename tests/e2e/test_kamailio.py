@@ -409,7 +409,7 @@ def test_the_grant_ends_the_dialog(
     node: Daemon, tmp_path: Path, backend_of_module: tuple[str, str]
 ) -> None:
     """Tiny has 0.03 USD at 0.01 a second: a 3 s grant, sent as SIP-AVP credit_time:3; the
-    dialog module ends the call with a BYE to both sides."""
+    dialog module ends the call with a BYE to both sides, and accounts it (a Stop)."""
     for setup in _setup(node, tmp_path, backend_of_module[0]):
         caller = setup.caller("tiny")
         try:
@@ -421,3 +421,12 @@ def test_the_grant_ends_the_dialog(
         assert setup.callee.calls[result.call_id].bye_received
         accepts = setup.requests("Access-Request", "Tiny")
         assert [e["grant"] for e in accepts] == [3]
+        deadline = time.monotonic() + 5
+        while len(setup.events(result.call_id)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        cdrs = setup.cdrs("Tiny")
+        # cut at the grant (Kamailio's dialog timer ticks by the second: 2 to 4 s), charged
+        assert [c["closed_by"] for c in cdrs] == ["stop"]
+        assert 2 <= int(str(cdrs[0]["duration"])) <= 4
+        tiny = setup.daemon.client("Tiny")
+        assert (tiny["held"], tiny["active_calls"]) == ("0.00", 0)

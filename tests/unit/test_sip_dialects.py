@@ -240,7 +240,7 @@ def test_every_dropped_packet_is_logged_once_a_second_per_nas_and_reason() -> No
     server = RadiusServer(
         Codec(load_dictionary()),
         NasTable([]),
-        lambda *a: None,  # type: ignore[arg-type, return-value]
+        lambda *a: None,  # type: ignore[arg-type]
         metrics,
         max_in_flight=10,
         duplicate_ttl=0,
