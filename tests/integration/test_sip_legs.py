@@ -19,7 +19,13 @@ from billing_core.sessions import AccountingEvent
 
 from .test_sql_store import services, spec
 
-BASE = datetime.now(UTC).replace(microsecond=0)
+_BASE = [datetime.now(UTC).replace(microsecond=0)]
+
+
+@pytest.fixture(autouse=True)
+def _base_now() -> None:
+    """Each test's events start at its own start (holds lapse against the real clock)."""
+    _BASE[0] = datetime.now(UTC).replace(microsecond=0)
 
 
 def sip(
@@ -30,7 +36,7 @@ def sip(
     tags: str = "1928301774;314159",
     final: bool = True,
 ) -> AccountingEvent:
-    """A Kamailio accounting event arriving ``at`` seconds after BASE (no delay)."""
+    """A Kamailio accounting event arriving ``at`` seconds after the test's start."""
     return AccountingEvent(
         nas_key="kam|127.0.0.1",
         bill_leg="originate",
@@ -41,7 +47,7 @@ def sip(
         origin=None,
         session_time=None,
         delay=None,
-        arrived=BASE + timedelta(seconds=at),
+        arrived=_BASE[0] + timedelta(seconds=at),
         caller=CallerFacts(user_name="acme", called="sip:15550001111@sip.example.net"),
         tags=tags,
         zero_final=final,
@@ -122,9 +128,9 @@ def _leg(duration: int, once: str) -> ClosedLeg:
         billed_duration=duration,
         cost=Decimal("0.01"),
         rate_code="1",
-        rated_at=BASE,
-        started_at=BASE,
-        stopped_at=BASE + timedelta(seconds=duration),
+        rated_at=_BASE[0],
+        started_at=_BASE[0],
+        stopped_at=_BASE[0] + timedelta(seconds=duration),
         closed_by="stop",
         once=once,  # the leg's Start, and "t": no duration of its own
     )
