@@ -31,9 +31,35 @@ def nas_key(request: Request, nas_name: str, source_ip: str) -> str:
     return f"{nas_name}|{source_ip}"
 
 
-def caller_facts(request: Request) -> CallerFacts:
+_DIGEST_USER_NAME = 10  # draft-sterman: a sub-attribute of Digest-Attributes (207)
+
+
+def digest_user_name(request: Request) -> str | None:
+    """The user name of draft-sterman's Digest-Attributes, when the request carries one."""
+    for raw in request.attributes.get("Digest-Attributes", ()):
+        if isinstance(raw, bytes) and len(raw) >= 2 and raw[0] == _DIGEST_USER_NAME:
+            return raw[2 : raw[1]].decode("utf-8", "replace") if raw[1] >= 2 else None
+    return None
+
+
+def strip_realm(name: str | None) -> str | None:
+    """``user@domain`` -> ``user`` (a NAS with strip_realm); other names as they are."""
+    if name and "@" in name:
+        user = name.rsplit("@", 1)[0]
+        return user or name
+    return name
+
+
+def caller_facts(request: Request, realm: bool = False) -> CallerFacts:
+    """What the request says about its caller; ``realm``: strip ``@domain`` from User-Name
+    (and from the digest user name, used when there is no User-Name)."""
+    user_name = request.text("User-Name")
+    if user_name is None and "Digest-Attributes" in request.attributes:
+        user_name = digest_user_name(request)
+    if realm:
+        user_name = strip_realm(user_name)
     return CallerFacts(
-        user_name=request.text("User-Name"),
+        user_name=user_name,
         framed_ip=request.text("Framed-IP-Address"),
         remote_address=request.text("h323-remote-address"),
         calling=request.text("Calling-Station-Id"),
@@ -59,12 +85,14 @@ def call_identifiers(request: Request, session_id: str | None = None) -> tuple[s
     return tuple(dict.fromkeys(ids))
 
 
-def authorize_command(request: Request, key: str, arrived: datetime) -> AuthorizeCall:
+def authorize_command(
+    request: Request, key: str, arrived: datetime, realm: bool = False
+) -> AuthorizeCall:
     chap = Chap(*request.chap) if request.chap else None
     session_id = request.text("Acct-Session-Id")
     return AuthorizeCall(
         nas_key=key,
-        caller=caller_facts(request),
+        caller=caller_facts(request, realm),
         password=request.password,
         chap=chap,
         identifiers=call_identifiers(request, session_id),
@@ -87,8 +115,21 @@ def _int(request: Request, name: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def dialog_tags(request: Request) -> str:
+    """The unordered pair of Sip-From-Tag and Sip-To-Tag ("" when the NAS sends neither): a
+    callee's BYE swaps them, and it closes the same leg."""
+    tags = sorted(request.text(name) or "" for name in ("Sip-From-Tag", "Sip-To-Tag"))
+    return "" if not any(tags) else f"{tags[0]};{tags[1]}"
+
+
 def accounting_event(
-    request: Request, key: str, bill_leg: str, arrived: datetime
+    request: Request,
+    key: str,
+    bill_leg: str,
+    arrived: datetime,
+    *,
+    realm: bool = False,
+    zero_final: bool = False,
 ) -> AccountingEvent | None:
     """None when the request lacks Acct-Status-Type or Acct-Session-Id (malformed)."""
     status = status_type(request)
@@ -108,8 +149,10 @@ def accounting_event(
         session_time=_int(request, "Acct-Session-Time"),
         delay=_int(request, "Acct-Delay-Time"),
         arrived=arrived,
-        caller=caller_facts(request),
+        caller=caller_facts(request, realm),
         connect_time=request.text("h323-connect-time"),
         disconnect_time=request.text("h323-disconnect-time"),
         attributes=request.dump(),
+        tags=dialog_tags(request) if "Sip-From-Tag" in request.attributes else "",
+        zero_final=zero_final,
     )
