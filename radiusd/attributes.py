@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
+from billing_core.credentials import strip_realm
 from billing_core.identification import CallerFacts
-from billing_core.services import AuthorizeCall, Chap
+from billing_core.services import AuthorizeCall, Chap, Digest
 from billing_core.sessions import AccountingEvent, normalize_conf_id
 
 from .codec import Request
@@ -59,17 +61,113 @@ def call_identifiers(request: Request, session_id: str | None = None) -> tuple[s
     return tuple(dict.fromkeys(ids))
 
 
-def authorize_command(request: Request, key: str, arrived: datetime) -> AuthorizeCall:
+# draft-sterman Digest-Attributes (207) sub-attribute types -> Digest fields
+_STERMAN_FIELDS = {
+    1: "realm",
+    2: "nonce",
+    3: "method",
+    4: "uri",
+    5: "qop",
+    6: "algorithm",
+    7: "body_digest",
+    8: "cnonce",
+    9: "nonce_count",
+    10: "username",
+}
+# RFC 5090 attribute types -> Digest fields (103 is the response itself)
+_RFC5090_FIELDS = {
+    104: "realm",
+    105: "nonce",
+    108: "method",
+    109: "uri",
+    110: "qop",
+    111: "algorithm",
+    112: "body_digest",
+    113: "cnonce",
+    114: "nonce_count",
+    115: "username",
+}
+_STERMAN_RESPONSE = 206
+_STERMAN_ATTRIBUTES = 207
+_RFC5090_RESPONSE = 103
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def digest_credentials(request: Request, *, rfc5090: bool = True) -> Digest | None:
+    """The SIP Digest of an Access-Request: draft-sterman (Digest-Response 206 with
+    Digest-Attributes 207, one sub-attribute each, as Kamailio, OpenSIPS and Sippy send), else
+    RFC 5090 Digest-* (103-115) when the NAS's dialect uses them (``rfc5090``). None when
+    there is none, or it lacks a part every digest has (then the request is refused as a
+    digest cannot be verified, not as another method)."""
+    raw = request.digest
+    if not raw:
+        return None
+    fields: dict[str, str] = {}
+    if _STERMAN_RESPONSE in raw:
+        response = _text(raw[_STERMAN_RESPONSE][0])
+        for value in raw.get(_STERMAN_ATTRIBUTES, ()):
+            # sub-attribute: type, length (counting these two octets), value
+            if len(value) < 2 or value[1] < 2 or value[1] > len(value):
+                continue
+            name = _STERMAN_FIELDS.get(value[0])
+            if name is not None:
+                fields.setdefault(name, _text(value[2 : value[1]]))
+    elif rfc5090 and _RFC5090_RESPONSE in raw:
+        response = _text(raw[_RFC5090_RESPONSE][0])
+        for kind, name in _RFC5090_FIELDS.items():
+            values = raw.get(kind)
+            if values:
+                fields[name] = _text(values[0])
+    else:
+        return None
+    return Digest(
+        response=response,
+        username=fields.get("username", ""),
+        realm=fields.get("realm", ""),
+        nonce=fields.get("nonce", ""),
+        method=fields.get("method", ""),
+        uri=fields.get("uri", ""),
+        qop=fields.get("qop", ""),
+        algorithm=fields.get("algorithm", ""),
+        cnonce=fields.get("cnonce", ""),
+        nonce_count=fields.get("nonce_count", ""),
+        body_digest=fields.get("body_digest", ""),
+    )
+
+
+def digest_account_name(digest: Digest, *, strip: bool = False) -> str:
+    """The name a digest identifies its account by: the digest user name (not the realm),
+    ``user@domain`` cut to ``user`` when the NAS's ``strip_realm`` is set."""
+    return strip_realm(digest.username) if strip else digest.username
+
+
+def authorize_command(
+    request: Request,
+    key: str,
+    arrived: datetime,
+    *,
+    strip_realm: bool = False,
+    rfc5090: bool = True,
+) -> AuthorizeCall:
     chap = Chap(*request.chap) if request.chap else None
     session_id = request.text("Acct-Session-Id")
+    caller = caller_facts(request)
+    digest = digest_credentials(request, rfc5090=rfc5090) if request.digest else None
+    if digest is not None and digest.username:
+        # the digest user name identifies the account (User-Name may carry "@realm")
+        caller = replace(caller, user_name=digest_account_name(digest, strip=strip_realm))
     return AuthorizeCall(
         nas_key=key,
-        caller=caller_facts(request),
+        caller=caller,
         password=request.password,
         chap=chap,
         identifiers=call_identifiers(request, session_id),
         arrived=arrived,
         acct_session_id=session_id or "",
+        digest=digest,
     )
 
 
