@@ -85,6 +85,33 @@ def _redis_url(config_arg: str | None) -> str:
     return url
 
 
+def _key_setting(config_arg: str | None, key: str) -> str:
+    """``[security] KEY`` (``$RADIUSD_SECURITY_<KEY>`` first), as the daemon reads it."""
+    path, document = _config_document(config_arg)
+    env_value = os.environ.get(f"RADIUSD_SECURITY_{key.upper()}")
+    if env_value is not None:
+        return env_value.strip()
+    section = document.get("security", {})
+    value = section.get(key, "") if isinstance(section, dict) else None
+    if not isinstance(value, str):
+        raise UserError(f"{path}: security.{key}: expected a string")
+    return value.strip()
+
+
+def _cipher(args: argparse.Namespace) -> Any:
+    """The server key's cipher for account secrets (a keyless one when none is set)."""
+    from billing_core.adapters.secretbox import KeySettingError, cipher_for, load_key
+
+    try:
+        key = load_key(
+            _key_setting(args.config, "secrets_key_file"),
+            _key_setting(args.config, "secrets_key_env"),
+        )
+    except KeySettingError as exc:
+        raise UserError(str(exc)) from None
+    return cipher_for(key)
+
+
 def _engine(args: argparse.Namespace) -> Any:
     """The command's engine (one per run; ``main`` disposes it)."""
     engine = getattr(args, "_engine", None)
@@ -214,7 +241,9 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     moved: list[tuple[int, Decimal]] = []
     with ledger_writer(_engine(args), _redis_url(args.config)):
-        counts = apply_provisioning(_engine(args), spec, _audit(args), payments_applied=moved)
+        counts = apply_provisioning(
+            _engine(args), spec, _audit(args), payments_applied=moved, cipher=_cipher(args)
+        )
         _payments_made(_live(args), moved)
     print("loaded " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     return 0
@@ -518,6 +547,7 @@ ACCOUNT_COLUMNS = (
     "value",
     "tech_prefix",
     "password",
+    "auth_methods",
     "enabled",
     "originate",
     "terminate",
@@ -543,8 +573,10 @@ def cmd_accounts_add(args: argparse.Namespace) -> int:
         value=args.value,
         tech_prefix=args.tech_prefix,
         password=_password(args),
+        auth_methods=args.auth_methods,
         enabled=not args.disabled,
         audit=_audit(args),
+        cipher=_cipher(args),
     )
     print(f"account {account['name']} added to {account['client']}")
     return 0
@@ -577,6 +609,7 @@ def cmd_accounts_edit(args: argparse.Namespace) -> int:
         tech_prefix=args.tech_prefix,
         password=_password(args),
         clear_password=args.no_password,
+        auth_methods=args.auth_methods,
         enabled=args.enabled,
         originate=args.originate,
         terminate=args.terminate,
@@ -584,9 +617,34 @@ def cmd_accounts_edit(args: argparse.Namespace) -> int:
     )
     if change == AccountChange():
         raise UserError("nothing to change: give an option (see --help)")
-    account, changed = edit_account(_engine(args), args.account, change, audit=_audit(args))
+    account, changed = edit_account(
+        _engine(args), args.account, change, audit=_audit(args), cipher=_cipher(args)
+    )
     what = f"updated: {', '.join(changed)}" if changed else "unchanged"
     print(f"account {account['name']} {what}")
+    return 0
+
+
+def cmd_accounts_show(args: argparse.Namespace) -> int:
+    from billing_core.adapters.admin_accounts import show_account
+
+    _print_one(show_account(_engine(args), args.account), args.format)
+    return 0
+
+
+def cmd_security_rotate_key(args: argparse.Namespace) -> int:
+    from billing_core.adapters.account_secrets import rotate_key
+    from billing_core.adapters.secretbox import KeySettingError, cipher_for, read_key_file
+
+    try:
+        new_key = read_key_file(args.new_key_file, "--new-key-file")
+    except KeySettingError as exc:
+        raise UserError(str(exc)) from None
+    count = rotate_key(_engine(args), _cipher(args), cipher_for(new_key))
+    print(
+        f"{count} account secrets re-encrypted under the new key; now point"
+        " [security] secrets_key_file (or secrets_key_env) at it and send SIGHUP to radiusd"
+    )
     return 0
 
 
@@ -982,12 +1040,36 @@ def _templates_parser(groups: Any) -> None:
 
 def _password_options(parser: Any, *, edit: bool) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--password", help="login accounts only; stored hashed")
+    group.add_argument(
+        "--password", help="login accounts only; hashed (pap) or encrypted (chap, digest)"
+    )
     group.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin (one line)"
     )
     if edit:
         group.add_argument("--no-password", action="store_true", help="remove the password")
+
+
+def _methods_option(parser: Any) -> None:
+    parser.add_argument(
+        "--auth-methods",
+        metavar="pap,chap,digest",
+        help="how a login account's password may be proven (default pap); chap and digest"
+        " keep it encrypted under [security] secrets_key_file",
+    )
+
+
+def _security_parser(groups: Any) -> None:
+    s_sub = _group(groups, "security", "the server key of account secrets")
+    rotate = _add(
+        s_sub,
+        "rotate-key",
+        "re-encrypt every account secret under a new key, in one transaction",
+        cmd_security_rotate_key,
+    )
+    rotate.add_argument(
+        "--new-key-file", required=True, metavar="FILE", help="mode 0600, 64 hex digits"
+    )
 
 
 def _accounts_parser(groups: Any) -> None:
@@ -999,7 +1081,11 @@ def _accounts_parser(groups: Any) -> None:
     add.add_argument("--value", required=True, help="the login, IP address or number")
     add.add_argument("--tech-prefix", metavar="PREFIX")
     _password_options(add, edit=False)
+    _methods_option(add)
     add.add_argument("--disabled", action="store_true", help="add it disabled")
+    show = _add(a_sub, "show", "one account (never its password)", cmd_accounts_show)
+    show.add_argument("account", metavar="NAME")
+    _format(show, ("table", "json"))
     lst = _add(a_sub, "list", "accounts", cmd_accounts_list)
     lst.add_argument("--client")
     _format(lst, ("table", "json", "csv"))
@@ -1010,6 +1096,7 @@ def _accounts_parser(groups: Any) -> None:
     edit.add_argument("--value")
     edit.add_argument("--tech-prefix", metavar="PREFIX", help="'' removes it")
     _password_options(edit, edit=True)
+    _methods_option(edit)
     for flag in ("enabled", "originate", "terminate"):
         edit.add_argument(f"--{flag}", type=_yes_no, metavar="yes|no")
     for name, text, fn in (
@@ -1104,6 +1191,7 @@ def build_parser() -> argparse.ArgumentParser:
     _clients_parser(groups)
     _templates_parser(groups)
     _accounts_parser(groups)
+    _security_parser(groups)
     _rates_parser(groups)
     _money_parsers(groups)
 
