@@ -153,6 +153,10 @@ class NoSecretKey:
         raise SecretUnavailable("no server key (security.secrets_key_file or secrets_key_env)")
 
 
+def _log_unusable(account: Account, problem: str) -> None:
+    _log.error("account %s: secret unusable: %s", account.name, problem)
+
+
 class SecretCache:
     """Decrypted account secrets, in memory only, never written anywhere.
 
@@ -162,9 +166,14 @@ class SecretCache:
     key. A secret that cannot be decrypted is logged once (per account and version) and
     refused until the key changes."""
 
-    def __init__(self, cipher: SecretCipher) -> None:
+    def __init__(
+        self,
+        cipher: SecretCipher,
+        on_unusable: Callable[[Account, str], None] | None = None,
+    ) -> None:
         self._cipher = cipher
         self._plain: dict[int, tuple[int, bytes | None]] = {}
+        self._on_unusable = on_unusable or _log_unusable
 
     def set_cipher(self, cipher: SecretCipher) -> None:
         """A new server key (SIGHUP): secrets already in memory stay; failed ones retry."""
@@ -180,10 +189,7 @@ class SecretCache:
             try:
                 plain = self._cipher.decrypt(account.secret_enc)
             except SecretUnavailable as exc:
-                _log.error(
-                    "account secret unusable",
-                    extra={"account": account.name, "problem": str(exc)},
-                )
+                self._on_unusable(account, str(exc))
         self._plain[account.id] = (account.secret_version, plain)
         return plain
 

@@ -122,7 +122,12 @@ async def start(
         live,
         max_call_length=config.billing.max_call_length,
         auth_hold_seconds=config.billing.auth_hold_seconds,
-        secrets=SecretCache(server_cipher(config.security)),
+        secrets=SecretCache(
+            server_cipher(config.security),
+            lambda account, problem: log.error(
+                "account_secret_unusable", account=account.name, problem=problem
+            ),
+        ),
         max_auth_failures=config.security.max_auth_failures,
         auth_lockout_seconds=config.security.auth_lockout_seconds,
     )
