@@ -242,11 +242,23 @@ def test_pap_chap_digest_and_lockout(keyed: Daemon) -> None:
     assert daemon.stop() == 0
 
 
+@pytest.fixture
+def reaper() -> Iterator[list[Daemon]]:
+    """Daemons a test made itself, killed if it failed before stopping them."""
+    made: list[Daemon] = []
+    yield made
+    for daemon in made:
+        if daemon.process is not None:
+            daemon.process.kill()
+            daemon.process.wait()
+
+
 def test_a_wrong_key_rejects_code_2_logs_and_the_daemon_still_starts(
-    tmp_path: Path, sqlite_url: str
+    tmp_path: Path, sqlite_url: str, reaper: list[Daemon]
 ) -> None:
     right = key_file(tmp_path / "right", KEY)
     daemon = make_daemon(tmp_path, (sqlite_url, ""), extra=security(right))
+    reaper.append(daemon)
     daemon.billingctl("db", "upgrade")
     (tmp_path / "p.yaml").write_text(PROVISIONING)
     daemon.billingctl("load", str(tmp_path / "p.yaml"))
@@ -266,9 +278,12 @@ def test_a_wrong_key_rejects_code_2_logs_and_the_daemon_still_starts(
         assert daemon.stop() == 0
 
 
-def test_key_rotation_under_load_loses_no_request(tmp_path: Path, sqlite_url: str) -> None:
+def test_key_rotation_under_load_loses_no_request(
+    tmp_path: Path, sqlite_url: str, reaper: list[Daemon]
+) -> None:
     configured = key_file(tmp_path / "server.key", KEY)
     daemon = make_daemon(tmp_path, (sqlite_url, ""), extra=security(configured))
+    reaper.append(daemon)
     daemon.billingctl("db", "upgrade")
     (tmp_path / "p.yaml").write_text(PROVISIONING)
     daemon.billingctl("load", str(tmp_path / "p.yaml"))
