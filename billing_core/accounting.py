@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from billing_core.money import ZERO
@@ -168,13 +168,20 @@ class AccountingService:
         # before it (a late Stop of a call the NAS reboot closed)
         leg_epoch = epoch - 1 if changed_at is not None and when < changed_at else epoch
         identity = LegIdentity(
-            event.nas_key, leg_epoch, event.acct_session_id, event.conf_id or "", event.origin or ""
+            event.nas_key,
+            leg_epoch,
+            event.acct_session_id,
+            event.conf_id or "",
+            event.origin or "",
+            event.tags,
         )
         if event.status in (AcctStatus.STOP, AcctStatus.FAILED):
             return self._stop(tx, event, identity, epoch, held, when, batch)
-        if leg_epoch != epoch or tx.find_legs(identity):
-            return AcctOutcome("recorded")  # a Start or Interim for a closed leg changes nothing
+        if leg_epoch != epoch:
+            return AcctOutcome("recorded")  # a late Start or Interim of a closed epoch
         call = tx.find_call(event.nas_key, event.identifiers())
+        if not _opens(event, when, tx.find_legs(identity), call):
+            return AcctOutcome("recorded")  # a Start or Interim for a closed leg changes nothing
         if call is None:
             owner = self._owner(event, held)
             if owner is None:
@@ -199,6 +206,7 @@ class AccountingService:
                 max_session_time=event.session_time or 0
                 if event.status == AcctStatus.INTERIM_UPDATE
                 else 0,
+                tags=event.tags,
             )
             self._activated(call, batch)  # created as it should be: nothing to update
             return AcctOutcome("recorded", call.client_id)
@@ -289,21 +297,32 @@ class AccountingService:
         batch: _Batch,
     ) -> AcctOutcome:
         call = tx.find_call(event.nas_key, event.identifiers()) if identity.epoch == epoch else None
+        stored = tx.find_legs(identity)
         started_at = call.started_at if call else None
+        if started_at is not None and stored and started_at <= _last_stop(stored):
+            started_at = None  # the call's Start is that of a leg already stopped
+        own = event.has_own_duration()
+        # the Start this Stop ends: the call's, else (a re-sent Stop, or one after the server
+        # closed the call) the last stored leg's, which its CDR keeps
+        mark = start_mark(started_at) if started_at else (_mark_of(stored[-1]) if stored else "")
+        if started_at is None and mark and not own:
+            started_at = datetime.fromtimestamp(int(mark) / 1_000_000, UTC)
         duration = 0
         if event.status == AcctStatus.STOP:
             duration = stop_duration(event, started_at, self._max_delay)
-        stored = tx.find_legs(identity)
-        if duration > 0 and stored:
-            same = [leg for leg in stored if leg.duration == duration]
+        once = f"{mark}/{duration}" if own else f"{mark}/t"
+        of_start = [leg for leg in stored if _mark_of(leg) == mark]
+        if event.status == AcctStatus.STOP and of_start:
+            # identity and duration equal; without a duration of its own: the same Start
+            same = [leg for leg in of_start if leg.duration == duration] if own else of_start
             if any(leg.closed_by == "stop" or leg.corrected for leg in same):
                 return AcctOutcome("duplicate", stored[0].client_id, ZERO, duration)
             by_server = [
-                leg for leg in stored if leg.closed_by in _CLOSED_BY_SERVER and not leg.corrected
+                leg for leg in of_start if leg.closed_by in _CLOSED_BY_SERVER and not leg.corrected
             ]
-            if by_server:
+            if by_server and duration > 0:
                 return self._correct(tx, by_server[0], duration, when, batch)
-        collision = bool(stored) and duration > 0
+        collision = bool(of_start) and duration > 0
         if call is not None:
             owner = _Owner(call.client_id, call.account_id, call.called, None)
             tx.link_leg(call, event)
@@ -312,8 +331,14 @@ class AccountingService:
             if found is None:
                 return AcctOutcome("unknown_account")
             owner = found
-        if duration == 0:  # ends this leg only; the call is held again for another attempt
-            if call is not None:
+        if duration == 0:
+            if event.zero_final:  # zero_duration_stop = "final": the call ends at once
+                if call is not None:
+                    tx.end_call(call.id)
+                    batch.effects.append(Released(call.client_id, _uid(call)))
+                elif held is not None:
+                    batch.effects.append(Released(held.client_id, held.uid))
+            elif call is not None:  # "retry": ends this leg only; held for another attempt
                 expires = when + timedelta(seconds=self._hold_seconds)
                 tx.update_call(call.id, state="held", hold_expires_at=expires, last_seen_at=when)
                 batch.effects.append(Rehold(call.client_id, _uid(call), expires))
@@ -342,6 +367,7 @@ class AccountingService:
             started_at=started_at or (when - timedelta(seconds=duration)),
             stopped_at=when,
             closed_by="stop",
+            once=once,
         )
         cdr_id = tx.store_leg(leg)
         if cdr_id is None:  # a concurrent copy stored it first
@@ -409,7 +435,12 @@ class AccountingService:
             cdr_id = tx.store_leg(
                 ClosedLeg(
                     identity=LegIdentity(
-                        call.nas_key, call.epoch, call.acct_session_id, call.conf_id, call.origin
+                        call.nas_key,
+                        call.epoch,
+                        call.acct_session_id,
+                        call.conf_id,
+                        call.origin,
+                        call.tags,
                     ),
                     client_id=call.client_id,
                     account_id=call.account_id,
@@ -423,6 +454,7 @@ class AccountingService:
                     started_at=call.started_at,
                     stopped_at=when,
                     closed_by=closed_by,
+                    once=f"{start_mark(call.started_at) if call.started_at else ''}/{duration}",
                 )
             )
             if cdr_id is not None and amount:
@@ -430,6 +462,38 @@ class AccountingService:
                 batch.effects.append(BalanceMoved(call.client_id, -amount))
         tx.end_call(call.id)
         batch.effects.append(Released(call.client_id, _uid(call)))
+
+
+def start_mark(started_at: datetime) -> str:
+    """A leg's Start as text (microseconds since the epoch): part of its CDR's unique key."""
+    if started_at.tzinfo is None:
+        started_at = started_at.replace(tzinfo=UTC)
+    return str(round(started_at.timestamp() * 1_000_000))
+
+
+def _mark_of(leg: StoredLeg) -> str:
+    return leg.once.split("/", 1)[0]
+
+
+def _last_stop(stored: Sequence[StoredLeg]) -> datetime:
+    stops = [leg.stopped_at for leg in stored if leg.stopped_at is not None]
+    return max(stops) if stops else datetime.min.replace(tzinfo=UTC)
+
+
+def _opens(
+    event: AccountingEvent, when: datetime, stored: Sequence[StoredLeg], call: CallRecord | None
+) -> bool:
+    """Whether a Start or Interim-Update may open or refresh its leg (CONTRACT §3, Start of a
+    closed leg): with no leg of its identity stopped yet, always; else a Start only when its
+    event time is after the last Stop (a new leg of a new call: a reused Call-ID is charged
+    again), an Interim only for a call started after that Stop."""
+    if not stored:
+        return True
+    last = _last_stop(stored)
+    if event.status == AcctStatus.START:
+        return when > last
+    started = call.started_at if call is not None else None
+    return started is not None and started > last
 
 
 def _uid(call: CallRecord) -> str:

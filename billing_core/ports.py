@@ -197,15 +197,20 @@ class CallRecord:
     epoch: int
     live_uid: str
     keys: frozenset[str] = frozenset()  # the identifiers the call is known by
+    tags: str = ""  # the dialog's tags, as in LegIdentity
 
 
 @dataclass(frozen=True, slots=True)
 class LegIdentity:
+    """(NAS key, epoch, Acct-Session-Id, h323-conf-id, h323-call-origin, and the unordered
+    pair of Sip-From-Tag and Sip-To-Tag when the NAS sends them)."""
+
     nas_key: str
     epoch: int
     acct_session_id: str
     conf_id: str
     origin: str
+    tags: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +226,13 @@ class StoredLeg:
     called: str
     rated_at: datetime
     call_live_uid: str
+    stopped_at: datetime | None = None
+    once: str = ""  # as ClosedLeg.once
 
 
 @dataclass(frozen=True, slots=True)
 class ClosedLeg:
-    """A CDR to store; its identity plus duration is unique in the database."""
+    """A CDR to store; its identity plus ``once`` is unique in the database."""
 
     identity: LegIdentity
     client_id: int
@@ -240,6 +247,9 @@ class ClosedLeg:
     started_at: datetime | None
     stopped_at: datetime
     closed_by: str
+    # which Stop of the identity this is: the leg's Start ("" without one), then the duration
+    # when the Stop carried its own, else "t" (timed from the Start: once per Start)
+    once: str = ""
 
 
 class LedgerConflict(Exception):
@@ -296,6 +306,7 @@ class AccountingTx(Protocol):
         seen_at: datetime,
         live_uid: str,
         max_session_time: int = 0,
+        tags: str = "",
     ) -> CallRecord: ...
 
     def update_call(

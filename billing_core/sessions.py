@@ -39,6 +39,19 @@ class AccountingEvent:
     connect_time: str | None = None  # h323-connect-time as sent
     disconnect_time: str | None = None  # h323-disconnect-time as sent
     attributes: dict[str, list[str]] = field(default_factory=dict)
+    tags: str = ""  # the unordered pair of Sip-From-Tag and Sip-To-Tag; "" when not sent
+    zero_final: bool = False  # [[nas]] zero_duration_stop = "final"
+
+    def has_own_duration(self) -> bool:
+        """Acct-Session-Time, or h323 connect and disconnect times that both parse."""
+        if self.session_time is not None:
+            return True
+        if self.connect_time and self.disconnect_time:
+            return (
+                parse_h323_time(self.connect_time) is not None
+                and parse_h323_time(self.disconnect_time) is not None
+            )
+        return False
 
     def event_time(self, max_acct_delay_seconds: int) -> datetime:
         """Arrival minus Acct-Delay-Time; a bogus delay is ignored (RFC 2866 §5.2)."""

@@ -31,7 +31,7 @@ from billing_core.sessions import AccountingEvent
 
 from . import steering
 from .batching import LanedCommitter
-from .codec import Codec, load_dictionary
+from .codec import DIALECT_DICTIONARIES, Codec, load_dictionary
 from .config import Config, ConfigError, ListenAddress, SecurityConfig, load_config
 from .handler import Handler
 from .httpd import start_http
@@ -149,6 +149,13 @@ async def start(
     )
     committer.start()
     codec = Codec(load_dictionary(config.server.dictionary))
+    # the other dialects' packaged dictionaries ([[nas]] dialect; all of them, so that a
+    # SIGHUP may bring a NAS of any dialect); [server] dictionary replaces cisco's only
+    codecs = {
+        dialect: Codec(load_dictionary(dialect=dialect))
+        for dialect in DIALECT_DICTIONARIES
+        if dialect != "cisco"
+    }
     fast_live = None
     if redis_live is not None:
         loaded = redis_live
@@ -163,6 +170,7 @@ async def start(
         metrics,
         live_authorize=fast_live.authorize if fast_live else None,
         live_lockout=fast_live.auth_lockout if fast_live else None,
+        codecs=codecs,
     )
     server = RadiusServer(
         codec,
@@ -172,6 +180,7 @@ async def start(
         max_in_flight=config.server.max_in_flight,
         duplicate_ttl=config.server.duplicate_cache_seconds,
         duplicate_size=config.server.duplicate_cache_size,
+        codecs=codecs,
     )
     transports: list[asyncio.DatagramTransport] = []
     for listen, accounting_port in (

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from billing_core.credentials import strip_realm
 from billing_core.identification import CallerFacts
 from billing_core.services import AuthorizeCall, Chap, Digest
 from billing_core.sessions import AccountingEvent, normalize_conf_id
@@ -33,9 +32,35 @@ def nas_key(request: Request, nas_name: str, source_ip: str) -> str:
     return f"{nas_name}|{source_ip}"
 
 
-def caller_facts(request: Request) -> CallerFacts:
+_DIGEST_USER_NAME = 10  # draft-sterman: a sub-attribute of Digest-Attributes (207)
+
+
+def digest_user_name(request: Request) -> str | None:
+    """The user name of draft-sterman's Digest-Attributes, when the request carries one."""
+    for raw in request.attributes.get("Digest-Attributes", ()):
+        if isinstance(raw, bytes) and len(raw) >= 2 and raw[0] == _DIGEST_USER_NAME:
+            return raw[2 : raw[1]].decode("utf-8", "replace") if raw[1] >= 2 else None
+    return None
+
+
+def strip_realm(name: str | None) -> str | None:
+    """``user@domain`` -> ``user`` (a NAS with strip_realm); other names as they are."""
+    if name and "@" in name:
+        user = name.rsplit("@", 1)[0]
+        return user or name
+    return name
+
+
+def caller_facts(request: Request, realm: bool = False) -> CallerFacts:
+    """What the request says about its caller; ``realm``: strip ``@domain`` from User-Name
+    (and from the digest user name, used when there is no User-Name)."""
+    user_name = request.text("User-Name")
+    if user_name is None and "Digest-Attributes" in request.attributes:
+        user_name = digest_user_name(request)
+    if realm:
+        user_name = strip_realm(user_name)
     return CallerFacts(
-        user_name=request.text("User-Name"),
+        user_name=user_name,
         framed_ip=request.text("Framed-IP-Address"),
         remote_address=request.text("h323-remote-address"),
         calling=request.text("Calling-Station-Id"),
@@ -141,24 +166,24 @@ def digest_credentials(request: Request, *, rfc5090: bool = True) -> Digest | No
 def digest_account_name(digest: Digest, *, strip: bool = False) -> str:
     """The name a digest identifies its account by: the digest user name (not the realm),
     ``user@domain`` cut to ``user`` when the NAS's ``strip_realm`` is set."""
-    return strip_realm(digest.username) if strip else digest.username
+    return (strip_realm(digest.username) or digest.username) if strip else digest.username
 
 
 def authorize_command(
     request: Request,
     key: str,
     arrived: datetime,
+    realm: bool = False,
     *,
-    strip_realm: bool = False,
     rfc5090: bool = True,
 ) -> AuthorizeCall:
     chap = Chap(*request.chap) if request.chap else None
     session_id = request.text("Acct-Session-Id")
-    caller = caller_facts(request)
+    caller = caller_facts(request, realm)
     digest = digest_credentials(request, rfc5090=rfc5090) if request.digest else None
     if digest is not None and digest.username:
         # the digest user name identifies the account (User-Name may carry "@realm")
-        caller = replace(caller, user_name=digest_account_name(digest, strip=strip_realm))
+        caller = replace(caller, user_name=digest_account_name(digest, strip=realm))
     return AuthorizeCall(
         nas_key=key,
         caller=caller,
@@ -185,8 +210,21 @@ def _int(request: Request, name: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def dialog_tags(request: Request) -> str:
+    """The unordered pair of Sip-From-Tag and Sip-To-Tag ("" when the NAS sends neither): a
+    callee's BYE swaps them, and it closes the same leg."""
+    tags = sorted(request.text(name) or "" for name in ("Sip-From-Tag", "Sip-To-Tag"))
+    return "" if not any(tags) else f"{tags[0]};{tags[1]}"
+
+
 def accounting_event(
-    request: Request, key: str, bill_leg: str, arrived: datetime
+    request: Request,
+    key: str,
+    bill_leg: str,
+    arrived: datetime,
+    *,
+    realm: bool = False,
+    zero_final: bool = False,
 ) -> AccountingEvent | None:
     """None when the request lacks Acct-Status-Type or Acct-Session-Id (malformed)."""
     status = status_type(request)
@@ -206,8 +244,10 @@ def accounting_event(
         session_time=_int(request, "Acct-Session-Time"),
         delay=_int(request, "Acct-Delay-Time"),
         arrived=arrived,
-        caller=caller_facts(request),
+        caller=caller_facts(request, realm),
         connect_time=request.text("h323-connect-time"),
         disconnect_time=request.text("h323-disconnect-time"),
         attributes=request.dump(),
+        tags=dialog_tags(request) if "Sip-From-Tag" in request.attributes else "",
+        zero_final=zero_final,
     )

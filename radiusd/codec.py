@@ -88,11 +88,21 @@ class Malformed(Exception):
         self.reason = reason
 
 
-def load_dictionary(path: Path | None = None) -> Any:
+# the packaged dictionary of each switch dialect ([[nas]] dialect)
+DIALECT_DICTIONARIES = {
+    "cisco": "dictionary",
+    "sippy": "dictionary.sippy",
+    "kamailio": "dictionary.kamailio",
+    "opensips": "dictionary.opensips",
+}
+
+
+def load_dictionary(path: Path | None = None, dialect: str = "cisco") -> Any:
+    """``path`` when given, else the packaged dictionary of ``dialect``."""
     if path is not None:
         return Dictionary(str(path))
     root = resources.files("radiusd.dictionaries")
-    with resources.as_file(root.joinpath("dictionary")) as main:
+    with resources.as_file(root.joinpath(DIALECT_DICTIONARIES[dialect])) as main:
         return Dictionary(str(main))
 
 
@@ -136,6 +146,9 @@ class Request:
     raw: bytes = field(default=b"", repr=False)
     secret: bytes = field(default=b"", repr=False)
     proxy_states: list[bytes] = field(default_factory=list, repr=False)
+    # attributes whose value did not fit their dictionary type: kept as raw octets in
+    # ``attributes``, named here (counted, ignored for billing)
+    attribute_errors: list[str] = field(default_factory=list, repr=False)
 
     def first(self, name: str) -> Any | None:
         values = self.attributes.get(name)
@@ -296,6 +309,7 @@ class Codec:
         vendors = self._vendor
         attributes: dict[str, list[Any]] = {}
         raw_by_type: dict[int, list[bytes]] = {}
+        errors: list[str] = []
         ma_at = -1
         pos = 20
         while pos < length:
@@ -312,7 +326,11 @@ class Codec:
                     found = vendors.get((vendor, vtype))
                     if found is not None:
                         name, decode = found
-                        decoded = decode(value[sub + 2 : sub + vlen])
+                        try:
+                            decoded = decode(value[sub + 2 : sub + vlen])
+                        except Malformed:  # a value that does not fit its type: kept raw
+                            decoded = value[sub + 2 : sub + vlen]
+                            errors.append(name)
                         values = attributes.get(name)
                         if values is None:
                             attributes[name] = [decoded]
@@ -333,7 +351,11 @@ class Codec:
                 known = standard[kind]
                 if known is not None:
                     name, decode = known
-                    decoded = decode(value)
+                    try:
+                        decoded = decode(value)
+                    except Malformed:  # a value that does not fit its type: kept raw
+                        decoded = value
+                        errors.append(name)
                     values = attributes.get(name)
                     if values is None:
                         attributes[name] = [decoded]
@@ -366,6 +388,8 @@ class Codec:
         request.raw = packet
         request.secret = secret
         request.proxy_states = raw_by_type.get(_PROXY_STATE, [])
+        if errors:
+            request.attribute_errors = errors
         if code == ACCESS_REQUEST:
             raw_password = raw_by_type.get(_USER_PASSWORD)
             if raw_password:

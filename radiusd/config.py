@@ -66,6 +66,15 @@ DEFAULT_DATABASE_URL: Final = "sqlite:///var/billing.db"
 
 LogFormat = Literal["auto", "json", "console"]
 BillLeg = Literal["originate", "answer", "any"]
+Dialect = Literal["cisco", "kamailio", "opensips", "sippy"]
+ZeroDurationStop = Literal["retry", "final"]
+# per dialect: the defaults of zero_duration_stop and strip_realm (CONTRACT §7)
+DIALECT_DEFAULTS: Final[Mapping[str, tuple[ZeroDurationStop, bool]]] = {
+    "cisco": ("retry", False),
+    "sippy": ("retry", False),
+    "kamailio": ("final", True),
+    "opensips": ("final", True),
+}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _T = TypeVar("_T")
@@ -135,6 +144,9 @@ class NasConfig:
     limit_proxy_state: bool = True
     bill_leg: BillLeg = "originate"
     name: str = ""  # "" -> str(address)
+    dialect: Dialect = "cisco"  # the dictionary of its packets and the defaults below
+    zero_duration_stop: ZeroDurationStop = "retry"
+    strip_realm: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -391,6 +403,13 @@ _BILL_LEGS: Final[Mapping[str, BillLeg]] = {
     "answer": "answer",
     "any": "any",
 }
+_DIALECTS: Final[Mapping[str, Dialect]] = {
+    "cisco": "cisco",
+    "kamailio": "kamailio",
+    "opensips": "opensips",
+    "sippy": "sippy",
+}
+_ZERO_STOPS: Final[Mapping[str, ZeroDurationStop]] = {"retry": "retry", "final": "final"}
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 
 
@@ -706,6 +725,8 @@ def _one_nas(index: int, raw: object, environ: Mapping[str, str]) -> NasConfig:
         raise ConfigError(f"{t.where('address')}: missing")
     address = t.get("address", None, _nas_address)
     secret = _nas_secret(t, environ)
+    dialect = t.get("dialect", "cisco", _choice(_DIALECTS))
+    zero_default, strip_default = DIALECT_DEFAULTS[dialect]
     nas = NasConfig(
         address=address,
         secret=secret,
@@ -713,6 +734,9 @@ def _one_nas(index: int, raw: object, environ: Mapping[str, str]) -> NasConfig:
         limit_proxy_state=t.get("limit_proxy_state", True, _bool),
         bill_leg=t.get("bill_leg", "originate", _choice(_BILL_LEGS)),
         name=t.get("name", str(address), _name),
+        dialect=dialect,
+        zero_duration_stop=t.get("zero_duration_stop", zero_default, _choice(_ZERO_STOPS)),
+        strip_realm=t.get("strip_realm", strip_default, _bool),
     )
     t.reject_unknown()
     if not nas.require_message_authenticator and not nas.limit_proxy_state:
@@ -886,5 +910,8 @@ def render_effective(config: Config) -> str:
             f"require_message_authenticator = {_toml_bool(nas.require_message_authenticator)}",
             f"limit_proxy_state = {_toml_bool(nas.limit_proxy_state)}",
             f"bill_leg = {_toml_string(nas.bill_leg)}",
+            f"dialect = {_toml_string(nas.dialect)}",
+            f"zero_duration_stop = {_toml_string(nas.zero_duration_stop)}",
+            f"strip_realm = {_toml_bool(nas.strip_realm)}",
         ]
     return "\n".join(lines) + "\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -20,8 +20,16 @@ from billing_core.sessions import AccountingEvent
 from . import attributes
 from .codec import ACCESS_REQUEST, STATUS_SERVER, Codec, Request
 from .config import NasConfig
-from .logging import request_logger
+from .logging import get_logger, request_logger
 from .metrics import Metrics
+from .transport import LogThrottle
+
+# the dialects whose Access-Accept carries the grant in SIP-AVP too (Kamailio's auth_radius
+# stores it as an AVP: $avp(credit_time))
+SIP_AVP_DIALECTS = frozenset(("kamailio", "opensips"))
+# the dialects whose NASes send Sip-* on RFC 5090's Digest numbers (101-105): their digest is
+# draft-sterman only (README: Credentials)
+NO_RFC5090 = frozenset(("kamailio", "opensips"))
 
 T = TypeVar("T")
 
@@ -52,8 +60,11 @@ class Handler:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         live_lockout: Callable[[LockoutProbe], Awaitable[bool]] | None = None,
+        codecs: Mapping[str, Codec] | None = None,
     ) -> None:
         self.codec = codec
+        self.codecs: Mapping[str, Codec] = codecs or {}  # by [[nas]] dialect
+        self._drop_log = LogThrottle(1.0)
         self.authorization = authorization
         self.accounting = accounting
         self.executor = executor
@@ -62,6 +73,7 @@ class Handler:
         self.live_authorize = live_authorize or self._authorize_in_thread
         self.live_lockout = live_lockout or self._lockout_in_thread
         self.log = request_logger("radiusd.request")
+        self.drop_log = get_logger("radiusd.transport")
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -87,7 +99,10 @@ class Handler:
         self, request: Request, nas: NasConfig, source_ip: str, started: float
     ) -> bytes:
         key = attributes.nas_key(request, nas.name, source_ip)
-        command = attributes.authorize_command(request, key, self.clock())
+        command = attributes.authorize_command(
+            request, key, self.clock(), nas.strip_realm, rfc5090=nas.dialect not in NO_RFC5090
+        )
+        codec = self.codecs.get(nas.dialect, self.codec)
         prepared = self.authorization.prepare(command)  # from memory, on the loop
         if isinstance(prepared, AuthOutcome):
             outcome = prepared
@@ -104,7 +119,7 @@ class Handler:
         if isinstance(decision, Reject):
             code, message = REJECT_REPLIES[decision.reason]
             reply_attrs = [("h323-return-code", code), ("Reply-Message", message)]
-            raw = self.codec.auth_reply(request, accept=False, attributes=reply_attrs)
+            raw = codec.auth_reply(request, accept=False, attributes=reply_attrs)
             result, reason = "reject", decision.reason.value
             self.metrics.child(self.metrics.rejects, reason).inc()
         else:
@@ -115,13 +130,15 @@ class Handler:
                     ("h323-credit-time", decision.grant_seconds),
                     ("Session-Timeout", decision.grant_seconds),
                 ]
+                if nas.dialect in SIP_AVP_DIALECTS:
+                    reply_attrs.append(("SIP-AVP", f"credit_time:{decision.grant_seconds}"))
             reply_attrs.append(("h323-billing-model", 0 if client.postpaid else 1))
             if decision.funds is not None:
                 reply_attrs.append(("h323-credit-amount", f"{floor2(decision.funds):.2f}"))
             reply_attrs.append(("h323-currency", client.currency))
             if client.locale:
                 reply_attrs.append(("h323-preferred-lang", client.locale))
-            raw = self.codec.auth_reply(request, accept=True, attributes=reply_attrs)
+            raw = codec.auth_reply(request, accept=True, attributes=reply_attrs)
             result, reason = "accept", None
         elapsed = time.perf_counter() - started
         self.metrics.answered("auth", result, elapsed)
@@ -146,18 +163,36 @@ class Handler:
         self, request: Request, nas: NasConfig, source_ip: str, started: float
     ) -> bytes | None:
         key = attributes.nas_key(request, nas.name, source_ip)
-        event = attributes.accounting_event(request, key, nas.bill_leg, self.clock())
+        event = attributes.accounting_event(
+            request,
+            key,
+            nas.bill_leg,
+            self.clock(),
+            realm=nas.strip_realm,
+            zero_final=nas.zero_duration_stop == "final",
+        )
         if event is None:
             self.metrics.child(self.metrics.dropped, "malformed_accounting").inc()
             self.metrics.child(self.metrics.nas_dropped, nas.name, "malformed_accounting").inc()
             self.metrics.child(self.metrics.requests, "acct", "dropped").inc()
+            suppressed = self._drop_log.allow(f"{nas.name}|malformed_accounting")
+            if suppressed is not None:
+                self.drop_log.warning(
+                    "dropped",
+                    nas=nas.name,
+                    reason="malformed_accounting",
+                    kind="acct",
+                    source=source_ip,
+                    detail="no Acct-Status-Type or Acct-Session-Id",
+                    suppressed_since_last=suppressed,
+                )
             return None
         outcome = await self.accounting(event)
         if outcome.result == "unknown_account":
             self.metrics.child(self.metrics.rejects, "unknown_account").inc()
         if outcome.collision:
             self.metrics.collisions.inc()
-        raw = self.codec.acct_reply(request)
+        raw = self.codecs.get(nas.dialect, self.codec).acct_reply(request)
         elapsed = time.perf_counter() - started
         self.metrics.answered("acct", "answered", elapsed)
         self.log.info(

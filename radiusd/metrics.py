@@ -85,6 +85,13 @@ class Metrics:
             ["nas", "reason"],
             registry=r,
         )
+        self.attribute_errors = Counter(
+            "radiusd_attribute_errors_total",
+            "Attributes whose value did not fit their dictionary type (kept raw, ignored), "
+            "by configured NAS and attribute name",
+            ["nas", "attribute"],
+            registry=r,
+        )
 
     def child(self, metric: MetricWrapperBase, *values: str) -> Any:
         """``metric.labels(*values)``, kept for the next request: labels() checks its

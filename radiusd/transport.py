@@ -11,7 +11,7 @@ import functools
 import ipaddress
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 from billing_core.adapters.errors import unavailable
@@ -134,8 +134,11 @@ class RadiusServer:
         max_in_flight: int,
         duplicate_ttl: float,
         duplicate_size: int,
+        codecs: Mapping[str, Codec] | None = None,
     ) -> None:
         self.codec = codec
+        # the codec of each [[nas]] dialect; a dialect not named here uses ``codec``
+        self.codecs: Mapping[str, Codec] = codecs or {}
         self.nas_table = nas_table
         self.handle = handle
         self.metrics = metrics
@@ -148,14 +151,30 @@ class RadiusServer:
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False  # set on shutdown: new datagrams are ignored
         self._throttle = LogThrottle(5.0)
+        self._drop_throttle = LogThrottle(1.0)  # one line per NAS and reason a second
         self.log = get_logger("radiusd.transport")
         metrics.track_in_flight(lambda: len(self.tasks))
 
-    def drop(self, reason: str, kind: str, nas: str = "unknown") -> None:
-        """Count a datagram left unanswered; per NAS too (configured names only, a closed set)."""
+    def drop(
+        self, reason: str, kind: str, nas: str = "unknown", source: str = "", detail: str = ""
+    ) -> None:
+        """Count a datagram left unanswered; per NAS too (configured names only, a closed set).
+        Logged too, at most one line per NAS and reason a second (the next line says how
+        many were held back)."""
         self.metrics.child(self.metrics.dropped, reason).inc()
         self.metrics.child(self.metrics.nas_dropped, nas, reason).inc()
         self.metrics.child(self.metrics.requests, kind, "dropped").inc()
+        suppressed = self._drop_throttle.allow(f"{nas}|{reason}")
+        if suppressed is not None:
+            self.log.warning(
+                "dropped",
+                nas=nas,
+                reason=reason,
+                kind=kind,
+                source=source or None,
+                detail=detail or None,
+                suppressed_since_last=suppressed,
+            )
 
     def receive(
         self,
@@ -170,13 +189,13 @@ class RadiusServer:
         source_ip = str(addr[0])
         nas = self.nas_table.lookup(source_ip)
         if nas is None:
-            self.drop("unknown_nas", kind)
+            self.drop("unknown_nas", kind, source=source_ip)
             return
         # a retransmission is recognised from its header alone, before any decoding work
         key = (accounting_port, addr[0], addr[1], data[:1], data[1:2], data[4:20])
         cached = self.duplicates.get(key, time.monotonic()) if len(data) >= 20 else None
         if cached is _IN_FLIGHT:
-            self.drop("duplicate_in_flight", kind, nas.name)
+            self.drop("duplicate_in_flight", kind, nas.name, source_ip)
             return
         if isinstance(cached, bytes):
             self.metrics.child(self.metrics.requests, kind, "duplicate").inc()
@@ -186,30 +205,33 @@ class RadiusServer:
             len(self.tasks) >= self.max_in_flight
             or self.nas_in_flight.get(nas.name, 0) >= self.nas_max_in_flight
         ):
-            self.drop("overload", kind, nas.name)
+            self.drop("overload", kind, nas.name, source_ip)
             return
         try:
-            request = self.codec.decode(data, nas.secret.bytes())
+            codec = self.codecs.get(nas.dialect, self.codec)
+            request = codec.decode(data, nas.secret.bytes())
         except Malformed as exc:
-            self.drop(exc.reason, kind, nas.name)
+            self.drop(exc.reason, kind, nas.name, source_ip, str(exc))
             return
+        for attribute in request.attribute_errors:
+            self.metrics.child(self.metrics.attribute_errors, nas.name, attribute).inc()
         expected = ACCOUNTING_REQUEST if accounting_port else ACCESS_REQUEST
         if request.code not in (expected, STATUS_SERVER):
-            self.drop("wrong_port", kind, nas.name)
+            self.drop("wrong_port", kind, nas.name, source_ip)
             return
         if request.code in (ACCESS_REQUEST, STATUS_SERVER):
             if request.code == STATUS_SERVER and not request.has_message_authenticator:
-                self.drop("missing_message_authenticator", kind, nas.name)
+                self.drop("missing_message_authenticator", kind, nas.name, source_ip)
                 return
             if nas.require_message_authenticator and not request.has_message_authenticator:
-                self.drop("missing_message_authenticator", kind, nas.name)
+                self.drop("missing_message_authenticator", kind, nas.name, source_ip)
                 return
             if (
                 nas.limit_proxy_state
                 and request.has_proxy_state
                 and not request.has_message_authenticator
             ):
-                self.drop("proxy_state_without_message_authenticator", kind, nas.name)
+                self.drop("proxy_state_without_message_authenticator", kind, nas.name, source_ip)
                 return
         self.duplicates.begin(key)
         task = asyncio.get_running_loop().create_task(

@@ -246,6 +246,7 @@ class CallRow(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     live_uid: Mapped[str] = mapped_column(String(64), default="")  # the hold's id in Redis
     accounted: Mapped[bool] = mapped_column(Boolean, default=False)  # accounting recorded
+    tags: Mapped[str] = mapped_column(String(255), default="", server_default="")
 
 
 class CallKeyRow(Base):
@@ -269,8 +270,9 @@ class CdrRow(Base):
             "acct_session_id",
             "conf_id",
             "origin",
-            "duration",
-            name="uq_cdrs_leg_identity",
+            "tags",
+            "once",
+            name="uq_cdrs_leg_once",
         ),
     )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -282,6 +284,9 @@ class CdrRow(Base):
     acct_session_id: Mapped[str] = mapped_column(String(255))
     conf_id: Mapped[str] = mapped_column(String(255), default="")
     origin: Mapped[str] = mapped_column(String(16), default="")
+    tags: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    # which Stop of the leg identity: its Start, then its duration or "t" (ClosedLeg.once)
+    once: Mapped[str] = mapped_column(String(64), default="", server_default="")
     called: Mapped[str] = mapped_column(String(64))
     duration: Mapped[int] = mapped_column(Integer)
     billed_duration: Mapped[int] = mapped_column(Integer)

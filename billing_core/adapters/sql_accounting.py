@@ -71,6 +71,7 @@ def _leg_key(identity: LegIdentity) -> LegKey:
         identity.acct_session_id,
         identity.conf_id,
         identity.origin,
+        identity.tags,
     )
 
 
@@ -308,6 +309,7 @@ class SqlAccountingTx:
         seen_at: datetime,
         live_uid: str,
         max_session_time: int = 0,
+        tags: str = "",
     ) -> CallRecord:
         call_id = self._new_call_id()
         self._new_calls[call_id] = {
@@ -331,6 +333,7 @@ class SqlAccountingTx:
             "epoch": epoch,
             "live_uid": live_uid,
             "accounted": True,
+            "tags": tags,
         }
         call = call_from(self._new_calls[call_id], frozenset(identifiers))
         self._calls[call_id] = call
@@ -392,14 +395,17 @@ class SqlAccountingTx:
                 acct_session_id=event.acct_session_id,
                 conf_id=event.conf_id or "",
                 origin=event.origin or "",
+                tags=event.tags,
             )
+        elif event.tags and not known.tags and known.acct_session_id == event.acct_session_id:
+            self._change(call.id, tags=event.tags)  # an authorization names no dialog tags
 
     def store_leg(self, leg: ClosedLeg) -> int | None:
         identity = leg.identity
         key = _leg_key(identity)
         self._read_legs({(identity.nas_key, identity.epoch, identity.acct_session_id)})
         stored = self._legs.setdefault(key, {})
-        if any(other.duration == leg.duration for other in stored.values()):
+        if any(other.once == leg.once for other in stored.values()):
             return None  # the unique leg identity: already stored
         provisional = -(len(self._new_legs) + 1)
         self._new_legs[provisional] = {
@@ -411,6 +417,8 @@ class SqlAccountingTx:
             "acct_session_id": identity.acct_session_id,
             "conf_id": identity.conf_id,
             "origin": identity.origin,
+            "tags": identity.tags,
+            "once": leg.once,
             "called": leg.called,
             "duration": leg.duration,
             "billed_duration": leg.billed_duration,
@@ -434,6 +442,8 @@ class SqlAccountingTx:
             called=leg.called,
             rated_at=leg.rated_at,
             call_live_uid=call.live_uid if call is not None else "",
+            stopped_at=leg.stopped_at,
+            once=leg.once,
         )
         return provisional
 

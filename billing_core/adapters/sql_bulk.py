@@ -62,7 +62,7 @@ live_t = table(LiveBalanceRow)
 nas_epochs_t = table(NasEpochRow)
 transactions_t = table(TransactionRow)
 
-LegKey = tuple[str, int, str, str, str]  # nas_key, epoch, acct_session_id, conf_id, origin
+LegKey = tuple[str, int, str, str, str, str]  # nas_key, epoch, session id, conf_id, origin, tags
 Row = dict[str, Any]
 
 # the columns written, and their PostgreSQL types (for the arrays)
@@ -95,6 +95,7 @@ CALL_COLUMNS = (
     ("epoch", "int4"),
     ("live_uid", "text"),
     ("accounted", "bool"),
+    ("tags", "text"),
 )
 CALL_TYPES = dict(CALL_COLUMNS)
 CDR_COLUMNS = (
@@ -107,6 +108,8 @@ CDR_COLUMNS = (
     ("acct_session_id", "text"),
     ("conf_id", "text"),
     ("origin", "text"),
+    ("tags", "text"),
+    ("once", "text"),
     ("called", "text"),
     ("duration", "int4"),
     ("billed_duration", "int4"),
@@ -281,6 +284,7 @@ CALL_READ = (
     "accounted",
     "epoch",
     "live_uid",
+    "tags",
 )
 
 
@@ -303,7 +307,8 @@ _PG_FIND_CALLS = (
 _PG_FIND_LEGS = (
     "SELECT d.id, d.client_id, d.duration, d.cost, d.closed_by, d.corrected_at, d.called, "
     "d.rated_at, coalesce(c.live_uid, '') AS live_uid, d.nas_key, d.epoch, "
-    "d.acct_session_id, d.conf_id, d.origin FROM json_array_elements(%s::json) AS v "
+    "d.acct_session_id, d.conf_id, d.origin, d.tags, d.once, d.stopped_at "
+    "FROM json_array_elements(%s::json) AS v "
     "JOIN LATERAL (SELECT * FROM cdrs WHERE nas_key = v->>0 AND epoch = (v->>1)::int4 "
     "AND acct_session_id = v->>2 OFFSET 0) AS d ON true "
     "LEFT JOIN calls c ON c.id = d.call_id ORDER BY d.id"
@@ -361,7 +366,7 @@ class PgBulk:
             values["hold"] = from_micros(values["hold"])
             for name in ("authorized_at", "started_at", "last_seen_at"):
                 values[name] = _aware(values[name])
-            out.append((call_from(values), row[18], row[19]))
+            out.append((call_from(values), row[len(CALL_READ)], row[len(CALL_READ) + 1]))
         return out
 
     def legs(self, triples: Sequence[tuple[str, int, str]]) -> list[tuple[LegKey, StoredLeg]]:
@@ -382,6 +387,9 @@ class PgBulk:
                 acct_session_id,
                 conf_id,
                 origin,
+                tags,
+                once,
+                stopped_at,
             ) = row  # the columns of _PG_FIND_LEGS, in its order
             leg = StoredLeg(
                 id=cdr_id,
@@ -393,8 +401,10 @@ class PgBulk:
                 called=called,
                 rated_at=rated_at.replace(tzinfo=UTC),
                 call_live_uid=live_uid,
+                stopped_at=stopped_at.replace(tzinfo=UTC),
+                once=once,
             )
-            out.append(((nas_key, epoch, acct_session_id, conf_id, origin), leg))
+            out.append(((nas_key, epoch, acct_session_id, conf_id, origin, tags), leg))
         return out
 
     def _next(self, table_name: str, count: int) -> list[int]:
@@ -543,7 +553,7 @@ class CoreBulk:
         rows = self.conn.execute(self.sql.find_legs, {"triples": list(triples)})
         return [
             (
-                (row.nas_key, row.epoch, row.acct_session_id, row.conf_id, row.origin),
+                (row.nas_key, row.epoch, row.acct_session_id, row.conf_id, row.origin, row.tags),
                 StoredLeg(
                     id=row.id,
                     client_id=row.client_id,
@@ -554,6 +564,8 @@ class CoreBulk:
                     called=row.called,
                     rated_at=row.rated_at,
                     call_live_uid=row.live_uid or "",
+                    stopped_at=row.stopped_at,
+                    once=row.once,
                 ),
             )
             for row in rows

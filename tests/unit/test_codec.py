@@ -719,9 +719,28 @@ MALFORMED: list[tuple[str, bytes, str]] = [
         "bad_authenticator",
     ),
     ("password-not-16n", raw_packet(ACCESS_REQUEST, attr(2, bytes(15))), "undecodable"),
-    ("nas-ip-3-octets", raw_packet(ACCESS_REQUEST, attr(4, b"\x0a\x00\x00")), "undecodable"),
-    ("acct-session-time-2-octets", signed_acct(attr(46, b"\x00\x01")), "undecodable"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "raw"),
+    [
+        (raw_packet(ACCESS_REQUEST, attr(4, b"\x0a\x00\x00")), "NAS-IP-Address", b"\n\x00\x00"),
+        (signed_acct(attr(46, b"\x00\x01")), "Acct-Session-Time", b"\x00\x01"),
+        # Kamailio's rad_time_mode: Event-Timestamp as a string with microseconds
+        (signed_acct(attr(55, b"1445590624.377372")), "Event-Timestamp", b"1445590624.377372"),
+    ],
+    ids=["nas-ip-3-octets", "acct-session-time-2-octets", "event-timestamp-string"],
+)
+def test_a_value_that_does_not_fit_its_type_is_kept_raw_and_named(
+    data: bytes, name: str, raw: bytes
+) -> None:
+    """Only a broken structure is malformed: the attribute is kept as received octets, named
+    in attribute_errors (counted by the transport), and the packet decodes."""
+    request = decode(data)
+    assert request.attributes[name] == [raw]
+    assert request.attribute_errors == [name]
+    assert decode(GOOD_ACCT).attribute_errors == []
 
 
 @pytest.mark.parametrize(

@@ -253,7 +253,7 @@ def test_rfc5090_is_ignored_where_the_dialect_does_not_use_it() -> None:
 def test_strip_realm_applies_to_the_digest_user_name() -> None:
     digest = Digest(**{**_fields(VECTORS[2][1]), "username": "bob@biloxi.com"})
     request = CODEC.decode(access_request(sterman(digest, "someone-else")), SECRET)
-    stripped = attributes.authorize_command(request, "n", datetime.now(UTC), strip_realm=True)
+    stripped = attributes.authorize_command(request, "n", datetime.now(UTC), realm=True)
     kept = attributes.authorize_command(request, "n", datetime.now(UTC))
     assert stripped.caller.user_name == "bob"
     assert kept.caller.user_name == "bob@biloxi.com"
