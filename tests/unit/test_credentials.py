@@ -39,7 +39,7 @@ from billing_core.ports import Catalog, HoldRequest, LockoutProbe, SecretUnavail
 from billing_core.services import AuthorizationService, AuthOutcome, SecretCache
 from radiusd import attributes
 from radiusd.codec import Codec, load_dictionary
-from radiusd.config import ConfigError, parse_config
+from radiusd.config import ConfigError, parse_config, render_effective
 
 D: Any = load_dictionary()
 CODEC = Codec(D)
@@ -336,6 +336,8 @@ def test_security_config_is_one_line_errors_and_a_masked_key(tmp_path: Path) -> 
     assert config.security.secrets_key is not None
     assert config.security.secrets_key.reveal() == KEY
     assert KEY.hex() not in repr(config)
+    shown = render_effective(config)  # check-config
+    assert KEY.hex() not in shown and 'secrets_key_env = "K"' in shown
     assert config.security.max_auth_failures == 3
     assert config.security.auth_lockout_seconds == 60
     with pytest.raises(ConfigError, match=r"security\.max_auth_failures"):
