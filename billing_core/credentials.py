@@ -8,6 +8,7 @@ the service) when it allows CHAP or Digest, which both need it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -94,7 +95,7 @@ def pap_ok(secret: bytes, password: bytes) -> bool:
 
 def chap_response(ident: int, secret: bytes, challenge: bytes) -> bytes:
     """RFC 2865 §5.3 / RFC 1994: MD5(CHAP ident + secret + challenge)."""
-    return hashlib.md5(bytes((ident,)) + secret + challenge).digest()  # noqa: S324 - RFC 1994
+    return _md5(bytes((ident,)) + secret + challenge).digest()
 
 
 def chap_ok(secret: bytes, chap: Chap) -> bool:
@@ -102,43 +103,46 @@ def chap_ok(secret: bytes, chap: Chap) -> bool:
 
 
 def _h(text: bytes) -> bytes:
-    return hashlib.md5(text).hexdigest().encode()  # noqa: S324 - RFC 2617 Digest is MD5
+    return _md5(text).hexdigest().encode()
+
+
+_md5 = functools.partial(hashlib.md5, usedforsecurity=False)  # RFC 2617 Digest is MD5
 
 
 def digest_response(secret: bytes, digest: Digest) -> str | None:
     """The response the caller must have sent (RFC 2617 §3.2.2.1), lower-case hex; None when
     the request asks for what cannot be computed (an unknown algorithm or qop, auth-int
     without the body's hash, qop without cnonce or nonce count)."""
-    algorithm = digest.algorithm.lower()
-    qop = digest.qop.lower()
+    algorithm = digest.algorithm.lower() if digest.algorithm else ""
+    qop = digest.qop.lower() if digest.qop else ""
     if algorithm not in ("", "md5", "md5-sess") or qop not in ("", "auth", "auth-int"):
         return None
     if qop and not (digest.cnonce and digest.nonce_count):
         return None
-    ha1 = _h(b":".join((digest.username.encode(), digest.realm.encode(), secret)))
+    nonce = digest.nonce.encode()
+    ha1 = _h(b"%s:%s:%s" % (digest.username.encode(), digest.realm.encode(), secret))
     if algorithm == "md5-sess":
         if not digest.cnonce:
             return None
-        ha1 = _h(b":".join((ha1, digest.nonce.encode(), digest.cnonce.encode())))
-    a2 = [digest.method.encode(), digest.uri.encode()]
+        ha1 = _h(b"%s:%s:%s" % (ha1, nonce, digest.cnonce.encode()))
+    a2 = b"%s:%s" % (digest.method.encode(), digest.uri.encode())
     if qop == "auth-int":
         if not digest.body_digest:
             return None
-        a2.append(digest.body_digest.lower().encode())
-    ha2 = _h(b":".join(a2))
-    parts: tuple[bytes, ...]
+        a2 += b":" + digest.body_digest.lower().encode()
+    ha2 = _h(a2)
     if qop:
-        parts = (
+        final = b"%s:%s:%s:%s:%s:%s" % (
             ha1,
-            digest.nonce.encode(),
+            nonce,
             digest.nonce_count.encode(),
             digest.cnonce.encode(),
             qop.encode(),
             ha2,
         )
     else:
-        parts = (ha1, digest.nonce.encode(), ha2)
-    return _h(b":".join(parts)).decode()
+        final = b"%s:%s:%s" % (ha1, nonce, ha2)
+    return _md5(final).hexdigest()
 
 
 def digest_ok(secret: bytes, digest: Digest) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 
 from billing_core.identification import CallerFacts
@@ -37,7 +36,7 @@ _DIGEST_USER_NAME = 10  # draft-sterman: a sub-attribute of Digest-Attributes (2
 
 def digest_user_name(request: Request) -> str | None:
     """The user name of draft-sterman's Digest-Attributes, when the request carries one."""
-    for raw in request.attributes.get("Digest-Attributes", ()):
+    for raw in (request.digest or {}).get(207, ()):
         if isinstance(raw, bytes) and len(raw) >= 2 and raw[0] == _DIGEST_USER_NAME:
             return raw[2 : raw[1]].decode("utf-8", "replace") if raw[1] >= 2 else None
     return None
@@ -51,14 +50,18 @@ def strip_realm(name: str | None) -> str | None:
     return name
 
 
-def caller_facts(request: Request, realm: bool = False) -> CallerFacts:
+def caller_facts(
+    request: Request, realm: bool = False, user_name: str | None = None
+) -> CallerFacts:
     """What the request says about its caller; ``realm``: strip ``@domain`` from User-Name
-    (and from the digest user name, used when there is no User-Name)."""
-    user_name = request.text("User-Name")
-    if user_name is None and "Digest-Attributes" in request.attributes:
-        user_name = digest_user_name(request)
-    if realm:
-        user_name = strip_realm(user_name)
+    (and from the digest user name, used when there is no User-Name). ``user_name``: the
+    name that identifies the caller, already found (a digest's)."""
+    if user_name is None:
+        user_name = request.text("User-Name")
+        if user_name is None and request.digest is not None:
+            user_name = digest_user_name(request)
+        if realm:
+            user_name = strip_realm(user_name)
     return CallerFacts(
         user_name=user_name,
         framed_ip=request.text("Framed-IP-Address"),
@@ -86,80 +89,56 @@ def call_identifiers(request: Request, session_id: str | None = None) -> tuple[s
     return tuple(dict.fromkeys(ids))
 
 
-# draft-sterman Digest-Attributes (207) sub-attribute types -> Digest fields
-_STERMAN_FIELDS = {
-    1: "realm",
-    2: "nonce",
-    3: "method",
-    4: "uri",
-    5: "qop",
-    6: "algorithm",
-    7: "body_digest",
-    8: "cnonce",
-    9: "nonce_count",
-    10: "username",
-}
-# RFC 5090 attribute types -> Digest fields (103 is the response itself)
-_RFC5090_FIELDS = {
-    104: "realm",
-    105: "nonce",
-    108: "method",
-    109: "uri",
-    110: "qop",
-    111: "algorithm",
-    112: "body_digest",
-    113: "cnonce",
-    114: "nonce_count",
-    115: "username",
-}
+# draft-sterman Digest-Attributes (207) sub-attribute type -> position in parts; RFC 5090
+# attribute type -> the same positions. Positions: realm, nonce, method, uri, qop,
+# algorithm, body digest, cnonce, nonce count, user name.
+_STERMAN_AT = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7, 9: 8, 10: 9}
+_RFC5090_AT = {104: 0, 105: 1, 108: 2, 109: 3, 110: 4, 111: 5, 112: 6, 113: 7, 114: 8, 115: 9}
 _STERMAN_RESPONSE = 206
 _STERMAN_ATTRIBUTES = 207
 _RFC5090_RESPONSE = 103
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")
 
 
 def digest_credentials(request: Request, *, rfc5090: bool = True) -> Digest | None:
     """The SIP Digest of an Access-Request: draft-sterman (Digest-Response 206 with
     Digest-Attributes 207, one sub-attribute each, as Kamailio, OpenSIPS and Sippy send), else
     RFC 5090 Digest-* (103-115) when the NAS's dialect uses them (``rfc5090``). None when
-    there is none, or it lacks a part every digest has (then the request is refused as a
-    digest cannot be verified, not as another method)."""
+    there is none; a part it lacks is empty (a digest that then cannot be computed fails)."""
     raw = request.digest
     if not raw:
         return None
-    fields: dict[str, str] = {}
-    if _STERMAN_RESPONSE in raw:
-        response = _text(raw[_STERMAN_RESPONSE][0])
+    parts = [b""] * 10
+    found = raw.get(_STERMAN_RESPONSE)
+    if found is not None:
+        response = found[0]
+        at = _STERMAN_AT
         for value in raw.get(_STERMAN_ATTRIBUTES, ()):
             # sub-attribute: type, length (counting these two octets), value
-            if len(value) < 2 or value[1] < 2 or value[1] > len(value):
-                continue
-            name = _STERMAN_FIELDS.get(value[0])
-            if name is not None:
-                fields.setdefault(name, _text(value[2 : value[1]]))
+            if len(value) >= 2 and 2 <= value[1] <= len(value):
+                i = at.get(value[0])
+                if i is not None and not parts[i]:
+                    parts[i] = value[2 : value[1]]
     elif rfc5090 and _RFC5090_RESPONSE in raw:
-        response = _text(raw[_RFC5090_RESPONSE][0])
-        for kind, name in _RFC5090_FIELDS.items():
+        response = raw[_RFC5090_RESPONSE][0]
+        for kind, i in _RFC5090_AT.items():
             values = raw.get(kind)
             if values:
-                fields[name] = _text(values[0])
+                parts[i] = values[0]
     else:
         return None
+    text = [p.decode("utf-8", "replace") for p in parts]
     return Digest(
-        response=response,
-        username=fields.get("username", ""),
-        realm=fields.get("realm", ""),
-        nonce=fields.get("nonce", ""),
-        method=fields.get("method", ""),
-        uri=fields.get("uri", ""),
-        qop=fields.get("qop", ""),
-        algorithm=fields.get("algorithm", ""),
-        cnonce=fields.get("cnonce", ""),
-        nonce_count=fields.get("nonce_count", ""),
-        body_digest=fields.get("body_digest", ""),
+        response.decode("utf-8", "replace"),
+        text[9],
+        text[0],
+        text[1],
+        text[2],
+        text[3],
+        text[4],
+        text[5],
+        text[7],
+        text[8],
+        text[6],
     )
 
 
@@ -179,11 +158,10 @@ def authorize_command(
 ) -> AuthorizeCall:
     chap = Chap(*request.chap) if request.chap else None
     session_id = request.text("Acct-Session-Id")
-    caller = caller_facts(request, realm)
     digest = digest_credentials(request, rfc5090=rfc5090) if request.digest else None
-    if digest is not None and digest.username:
-        # the digest user name identifies the account (User-Name may carry "@realm")
-        caller = replace(caller, user_name=digest_account_name(digest, strip=realm))
+    # the digest user name identifies the account (User-Name may carry "@realm")
+    name = digest_account_name(digest, strip=realm) if digest and digest.username else None
+    caller = caller_facts(request, realm, name)
     return AuthorizeCall(
         nas_key=key,
         caller=caller,

@@ -36,6 +36,7 @@ _CHAP_CHALLENGE = 60
 # SIP Digest: RFC 5090 Digest-* (103-122) and draft-sterman Digest-Response (206) with its
 # Digest-Attributes (207); kept as octets for radiusd.attributes.digest_credentials
 DIGEST_KINDS = frozenset((*range(103, 123), 206, 207))
+_DIGEST_ATTRIBUTES = 207
 # the attributes decode() keeps as received octets too
 _RAW_KINDS = frozenset(
     (_PROXY_STATE, _USER_PASSWORD, _CHAP_PASSWORD, _CHAP_CHALLENGE, *DIGEST_KINDS)
@@ -348,6 +349,9 @@ class Codec:
                         raw_by_type[kind] = [value]
                     else:
                         raws.append(value)
+                    if kind == _DIGEST_ATTRIBUTES:
+                        pos += size  # its sub-attributes are read from the octets (digest)
+                        continue
                 known = standard[kind]
                 if known is not None:
                     name, decode = known
