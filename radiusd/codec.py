@@ -402,7 +402,7 @@ class Codec:
             if raw_chap and len(raw_chap[0]) == 17:
                 challenge = raw_by_type.get(_CHAP_CHALLENGE, [authenticator])[0]
                 request.chap = (raw_chap[0][0], raw_chap[0][1:], challenge)
-            if 206 in raw_by_type or 103 in raw_by_type:
+            if 206 in raw_by_type or 207 in raw_by_type or 103 in raw_by_type:
                 request.digest = {k: v for k, v in raw_by_type.items() if k in DIGEST_KINDS}
         return request
 
