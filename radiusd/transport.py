@@ -150,7 +150,6 @@ class RadiusServer:
         self.duplicates = DuplicateCache(duplicate_ttl, duplicate_size)
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False  # set on shutdown: new datagrams are ignored
-        self._throttle = LogThrottle(5.0)
         self._drop_throttle = LogThrottle(1.0)  # one line per NAS and reason a second
         self.log = get_logger("radiusd.transport")
         metrics.track_in_flight(lambda: len(self.tasks))
@@ -269,7 +268,7 @@ class RadiusServer:
             self.metrics.child(self.metrics.dropped, reason).inc()
             self.metrics.child(self.metrics.nas_dropped, nas.name, reason).inc()
             self.metrics.child(self.metrics.requests, kind, "error").inc()
-            suppressed = self._throttle.allow(reason)
+            suppressed = self._drop_throttle.allow(f"{nas.name}|{reason}")
             if suppressed is not None:
                 self.log.error(
                     reason,

@@ -80,6 +80,9 @@ class Kamailio:
         ]
         if not o.radius_auth:
             defines.append("NO_RADIUS_AUTH")
+        modules = sorted(Path("/usr/lib").glob("*/kamailio/modules"))
+        if modules:  # Debian's multiarch directory
+            defines.append(f'MPATH="{modules[0]}/"')
         binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
         cmd = [binary, "-f", str(CONTRIB / "kamailio.cfg"), "-DD", "-E", "-m", "32", "-M", "8"]
         cmd += ["-P", str(self.workdir / "kamailio.pid"), "-Y", str(self.workdir)]

@@ -1,6 +1,10 @@
 """Real SIP calls through Debian's Kamailio (the shipped contrib/kamailio/kamailio.cfg), which
 authorizes them with the daemon (auth_radius) and accounts them to it (acc_radius): on
-SQLite and on PostgreSQL with Redis."""
+SQLite and on PostgreSQL with Redis.
+
+One daemon per backend serves the whole module (its start and the provisioning cost more
+than a call); each test has its own client, its own Kamailio (half a second to start) and
+its own callee."""
 
 from __future__ import annotations
 
@@ -9,18 +13,33 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+import redis
+from sqlalchemy import create_engine, make_url, text
 
+from billing_core.adapters.db import make_engine, upgrade
+
+from ..conftest import ADMIN_URL, REDIS_URL
 from .conftest import Daemon, make_daemon
 from .kamailio import Kamailio, KamailioOptions
 from .sipua import Callee, Caller
 
+NUMBER = "4420794600123"  # 0.60 a minute: 0.01 a second
+# one client per test, so that the tests share the daemon and not their balances
+CLIENTS = {
+    "alice": "10.00",  # the 5 s call
+    "bob": "10.00",  # CANCEL and 486 (capacity 1)
+    "carol": "10.00",  # a reused Call-ID
+    "dave": "10.00",  # a failover
+    "erin": "10.00",  # microsecond Event-Timestamps
+    "tiny": "0.03",  # a 3 s grant
+}
 PROVISIONING = """
 rate_tables:
   - name: retail
@@ -29,19 +48,16 @@ rate_tables:
       - {code: "44", name: UK, rate: "0.60", setup_fee: "0", min_volume: 0, interval: 1,
          grace_volume: 0, effective_date: "2026-01-01T00:00:00Z"}
 clients:
-  - name: Alice
+""" + "".join(
+    f"""  - name: {name.title()}
     rate_table: retail
     capacity: 1
-    payments: [{id: opening, amount: "10.00"}]
+    payments: [{{id: {name}-opening, amount: "{amount}"}}]
     accounts:
-      - {name: alice-login, ident: login, value: alice}
-  - name: Tiny
-    rate_table: retail
-    payments: [{id: tiny-opening, amount: "0.03"}]
-    accounts:
-      - {name: tiny-login, ident: login, value: tiny}
+      - {{name: {name}-login, ident: login, value: {name}}}
 """
-NUMBER = "4420794600123"  # 0.60 a minute: 0.01 a second
+    for name, amount in CLIENTS.items()
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,11 +66,51 @@ def _kamailio_present() -> None:
         pytest.fail("kamailio is missing: install kamailio and kamailio-radius-modules (.ci/run)")
 
 
-@pytest.fixture(params=["sqlite", "postgresql+redis"])
-def sip_backend(request: pytest.FixtureRequest) -> tuple[str, str]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql+redis"])
+def backend_of_module(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """(database URL, Redis URL or "") of the module's daemon, on real servers."""
     if request.param == "sqlite":
-        return str(request.getfixturevalue("sqlite_url")), ""
-    return str(request.getfixturevalue("pg_url")), str(request.getfixturevalue("redis_url"))
+        url = f"sqlite:///{tmp_path_factory.mktemp('sip') / 'billing.db'}"
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url, ""
+        return
+    template = request.getfixturevalue("pg_template")
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"radiusd_sip_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    live = redis.Redis.from_url(REDIS_URL)
+    live.flushdb()
+    try:
+        yield (
+            make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False),
+            REDIS_URL,
+        )
+    finally:
+        live.flushdb()
+        live.close()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def node(
+    backend_of_module: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Daemon]:
+    """The module's daemon: [[nas]] 127.0.0.1 with dialect = "kamailio"."""
+    workdir = tmp_path_factory.mktemp("node")
+    daemon = make_daemon(workdir, backend_of_module, extra='dialect = "kamailio"')
+    (workdir / "sip.yaml").write_text(PROVISIONING)
+    daemon.billingctl("load", str(workdir / "sip.yaml"))
+    daemon.start()
+    yield daemon
+    if daemon.process is not None:
+        daemon.stop()
 
 
 @dataclass
@@ -64,63 +120,67 @@ class Setup:
     callee: Callee
     db_url: str
 
-    def events(self) -> list[tuple[int, dict[str, list[str]]]]:
-        """The stored accounting events: (Acct-Status-Type, attributes by name)."""
+    def caller(self, user: str) -> Caller:
+        return Caller(("127.0.0.1", self.kamailio.port), user)
+
+    def cdrs(self, client: str) -> list[dict[str, object]]:
+        args = ("cdrs", "list", "--client", client, "--format", "json")
+        return list(json.loads(self.daemon.billingctl(*args).stdout))
+
+    def events(self, call_id: str) -> list[tuple[int, dict[str, list[str]]]]:
+        """One call's stored accounting events: (Acct-Status-Type, attributes by name)."""
         engine = create_engine(self.db_url)
         try:
             with engine.connect() as conn:
-                rows = conn.execute(text("SELECT status, attributes FROM acct_events ORDER BY id"))
+                rows = conn.execute(
+                    text(
+                        "SELECT status, attributes FROM acct_events "
+                        "WHERE acct_session_id = :call_id ORDER BY id"
+                    ),
+                    {"call_id": call_id},
+                )
                 return [(int(status), json.loads(attrs)) for status, attrs in rows]
         finally:
             engine.dispose()
 
-    def caller(self, user: str = "alice") -> Caller:
-        return Caller(("127.0.0.1", self.kamailio.port), user)
-
-    def cdrs(self) -> list[dict[str, object]]:
-        out = self.daemon.billingctl("cdrs", "list", "--format", "json").stdout
-        return list(json.loads(out))
-
-    def sessions(self) -> list[dict[str, object]]:
-        out = self.daemon.billingctl("sessions", "list", "--format", "json").stdout
-        return list(json.loads(out))
+    def requests(self, code: str, client: str | None = None) -> list[dict[str, object]]:
+        return [
+            e
+            for e in self.daemon.log_events("radius_request")
+            if e.get("code") == code and (client is None or e.get("client") == client)
+        ]
 
 
 def _setup(
+    node: Daemon,
     tmp_path: Path,
-    backend: tuple[str, str],
+    db_url: str,
     *,
     behaviour: str = "answer",
     to_tag: str = "",
-    acct_ports_of: Callable[[int], tuple[int, ...]] | None = None,
+    acct_ports: tuple[int, ...] = (),
     **options: object,
 ) -> Iterator[Setup]:
-    daemon = make_daemon(tmp_path, backend, extra='dialect = "kamailio"')
-    (tmp_path / "sip.yaml").write_text(PROVISIONING)
-    daemon.billingctl("load", str(tmp_path / "sip.yaml"))
-    daemon.start()
     kamailio = Kamailio(
         tmp_path,
         KamailioOptions(
-            auth_ports=(daemon.auth_port,),
-            acct_ports=acct_ports_of(daemon.acct_port) if acct_ports_of else (daemon.acct_port,),
+            auth_ports=(node.auth_port,),
+            acct_ports=acct_ports or (node.acct_port,),
             **options,  # type: ignore[arg-type]
         ),
     )
     callee = Callee(behaviour, to_tag=to_tag)
     try:
         kamailio.start()
-        yield Setup(daemon, kamailio, callee, backend[0])
+        yield Setup(node, kamailio, callee, db_url)
     finally:
         callee.close()
         kamailio.stop()
-        if daemon.process is not None:
-            daemon.stop()
 
 
 @pytest.fixture
-def sip(tmp_path: Path, sip_backend: tuple[str, str]) -> Iterator[Setup]:
-    yield from _setup(tmp_path, sip_backend)
+def sip(node: Daemon, tmp_path: Path, backend_of_module: tuple[str, str]) -> Iterator[Setup]:
+    yield from _setup(node, tmp_path, backend_of_module[0])
 
 
 def _cost(value: object) -> Decimal:
@@ -130,70 +190,73 @@ def _cost(value: object) -> Decimal:
 def test_a_5_second_call_of_a_user_at_domain_caller_is_charged_once(sip: Setup) -> None:
     """auth_radius sends User-Name "alice@sip.example.net" (strip_realm: alice), the grant
     comes back; Start and Stop carry no Acct-Session-Time: 5 s from their event times."""
-    caller = sip.caller()
+    caller = sip.caller("alice")
     try:
         result = caller.call(NUMBER, sip.callee.port, talk=5.0)
     finally:
         caller.close()
     assert result.status == 200, (result, sip.kamailio.log()[-3000:])
     assert 407 in result.responses  # challenged, then authorized by the daemon
-    cdrs = sip.cdrs()
-    assert [(c["client"], c["called"], c["closed_by"]) for c in cdrs] == [
-        ("Alice", NUMBER, "stop")
-    ], sip.daemon.log()[-3000:]
+    cdrs = sip.cdrs("Alice")
+    assert [(c["called"], c["closed_by"]) for c in cdrs] == [(NUMBER, "stop")]
     assert cdrs[0]["duration"] in (5, 6)  # the event times of Start and Stop, rounded
     assert _cost(cdrs[0]["cost"]) == Decimal("0.01") * int(str(cdrs[0]["duration"]))
     alice = sip.daemon.client("Alice")
     assert _cost(alice["live_balance"]) == Decimal("10.00") - _cost(cdrs[0]["cost"])
-    assert sip.sessions() == [] and alice["held"] == "0.00"
-    accepts = [
-        e for e in sip.daemon.log_events("radius_request") if e.get("code") == "Access-Request"
-    ]
+    assert alice["held"] == "0.00" and alice["active_calls"] == 0
+    accepts = sip.requests("Access-Request", "Alice")
     assert [(e["user"], e["outcome"]) for e in accepts] == [("alice", "accept")]
     # Kamailio's own attributes decoded by name and stored with each event
-    events = sip.events()
+    events = sip.events(result.call_id)
     assert [status for status, _ in events] == [1, 2]
     (_, start), (_, stop) = events
     assert start["Sip-Method"] == ["Invite"] and stop["Sip-Method"] == ["Bye"]
     assert start["Sip-Response-Code"] == ["200"]
     assert start["Sip-From-Tag"] == [result.from_tag] == stop["Sip-From-Tag"]
     assert start["Sip-To-Tag"] == [result.to_tag] == stop["Sip-To-Tag"]
-    assert start["Acct-Session-Id"] == [result.call_id]
     assert start["User-Name"] == ["alice@sip.example.net"]
     assert "Error-Cause" not in start
 
 
 def test_cancel_and_486_charge_nothing_and_hold_no_channel(
-    tmp_path: Path, sip_backend: tuple[str, str]
+    node: Daemon, tmp_path: Path, backend_of_module: tuple[str, str]
 ) -> None:
     """Failed (15) with zero_duration_stop = final (the kamailio default): the call ends at
-    once. Alice's capacity is 1: a held channel would refuse her next call."""
-    for setup in _setup(tmp_path, sip_backend, behaviour="ring"):
-        caller = setup.caller()
+    once. Bob's capacity is 1: a held channel would refuse his next call (code 3)."""
+    for setup in _setup(node, tmp_path, backend_of_module[0], behaviour="ring"):
+        caller = setup.caller("bob")
         try:
             cancelled = caller.call(NUMBER, setup.callee.port, cancel_after_ringing=True)
             assert cancelled.status == 487, cancelled
             setup.callee.behaviour = "busy"
             busy = caller.call(NUMBER, setup.callee.port)
             assert busy.status == 486, busy
-            assert setup.sessions() == []  # no hold, no channel
             setup.callee.behaviour = "answer"
             answered = caller.call(NUMBER, setup.callee.port, talk=1.0)
             assert answered.status == 200, answered  # capacity 1 is free again
         finally:
             caller.close()
-        cdrs = setup.cdrs()
-        assert [c["acct_session_id"] for c in cdrs] == [answered.call_id]
-        failed = [attrs for status, attrs in setup.events() if status == 15]
+        assert [c["acct_session_id"] for c in setup.cdrs("Bob")] == [answered.call_id]
+        failed = [
+            attrs
+            for call in (cancelled, busy)
+            for status, attrs in setup.events(call.call_id)
+            if status == 15
+        ]
         assert sorted(a["Sip-Response-Code"][0] for a in failed) == ["486", "487"]
-        assert setup.daemon.client("Alice")["held"] == "0.00"
+        bob = setup.daemon.client("Bob")
+        assert bob["held"] == "0.00" and bob["active_calls"] == 0
+        rejects = [e for e in setup.requests("Access-Request", "Bob") if e["outcome"] != "accept"]
+        assert rejects == []
 
 
-def test_a_reused_call_id_is_charged_again(tmp_path: Path, sip_backend: tuple[str, str]) -> None:
+def test_a_reused_call_id_is_charged_again(
+    node: Daemon, tmp_path: Path, backend_of_module: tuple[str, str]
+) -> None:
     """The caller reuses Call-ID and From-tag, the callee its To-tag: the same leg identity.
     The second call's Start comes after the first's Stop: a new leg, charged again."""
-    for setup in _setup(tmp_path, sip_backend, to_tag="fixed-to-tag"):
-        caller = setup.caller()
+    for setup in _setup(node, tmp_path, backend_of_module[0], to_tag="fixed-to-tag"):
+        caller = setup.caller("carol")
         try:
             first = caller.call(NUMBER, setup.callee.port, talk=1.0)
             second = caller.call(
@@ -207,12 +270,13 @@ def test_a_reused_call_id_is_charged_again(tmp_path: Path, sip_backend: tuple[st
             first.from_tag,
             first.to_tag,
         )
-        cdrs = setup.cdrs()
+        cdrs = setup.cdrs("Carol")
         assert [c["acct_session_id"] for c in cdrs] == [first.call_id] * 2
         assert all(int(str(c["duration"])) >= 1 for c in cdrs)
         charged = sum(_cost(c["cost"]) for c in cdrs)
-        assert _cost(setup.daemon.client("Alice")["live_balance"]) == Decimal("10.00") - charged
-        assert setup.sessions() == []
+        carol = setup.daemon.client("Carol")
+        assert _cost(carol["live_balance"]) == Decimal("10.00") - charged
+        assert carol["active_calls"] == 0
 
 
 class FailoverRelay:
@@ -286,23 +350,20 @@ def _stops(daemon: Daemon) -> list[object]:
 
 
 def test_a_stop_sent_again_after_a_failover_is_charged_once(
-    tmp_path: Path, sip_backend: tuple[str, str]
+    node: Daemon, tmp_path: Path, backend_of_module: tuple[str, str]
 ) -> None:
     """Kamailio's accounting has no Acct-Session-Time: the second node computes another
     duration from the Stop's later arrival, and still knows the leg as stopped."""
-    relay: FailoverRelay | None = None
     (tmp_path / "node-b").mkdir()
-    node_b = make_daemon(tmp_path / "node-b", sip_backend, extra='dialect = "kamailio"')
-
-    def via_relay(node_a: int) -> tuple[int, ...]:
-        nonlocal relay
-        node_b.start()
-        relay = FailoverRelay(node_a, node_b.acct_port)
-        return (relay.port,)
-
+    node_b = make_daemon(tmp_path / "node-b", backend_of_module, extra='dialect = "kamailio"')
+    node_b.start()
+    relay = FailoverRelay(node.acct_port, node_b.acct_port)
+    stops_before = _stops(node)
     try:
-        for setup in _setup(tmp_path, sip_backend, acct_ports_of=via_relay, radius_timeout=1):
-            caller = setup.caller()
+        for setup in _setup(
+            node, tmp_path, backend_of_module[0], acct_ports=(relay.port,), radius_timeout=1
+        ):
+            caller = setup.caller("dave")
             try:
                 result = caller.call(NUMBER, setup.callee.port, talk=1.0)
             finally:
@@ -311,44 +372,45 @@ def test_a_stop_sent_again_after_a_failover_is_charged_once(
             deadline = time.monotonic() + 10
             while not _stops(node_b) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert relay is not None and relay.lost == 1
-            assert _stops(setup.daemon) == ["charged"]
+            assert relay.lost == 1
+            assert _stops(node)[len(stops_before) :] == ["charged"]
             assert _stops(node_b) == ["duplicate"]
-            cdrs = setup.cdrs()
+            cdrs = setup.cdrs("Dave")
             assert len(cdrs) == 1
-            balance = _cost(setup.daemon.client("Alice")["live_balance"])
+            balance = _cost(setup.daemon.client("Dave")["live_balance"])
             assert balance == Decimal("10.00") - _cost(cdrs[0]["cost"])
     finally:
-        if relay is not None:
-            relay.close()
-        if node_b.process is not None:
-            node_b.stop()
+        relay.close()
+        node_b.stop()
 
 
 def test_microsecond_event_timestamps_are_kept_raw_and_the_call_billed(
-    tmp_path: Path, sip_backend: tuple[str, str]
+    node: Daemon, tmp_path: Path, backend_of_module: tuple[str, str]
 ) -> None:
     """rad_time_mode = 1: Event-Timestamp "1445590624.377372" does not fit its date type;
     counted, kept raw, and the packets processed."""
-    for setup in _setup(tmp_path, sip_backend, rad_time_mode=1):
-        caller = setup.caller()
+    for setup in _setup(node, tmp_path, backend_of_module[0], rad_time_mode=1):
+        caller = setup.caller("erin")
         try:
             result = caller.call(NUMBER, setup.callee.port, talk=1.0)
         finally:
             caller.close()
         assert result.status == 200
-        assert len(setup.cdrs()) == 1
+        assert len(setup.cdrs("Erin")) == 1
         _status, body = setup.daemon.http("/metrics")
         line = 'radiusd_attribute_errors_total{attribute="Event-Timestamp",nas="127.0.0.1/32"} 2.0'
         assert line in body
-        stamps = [attrs["Event-Timestamp"][0] for _status, attrs in setup.events()]
+        stamps = [attrs["Event-Timestamp"][0] for _status, attrs in setup.events(result.call_id)]
+        assert len(stamps) == 2
         assert all(bytes.fromhex(s).decode().count(".") == 1 for s in stamps), stamps
 
 
-def test_the_grant_ends_the_dialog(tmp_path: Path, sip_backend: tuple[str, str]) -> None:
+def test_the_grant_ends_the_dialog(
+    node: Daemon, tmp_path: Path, backend_of_module: tuple[str, str]
+) -> None:
     """Tiny has 0.03 USD at 0.01 a second: a 3 s grant, sent as SIP-AVP credit_time:3; the
-    dialog module ends the call with a BYE to both sides."""
-    for setup in _setup(tmp_path, sip_backend):
+    dialog module ends the call with a BYE to both sides, and accounts it (a Stop)."""
+    for setup in _setup(node, tmp_path, backend_of_module[0]):
         caller = setup.caller("tiny")
         try:
             result = caller.call(NUMBER, setup.callee.port, wait_bye=15.0)
@@ -357,9 +419,14 @@ def test_the_grant_ends_the_dialog(tmp_path: Path, sip_backend: tuple[str, str])
         assert result.status == 200
         assert result.bye_from_network, setup.kamailio.log()[-2000:]
         assert setup.callee.calls[result.call_id].bye_received
-        accepts = [
-            e
-            for e in setup.daemon.log_events("radius_request")
-            if e.get("code") == "Access-Request"
-        ]
-        assert [(e["client"], e["grant"]) for e in accepts] == [("Tiny", 3)]
+        accepts = setup.requests("Access-Request", "Tiny")
+        assert [e["grant"] for e in accepts] == [3]
+        deadline = time.monotonic() + 5
+        while len(setup.events(result.call_id)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        cdrs = setup.cdrs("Tiny")
+        # cut at the grant (Kamailio's dialog timer ticks by the second: 2 to 4 s), charged
+        assert [c["closed_by"] for c in cdrs] == ["stop"]
+        assert 2 <= int(str(cdrs[0]["duration"])) <= 4
+        tiny = setup.daemon.client("Tiny")
+        assert (tiny["held"], tiny["active_calls"]) == ("0.00", 0)
