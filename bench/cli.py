@@ -499,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs = scenarios.jobs_for(scenarios.SCENARIOS[scenario], args.max_rate, bench.seconds())
             pools[scenario] = bench.pool(scenario, big, jobs, cache=True)
             for target in running:
+                if scenario in scenarios.OURS_ONLY and not isinstance(target, OurServer):
+                    continue
                 run.measurements.append(
                     measure(target, scenario, pools[scenario], bench.load, bench.checker)
                 )

@@ -16,7 +16,7 @@ import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: every other login allows pap, chap and digest
 OUT = Path(__file__).resolve().parent / "out"
 CURRENCY = "USD"
 OPENING_BALANCE = "1000000.00"
@@ -56,6 +56,7 @@ class Login:
     password: str
     table: int
     postpaid: bool
+    methods: str = "pap"  # "pap" (a salted hash) or "pap,chap,digest" (encrypted)
 
 
 @dataclass
@@ -70,7 +71,9 @@ class Manifest:
     def to_json(self) -> str:
         return json.dumps(
             {
-                "logins": [[x.username, x.password, x.table, x.postpaid] for x in self.logins],
+                "logins": [
+                    [x.username, x.password, x.table, x.postpaid, x.methods] for x in self.logins
+                ],
                 "numbers": self.numbers,
                 "unrated_numbers": self.unrated_numbers,
                 "stats": self.stats,
@@ -81,7 +84,10 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
         return cls(
-            logins=[Login(u, p, int(t), bool(pp)) for u, p, t, pp in data["logins"]],
+            logins=[
+                Login(str(row[0]), str(row[1]), int(row[2]), bool(row[3]), *map(str, row[4:5]))
+                for row in data["logins"]
+            ],
             numbers=[list(map(str, n)) for n in data["numbers"]],
             unrated_numbers=list(map(str, data["unrated_numbers"])),
             stats={str(k): int(v) for k, v in data["stats"].items()},
@@ -198,10 +204,12 @@ def generate(spec: DataSpec, out: Path = OUT) -> DataSet:
             if ident == "login":
                 password = "".join(rng.choices(string.ascii_letters + string.digits, k=10))
                 user = f"u{c:05d}x{j}"
-                logins.append(Login(user, password, table, postpaid))
+                # every other login keeps its secret encrypted (chap and digest need it)
+                methods = "pap,chap,digest" if len(logins) % 2 else "pap"
+                logins.append(Login(user, password, table, postpaid, methods))
                 lines.append(
                     f'      - {{name: "{account}", ident: login, value: "{user}", '
-                    f'password: "{password}"}}'
+                    f'password: "{password}", auth_methods: [{methods.replace(",", ", ")}]}}'
                 )
             elif ident == "ip":
                 value = _IP_BASE + account_no % _IP_SPAN

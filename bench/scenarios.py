@@ -54,6 +54,18 @@ class Scenario:
 
 SCENARIOS: dict[str, Scenario] = {
     "auth": Scenario("auth", "authorization only (Access-Request → Accept)", 1, "authorizations"),
+    "auth-chap": Scenario(
+        "auth-chap",
+        "authorization by CHAP on an encrypted secret (ours only)",
+        1,
+        "authorizations",
+    ),
+    "auth-digest": Scenario(
+        "auth-digest",
+        "authorization by SIP Digest (draft-sterman) on an encrypted secret (ours only)",
+        1,
+        "authorizations",
+    ),
     "acct": Scenario("acct", "accounting only (Start + Stop of a call)", 2, "Start+Stop pairs"),
     "calls": Scenario("calls", "whole calls (Access-Request, Start, Stop)", 3, "calls"),
     "mix": Scenario(
@@ -64,6 +76,12 @@ SCENARIOS: dict[str, Scenario] = {
         "jobs",
     ),
 }
+
+
+# scenarios the FreeRADIUS baselines are not configured for (no CHAP/Digest secrets there)
+OURS_ONLY = frozenset({"auth-chap", "auth-digest"})
+# the method each authorization scenario uses, and the logins it may pick
+_METHOD = {"auth-chap": "chap", "auth-digest": "digest"}
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,7 @@ _CHUNK = 2000
 def _init(manifest: Manifest) -> None:
     global _manifest, _dictionary  # noqa: PLW0603 - per worker process
     _manifest = manifest
+    _by_scenario.clear()
     _dictionary = packets.dictionary()
 
 
@@ -112,12 +131,14 @@ def _acct(spec: PoolSpec, call: packets.Call, status: int) -> Step:
 
 def _job(spec: PoolSpec, rng: random.Random, j: int) -> Job:
     assert _manifest is not None
-    logins = _manifest.logins
+    name = spec.scenario
+    logins = _logins(name)
     login = logins[rng.randrange(len(logins))]
     call = _call(rng, spec, j, login)
-    name = spec.scenario
-    if name == "auth":
+    if name == "auth":  # today's PAP: on a salted hash
         return (_auth(spec, rng, call, ACCEPT),)
+    if name in _METHOD:
+        return (_auth(spec, rng, replace(call, method=_METHOD[name]), ACCEPT),)
     if name == "acct":
         return (_acct(spec, call, packets.START), _acct(spec, call, packets.STOP))
     whole = (
@@ -138,6 +159,28 @@ def _job(spec: PoolSpec, rng: random.Random, j: int) -> Job:
         return (_auth(spec, rng, wrong, BAD_PASSWORD),)
     unrated = _manifest.unrated_numbers[rng.randrange(len(_manifest.unrated_numbers))]
     return (_auth(spec, rng, replace(call, called=unrated), NO_RATE),)
+
+
+_by_scenario: dict[str, list[Login]] = {}
+
+
+def _logins(scenario: str) -> list[Login]:
+    """``auth``: PAP-only logins (hashed); ``auth-chap``/``auth-digest``: the encrypted
+    ones; other scenarios: any (every login allows PAP)."""
+    assert _manifest is not None
+    found = _by_scenario.get(scenario)
+    if found is None:
+        every = _manifest.logins
+        if scenario == "auth":
+            found = [x for x in every if x.methods == "pap"] or every
+        elif scenario in _METHOD:
+            found = [x for x in every if _METHOD[scenario] in x.methods.split(",")]
+            if not found:
+                raise RuntimeError(f"the data set has no login for {scenario} (regenerate it)")
+        else:
+            found = every
+        _by_scenario[scenario] = found
+    return found
 
 
 def _build(spec: PoolSpec, first: int, last: int) -> list[Job]:

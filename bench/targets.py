@@ -140,8 +140,20 @@ class Loader:
         return seconds
 
 
+# the benchmark's own server key (bench data only: never a production key)
+BENCH_KEY = "6265" * 16
+
+
+def _security(workdir: Path) -> str:
+    """[security] with the benchmark's key file (mode 0600), for billingctl and radiusd."""
+    path = workdir / "secrets.key"
+    path.write_text(BENCH_KEY + "\n")
+    path.chmod(0o600)
+    return f'\n[security]\nsecrets_key_file = "{path}"\n'
+
+
 def _write_db_config(path: Path, url: str) -> None:
-    path.write_text(f'[database]\nurl = "{url}"\n')
+    path.write_text(f'[database]\nurl = "{url}"\n' + _security(path.parent))
 
 
 @dataclass
@@ -385,7 +397,7 @@ url = "{self.prepared.url}"
 
 [redis]
 url = "{self.redis_url}"
-
+{_security(self.workdir)}
 [[nas]]
 address = "127.0.0.1"
 secret = "{SECRET}"

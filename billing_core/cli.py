@@ -67,6 +67,15 @@ def _redis_cluster(config_arg: str | None) -> bool:
     return _config(config_arg).redis.cluster
 
 
+def _cipher(args: argparse.Namespace) -> Any:
+    """The server key's cipher for account secrets (a keyless one when none is set), from
+    the config's [security] section as the daemon reads it."""
+    from billing_core.adapters.secretbox import cipher_for
+
+    key = _config(args.config).security.secrets_key
+    return cipher_for(key.reveal() if key is not None else None)
+
+
 def _engine(args: argparse.Namespace) -> Any:
     """The command's engine (one per run; ``main`` disposes it)."""
     engine = getattr(args, "_engine", None)
@@ -195,7 +204,9 @@ def cmd_load(args: argparse.Namespace) -> int:
     from billing_core.adapters.admin import LiveMove, apply_provisioning
 
     moved: list[LiveMove] = []
-    counts = apply_provisioning(_engine(args), spec, _audit(args), payments_applied=moved)
+    counts = apply_provisioning(
+        _engine(args), spec, _audit(args), payments_applied=moved, cipher=_cipher(args)
+    )
     _payments_made(_live(args), moved)
     print("loaded " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     return 0
@@ -499,6 +510,7 @@ ACCOUNT_COLUMNS = (
     "value",
     "tech_prefix",
     "password",
+    "auth_methods",
     "enabled",
     "originate",
     "terminate",
@@ -524,8 +536,10 @@ def cmd_accounts_add(args: argparse.Namespace) -> int:
         value=args.value,
         tech_prefix=args.tech_prefix,
         password=_password(args),
+        auth_methods=args.auth_methods,
         enabled=not args.disabled,
         audit=_audit(args),
+        cipher=_cipher(args),
     )
     print(f"account {account['name']} added to {account['client']}")
     return 0
@@ -558,6 +572,7 @@ def cmd_accounts_edit(args: argparse.Namespace) -> int:
         tech_prefix=args.tech_prefix,
         password=_password(args),
         clear_password=args.no_password,
+        auth_methods=args.auth_methods,
         enabled=args.enabled,
         originate=args.originate,
         terminate=args.terminate,
@@ -565,9 +580,34 @@ def cmd_accounts_edit(args: argparse.Namespace) -> int:
     )
     if change == AccountChange():
         raise UserError("nothing to change: give an option (see --help)")
-    account, changed = edit_account(_engine(args), args.account, change, audit=_audit(args))
+    account, changed = edit_account(
+        _engine(args), args.account, change, audit=_audit(args), cipher=_cipher(args)
+    )
     what = f"updated: {', '.join(changed)}" if changed else "unchanged"
     print(f"account {account['name']} {what}")
+    return 0
+
+
+def cmd_accounts_show(args: argparse.Namespace) -> int:
+    from billing_core.adapters.admin_accounts import show_account
+
+    _print_one(show_account(_engine(args), args.account), args.format)
+    return 0
+
+
+def cmd_security_rotate_key(args: argparse.Namespace) -> int:
+    from billing_core.adapters.account_secrets import rotate_key
+    from billing_core.adapters.secretbox import KeySettingError, cipher_for, read_key_file
+
+    try:
+        new_key = read_key_file(args.new_key_file, "--new-key-file")
+    except KeySettingError as exc:
+        raise UserError(str(exc)) from None
+    count = rotate_key(_engine(args), _cipher(args), cipher_for(new_key))
+    print(
+        f"{count} account secrets re-encrypted under the new key; now point"
+        " [security] secrets_key_file (or secrets_key_env) at it and send SIGHUP to radiusd"
+    )
     return 0
 
 
@@ -964,12 +1004,36 @@ def _templates_parser(groups: Any) -> None:
 
 def _password_options(parser: Any, *, edit: bool) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--password", help="login accounts only; stored hashed")
+    group.add_argument(
+        "--password", help="login accounts only; hashed (pap) or encrypted (chap, digest)"
+    )
     group.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin (one line)"
     )
     if edit:
         group.add_argument("--no-password", action="store_true", help="remove the password")
+
+
+def _methods_option(parser: Any) -> None:
+    parser.add_argument(
+        "--auth-methods",
+        metavar="pap,chap,digest",
+        help="how a login account's password may be proven (default pap); chap and digest"
+        " keep it encrypted under [security] secrets_key_file",
+    )
+
+
+def _security_parser(groups: Any) -> None:
+    s_sub = _group(groups, "security", "the server key of account secrets")
+    rotate = _add(
+        s_sub,
+        "rotate-key",
+        "re-encrypt every account secret under a new key, in one transaction",
+        cmd_security_rotate_key,
+    )
+    rotate.add_argument(
+        "--new-key-file", required=True, metavar="FILE", help="mode 0600, 64 hex digits"
+    )
 
 
 def _accounts_parser(groups: Any) -> None:
@@ -981,7 +1045,11 @@ def _accounts_parser(groups: Any) -> None:
     add.add_argument("--value", required=True, help="the login, IP address or number")
     add.add_argument("--tech-prefix", metavar="PREFIX")
     _password_options(add, edit=False)
+    _methods_option(add)
     add.add_argument("--disabled", action="store_true", help="add it disabled")
+    show = _add(a_sub, "show", "one account (never its password)", cmd_accounts_show)
+    show.add_argument("account", metavar="NAME")
+    _format(show, ("table", "json"))
     lst = _add(a_sub, "list", "accounts", cmd_accounts_list)
     lst.add_argument("--client")
     _format(lst, ("table", "json", "csv"))
@@ -992,6 +1060,7 @@ def _accounts_parser(groups: Any) -> None:
     edit.add_argument("--value")
     edit.add_argument("--tech-prefix", metavar="PREFIX", help="'' removes it")
     _password_options(edit, edit=True)
+    _methods_option(edit)
     for flag in ("enabled", "originate", "terminate"):
         edit.add_argument(f"--{flag}", type=_yes_no, metavar="yes|no")
     for name, text, fn in (
@@ -1087,6 +1156,7 @@ def build_parser() -> argparse.ArgumentParser:
     _clients_parser(groups)
     _templates_parser(groups)
     _accounts_parser(groups)
+    _security_parser(groups)
     _rates_parser(groups)
     _money_parsers(groups)
 

@@ -51,6 +51,7 @@ __all__ = [
     "NasConfig",
     "RedisConfig",
     "Secret",
+    "SecurityConfig",
     "ServerConfig",
     "load_config",
     "masked_url",
@@ -201,12 +202,49 @@ class BillingConfig:
     max_acct_delay_seconds: int = 86400
 
 
+class SecretKey:
+    """The server key (32 bytes) whose ``str``/``repr`` never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: builtins.bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> builtins.bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SecretKey):
+            return self._value == other._value
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((SecretKey, self._value))
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """``[security]``: the key of CHAP/Digest-capable account secrets, and the lockout."""
+
+    secrets_key_file: str = ""
+    secrets_key_env: str = ""
+    secrets_key: SecretKey | None = None  # read from the file or the variable at load
+    max_auth_failures: int = 10
+    auth_lockout_seconds: int = 60
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     billing: BillingConfig = field(default_factory=BillingConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     nas: tuple[NasConfig, ...] = ()
     source: str = "<built-in defaults>"
 
@@ -558,7 +596,7 @@ class _Table:
                 raise ConfigError(f"{self.where(key)}: unknown key")
 
 
-_SECTIONS: Final = ("server", "database", "redis", "billing")
+_SECTIONS: Final = ("server", "database", "redis", "billing", "security")
 
 
 def _section(document: Mapping[str, object], name: str, environ: Mapping[str, str]) -> _Table:
@@ -632,6 +670,28 @@ def _billing(document: Mapping[str, object], environ: Mapping[str, str]) -> Bill
     )
     t.reject_unknown()
     return config
+
+
+def _security(document: Mapping[str, object], environ: Mapping[str, str]) -> SecurityConfig:
+    from billing_core.adapters.secretbox import KeySettingError, load_key
+
+    t = _section(document, "security", environ)
+    key_file = t.get("secrets_key_file", "", _str).strip()
+    key_env = t.get("secrets_key_env", "", _str).strip()
+    max_failures = t.get("max_auth_failures", 10, _int(1), _env_int)
+    lockout = t.get("auth_lockout_seconds", 60, _int(1), _env_int)
+    t.reject_unknown()
+    try:
+        key = load_key(key_file, key_env, environ)
+    except KeySettingError as exc:
+        raise ConfigError(str(exc)) from None
+    return SecurityConfig(
+        secrets_key_file=key_file,
+        secrets_key_env=key_env,
+        secrets_key=SecretKey(key) if key is not None else None,
+        max_auth_failures=max_failures,
+        auth_lockout_seconds=lockout,
+    )
 
 
 def _nas_address(value: object, where: str) -> IPNetwork:
@@ -784,6 +844,7 @@ def parse_config(
         database=_database(document, environ),
         redis=_redis(document, environ),
         billing=_billing(document, environ),
+        security=_security(document, environ),
         nas=_all_nas(document, environ if resolve_secrets else None),
         source=source,
     )
@@ -888,6 +949,13 @@ def render_effective(config: Config) -> str:
         f"auth_hold_seconds = {b.auth_hold_seconds}",
         f"stale_grace_seconds = {b.stale_grace_seconds}",
         f"max_acct_delay_seconds = {b.max_acct_delay_seconds}",
+        "",
+        "[security]",
+        f"secrets_key_file = {_toml_string(config.security.secrets_key_file)}",
+        f"secrets_key_env = {_toml_string(config.security.secrets_key_env)}"
+        + ("" if config.security.secrets_key else "             # no key: PAP only"),
+        f"max_auth_failures = {config.security.max_auth_failures}",
+        f"auth_lockout_seconds = {config.security.auth_lockout_seconds}",
     ]
     if not config.nas:
         lines += ["", "# no [[nas]] entries: every RADIUS packet is dropped"]

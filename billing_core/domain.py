@@ -10,6 +10,8 @@ from decimal import Decimal
 from enum import Enum
 from typing import Literal
 
+from billing_core.credentials import DEFAULT_METHODS, AuthMethod
+
 Ident = Literal["login", "ip", "ani"]
 Status = Literal["active", "stop", "deleted"]
 BillEventsBy = Literal["setup", "connect", "disconnect"]
@@ -50,8 +52,15 @@ class Account:
     ident: Ident
     value: str
     tech_prefix: str | None
-    password_hash: str | None
+    password_hash: str | None  # PAP-only accounts: the salted hash
     enabled: bool = True
+    auth_methods: frozenset[AuthMethod] = DEFAULT_METHODS
+    secret_enc: str | None = None  # CHAP/Digest-capable accounts: the encrypted secret
+    secret_version: int = 0  # moves when the secret itself changes (not on key rotation)
+
+    @property
+    def has_password(self) -> bool:
+        return self.password_hash is not None or self.secret_enc is not None
 
 
 class RejectReason(Enum):
@@ -59,6 +68,7 @@ class RejectReason(Enum):
 
     UNKNOWN_ACCOUNT = "unknown_account"
     BAD_PASSWORD = "bad_password"  # noqa: S105 - a reason label, not a password
+    LOCKED_OUT = "locked_out"  # too many wrong passwords for the account lately
     CLIENT_DELETED = "client_deleted"
     CLIENT_STOPPED = "client_stopped"
     NO_RATE = "no_rate"

@@ -50,6 +50,22 @@ class HoldRequest:
     now: datetime
     hold_seconds: int  # auth_hold_seconds
     uid: str = ""  # the new call's id in the live state
+    lock_check: bool = False  # a login account with a password: refuse it while locked out
+
+
+@dataclass(frozen=True, slots=True)
+class LockoutProbe:
+    """Guessing is slow (README: Credentials): ``failed`` records a wrong password for the
+    account (``max_failures`` within ``window_seconds`` lock it for ``lockout_seconds``);
+    without ``failed`` the probe only asks whether the account is locked out."""
+
+    client_id: int
+    account_id: int
+    now: datetime
+    failed: bool
+    max_failures: int
+    lockout_seconds: int
+    window_seconds: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +165,27 @@ class LiveState(Protocol):
     def view(self, client_ids: Sequence[int], now: datetime) -> dict[int, LiveView]: ...
 
     def reachable(self) -> bool: ...
+
+    def auth_lockout(self, probe: LockoutProbe) -> bool:
+        """True when the account is locked out (then nothing is recorded: the request is
+        refused without a check); else record the failure when ``probe.failed`` (which may
+        start a lockout for the next requests) and answer False. Shared by every node that
+        shares the live state."""
+        ...
+
+
+class SecretUnavailable(Exception):
+    """A stored secret cannot be used: no server key, or not decryptable with it."""
+
+
+class SecretCipher(Protocol):
+    """Authenticated encryption of account secrets under the server key."""
+
+    def encrypt(self, secret: bytes) -> str: ...
+
+    def decrypt(self, token: str) -> bytes:
+        """The secret; raises ``SecretUnavailable`` for a wrong key or a damaged token."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from billing_core.credentials import (
+    DEFAULT_METHODS,
+    AuthMethod,
+    needs_secret,
+    parse_auth_methods,
+)
+
 __all__ = [
     "CLIENT_DEFAULTS",
     "CLIENT_FIELDS",
@@ -120,7 +127,7 @@ _COMPANY_KEYS = (
 )
 _COMPANY_EMAIL_KEYS = frozenset({"main_email", "billing_email", "rates_email"})
 _PAYMENT_KEYS = ("id", "amount", "note")
-_ACCOUNT_KEYS = ("name", "ident", "value", "tech_prefix", "password")
+_ACCOUNT_KEYS = ("name", "ident", "value", "tech_prefix", "password", "auth_methods")
 
 _AMOUNT_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 _WHOLE_RE = re.compile(r"[+-]?[0-9]+")
@@ -180,6 +187,7 @@ class AccountSpec:
     value: str  # ip: canonical form; ani: digits, no leading '+'
     tech_prefix: str | None
     password: str | None  # plain text as written; only for login accounts
+    auth_methods: frozenset[AuthMethod] = DEFAULT_METHODS  # how the password may be proven
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,8 +597,27 @@ def _account_fields(fields: Mapping[str, object], at: Callable[[str], str]) -> A
         if password_value == "":
             raise ProvisioningError(password_path, "must not be empty (leave it out for none)")
         password = password_value
+    methods_value = fields.get("auth_methods")
+    methods = DEFAULT_METHODS
+    if methods_value is not None:
+        methods_path = at("auth_methods")
+        if ident != "login":
+            raise ProvisioningError(methods_path, "only allowed for ident login")
+        if not isinstance(methods_value, list | tuple | str):
+            raise ProvisioningError(methods_path, "must be a list of pap, chap, digest")
+        try:
+            methods = parse_auth_methods(methods_value)
+        except ValueError as exc:
+            raise ProvisioningError(methods_path, str(exc)) from None
+        if password is None and needs_secret(methods):
+            raise ProvisioningError(methods_path, "chap and digest need a password")
     return AccountSpec(
-        name=name, ident=ident, value=account_value, tech_prefix=tech_prefix, password=password
+        name=name,
+        ident=ident,
+        value=account_value,
+        tech_prefix=tech_prefix,
+        password=password,
+        auth_methods=methods,
     )
 
 
@@ -1085,6 +1112,7 @@ def validate_account(
     value: object,
     tech_prefix: object = None,
     password: object = None,
+    auth_methods: object = None,
 ) -> AccountSpec:
     """One account with ``load``'s rules; an error names the field (``value: ...``)."""
     fields = {
@@ -1095,6 +1123,7 @@ def validate_account(
             ("value", value),
             ("tech_prefix", tech_prefix),
             ("password", password),
+            ("auth_methods", auth_methods),
         )
         if item is not None
     }

@@ -3,36 +3,59 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from billing_core.authorization import Decision, GrantTerms, Reject, check_client
+from billing_core.credentials import (
+    Chap,
+    Digest,
+    FailureReason,
+    chap_ok,
+    digest_ok,
+    pap_ok,
+)
 from billing_core.domain import Account, Client, RejectReason, check_password
 from billing_core.identification import CallerFacts
 from billing_core.numbers import digits_only
-from billing_core.ports import Catalog, CatalogSource, HoldRequest, LiveState
+from billing_core.ports import (
+    Catalog,
+    CatalogSource,
+    HoldRequest,
+    LiveState,
+    LockoutProbe,
+    SecretCipher,
+    SecretUnavailable,
+)
 
+__all__ = ["Chap", "Digest"]  # re-exported: the edge builds them here
 
-@dataclass(frozen=True, slots=True)
-class Chap:
-    ident: int
-    response: bytes
-    challenge: bytes
+_log = logging.getLogger("billing_core.credentials")
 
 
 @dataclass(frozen=True, slots=True)
 class AuthorizeCall:
     nas_key: str
-    caller: CallerFacts
+    caller: CallerFacts  # a Digest request names its account by the digest user name
     password: bytes | None  # PAP, decrypted
     chap: Chap | None
     identifiers: tuple[str, ...]
     arrived: datetime
     acct_session_id: str = ""
+    digest: Digest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailure:
+    """Why a login account's credentials were refused, for the metric and the log."""
+
+    method: str  # pap | chap | digest | none
+    reason: FailureReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +64,23 @@ class AuthOutcome:
     client: Client | None = None
     account: Account | None = None
     number: str | None = None
+    failure: AuthFailure | None = None
+    # the live state must be asked (a failure to record, or whether a verified account is
+    # locked out) before this outcome stands: see ``settle_lockout``
+    lockout: LockoutProbe | None = None
+    method: str | None = None  # the credentials' method, when the account has a password
+
+    def settle_lockout(self, locked: bool) -> AuthOutcome:
+        """The outcome once the live state answered the lockout probe."""
+        if not locked:
+            return replace(self, lockout=None)
+        method = self.method or "none"
+        return replace(
+            self,
+            decision=Reject(RejectReason.LOCKED_OUT),
+            failure=AuthFailure(method, "locked_out"),
+            lockout=None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +91,15 @@ class PendingHold:
     client: Client
     account: Account
     number: str | None
+    method: str | None = None
 
     def finish(self, decision: Decision) -> AuthOutcome:
-        return AuthOutcome(decision, self.client, self.account, self.number)
+        failure = None
+        if isinstance(decision, Reject) and decision.reason is RejectReason.LOCKED_OUT:
+            failure = AuthFailure(self.method or "none", "locked_out")
+        return AuthOutcome(
+            decision, self.client, self.account, self.number, failure, None, self.method
+        )
 
 
 class CatalogCache:
@@ -97,13 +143,95 @@ def call_uid(nas_key: str, identifiers: tuple[str, ...], account_id: int, called
     return hashlib.blake2b(key, digest_size=12).hexdigest()
 
 
-def _password_ok(account: Account, request: AuthorizeCall) -> bool:
-    if account.password_hash is None:
-        return True
+class NoSecretKey:
+    """The cipher when no server key is configured: no secret can be used."""
+
+    def encrypt(self, secret: bytes) -> str:
+        raise SecretUnavailable("no server key (security.secrets_key_file or secrets_key_env)")
+
+    def decrypt(self, token: str) -> bytes:
+        raise SecretUnavailable("no server key (security.secrets_key_file or secrets_key_env)")
+
+
+def _log_unusable(account: Account, problem: str) -> None:
+    _log.error("account %s: secret unusable: %s", account.name, problem)
+
+
+class SecretCache:
+    """Decrypted account secrets, in memory only, never written anywhere.
+
+    An entry is kept per account with the secret's version, which moves when the secret
+    itself changes and not when ``billingctl security rotate-key`` re-encrypts it: a running
+    daemon keeps verifying callers between a rotation and the SIGHUP that gives it the new
+    key. A secret that cannot be decrypted is logged once (per account and version) and
+    refused until the key changes."""
+
+    def __init__(
+        self,
+        cipher: SecretCipher,
+        on_unusable: Callable[[Account, str], None] | None = None,
+    ) -> None:
+        self._cipher = cipher
+        self._plain: dict[int, tuple[int, bytes | None]] = {}
+        self._on_unusable = on_unusable or _log_unusable
+
+    def set_cipher(self, cipher: SecretCipher) -> None:
+        """A new server key (SIGHUP): secrets already in memory stay; failed ones retry."""
+        self._cipher = cipher
+        self._plain = {k: v for k, v in self._plain.items() if v[1] is not None}
+
+    def secret(self, account: Account) -> bytes | None:
+        entry = self._plain.get(account.id)
+        if entry is not None and entry[0] == account.secret_version:
+            return entry[1]
+        plain: bytes | None = None
+        if account.secret_enc is not None:
+            try:
+                plain = self._cipher.decrypt(account.secret_enc)
+            except SecretUnavailable as exc:
+                self._on_unusable(account, str(exc))
+        self._plain[account.id] = (account.secret_version, plain)
+        return plain
+
+
+def credentials_method(request: AuthorizeCall) -> str | None:
+    """The method of the request's credentials: Digest, else CHAP, else PAP; None without."""
+    if request.digest is not None:
+        return "digest"
+    if request.chap is not None:
+        return "chap"
     if request.password is not None:
-        return check_password(account.password_hash, request.password.rstrip(b"\x00"))
-    # CHAP needs the clear password, which we do not store (README: passwords)
-    return False
+        return "pap"
+    return None
+
+
+def check_credentials(
+    account: Account, request: AuthorizeCall, secrets: SecretCache
+) -> tuple[str, FailureReason | None]:
+    """(method, None) when the credentials prove the caller, else (method, why not)."""
+    method = credentials_method(request)
+    if method is None:
+        return "none", "missing"
+    if method not in account.auth_methods:
+        return method, "not_allowed"
+    if account.secret_enc is not None:
+        secret = secrets.secret(account)
+        if secret is None:
+            return method, "unusable"
+        if method == "pap":
+            assert request.password is not None
+            ok = pap_ok(secret, request.password)
+        elif method == "chap":
+            assert request.chap is not None
+            ok = chap_ok(secret, request.chap)
+        else:
+            assert request.digest is not None
+            ok = digest_ok(secret, request.digest)
+        return method, None if ok else "wrong"
+    if method != "pap" or account.password_hash is None:
+        return method, "unusable"  # a hash verifies PAP only
+    assert request.password is not None
+    return method, None if check_password(account.password_hash, request.password) else "wrong"
 
 
 class AuthorizationService:
@@ -114,17 +242,38 @@ class AuthorizationService:
         *,
         max_call_length: int,
         auth_hold_seconds: int,
+        secrets: SecretCache | None = None,
+        max_auth_failures: int = 10,
+        auth_lockout_seconds: int = 60,
     ) -> None:
         self._catalog = catalog
         self.live = live
         self._max_call_length = max_call_length
         self._auth_hold_seconds = auth_hold_seconds
+        self.secrets = secrets if secrets is not None else SecretCache(NoSecretKey())
+        self.max_auth_failures = max_auth_failures
+        self.auth_lockout_seconds = auth_lockout_seconds
 
     def authorize(self, request: AuthorizeCall) -> AuthOutcome:
+        """The whole decision, synchronously (the daemon runs the stages itself)."""
         prepared = self.prepare(request)
         if isinstance(prepared, AuthOutcome):
+            if prepared.lockout is not None:
+                return prepared.settle_lockout(self.live.auth_lockout(prepared.lockout))
             return prepared
         return prepared.finish(self.live.authorize(prepared.hold))
+
+    def _probe(
+        self, client: Client, account: Account, now: datetime, *, failed: bool
+    ) -> LockoutProbe:
+        return LockoutProbe(
+            client_id=client.id,
+            account_id=account.id,
+            now=now,
+            failed=failed,
+            max_failures=self.max_auth_failures,
+            lockout_seconds=self.auth_lockout_seconds,
+        )
 
     def prepare(self, request: AuthorizeCall) -> AuthOutcome | PendingHold:
         """Everything before the live state, from memory: an outcome already, or the
@@ -137,11 +286,25 @@ class AuthorizationService:
         client = catalog.clients.get(account.client_id)
         if client is None:
             return AuthOutcome(Reject(RejectReason.UNKNOWN_ACCOUNT))
-        if account.ident == "login" and not _password_ok(account, request):
-            return AuthOutcome(Reject(RejectReason.BAD_PASSWORD), client, account)
+        method: str | None = None
+        if account.ident == "login" and account.has_password:
+            method, problem = check_credentials(account, request, self.secrets)
+            if problem is not None:
+                return AuthOutcome(
+                    Reject(RejectReason.BAD_PASSWORD),
+                    client,
+                    account,
+                    failure=AuthFailure(method, problem),
+                    # only wrong passwords count toward a lockout; a locked account is
+                    # refused as such whatever it sent
+                    lockout=self._probe(
+                        client, account, request.arrived, failed=problem == "wrong"
+                    ),
+                    method=method,
+                )
         refused = check_client(client)
         if refused is not None:
-            return AuthOutcome(refused, client, account)
+            return self._verified(AuthOutcome(refused, client, account, method=method), request)
         max_call_length = catalog.max_call_length or self._max_call_length
         number = identified.number
         if number is None:  # authentication only: no rate, no hold
@@ -154,13 +317,17 @@ class AuthorizationService:
                 acct_session_id="",
                 now=request.arrived,
                 hold_seconds=0,
+                lock_check=method is not None,
             )
-            return PendingHold(hold, client, account, None)
+            return PendingHold(hold, client, account, None, method)
         digits = number if number.isdigit() and number.isascii() else digits_only(number)
         table = catalog.rate_tables.get(client.rate_table_id) if client.rate_table_id else None
         rate = table.lookup(digits, request.arrived) if table is not None else None
         if rate is None:
-            return AuthOutcome(Reject(RejectReason.NO_RATE), client, account, digits)
+            return self._verified(
+                AuthOutcome(Reject(RejectReason.NO_RATE), client, account, digits, method=method),
+                request,
+            )
         hold = HoldRequest(
             terms=GrantTerms(client, rate, max_call_length),
             nas_key=request.nas_key,
@@ -171,5 +338,14 @@ class AuthorizationService:
             now=request.arrived,
             hold_seconds=self._auth_hold_seconds,
             uid=call_uid(request.nas_key, request.identifiers, account.id, digits),
+            lock_check=method is not None,
         )
-        return PendingHold(hold, client, account, digits)
+        return PendingHold(hold, client, account, digits, method)
+
+    def _verified(self, outcome: AuthOutcome, request: AuthorizeCall) -> AuthOutcome:
+        """A reject before the live state for an account whose password was checked: it
+        still has to say "locked out" when the account is (rare path: one more question)."""
+        if outcome.method is None or outcome.client is None or outcome.account is None:
+            return outcome
+        probe = self._probe(outcome.client, outcome.account, request.arrived, failed=False)
+        return replace(outcome, lockout=probe)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine
 
@@ -23,16 +23,17 @@ from billing_core.adapters.db import current_revision, head_revision, make_engin
 from billing_core.adapters.errors import unavailable
 from billing_core.adapters.redis_connect import authorizer
 from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
+from billing_core.adapters.secretbox import cipher_for
 from billing_core.adapters.sql_store import SqlStore
 from billing_core.errors import UserError
 from billing_core.ports import LiveState
-from billing_core.services import AuthorizationService, CatalogCache
+from billing_core.services import AuthorizationService, CatalogCache, SecretCache
 from billing_core.sessions import AccountingEvent
 
 from . import steering
 from .batching import LanedCommitter
 from .codec import DIALECT_DICTIONARIES, Codec, load_dictionary
-from .config import Config, ConfigError, ListenAddress, load_config
+from .config import Config, ConfigError, ListenAddress, SecurityConfig, load_config
 from .handler import Handler
 from .httpd import start_http
 from .logging import get_logger
@@ -59,6 +60,7 @@ class Running:
     store: SqlStore
     primary: bool
     close_stale: Callable[[datetime], int]
+    authorization: AuthorizationService | None = None
 
 
 def _socket(listen: ListenAddress, *, workers: int) -> socket.socket:
@@ -123,6 +125,14 @@ async def start(
         live,
         max_call_length=config.billing.max_call_length,
         auth_hold_seconds=config.billing.auth_hold_seconds,
+        secrets=SecretCache(
+            server_cipher(config.security),
+            lambda account, problem: log.error(
+                "account_secret_unusable", account=account.name, problem=problem
+            ),
+        ),
+        max_auth_failures=config.security.max_auth_failures,
+        auth_lockout_seconds=config.security.auth_lockout_seconds,
     )
     accounting = AccountingService(
         lambda: catalog.current,
@@ -164,6 +174,7 @@ async def start(
         executor,
         metrics,
         live_authorize=fast_live.authorize if fast_live else None,
+        live_lockout=fast_live.auth_lockout if fast_live else None,
         codecs=codecs,
     )
     server = RadiusServer(
@@ -200,6 +211,7 @@ async def start(
         live_state="redis" if redis_live is not None else "database",
         nas=len(config.nas),
         catalog_version=catalog.current.version,
+        secrets_key=config.security.secrets_key is not None,
     )
     return Running(
         server,
@@ -214,7 +226,14 @@ async def start(
         store,
         primary,
         accounting.close_stale,
+        authorization,
     )
+
+
+def server_cipher(security: SecurityConfig) -> Any:
+    """The cipher of account secrets under the configured key (none: nothing decrypts)."""
+    key = security.secrets_key
+    return cipher_for(key.reveal() if key is not None else None)
 
 
 SWEEP_SECONDS = 60.0  # how often every client's live sequence is compared with Redis's
@@ -396,7 +415,11 @@ def reload_nas(running: Running, config_path: Path | None) -> None:
         log.error("reload_failed", error=str(exc))
         return
     running.server.nas_table = NasTable(config.nas)
-    log.info("nas_reloaded", nas=len(config.nas))
+    if running.authorization is not None:  # a new server key (after a rotation)
+        running.authorization.secrets.set_cipher(server_cipher(config.security))
+    log.info(
+        "nas_reloaded", nas=len(config.nas), secrets_key=config.security.secrets_key is not None
+    )
 
 
 async def serve(

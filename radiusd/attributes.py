@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from billing_core.identification import CallerFacts
-from billing_core.services import AuthorizeCall, Chap
+from billing_core.services import AuthorizeCall, Chap, Digest
 from billing_core.sessions import AccountingEvent, normalize_conf_id
 
 from .codec import Request
@@ -36,7 +36,7 @@ _DIGEST_USER_NAME = 10  # draft-sterman: a sub-attribute of Digest-Attributes (2
 
 def digest_user_name(request: Request) -> str | None:
     """The user name of draft-sterman's Digest-Attributes, when the request carries one."""
-    for raw in request.attributes.get("Digest-Attributes", ()):
+    for raw in (request.digest or {}).get(207, ()):
         if isinstance(raw, bytes) and len(raw) >= 2 and raw[0] == _DIGEST_USER_NAME:
             return raw[2 : raw[1]].decode("utf-8", "replace") if raw[1] >= 2 else None
     return None
@@ -50,14 +50,18 @@ def strip_realm(name: str | None) -> str | None:
     return name
 
 
-def caller_facts(request: Request, realm: bool = False) -> CallerFacts:
+def caller_facts(
+    request: Request, realm: bool = False, user_name: str | None = None
+) -> CallerFacts:
     """What the request says about its caller; ``realm``: strip ``@domain`` from User-Name
-    (and from the digest user name, used when there is no User-Name)."""
-    user_name = request.text("User-Name")
-    if user_name is None and "Digest-Attributes" in request.attributes:
-        user_name = digest_user_name(request)
-    if realm:
-        user_name = strip_realm(user_name)
+    (and from the digest user name, used when there is no User-Name). ``user_name``: the
+    name that identifies the caller, already found (a digest's)."""
+    if user_name is None:
+        user_name = request.text("User-Name")
+        if user_name is None and request.digest is not None:
+            user_name = digest_user_name(request)
+        if realm:
+            user_name = strip_realm(user_name)
     return CallerFacts(
         user_name=user_name,
         framed_ip=request.text("Framed-IP-Address"),
@@ -85,19 +89,88 @@ def call_identifiers(request: Request, session_id: str | None = None) -> tuple[s
     return tuple(dict.fromkeys(ids))
 
 
+# draft-sterman Digest-Attributes (207) sub-attribute type -> position in parts; RFC 5090
+# attribute type -> the same positions. Positions: realm, nonce, method, uri, qop,
+# algorithm, body digest, cnonce, nonce count, user name.
+_STERMAN_AT = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7, 9: 8, 10: 9}
+_RFC5090_AT = {104: 0, 105: 1, 108: 2, 109: 3, 110: 4, 111: 5, 112: 6, 113: 7, 114: 8, 115: 9}
+_STERMAN_RESPONSE = 206
+_STERMAN_ATTRIBUTES = 207
+_RFC5090_RESPONSE = 103
+
+
+def digest_credentials(request: Request, *, rfc5090: bool = True) -> Digest | None:
+    """The SIP Digest of an Access-Request: draft-sterman (Digest-Response 206 with
+    Digest-Attributes 207, one sub-attribute each, as Kamailio, OpenSIPS and Sippy send), else
+    RFC 5090 Digest-* (103-115) when the NAS's dialect uses them (``rfc5090``). None when
+    there is none; a part it lacks is empty (a digest that then cannot be computed fails)."""
+    raw = request.digest
+    if not raw:
+        return None
+    parts = [b""] * 10
+    found = raw.get(_STERMAN_RESPONSE)
+    if found is not None:
+        response = found[0]
+        at = _STERMAN_AT
+        for value in raw.get(_STERMAN_ATTRIBUTES, ()):
+            # sub-attribute: type, length (counting these two octets), value
+            if len(value) >= 2 and 2 <= value[1] <= len(value):
+                i = at.get(value[0])
+                if i is not None and not parts[i]:
+                    parts[i] = value[2 : value[1]]
+    elif rfc5090 and _RFC5090_RESPONSE in raw:
+        response = raw[_RFC5090_RESPONSE][0]
+        for kind, i in _RFC5090_AT.items():
+            values = raw.get(kind)
+            if values:
+                parts[i] = values[0]
+    else:
+        return None
+    text = [p.decode("utf-8", "replace") for p in parts]
+    return Digest(
+        response.decode("utf-8", "replace"),
+        text[9],
+        text[0],
+        text[1],
+        text[2],
+        text[3],
+        text[4],
+        text[5],
+        text[7],
+        text[8],
+        text[6],
+    )
+
+
+def digest_account_name(digest: Digest, *, strip: bool = False) -> str:
+    """The name a digest identifies its account by: the digest user name (not the realm),
+    ``user@domain`` cut to ``user`` when the NAS's ``strip_realm`` is set."""
+    return (strip_realm(digest.username) or digest.username) if strip else digest.username
+
+
 def authorize_command(
-    request: Request, key: str, arrived: datetime, realm: bool = False
+    request: Request,
+    key: str,
+    arrived: datetime,
+    realm: bool = False,
+    *,
+    rfc5090: bool = True,
 ) -> AuthorizeCall:
     chap = Chap(*request.chap) if request.chap else None
     session_id = request.text("Acct-Session-Id")
+    digest = digest_credentials(request, rfc5090=rfc5090) if request.digest else None
+    # the digest user name identifies the account (User-Name may carry "@realm")
+    name = digest_account_name(digest, strip=realm) if digest and digest.username else None
+    caller = caller_facts(request, realm, name)
     return AuthorizeCall(
         nas_key=key,
-        caller=caller_facts(request, realm),
+        caller=caller,
         password=request.password,
         chap=chap,
         identifiers=call_identifiers(request, session_id),
         arrived=arrived,
         acct_session_id=session_id or "",
+        digest=digest,
     )
 
 

@@ -33,8 +33,14 @@ _MESSAGE_AUTHENTICATOR = 80
 _USER_PASSWORD = 2
 _CHAP_PASSWORD = 3
 _CHAP_CHALLENGE = 60
+# SIP Digest: RFC 5090 Digest-* (103-122) and draft-sterman Digest-Response (206) with its
+# Digest-Attributes (207); kept as octets for radiusd.attributes.digest_credentials
+DIGEST_KINDS = frozenset((*range(103, 123), 206, 207))
+_DIGEST_ATTRIBUTES = 207
 # the attributes decode() keeps as received octets too
-_RAW_KINDS = frozenset((_PROXY_STATE, _USER_PASSWORD, _CHAP_PASSWORD, _CHAP_CHALLENGE))
+_RAW_KINDS = frozenset(
+    (_PROXY_STATE, _USER_PASSWORD, _CHAP_PASSWORD, _CHAP_CHALLENGE, *DIGEST_KINDS)
+)
 
 # Every attribute the code reads or writes; a test checks each resolves in the dictionary.
 REQUEST_ATTRIBUTES = (
@@ -135,6 +141,8 @@ class Request:
     has_proxy_state: bool
     password: bytes | None = None
     chap: tuple[int, bytes, bytes] | None = None
+    # an Access-Request's Digest attributes by type (octets as received), when it has any
+    digest: dict[int, list[bytes]] | None = None
     packet: Any = field(default=None, repr=False)  # unused by the fast codec
     raw: bytes = field(default=b"", repr=False)
     secret: bytes = field(default=b"", repr=False)
@@ -176,11 +184,21 @@ class Request:
         return {
             name: [v.hex() if isinstance(v, bytes) else str(v) for v in values]
             for name, values in self.attributes.items()
-            if name not in ("User-Password", "CHAP-Password", "Message-Authenticator")
+            if name not in _NOT_DUMPED
         }
 
 
 _MA_ZERO = b"\x50\x12" + bytes(16)
+# never stored with an accounting record: credentials and their proofs
+_NOT_DUMPED = frozenset(
+    (
+        "User-Password",
+        "CHAP-Password",
+        "Message-Authenticator",
+        "Digest-Response",
+        "Digest-Attributes",
+    )
+)
 
 
 class _AttributeInfo:
@@ -331,6 +349,9 @@ class Codec:
                         raw_by_type[kind] = [value]
                     else:
                         raws.append(value)
+                    if kind == _DIGEST_ATTRIBUTES:
+                        pos += size  # its sub-attributes are read from the octets (digest)
+                        continue
                 known = standard[kind]
                 if known is not None:
                     name, decode = known
@@ -381,6 +402,8 @@ class Codec:
             if raw_chap and len(raw_chap[0]) == 17:
                 challenge = raw_by_type.get(_CHAP_CHALLENGE, [authenticator])[0]
                 request.chap = (raw_chap[0][0], raw_chap[0][1:], challenge)
+            if 206 in raw_by_type or 207 in raw_by_type or 103 in raw_by_type:
+                request.digest = {k: v for k, v in raw_by_type.items() if k in DIGEST_KINDS}
         return request
 
     _ENCODED_MAX = 4096

@@ -13,7 +13,7 @@ from billing_core.accounting import AcctOutcome
 from billing_core.authorization import Accept, Decision, Reject
 from billing_core.domain import RejectReason
 from billing_core.money import floor2
-from billing_core.ports import HoldRequest
+from billing_core.ports import HoldRequest, LockoutProbe
 from billing_core.services import AuthorizationService, AuthOutcome
 from billing_core.sessions import AccountingEvent
 
@@ -27,6 +27,9 @@ from .transport import LogThrottle
 # the dialects whose Access-Accept carries the grant in SIP-AVP too (Kamailio's auth_radius
 # stores it as an AVP: $avp(credit_time))
 SIP_AVP_DIALECTS = frozenset(("kamailio", "opensips"))
+# the dialects whose NASes send Sip-* on RFC 5090's Digest numbers (101-105): their digest is
+# draft-sterman only (README: Credentials)
+NO_RFC5090 = frozenset(("kamailio", "opensips"))
 
 T = TypeVar("T")
 
@@ -34,6 +37,7 @@ T = TypeVar("T")
 REJECT_REPLIES: dict[RejectReason, tuple[int, str]] = {
     RejectReason.UNKNOWN_ACCOUNT: (1, "Unknown account"),
     RejectReason.BAD_PASSWORD: (2, "Wrong or missing password"),
+    RejectReason.LOCKED_OUT: (2, "Too many wrong passwords: account locked, try again later"),
     RejectReason.CLIENT_DELETED: (1, "Account is deleted"),
     RejectReason.CLIENT_STOPPED: (7, "Account is blocked"),
     RejectReason.NO_RATE: (9, "No rate for the destination"),
@@ -55,6 +59,7 @@ class Handler:
         live_authorize: Callable[[HoldRequest], Awaitable[Decision]] | None = None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        live_lockout: Callable[[LockoutProbe], Awaitable[bool]] | None = None,
         codecs: Mapping[str, Codec] | None = None,
     ) -> None:
         self.codec = codec
@@ -66,6 +71,7 @@ class Handler:
         self.metrics = metrics
         self.clock = clock
         self.live_authorize = live_authorize or self._authorize_in_thread
+        self.live_lockout = live_lockout or self._lockout_in_thread
         self.log = request_logger("radiusd.request")
         self.drop_log = get_logger("radiusd.transport")
 
@@ -74,6 +80,9 @@ class Handler:
 
     async def _authorize_in_thread(self, hold: HoldRequest) -> Decision:
         return await self._run(self.authorization.live.authorize, hold)
+
+    async def _lockout_in_thread(self, probe: LockoutProbe) -> bool:
+        return await self._run(self.authorization.live.auth_lockout, probe)
 
     async def handle(
         self, request: Request, nas: NasConfig, source_ip: str, accounting_port: bool
@@ -90,13 +99,20 @@ class Handler:
         self, request: Request, nas: NasConfig, source_ip: str, started: float
     ) -> bytes:
         key = attributes.nas_key(request, nas.name, source_ip)
-        command = attributes.authorize_command(request, key, self.clock(), nas.strip_realm)
+        command = attributes.authorize_command(
+            request, key, self.clock(), nas.strip_realm, rfc5090=nas.dialect not in NO_RFC5090
+        )
         codec = self.codecs.get(nas.dialect, self.codec)
         prepared = self.authorization.prepare(command)  # from memory, on the loop
         if isinstance(prepared, AuthOutcome):
             outcome = prepared
+            if outcome.lockout is not None:  # a failure to count, or a rare verified reject
+                outcome = outcome.settle_lockout(await self.live_lockout(outcome.lockout))
         else:
             outcome = prepared.finish(await self.live_authorize(prepared.hold))
+        if outcome.failure is not None:
+            failure = outcome.failure
+            self.metrics.child(self.metrics.auth_failures, failure.method, failure.reason).inc()
         decision = outcome.decision
         client = outcome.client
         reply_attrs: list[tuple[str, Any]]
@@ -135,6 +151,8 @@ class Handler:
             session_id=(command.identifiers or (None,))[0],
             outcome=result,
             reason=reason,
+            auth=outcome.method,
+            auth_failure=outcome.failure.reason if outcome.failure else None,
             grant=decision.grant_seconds if isinstance(decision, Accept) else None,
             client=client.name if client else None,
             elapsed=round(elapsed, 6),

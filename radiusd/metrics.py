@@ -82,6 +82,13 @@ class Metrics:
         self._in_flight: Callable[[], int] | None = None
         self._in_flight_written = -1
         self._scheduled: asyncio.AbstractEventLoop | None = None  # a flush() is due on it
+        self.auth_failures = Counter(
+            "radiusd_auth_failures_total",
+            "Login credentials refused (code 2), by method (pap, chap, digest, none) and reason"
+            " (missing, not_allowed, wrong, unusable, locked_out)",
+            ["method", "reason"],
+            registry=r,
+        )
         self.nas_dropped = Counter(
             "radiusd_nas_dropped_total",
             "Datagrams dropped, by configured NAS and reason",

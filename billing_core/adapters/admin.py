@@ -16,12 +16,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
-from billing_core.domain import check_password, hash_password
 from billing_core.errors import UserError
 from billing_core.money import ZERO
 from billing_core.money import display as fmt
+from billing_core.ports import SecretCipher
 from billing_core.provisioning import ClientSpec, ProvisioningSpec, RateTableSpec, rate_row
 
+from .account_secrets import secret_columns
 from .audit import AuditContext, audit_t, client_snapshot, record
 from .client_queries import (
     client_summary,
@@ -32,6 +33,7 @@ from .client_queries import (
     tags_of,
     tags_t,
 )
+from .secretbox import NoKeyCipher
 from .sql_store import (
     accounts_t,
     bump_catalog_version,
@@ -80,6 +82,7 @@ def apply_provisioning(
     audit: AuditContext | None = None,
     *,
     payments_applied: list[LiveMove] | None = None,
+    cipher: SecretCipher | None = None,
 ) -> dict[str, int]:
     """Upsert by natural key (names, payment ids) in one transaction.
 
@@ -88,6 +91,7 @@ def apply_provisioning(
     (client id, amount, live sequence) of each payment applied, for a live state kept
     outside the database (Redis) to follow once the transaction has committed."""
     audit = audit or AuditContext("load")
+    cipher = cipher if cipher is not None else NoKeyCipher()
     counts = {"rate_tables": 0, "rates": 0, "clients": 0, "accounts": 0, "payments": 0}
     with engine.begin() as conn:
         if spec.max_call_length is not None:
@@ -99,7 +103,7 @@ def apply_provisioning(
             counts["rates"] += len(table.rates)
         applied: list[LiveMove] = []
         for index, client in enumerate(spec.clients):
-            _upsert_client(conn, client, index, table_ids, counts, audit, applied)
+            _upsert_client(conn, client, index, table_ids, counts, audit, applied, cipher)
         bump_catalog_version(conn)
     if payments_applied is not None:
         payments_applied.extend(applied)
@@ -180,6 +184,7 @@ def _upsert_client(
     counts: dict[str, int],
     audit: AuditContext,
     applied: list[LiveMove],
+    cipher: SecretCipher,
 ) -> None:
     rate_table_id: int | None = None
     if spec.rate_table is not None:
@@ -236,24 +241,26 @@ def _upsert_client(
     in_service = spec.status != "deleted"
     for account in spec.accounts:
         owner = conn.execute(
-            select(accounts_t.c.client_id, accounts_t.c.password_hash).where(
-                accounts_t.c.name == account.name
-            )
+            select(
+                accounts_t.c.client_id,
+                accounts_t.c.password_hash,
+                accounts_t.c.secret_enc,
+                accounts_t.c.secret_version,
+            ).where(accounts_t.c.name == account.name)
         ).one_or_none()
-        password_hash = None
-        if account.password is not None:
-            old_hash = owner.password_hash if owner is not None else None
-            keep = old_hash is not None and check_password(old_hash, account.password.encode())
-            password_hash = old_hash if keep else hash_password(account.password)
-            if owner is not None and not keep:
-                changed_passwords.add(account.name)
+        try:
+            secret = secret_columns(account.password, account.auth_methods, cipher, owner)
+        except UserError as exc:
+            raise UserError(f"clients[{index}].accounts: {account.name}: {exc}") from None
+        if owner is not None and "secret_version" in secret and account.password is not None:
+            changed_passwords.add(account.name)
         row = {
             "client_id": client_id,
             "name": account.name,
             "ident": account.ident,
             "value": account.value,
             "tech_prefix": account.tech_prefix,
-            "password_hash": password_hash,
+            **secret,
             "enabled": True,
         }
         if owner is None:

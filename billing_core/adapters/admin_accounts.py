@@ -1,8 +1,8 @@
 """Accounts: how a client's calls are recognized (login, ip or ani, with a tech prefix).
 
 Validated with ``load``'s rules (``provisioning.validate_account``); passwords are stored
-hashed (``domain.hash_password``) and never shown or logged. Every change bumps the
-catalog version: the daemon identifies callers from its in-memory index.
+in the form their methods need (``account_secrets``) and never shown or logged. Every
+change bumps the catalog version: the daemon identifies callers from its in-memory index.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from billing_core.domain import hash_password
+from billing_core.credentials import DEFAULT_METHODS, methods_text, parse_auth_methods
 from billing_core.errors import NotFoundError, UserError
+from billing_core.ports import SecretCipher
 from billing_core.provisioning import validate_account
 
+from .account_secrets import secret_columns
 from .audit import AuditContext, account_snapshot, record
 from .client_queries import find_client
 from .sql_store import accounts_t, bump_catalog_version, clients_t
@@ -30,6 +32,7 @@ class AccountChange:
     tech_prefix: str | None = None  # "" clears it
     password: str | None = None
     clear_password: bool = False
+    auth_methods: str | None = None  # "pap,chap,digest"
     enabled: bool | None = None
     originate: bool | None = None
     terminate: bool | None = None
@@ -77,12 +80,22 @@ def add_account(
     value: str,
     tech_prefix: str | None = None,
     password: str | None = None,
+    auth_methods: str | None = None,
     enabled: bool = True,
     audit: AuditContext,
+    cipher: SecretCipher | None = None,
 ) -> dict[str, Any]:
+    from .secretbox import NoKeyCipher
+
     spec = validate_account(
-        name=name, ident=ident, value=value, tech_prefix=tech_prefix, password=password
+        name=name,
+        ident=ident,
+        value=value,
+        tech_prefix=tech_prefix,
+        password=password,
+        auth_methods=auth_methods,
     )
+    secret = secret_columns(spec.password, spec.auth_methods, cipher or NoKeyCipher())
     with engine.begin() as conn:
         owner = find_client(conn, client)
         if conn.execute(select(accounts_t.c.id).where(accounts_t.c.name == spec.name)).first():
@@ -97,7 +110,7 @@ def add_account(
                 ident=spec.ident,
                 value=spec.value,
                 tech_prefix=spec.tech_prefix,
-                password_hash=None if spec.password is None else hash_password(spec.password),
+                **secret,
                 enabled=enabled,
                 originate=in_service,
                 terminate=in_service,
@@ -121,9 +134,16 @@ def add_account(
 
 
 def edit_account(
-    engine: Engine, name: str, change: AccountChange, *, audit: AuditContext
+    engine: Engine,
+    name: str,
+    change: AccountChange,
+    *,
+    audit: AuditContext,
+    cipher: SecretCipher | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Apply ``change``; returns the account and the names of the fields that changed."""
+    from .secretbox import NoKeyCipher
+
     with engine.begin() as conn:
         row = _find_account(conn, name)
         before = account_snapshot(row)
@@ -131,15 +151,25 @@ def edit_account(
         if change.tech_prefix is not None:
             tech_prefix = change.tech_prefix or None
         ident = change.ident or row.ident
-        if change.clear_password or (change.ident and ident != "login"):
-            if row.password_hash is not None and not change.clear_password:
-                raise UserError(
-                    f"password: only allowed for ident login (give --no-password to drop it"
-                    f" from {row.name!r})"
-                )
-            password_hash = None
+        has_password = row.password_hash is not None or row.secret_enc is not None
+        clear = change.clear_password or (change.ident is not None and ident != "login")
+        if clear and has_password and not change.clear_password:
+            raise UserError(
+                f"password: only allowed for ident login (give --no-password to drop it"
+                f" from {row.name!r})"
+            )
+        methods_given = change.auth_methods
+        if methods_given is not None:
+            try:
+                methods = parse_auth_methods(methods_given)
+            except ValueError as exc:
+                raise UserError(f"auth_methods: {exc}") from None
+            if ident != "login":
+                raise UserError("auth_methods: only allowed for ident login")
         else:
-            password_hash = row.password_hash
+            methods = parse_auth_methods(row.auth_methods or "pap")
+        if clear:
+            methods = DEFAULT_METHODS if ident != "login" else methods
         spec = validate_account(
             name=change.new_name or row.name,
             ident=ident,
@@ -147,8 +177,18 @@ def edit_account(
             tech_prefix=tech_prefix,
             password=change.password,
         )
-        if change.password is not None:
-            password_hash = hash_password(change.password)
+        if clear:
+            secret = secret_columns(None, methods, cipher or NoKeyCipher(), row)
+            if change.clear_password and change.auth_methods is None:
+                secret["auth_methods"] = methods_text(DEFAULT_METHODS)
+        else:
+            secret = secret_columns(
+                change.password,
+                methods,
+                cipher or NoKeyCipher(),
+                row,
+                keep_password=change.password is None,
+            )
         if (
             spec.name != row.name
             and conn.execute(select(accounts_t.c.id).where(accounts_t.c.name == spec.name)).first()
@@ -160,7 +200,7 @@ def edit_account(
             "ident": spec.ident,
             "value": spec.value,
             "tech_prefix": spec.tech_prefix,
-            "password_hash": password_hash,
+            **secret,
         }
         for key in ("enabled", "originate", "terminate"):
             flag = getattr(change, key)
@@ -168,7 +208,7 @@ def edit_account(
                 values[key] = flag
         conn.execute(update(accounts_t).where(accounts_t.c.id == row.id).values(**values))
         new_row = _find_account(conn, spec.name)
-        after = account_snapshot(new_row, password_changed=change.password is not None)
+        after = account_snapshot(new_row, password_changed="secret_version" in secret)
         changed = [key for key in after if before.get(key) != after.get(key)]
         if changed:
             bump_catalog_version(conn)
@@ -228,8 +268,33 @@ def _account_dict(row: Any, client_name: str) -> dict[str, Any]:
         "ident": row.ident,
         "value": row.value,
         "tech_prefix": row.tech_prefix,
-        "password": row.password_hash is not None,
+        "password": row.password_hash is not None or row.secret_enc is not None,
+        "auth_methods": _methods_shown(row),
+        "password_storage": _storage(row),
         "enabled": bool(row.enabled),
         "originate": bool(row.originate),
         "terminate": bool(row.terminate),
     }
+
+
+def _methods_shown(row: Any) -> str:
+    if row.ident != "login":
+        return ""
+    return str(row.auth_methods or "pap")
+
+
+def _storage(row: Any) -> str:
+    """How the account's caller is proven (never the secret itself)."""
+    if row.ident != "login":
+        return ""
+    if row.secret_enc is not None:
+        return "encrypted"
+    if row.password_hash is not None:
+        return "hashed"
+    return "none: identified by name alone"
+
+
+def show_account(engine: Engine, name: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = _find_account(conn, name)
+        return _account_dict(row, _client_name(conn, row.client_id))

@@ -104,7 +104,7 @@ def record(
 # --- snapshots ---------------------------------------------------------------------------------
 def account_snapshot(row: Any, *, password_changed: bool = False) -> dict[str, Any]:
     password = None
-    if row.password_hash is not None:
+    if row.password_hash is not None or getattr(row, "secret_enc", None) is not None:
         password = MASK_CHANGED if password_changed else MASK
     return {
         "name": row.name,
@@ -112,6 +112,7 @@ def account_snapshot(row: Any, *, password_changed: bool = False) -> dict[str, A
         "value": row.value,
         "tech_prefix": row.tech_prefix,
         "password": password,
+        "auth_methods": getattr(row, "auth_methods", None) or "pap",
         "enabled": bool(row.enabled),
         "originate": bool(row.originate),
         "terminate": bool(row.terminate),

@@ -177,6 +177,23 @@ class AccountRow(Base):
     # billingctl (0002): a deleted client's accounts neither originate nor terminate
     originate: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     terminate: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # credentials (0005): the methods allowed, and for chap/digest the secret encrypted under
+    # the server key (password_hash is then NULL); secret_version moves when the secret
+    # itself changes, not when a key rotation re-encrypts it
+    auth_methods: Mapped[str] = mapped_column(String(32), default="pap", server_default="pap")
+    secret_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    secret_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class AuthFailureRow(Base):
+    """Guessing is slow, on the embedded live state (Redis keeps these itself): the wrong
+    passwords of an account in the current window, and the end of its lockout."""
+
+    __tablename__ = "auth_failures"
+    account_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class TransactionRow(Base):

@@ -36,11 +36,21 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, TryAgainError
 
 from billing_core.authorization import Decision
-from billing_core.ports import HoldRequest
+from billing_core.ports import HoldRequest, LockoutProbe
 
 from . import resp
 from .redis_connect import TIMEOUT, async_cluster_client
-from .redis_live import AUTHORIZE, INDEX, _keys, _sha, authorize_args, index_call, read_authorize
+from .redis_live import (
+    AUTHORIZE,
+    INDEX,
+    LOCKOUT,
+    _auth_keys,
+    _sha,
+    authorize_args,
+    index_call,
+    lockout_call,
+    read_authorize,
+)
 from .resp import RespConnection
 
 ATTEMPTS = 4
@@ -70,7 +80,7 @@ class ClusterAuthorizer:
         retention_seconds: int = 86400,
     ) -> None:
         self.redis = async_cluster_client(url)
-        self._sha = {script: _sha(script) for script in (AUTHORIZE, INDEX)}
+        self._sha = {script: _sha(script) for script in (AUTHORIZE, INDEX, LOCKOUT)}
         self._load = load
         self._retention_ms = retention_seconds * 1000
         seed = urlsplit(url)
@@ -88,7 +98,9 @@ class ClusterAuthorizer:
         client_id = request.terms.client.id
         for _attempt in range(3):
             calls = [
-                self._call(AUTHORIZE, _keys(client_id), authorize_args(request, self._retention_ms))
+                self._call(
+                    AUTHORIZE, _auth_keys(request), authorize_args(request, self._retention_ms)
+                )
             ]
             if request.identifiers and request.terms.rate is not None:
                 calls.append(self._call(INDEX, *index_call(request, request.uid)))
@@ -102,6 +114,11 @@ class ClusterAuthorizer:
                 await self._call(INDEX, *index_call(request, own_uid))
             return decision
         raise RuntimeError(f"live state of client {client_id} could not be loaded")
+
+    async def auth_lockout(self, probe: LockoutProbe) -> bool:
+        """The lockout script in the account's client slot (after a failure only)."""
+        keys, args = lockout_call(probe)
+        return bool(int(await self._call(LOCKOUT, keys, args)))
 
     # --- the fast path: one write per master and loop turn -----------------------------------
     async def _call(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:

@@ -27,7 +27,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from billing_core.authorization import Decision
-from billing_core.ports import HoldRequest
+from billing_core.ports import HoldRequest, LockoutProbe
 
 SyncRedis: TypeAlias = redis.Redis | RedisCluster
 # What Redis raises when it cannot do what was asked: redis-py's errors, and the cluster
@@ -97,6 +97,8 @@ class Authorizer(Protocol):
     """The daemon's check-and-hold on its event loop."""
 
     async def authorize(self, request: HoldRequest) -> Decision: ...
+
+    async def auth_lockout(self, probe: LockoutProbe) -> bool: ...
 
     async def close(self) -> None: ...
 

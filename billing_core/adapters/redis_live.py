@@ -10,6 +10,9 @@ slot and runs unchanged on Redis Cluster):
 - ``{c:N}:ids``   hash "<NAS key>|<identifier>" -> uid (a repeated Access-Request finds its call)
 - ``{c:N}:seq``   the client's live sequence (``live_balances.seq``) of the last ledger write
                   applied here: effects apply only on top of the sequence before theirs
+- ``{c:N}:fail:<account>`` wrong passwords of a login account in its 60 s window (expires)
+- ``{c:N}:lock:<account>`` present while the account is locked out (expires); the
+  authorization script checks it, so a correct caller pays no extra round trip
 
 Outside the client's slot, written in the same pipeline as the authorization script:
 
@@ -46,6 +49,7 @@ from billing_core.ports import (
     HoldRequest,
     LiveEffect,
     LiveView,
+    LockoutProbe,
     NasReleased,
     Rehold,
     Released,
@@ -86,13 +90,14 @@ local function adopt(calls, ids, uid, nas, idents, account, called)
 end
 """
 
-# KEYS: bal, calls, ids
+# KEYS: bal, calls, ids [, lock: a login account with a password]
 # ARGV: now_ms, expires_ms, uid, account, called, nas, postpaid, credit, capacity, lb_threshold,
 #       lb_capacity, auth_only, rate, setup, min_volume, interval, grace, max_call_length,
 #       retention_ms, n_ids, ids..., acct_session_id
 AUTHORIZE = (
     _COMMON
     + r"""
+if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return {'reject', 'locked_out'} end
 local balraw = redis.call('GET', KEYS[1])
 if not balraw then return {'missing'} end
 local bal = tonumber(balraw)
@@ -220,6 +225,19 @@ for i = 1, n_ids do redis.call('HSET', KEYS[3], nas .. '|' .. ids[i], key) end
 return {'accept', grant, hold, funds, key}
 """
 )
+
+# KEYS: lock, fail ; ARGV: failed (0/1), max failures, window seconds, lockout seconds
+LOCKOUT = r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+if ARGV[1] ~= '1' then return 0 end
+local n = redis.call('INCR', KEYS[2])
+if n == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+if n >= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[1], '1', 'EX', ARGV[4])
+  redis.call('DEL', KEYS[2])
+end
+return 0
+"""
 
 # KEYS: the hold's index keys (one NAS key, one slot) ; ARGV: value, seconds to live
 INDEX = r"""
@@ -350,6 +368,26 @@ def _seq_key(client_id: int) -> str:
     return f"{{c:{client_id}}}:seq"
 
 
+def _auth_keys(request: HoldRequest) -> list[str]:
+    keys = _keys(request.terms.client.id)
+    if request.lock_check:
+        keys.append(f"{{c:{request.terms.client.id}}}:lock:{request.account_id}")
+    return keys
+
+
+def lockout_call(probe: LockoutProbe) -> tuple[list[str], list[int]]:
+    """(keys, args) of the LOCKOUT script: the account's keys in its client's slot."""
+    tag = f"{{c:{probe.client_id}}}"
+    keys = [f"{tag}:lock:{probe.account_id}", f"{tag}:fail:{probe.account_id}"]
+    args = [
+        1 if probe.failed else 0,
+        probe.max_failures,
+        probe.window_seconds,
+        probe.lockout_seconds,
+    ]
+    return keys, args
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -371,6 +409,7 @@ class RedisLiveState:
         self._apply = client.register_script(APPLY)
         self._load = client.register_script(LOAD)
         self._view = client.register_script(VIEW)
+        self._lockout = client.register_script(LOCKOUT)
 
     @classmethod
     def from_url(
@@ -405,6 +444,10 @@ class RedisLiveState:
                 self._index(request, own_uid)  # rare: the call was first seen by another id
             return decision
         raise RuntimeError(f"live state of client {request.terms.client.id} could not be loaded")
+
+    def auth_lockout(self, probe: LockoutProbe) -> bool:
+        keys, args = lockout_call(probe)
+        return bool(self._lockout(keys=keys, args=args))
 
     def _index(self, request: HoldRequest, uid: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -675,9 +718,7 @@ def queue_authorize(pipe: Any, script: Any, request: HoldRequest, retention_ms: 
     """The script, then (for a call with identifiers) its index entries, in one pipeline.
     The entries name the uid the request proposes; a rejected call leaves entries that point
     to no hold, which accounting reads as "no hold"."""
-    script(
-        keys=_keys(request.terms.client.id), args=authorize_args(request, retention_ms), client=pipe
-    )
+    script(keys=_auth_keys(request), args=authorize_args(request, retention_ms), client=pipe)
     if request.identifiers and request.terms.rate is not None:
         queue_index(pipe, request, request.uid)
 
@@ -868,7 +909,7 @@ class AsyncAuthorizer:
         retention_seconds: int = 86400,
     ) -> None:
         self.redis = RespConnection(url, timeout=2, connect_timeout=2)
-        self._sha = {script: _sha(script) for script in (AUTHORIZE, INDEX)}
+        self._sha = {script: _sha(script) for script in (AUTHORIZE, INDEX, LOCKOUT)}
         self._load = load
         self._retention_ms = retention_seconds * 1000
         self._pending: list[tuple[HoldRequest, Any]] = []
@@ -898,6 +939,15 @@ class AsyncAuthorizer:
             return decision
         raise RuntimeError(f"live state of client {request.terms.client.id} could not be loaded")
 
+    async def auth_lockout(self, probe: LockoutProbe) -> bool:
+        """The lockout script on the same connection (only after a failure, or for a
+        verified account's rare reject before the live state)."""
+        keys, args = lockout_call(probe)
+        [reply] = await self._execute([self._evalsha(LOCKOUT, keys, args)])
+        if isinstance(reply, Exception):
+            raise reply
+        return bool(int(reply))
+
     def _flush(self) -> None:
         import asyncio
 
@@ -914,9 +964,7 @@ class AsyncAuthorizer:
         """The request's commands: EVALSHA of AUTHORIZE, then (a call with identifiers and a
         rate) EVALSHA of INDEX for its entries."""
         script = self._evalsha(
-            AUTHORIZE,
-            _keys(request.terms.client.id),
-            authorize_args(request, self._retention_ms),
+            AUTHORIZE, _auth_keys(request), authorize_args(request, self._retention_ms)
         )
         if not (request.identifiers and request.terms.rate is not None):
             return [script]

@@ -30,8 +30,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import BindParameter
 
-from billing_core.authorization import Accept, Decision, LiveSnapshot, decide
-from billing_core.domain import Account, Client
+from billing_core.authorization import Accept, Decision, LiveSnapshot, Reject, decide
+from billing_core.credentials import AuthMethod, parse_auth_methods
+from billing_core.domain import Account, Client, RejectReason
 from billing_core.identification import AccountIndex
 from billing_core.money import ZERO, from_micros, to_micros
 from billing_core.ports import (
@@ -41,12 +42,14 @@ from billing_core.ports import (
     LedgerConflict,
     LiveEffect,
     LiveView,
+    LockoutProbe,
 )
 from billing_core.rating import RateIndexBuilder, RateTableIndex
 
 from .models import (
     AccountRow,
     AcctEventRow,
+    AuthFailureRow,
     CallKeyRow,
     CallRow,
     CatalogVersion,
@@ -63,6 +66,7 @@ from .models import (
 from .sql_accounting import SqlAccountingTx, add_keys
 
 accounts_t = table(AccountRow)
+auth_failures_t = table(AuthFailureRow)
 acct_events_t = table(AcctEventRow)
 call_keys_t = table(CallKeyRow)
 calls_t = table(CallRow)
@@ -80,8 +84,28 @@ transactions_t = table(TransactionRow)
 _RETRYABLE = frozenset(("40P01", "40001"))  # deadlock detected, serialization failure
 
 
+_METHODS: dict[str, frozenset[AuthMethod]] = {}
+
+
+def _methods(text: str | None) -> frozenset[AuthMethod]:
+    """The stored ``pap,chap`` as a set, shared between accounts with the same methods."""
+    key = text or "pap"
+    found = _METHODS.get(key)
+    if found is None:
+        try:
+            found = parse_auth_methods(key)
+        except ValueError:
+            found = frozenset()  # unreadable: no method is allowed
+        _METHODS[key] = found
+    return found
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def bump_rates_version(conn: Connection, table_id: int) -> None:
@@ -172,6 +196,9 @@ class _AuthStatements:
 
 _AUTH_PG = _AuthStatements(postgresql.insert, lock=True)
 _AUTH_SQLITE = _AuthStatements(sqlite.insert, lock=False)
+_LOCKED = select(auth_failures_t.c.locked_until).where(
+    auth_failures_t.c.account_id == bindparam("account_id")
+)
 _OWN_CALL = (
     select(calls_t.c.id)
     .join(call_keys_t, call_keys_t.c.call_id == calls_t.c.id)
@@ -243,6 +270,9 @@ class SqlStore:
                     value=row.value,
                     tech_prefix=row.tech_prefix,
                     password_hash=row.password_hash,
+                    auth_methods=_methods(row.auth_methods),
+                    secret_enc=row.secret_enc,
+                    secret_version=int(row.secret_version or 0),
                     # a deleted client's accounts stay identifiable, so that its calls are
                     # rejected as a deleted client's (code 1, reason client_deleted)
                     enabled=bool(row.enabled)
@@ -291,6 +321,8 @@ class SqlStore:
         client_id = request.terms.client.id
         st = self._auth
         with self.engine.begin() as conn:
+            if request.lock_check and self._locked(conn, request.account_id, request.now):
+                return Reject(RejectReason.LOCKED_OUT)
             balance = self._lock_balance(conn, client_id)
             own = self._own_call(conn, request) if request.identifiers else None
             held, count = conn.execute(
@@ -326,6 +358,47 @@ class SqlStore:
             elif own is not None:
                 conn.execute(st.delete_own, {"own_id": own})
             return decision
+
+    @staticmethod
+    def _locked(conn: Connection, account_id: int, now: datetime) -> bool:
+        until = conn.execute(_LOCKED, {"account_id": account_id}).scalar_one_or_none()
+        return until is not None and _aware(until) > now
+
+    def auth_lockout(self, probe: LockoutProbe) -> bool:
+        """The failed-login window and lockout of an account, in ``auth_failures``."""
+        with self.engine.begin() as conn:
+            if self._pg:  # one writer per account at a time
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:k, :a)"),
+                    {"k": 0x6175, "a": probe.account_id},
+                )
+            row = conn.execute(
+                select(auth_failures_t).where(auth_failures_t.c.account_id == probe.account_id)
+            ).one_or_none()
+            now = probe.now
+            if row is not None and row.locked_until is not None and _aware(row.locked_until) > now:
+                return True
+            if not probe.failed:
+                return False
+            window = timedelta(seconds=probe.window_seconds)
+            if row is None or _aware(row.window_start) + window <= now:
+                start, failures = now, 1
+            else:
+                start, failures = _aware(row.window_start), int(row.failures) + 1
+            locked_until = None
+            if failures >= probe.max_failures:
+                locked_until = now + timedelta(seconds=probe.lockout_seconds)
+                start, failures = now, 0
+            values = {"window_start": start, "failures": failures, "locked_until": locked_until}
+            if row is None:
+                conn.execute(insert(auth_failures_t).values(account_id=probe.account_id, **values))
+            else:
+                conn.execute(
+                    update(auth_failures_t)
+                    .where(auth_failures_t.c.account_id == probe.account_id)
+                    .values(**values)
+                )
+            return False  # this failure may start a lockout: the next request sees it
 
     def _lock_balance(self, conn: Connection, client_id: int) -> Decimal:
         st = self._auth

@@ -229,7 +229,7 @@ class Caller(_Agent):
         proxy: tuple[str, int],
         user: str,
         domain: str = "sip.example.net",
-        password: str = "not-checked",  # noqa: S107 - the server does not check digests
+        password: str = "not-checked",  # noqa: S107 - checked only for an account with one
     ) -> None:
         self.proxy = proxy
         self.user = user

@@ -7,7 +7,7 @@ the duration was timed from the Start (such a leg is stopped once per Start, wha
 arrival time of a re-sent Stop). Existing CDRs keep their old meaning: once = "/" + duration.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-04
 
 """
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
