@@ -1106,6 +1106,9 @@ def build_parser() -> argparse.ArgumentParser:
     _accounts_parser(groups)
     _rates_parser(groups)
     _money_parsers(groups)
+    from billing_core.explain_cli import add_explain_parser
+
+    add_explain_parser(groups)
 
     s_sub = _group(groups, "sessions", "calls in progress")
     s_list = _add(s_sub, "list", "calls in progress", cmd_sessions_list)

@@ -126,9 +126,12 @@ class AuthorizationService:
             return prepared
         return prepared.finish(self.live.authorize(prepared.hold))
 
-    def prepare(self, request: AuthorizeCall) -> AuthOutcome | PendingHold:
+    def prepare(
+        self, request: AuthorizeCall, *, verify_password: bool = True
+    ) -> AuthOutcome | PendingHold:
         """Everything before the live state, from memory: an outcome already, or the
-        check-and-hold to run (the edge may run it on an asynchronous client)."""
+        check-and-hold to run (the edge may run it on an asynchronous client).
+        ``verify_password=False``: the password step passes (``billingctl explain``)."""
         catalog = self._catalog()
         identified = catalog.accounts.identify(request.caller)
         if identified is None:
@@ -137,7 +140,7 @@ class AuthorizationService:
         client = catalog.clients.get(account.client_id)
         if client is None:
             return AuthOutcome(Reject(RejectReason.UNKNOWN_ACCOUNT))
-        if account.ident == "login" and not _password_ok(account, request):
+        if account.ident == "login" and verify_password and not _password_ok(account, request):
             return AuthOutcome(Reject(RejectReason.BAD_PASSWORD), client, account)
         refused = check_client(client)
         if refused is not None:

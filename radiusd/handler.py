@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 from billing_core.accounting import AcctOutcome
 from billing_core.authorization import Accept, Decision, Reject
-from billing_core.domain import RejectReason
 from billing_core.money import floor2
 from billing_core.ports import HoldRequest
+from billing_core.replies import REJECT_REPLIES
 from billing_core.services import AuthorizationService, AuthOutcome
 from billing_core.sessions import AccountingEvent
 
@@ -24,19 +24,6 @@ from .logging import request_logger
 from .metrics import Metrics
 
 T = TypeVar("T")
-
-# One row per business rejection: (h323-return-code, Reply-Message).
-REJECT_REPLIES: dict[RejectReason, tuple[int, str]] = {
-    RejectReason.UNKNOWN_ACCOUNT: (1, "Unknown account"),
-    RejectReason.BAD_PASSWORD: (2, "Wrong or missing password"),
-    RejectReason.CLIENT_DELETED: (1, "Account is deleted"),
-    RejectReason.CLIENT_STOPPED: (7, "Account is blocked"),
-    RejectReason.NO_RATE: (9, "No rate for the destination"),
-    RejectReason.CAPACITY: (3, "Too many calls in progress"),
-    RejectReason.ZERO_BALANCE: (4, "Zero balance"),
-    RejectReason.CREDIT_LIMIT: (6, "Credit limit reached"),
-    RejectReason.INSUFFICIENT_FUNDS: (12, "Insufficient funds for the destination"),
-}
 
 
 class Handler:
