@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import signal
@@ -21,6 +22,7 @@ from sqlalchemy import Engine
 from billing_core.accounting import AccountingService, AcctOutcome
 from billing_core.adapters.db import current_revision, head_revision, make_engine, track_commits
 from billing_core.adapters.errors import unavailable
+from billing_core.adapters.live_peek import peek
 from billing_core.adapters.redis_live import AsyncAuthorizer, RedisLiveState, ResyncingLive
 from billing_core.adapters.sql_store import SqlStore
 from billing_core.errors import UserError
@@ -36,9 +38,10 @@ from .handler import Handler
 from .httpd import start_http
 from .logging import get_logger
 from .metrics import Metrics
+from .trace import Tracer
 from .transport import NasTable, RadiusProtocol, RadiusServer
 
-HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1})
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,6 +61,8 @@ class Running:
     store: SqlStore
     primary: bool
     close_stale: Callable[[datetime], int]
+    handler: Handler
+    tracer: Tracer
 
 
 def _socket(listen: ListenAddress, *, workers: int) -> socket.socket:
@@ -205,6 +210,8 @@ async def start(
         store,
         primary,
         rebuild_if_unseen(accounting.close_stale, redis_live, committed_unseen),
+        handler,
+        Tracer(None, authorization, functools.partial(peek, live, store), executor),
     )
 
 
@@ -390,6 +397,16 @@ def reload_nas(running: Running, config_path: Path | None) -> None:
     log.info("nas_reloaded", nas=len(config.nas))
 
 
+def toggle_trace(running: Running) -> None:
+    """SIGUSR1 (and --trace at start): trace the target's Access-Requests, or stop."""
+    handler = running.handler
+    handler.trace = None if handler.trace is not None else running.tracer
+    get_logger("radiusd").info(
+        "trace_on" if handler.trace is not None else "trace_off",
+        target=running.tracer.target or "every request",
+    )
+
+
 async def serve(
     config: Config,
     config_path: Path | None = None,
@@ -397,6 +414,7 @@ async def serve(
     metrics: Metrics | None = None,
     serve_http: bool = True,
     primary: bool = True,
+    trace: str | None = None,
 ) -> int:
     log = get_logger("radiusd")
     # A signal that arrives while we start is held, not fatal (the default action of SIGTERM
@@ -409,6 +427,10 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_nas, running, config_path)
+    if trace:
+        running.tracer.target = trace.strip()
+        toggle_trace(running)
+    loop.add_signal_handler(signal.SIGUSR1, toggle_trace, running)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     jobs = background_jobs(running, stop, config)
     await stop.wait()

@@ -22,6 +22,7 @@ from .codec import ACCESS_REQUEST, STATUS_SERVER, Codec, Request
 from .config import NasConfig
 from .logging import request_logger
 from .metrics import Metrics
+from .trace import Tracer
 
 T = TypeVar("T")
 
@@ -46,6 +47,7 @@ class Handler:
         self.clock = clock
         self.live_authorize = live_authorize or self._authorize_in_thread
         self.log = request_logger("radiusd.request")
+        self.trace: Tracer | None = None  # on: --trace or SIGUSR1 (radiusd/trace.py)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -69,11 +71,16 @@ class Handler:
     ) -> bytes:
         key = attributes.nas_key(request, nas.name, source_ip)
         command = attributes.authorize_command(request, key, self.clock())
+        traced = None
+        if self.trace is not None and self.trace.matches(nas, source_ip, key, command):
+            traced = await self.trace.explain(command, nas, source_ip, key)
         prepared = self.authorization.prepare(command)  # from memory, on the loop
         if isinstance(prepared, AuthOutcome):
             outcome = prepared
         else:
             outcome = prepared.finish(await self.live_authorize(prepared.hold))
+        if traced is not None and self.trace is not None:
+            self.trace.done(traced, outcome, command)
         decision = outcome.decision
         client = outcome.client
         reply_attrs: list[tuple[str, Any]]

@@ -48,7 +48,7 @@ def _stop_with_the_supervisor() -> None:
     threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
-def _worker(config_path: str | None, index: int) -> None:
+def _worker(config_path: str | None, index: int, trace: str | None = None) -> None:
     _stop_with_the_supervisor()
     path = Path(config_path) if config_path else None
     config = load_config(path)
@@ -57,7 +57,7 @@ def _worker(config_path: str | None, index: int) -> None:
 
     get_logger("radiusd").info("worker_started", worker=index, pid=os.getpid())
     try:
-        code = run(serve(config, path, serve_http=False, primary=index == 0))
+        code = run(serve(config, path, serve_http=False, primary=index == 0, trace=trace))
     except Exception as exc:  # noqa: BLE001 - as `radiusd serve` without workers: one line
         from .app import start_failure
 
@@ -66,7 +66,7 @@ def _worker(config_path: str | None, index: int) -> None:
     raise SystemExit(code)
 
 
-def run_workers(config: Config, config_path: Path | None) -> int:
+def run_workers(config: Config, config_path: Path | None, trace: str | None = None) -> int:
     # multiprocessing starts its resource tracker at the first spawn and then unblocks
     # SIGINT/SIGTERM in the caller: start it before the mask below is set
     resource_tracker.ensure_running()
@@ -75,12 +75,12 @@ def run_workers(config: Config, config_path: Path | None) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="radiusd-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        return asyncio.run(_supervise(config, config_path))
+        return asyncio.run(_supervise(config, config_path, trace))
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-async def _supervise(config: Config, config_path: Path | None) -> int:
+async def _supervise(config: Config, config_path: Path | None, trace: str | None = None) -> int:
     from prometheus_client import CollectorRegistry, multiprocess
 
     from billing_core.adapters.db import make_engine
@@ -98,7 +98,7 @@ async def _supervise(config: Config, config_path: Path | None) -> int:
     def spawn(index: int) -> BaseProcess:
         """A worker starts with the signals blocked (the mask is inherited): one we forward
         while it starts is taken when its handlers are in place, instead of killing it."""
-        process = context.Process(target=_worker, args=(path_arg, index), daemon=False)
+        process = context.Process(target=_worker, args=(path_arg, index, trace), daemon=False)
         held = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
             process.start()
@@ -137,12 +137,13 @@ async def _supervise(config: Config, config_path: Path | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    def forward_hup() -> None:
+    def forward(sig: signal.Signals) -> None:
         for process in workers:
             if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signal.SIGHUP)
+                os.kill(process.pid, sig)
 
-    loop.add_signal_handler(signal.SIGHUP, forward_hup)
+    for forwarded in (signal.SIGHUP, signal.SIGUSR1):  # reload; trace on/off
+        loop.add_signal_handler(forwarded, forward, forwarded)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     cannot_start = False
     while not stop.is_set():
