@@ -10,7 +10,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,6 +64,7 @@ class Running:
     close_stale: Callable[[datetime], int]
     handler: Handler
     tracer: Tracer
+    health: Callable[[], Awaitable[list[str]]]
 
 
 def _socket(listen: ListenAddress, *, workers: int) -> socket.socket:
@@ -137,7 +139,9 @@ async def start(
         guard_live=redis_live is not None,
     )
     committer: LanedCommitter[AccountingEvent, AcctOutcome] = LanedCommitter(
-        rebuild_if_unseen(accounting.record_many, redis_live, committed_unseen),
+        timed_batches(
+            rebuild_if_unseen(accounting.record_many, redis_live, committed_unseen), metrics
+        ),
         executor,
         call_lane,
         lanes=accounting_lanes(sqlite=sqlite, redis=redis_live is not None),
@@ -212,7 +216,22 @@ async def start(
         rebuild_if_unseen(accounting.close_stale, redis_live, committed_unseen),
         handler,
         Tracer(None, authorization, functools.partial(peek, live, store), executor),
+        health,
     )
+
+
+def timed_batches(
+    run: Callable[[Sequence[AccountingEvent]], list[AcctOutcome]], metrics: Metrics
+) -> Callable[[Sequence[AccountingEvent]], list[AcctOutcome]]:
+    """``run`` (an accounting batch), its size and time counted when it committed."""
+
+    def timed(events: Sequence[AccountingEvent]) -> list[AcctOutcome]:
+        started = time.perf_counter()
+        outcomes = run(events)
+        metrics.batch(len(events), time.perf_counter() - started)
+        return outcomes
+
+    return timed
 
 
 def rebuild_if_unseen(
@@ -239,6 +258,7 @@ def rebuild_if_unseen(
 
 
 HEALTH_TIMEOUT = 2.0  # seconds a part may take to answer /healthz before it counts as down
+HEALTH_EVERY = 5.0  # seconds between the probes that feed radiusd_dependency_up
 
 
 def accounting_lanes(*, sqlite: bool, redis: bool) -> int:
@@ -363,8 +383,16 @@ def background_jobs(
 
     async def resync() -> None:
         live = running.redis_live
-        if live is not None and await loop.run_in_executor(None, live.resync):
+        if live is None:
+            return
+        running.metrics.live_stale.set(1 if live.stale else 0)
+        if await loop.run_in_executor(None, live.resync):
+            running.metrics.live_resyncs.inc()
+            running.metrics.live_stale.set(1 if live.stale else 0)
             log.info("live_state_resynced")
+
+    async def probe_health() -> None:
+        await running.health()  # radiusd_dependency_up, also when nobody asks /healthz
 
     async def count_active() -> None:
         active = await loop.run_in_executor(running.executor, running.store.count_active_calls)
@@ -375,6 +403,8 @@ def background_jobs(
         asyncio.create_task(every(1.0, stop, refresh, "catalog_refresh")),
         asyncio.create_task(every(1.0, stop, resync, "live_resync")),
     ]
+    if running.http is not None:  # with workers, the supervisor probes
+        jobs.append(asyncio.create_task(every(HEALTH_EVERY, stop, probe_health, "health_probe")))
     if running.primary:
         jobs += [
             asyncio.create_task(every(reap_every, stop, reap, "stale_reaper")),

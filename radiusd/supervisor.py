@@ -24,7 +24,7 @@ from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from .app import HANDLED_SIGNALS
+from .app import HANDLED_SIGNALS, HEALTH_EVERY
 from .config import Config, load_config
 from .logging import configure, get_logger
 from .loop import run
@@ -146,11 +146,16 @@ async def _supervise(config: Config, config_path: Path | None, trace: str | None
         loop.add_signal_handler(forwarded, forward, forwarded)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     cannot_start = False
+    probed = time.monotonic()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.5)
         if stop.is_set():
             break
+        if time.monotonic() - probed >= HEALTH_EVERY:  # radiusd_dependency_up, unasked
+            probed = time.monotonic()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(health(), HEALTH_EVERY)
         for index, process in enumerate(workers):
             if not process.is_alive():
                 log.error("worker_died", worker=index, exitcode=process.exitcode)
