@@ -39,6 +39,7 @@ from .handler import Handler
 from .httpd import start_http
 from .logging import get_logger
 from .metrics import Metrics
+from .sdnotify import Notifier
 from .trace import Tracer
 from .transport import NasTable, RadiusProtocol, RadiusServer
 
@@ -445,6 +446,7 @@ async def serve(
     serve_http: bool = True,
     primary: bool = True,
     trace: str | None = None,
+    notifier: Notifier | None = None,
 ) -> int:
     log = get_logger("radiusd")
     # A signal that arrives while we start is held, not fatal (the default action of SIGTERM
@@ -463,7 +465,11 @@ async def serve(
     loop.add_signal_handler(signal.SIGUSR1, toggle_trace, running)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     jobs = background_jobs(running, stop, config)
+    notifier = notifier or Notifier.from_environ()
+    notifier.ready(f"answering on {_bound(running.transports[0])}")
+    watchdog = asyncio.create_task(notifier.watchdog())
     await stop.wait()
+    notifier.stopping()
     log.info("stopping", in_flight=len(running.server.tasks))
     running.server.closing = True  # stop taking requests; replies still go out
     deadline = loop.time() + config.server.drain_seconds
@@ -478,6 +484,7 @@ async def serve(
         running.http.close()
     drained = await _within(asyncio.gather(*jobs), deadline) and drained
     running.metrics.flush()  # the last loop turn's counts
+    watchdog.cancel()
     if not drained:
         # Work still stuck at the deadline (a database that does not answer) is given up,
         # unanswered (the switch retries it): waiting for the threads that hold it, as the

@@ -23,11 +23,13 @@ import time
 from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from .app import HANDLED_SIGNALS, HEALTH_EVERY
 from .config import Config, load_config
 from .logging import configure, get_logger
 from .loop import run
+from .sdnotify import Notifier
 
 RESTART_PAUSE = 1.0
 CANNOT_START = 3  # a worker's exit code when it cannot bind its ports: restarting cannot help
@@ -48,7 +50,9 @@ def _stop_with_the_supervisor() -> None:
     threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
-def _worker(config_path: str | None, index: int, trace: str | None = None) -> None:
+def _worker(
+    config_path: str | None, index: int, trace: str | None = None, ready: Any = None
+) -> None:
     _stop_with_the_supervisor()
     path = Path(config_path) if config_path else None
     config = load_config(path)
@@ -57,7 +61,17 @@ def _worker(config_path: str | None, index: int, trace: str | None = None) -> No
 
     get_logger("radiusd").info("worker_started", worker=index, pid=os.getpid())
     try:
-        code = run(serve(config, path, serve_http=False, primary=index == 0, trace=trace))
+        notifier = Notifier(on_ready=ready.set if ready is not None else None)
+        code = run(
+            serve(
+                config,
+                path,
+                serve_http=False,
+                primary=index == 0,
+                trace=trace,
+                notifier=notifier,
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - as `radiusd serve` without workers: one line
         from .app import start_failure
 
@@ -70,17 +84,24 @@ def run_workers(config: Config, config_path: Path | None, trace: str | None = No
     # multiprocessing starts its resource tracker at the first spawn and then unblocks
     # SIGINT/SIGTERM in the caller: start it before the mask below is set
     resource_tracker.ensure_running()
+    # the supervisor notifies systemd (READY once every worker answers); the workers do not
+    notifier = Notifier.from_environ(take=True)
     # SIGTERM/SIGINT/SIGHUP are held until _supervise has its handlers (see app.serve)
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     metrics_dir = tempfile.mkdtemp(prefix="radiusd-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        return asyncio.run(_supervise(config, config_path, trace))
+        return asyncio.run(_supervise(config, config_path, trace, notifier))
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-async def _supervise(config: Config, config_path: Path | None, trace: str | None = None) -> int:
+async def _supervise(
+    config: Config,
+    config_path: Path | None,
+    trace: str | None = None,
+    notifier: Notifier | None = None,
+) -> int:
     from prometheus_client import CollectorRegistry, multiprocess
 
     from billing_core.adapters.db import make_engine
@@ -98,7 +119,9 @@ async def _supervise(config: Config, config_path: Path | None, trace: str | None
     def spawn(index: int) -> BaseProcess:
         """A worker starts with the signals blocked (the mask is inherited): one we forward
         while it starts is taken when its handlers are in place, instead of killing it."""
-        process = context.Process(target=_worker, args=(path_arg, index, trace), daemon=False)
+        process = context.Process(
+            target=_worker, args=(path_arg, index, trace, ready[index]), daemon=False
+        )
         held = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
             process.start()
@@ -129,6 +152,7 @@ async def _supervise(config: Config, config_path: Path | None, trace: str | None
 
     listen = config.server.metrics_listen
     http = await start_http(listen.host, listen.port, registry, health)  # may fail: first
+    ready = [context.Event() for _ in range(config.server.workers)]
     workers = [spawn(i) for i in range(config.server.workers)]
     log.info("supervisor_started", workers=len(workers), metrics=_bound_server(http))
 
@@ -145,6 +169,17 @@ async def _supervise(config: Config, config_path: Path | None, trace: str | None
     for forwarded in (signal.SIGHUP, signal.SIGUSR1):  # reload; trace on/off
         loop.add_signal_handler(forwarded, forward, forwarded)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    notifier = notifier or Notifier()
+
+    async def announce() -> None:
+        """READY=1 once every worker answers."""
+        for event in ready:
+            while not await loop.run_in_executor(None, event.wait, 0.5):
+                if stop.is_set():
+                    return
+        notifier.ready(f"{len(workers)} workers answering")
+
+    notified = [asyncio.create_task(announce()), asyncio.create_task(notifier.watchdog())]
     cannot_start = False
     probed = time.monotonic()
     while not stop.is_set():
@@ -167,6 +202,7 @@ async def _supervise(config: Config, config_path: Path | None, trace: str | None
                     multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
                 await asyncio.sleep(RESTART_PAUSE)
                 workers[index] = spawn(index)
+    notifier.stopping()
     log.info("stopping_workers", workers=len(workers))
     for process in workers:
         if process.pid is not None and process.is_alive():
@@ -180,5 +216,7 @@ async def _supervise(config: Config, config_path: Path | None, trace: str | None
             process.join()
         codes.append(process.exitcode)
     http.close()
+    for task in notified:
+        task.cancel()
     log.info("stopped", exit_codes=codes)
     return 0 if not cannot_start and all(code == 0 for code in codes) else 1
