@@ -20,6 +20,7 @@ from billing_core.domain import check_password, hash_password
 from billing_core.errors import UserError
 from billing_core.money import ZERO
 from billing_core.money import display as fmt
+from billing_core.progress import Progress
 from billing_core.provisioning import ClientSpec, ProvisioningSpec, RateTableSpec, rate_row
 
 from .audit import AuditContext, audit_t, client_snapshot, record
@@ -77,6 +78,7 @@ def apply_provisioning(
     audit: AuditContext | None = None,
     *,
     payments_applied: list[tuple[int, Decimal]] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, int]:
     """Upsert by natural key (names, payment ids) in one transaction.
 
@@ -94,9 +96,13 @@ def apply_provisioning(
             table_ids[table.name] = _upsert_rate_table(conn, table, audit)
             counts["rate_tables"] += 1
             counts["rates"] += len(table.rates)
+            if progress is not None:
+                progress.advance(len(table.rates))
         applied: list[tuple[int, Decimal]] = []
         for index, client in enumerate(spec.clients):
             _upsert_client(conn, client, index, table_ids, counts, audit, applied)
+            if progress is not None:
+                progress.advance()
         bump_catalog_version(conn)
     if payments_applied is not None:
         payments_applied.extend(applied)

@@ -642,7 +642,7 @@ class ResyncingLive(RedisLiveState):
         except redis.RedisError:
             self.stale = True
 
-    def rebuild(self) -> int:
+    def rebuild(self, tick: Callable[[], None] | None = None) -> int:
         """Reload every client from the database (balances from the ledger, accounted calls).
         The flag is cleared first, so that an effect lost while the rebuild runs marks the
         state stale again instead of being forgotten; a rebuild that fails leaves it stale."""
@@ -652,6 +652,8 @@ class ResyncingLive(RedisLiveState):
             for client_id in self._clients():
                 self.load_client(client_id, replace=True)
                 count += 1
+                if tick is not None:  # billingctl live rebuild's progress
+                    tick()
         except Exception:
             self.stale = True
             raise
