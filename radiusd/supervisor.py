@@ -23,7 +23,6 @@ import time
 from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
 
 from .app import HANDLED_SIGNALS, HEALTH_EVERY
 from .config import Config, load_config
@@ -51,7 +50,7 @@ def _stop_with_the_supervisor() -> None:
 
 
 def _worker(
-    config_path: str | None, index: int, trace: str | None = None, ready: Any = None
+    config_path: str | None, index: int, trace: str | None = None, ready: str | None = None
 ) -> None:
     _stop_with_the_supervisor()
     path = Path(config_path) if config_path else None
@@ -61,7 +60,9 @@ def _worker(
 
     get_logger("radiusd").info("worker_started", worker=index, pid=os.getpid())
     try:
-        notifier = Notifier(on_ready=ready.set if ready is not None else None)
+        # readiness for the supervisor's READY=1: a file (a multiprocessing Event would be
+        # semaphores that a supervisor killed outright leaves behind)
+        notifier = Notifier(on_ready=(lambda: Path(ready).touch()) if ready else None)
         code = run(
             serve(
                 config,
@@ -120,7 +121,7 @@ async def _supervise(
         """A worker starts with the signals blocked (the mask is inherited): one we forward
         while it starts is taken when its handlers are in place, instead of killing it."""
         process = context.Process(
-            target=_worker, args=(path_arg, index, trace, ready[index]), daemon=False
+            target=_worker, args=(path_arg, index, trace, str(ready[index])), daemon=False
         )
         held = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
@@ -152,7 +153,9 @@ async def _supervise(
 
     listen = config.server.metrics_listen
     http = await start_http(listen.host, listen.port, registry, health)  # may fail: first
-    ready = [context.Event() for _ in range(config.server.workers)]
+    ready_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) / "ready"
+    ready_dir.mkdir(exist_ok=True)
+    ready = [ready_dir / f"worker-{i}" for i in range(config.server.workers)]
     workers = [spawn(i) for i in range(config.server.workers)]
     log.info("supervisor_started", workers=len(workers), metrics=_bound_server(http))
 
@@ -173,10 +176,10 @@ async def _supervise(
 
     async def announce() -> None:
         """READY=1 once every worker answers."""
-        for event in ready:
-            while not await loop.run_in_executor(None, event.wait, 0.5):
-                if stop.is_set():
-                    return
+        while not all(path.exists() for path in ready):
+            if stop.is_set():
+                return
+            await asyncio.sleep(0.1)
         notifier.ready(f"{len(workers)} workers answering")
 
     notified = [asyncio.create_task(announce()), asyncio.create_task(notifier.watchdog())]
