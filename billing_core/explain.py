@@ -183,16 +183,16 @@ def explain(
         )
         if account.ident == "login":
             if not verify_password:
-                check = "skipped (--password-check skip)"
+                check, summary = "skipped", "skipped (--password-check skip)"
             elif account.password_hash is None:
-                check = "the account has no password"
+                check, summary = "none", "the account has no password: nothing to check"
             elif request.password is None:
-                check = "missing: the request carries no User-Password"
+                check, summary = "missing", "missing: the request carries no User-Password"
             elif outcome is not None and outcome.decision == Reject(RejectReason.BAD_PASSWORD):
-                check = "wrong"
+                check, summary = "wrong", "wrong"
             else:
-                check = "right"
-            out.add("password", check, check=check.split(" ")[0].rstrip(":"))
+                check, summary = "right", "right"
+            out.add("password", summary, check=check)
     if client is not None:
         out.add("status", f"client {client.name!r} is {client.status}", status=client.status)
     pending = prepared if isinstance(prepared, PendingHold) else None
