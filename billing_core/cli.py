@@ -188,13 +188,17 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    from billing_core.progress import for_terminal
     from billing_core.provisioning import ProvisioningError
     from billing_core.provisioning_file import load_provisioning_file
 
-    try:
-        spec = load_provisioning_file(Path(args.file))
-    except ProvisioningError as exc:
-        raise UserError(str(exc)) from None
+    progress = for_terminal(f"load {Path(args.file).name}", unit="rates and clients")
+    with progress:
+        progress.stage("reading and validating the file")
+        try:
+            spec = load_provisioning_file(Path(args.file))
+        except ProvisioningError as exc:
+            raise UserError(str(exc)) from None
     if args.dry_run:
         print(
             f"{args.file}: valid ({len(spec.rate_tables)} rate tables, "
@@ -204,9 +208,17 @@ def cmd_load(args: argparse.Namespace) -> int:
     from billing_core.adapters.admin import LiveMove, apply_provisioning
 
     moved: list[LiveMove] = []
-    counts = apply_provisioning(
-        _engine(args), spec, _audit(args), payments_applied=moved, cipher=_cipher(args)
-    )
+    progress.total = sum(len(t.rates) for t in spec.rate_tables) + len(spec.clients)
+    progress.stage("")
+    with progress:
+        counts = apply_provisioning(
+            _engine(args),
+            spec,
+            _audit(args),
+            payments_applied=moved,
+            cipher=_cipher(args),
+            progress=progress,
+        )
     _payments_made(_live(args), moved)
     print("loaded " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     return 0
@@ -632,15 +644,21 @@ def cmd_accounts_delete(args: argparse.Namespace) -> int:
 
 def cmd_rates_import(args: argparse.Namespace) -> int:
     from billing_core.adapters.rates_import import import_rates
+    from billing_core.progress import count_lines, for_terminal
 
-    result = import_rates(
-        _engine(args),
-        args.table,
-        Path(args.file),
-        mode=args.mode,
-        currency=args.currency,
-        audit=_audit(args),
-    )
+    progress = for_terminal(f"rates import {Path(args.file).name}")
+    if progress.enabled and Path(args.file).is_file():
+        progress.total = max(0, count_lines(args.file) - 1)  # the header
+    with progress:
+        result = import_rates(
+            _engine(args),
+            args.table,
+            Path(args.file),
+            mode=args.mode,
+            currency=args.currency,
+            audit=_audit(args),
+            progress=progress,
+        )
     print(
         f"{result['table']}: {result['rows']} rates from {result['file']} ({result['mode']}):"
         f" {result['added']} added, {result['updated']} updated, {result['removed']} removed;"
@@ -799,9 +817,11 @@ def cmd_cdrs_list(args: argparse.Namespace) -> int:
 
 def cmd_live_rebuild(args: argparse.Namespace) -> int:
     from billing_core.adapters.live_admin import rebuild
+    from billing_core.progress import for_terminal
 
     url = _redis_url(args.config)
-    count = rebuild(_engine(args), url, cluster=_redis_cluster(args.config))
+    with for_terminal("live rebuild", unit="clients") as progress:
+        count = rebuild(_engine(args), url, cluster=_redis_cluster(args.config), progress=progress)
     if url:
         print(f"live state rebuilt from the database: {count} clients")
     else:
@@ -1159,6 +1179,9 @@ def build_parser() -> argparse.ArgumentParser:
     _security_parser(groups)
     _rates_parser(groups)
     _money_parsers(groups)
+    from billing_core.explain_cli import add_explain_parser
+
+    add_explain_parser(groups)
 
     s_sub = _group(groups, "sessions", "calls in progress")
     s_list = _add(s_sub, "list", "calls in progress", cmd_sessions_list)

@@ -275,9 +275,12 @@ class AuthorizationService:
             lockout_seconds=self.auth_lockout_seconds,
         )
 
-    def prepare(self, request: AuthorizeCall) -> AuthOutcome | PendingHold:
+    def prepare(
+        self, request: AuthorizeCall, *, verify_password: bool = True
+    ) -> AuthOutcome | PendingHold:
         """Everything before the live state, from memory: an outcome already, or the
-        check-and-hold to run (the edge may run it on an asynchronous client)."""
+        check-and-hold to run (the edge may run it on an asynchronous client).
+        ``verify_password=False``: the password step passes (``billingctl explain``)."""
         catalog = self._catalog()
         identified = catalog.accounts.identify(request.caller)
         if identified is None:
@@ -287,7 +290,7 @@ class AuthorizationService:
         if client is None:
             return AuthOutcome(Reject(RejectReason.UNKNOWN_ACCOUNT))
         method: str | None = None
-        if account.ident == "login" and account.has_password:
+        if account.ident == "login" and account.has_password and verify_password:
             method, problem = check_credentials(account, request, self.secrets)
             if problem is not None:
                 return AuthOutcome(

@@ -13,6 +13,11 @@ from .config import ConfigError, load_config, render_effective, resolve_config_p
 from .logging import configure
 from .loop import run
 
+TRACE_HELP = (
+    "log each step of the decisions on this caller's Access-Requests (a User-Name, "
+    "Calling-Station-Id, [[nas]] name or NAS address); SIGUSR1 turns tracing off and on"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -30,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
             help="config file (default: $RADIUSD_CONFIG, else config/radiusd.toml, "
             "else the packaged default)",
         )
+        if name == "serve":
+            cmd.add_argument("--trace", metavar="USER_OR_NAS", help=TRACE_HELP)
     return parser
 
 
@@ -50,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         if config.server.workers > 1:
             from .supervisor import run_workers
 
-            return run_workers(config, config_path)
+            return run_workers(config, config_path, args.trace)
         from .app import serve
 
-        return run(serve(config, config_path))
+        return run(serve(config, config_path, trace=args.trace))
     except KeyboardInterrupt:
         return 0
     except Exception as exc:  # noqa: BLE001 - one line naming the problem, never a traceback

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from sqlalchemy import Engine
 from billing_core.accounting import AccountingService, AcctOutcome
 from billing_core.adapters.db import current_revision, head_revision, make_engine
 from billing_core.adapters.errors import unavailable
+from billing_core.adapters.live_peek import peek
 from billing_core.adapters.redis_connect import authorizer
 from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
 from billing_core.adapters.secretbox import cipher_for
@@ -38,9 +41,11 @@ from .handler import Handler
 from .httpd import start_http
 from .logging import get_logger
 from .metrics import Metrics
+from .sdnotify import Notifier
+from .trace import Tracer
 from .transport import NasTable, RadiusProtocol, RadiusServer
 
-HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1})
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -60,6 +65,9 @@ class Running:
     store: SqlStore
     primary: bool
     close_stale: Callable[[datetime], int]
+    handler: Handler
+    tracer: Tracer
+    health: Callable[[], Awaitable[list[str]]]
     authorization: AuthorizationService | None = None
 
 
@@ -145,7 +153,7 @@ async def start(
         sequenced_live=redis_live is not None,
     )
     committer: LanedCommitter[AccountingEvent, AcctOutcome] = LanedCommitter(
-        accounting.record_many,
+        timed_batches(accounting.record_many, metrics),
         executor,
         call_lane,
         lanes=accounting_lanes(sqlite=sqlite, redis=redis_live is not None),
@@ -226,6 +234,9 @@ async def start(
         store,
         primary,
         accounting.close_stale,
+        handler,
+        Tracer(None, authorization, functools.partial(peek, live, store), executor),
+        health,
         authorization,
     )
 
@@ -236,8 +247,23 @@ def server_cipher(security: SecurityConfig) -> Any:
     return cipher_for(key.reveal() if key is not None else None)
 
 
+def timed_batches(
+    run: Callable[[Sequence[AccountingEvent]], list[AcctOutcome]], metrics: Metrics
+) -> Callable[[Sequence[AccountingEvent]], list[AcctOutcome]]:
+    """``run`` (an accounting batch), its size and time counted when it committed."""
+
+    def timed(events: Sequence[AccountingEvent]) -> list[AcctOutcome]:
+        started = time.perf_counter()
+        outcomes = run(events)
+        metrics.batch(len(events), time.perf_counter() - started)
+        return outcomes
+
+    return timed
+
+
 SWEEP_SECONDS = 60.0  # how often every client's live sequence is compared with Redis's
 HEALTH_TIMEOUT = 2.0  # seconds a part may take to answer /healthz before it counts as down
+HEALTH_EVERY = 5.0  # seconds between the probes that feed radiusd_dependency_up
 
 
 def accounting_lanes(*, sqlite: bool, redis: bool) -> int:
@@ -370,15 +396,21 @@ def background_jobs(
             log.info("stale_calls_closed", calls=closed)
 
     def repairing(work: Callable[[], int], event: str) -> Callable[[], Awaitable[None]]:
-        """A job that runs ``work`` (heal or sweep: clients reloaded) in a database thread."""
+        """A job that runs ``work`` (heal or sweep: clients reloaded) in a database thread;
+        the stale gauge says whether some client's effects are still missing from Redis."""
 
         async def job() -> None:
             healed = await loop.run_in_executor(running.executor, work)
             if healed:
                 running.metrics.live_healed.inc(healed)
                 log.info(event, clients=healed)
+            if running.redis_live is not None:
+                running.metrics.live_stale.set(1 if running.redis_live.lagging else 0)
 
         return job
+
+    async def probe_health() -> None:
+        await running.health()  # radiusd_dependency_up, also when nobody asks /healthz
 
     async def count_active() -> None:
         active = await loop.run_in_executor(running.executor, running.store.count_active_calls)
@@ -396,6 +428,8 @@ def background_jobs(
             asyncio.create_task(every(1.0, stop, heal, "live_heal")),
             asyncio.create_task(every(SWEEP_SECONDS, stop, sweep, "live_sweep", at_start=True)),
         ]
+    if running.http is not None:  # with workers, the supervisor probes
+        jobs.append(asyncio.create_task(every(HEALTH_EVERY, stop, probe_health, "health_probe")))
     if running.primary:
         jobs += [
             asyncio.create_task(every(reap_every, stop, reap, "stale_reaper")),
@@ -422,6 +456,16 @@ def reload_nas(running: Running, config_path: Path | None) -> None:
     )
 
 
+def toggle_trace(running: Running) -> None:
+    """SIGUSR1 (and --trace at start): trace the target's Access-Requests, or stop."""
+    handler = running.handler
+    handler.trace = None if handler.trace is not None else running.tracer
+    get_logger("radiusd").info(
+        "trace_on" if handler.trace is not None else "trace_off",
+        target=running.tracer.target or "every request",
+    )
+
+
 async def serve(
     config: Config,
     config_path: Path | None = None,
@@ -429,6 +473,8 @@ async def serve(
     metrics: Metrics | None = None,
     serve_http: bool = True,
     primary: bool = True,
+    trace: str | None = None,
+    notifier: Notifier | None = None,
 ) -> int:
     log = get_logger("radiusd")
     # A signal that arrives while we start is held, not fatal (the default action of SIGTERM
@@ -441,9 +487,17 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_nas, running, config_path)
+    if trace:
+        running.tracer.target = trace.strip()
+        toggle_trace(running)
+    loop.add_signal_handler(signal.SIGUSR1, toggle_trace, running)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     jobs = background_jobs(running, stop, config)
+    notifier = notifier or Notifier.from_environ()
+    notifier.ready(f"answering on {_bound(running.transports[0])}")
+    watchdog = asyncio.create_task(notifier.watchdog())
     await stop.wait()
+    notifier.stopping()
     log.info("stopping", in_flight=len(running.server.tasks))
     running.server.closing = True  # stop taking requests; replies still go out
     deadline = loop.time() + config.server.drain_seconds
@@ -458,6 +512,7 @@ async def serve(
         running.http.close()
     drained = await _within(asyncio.gather(*jobs), deadline) and drained
     running.metrics.flush()  # the last loop turn's counts
+    watchdog.cancel()
     if not drained:
         # Work still stuck at the deadline (a database that does not answer) is given up,
         # unanswered (the switch retries it): waiting for the threads that hold it, as the

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from billing_core.identification import CallerFacts
+from billing_core.nas import nas_key as core_nas_key
 from billing_core.services import AuthorizeCall, Chap, Digest
 from billing_core.sessions import AccountingEvent, normalize_conf_id
 
 from .codec import Request
+
+NAS_IDENTITIES = ("NAS-IP-Address", "NAS-IPv6-Address", "NAS-Identifier")
 
 _STATUS_NAMES = {
     "Start": 1,
@@ -24,11 +27,7 @@ _STATUS_NAMES = {
 def nas_key(request: Request, nas_name: str, source_ip: str) -> str:
     """The NAS entry plus the first of NAS-IP-Address, NAS-IPv6-Address, NAS-Identifier,
     else the source address (CONTRACT §3, The NAS)."""
-    for name in ("NAS-IP-Address", "NAS-IPv6-Address", "NAS-Identifier"):
-        value = request.first(name)
-        if value:
-            return f"{nas_name}|{value}"
-    return f"{nas_name}|{source_ip}"
+    return core_nas_key(nas_name, map(request.first, NAS_IDENTITIES), source_ip)
 
 
 _DIGEST_USER_NAME = 10  # draft-sterman: a sub-attribute of Digest-Attributes (207)

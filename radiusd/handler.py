@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 from billing_core.accounting import AcctOutcome
 from billing_core.authorization import Accept, Decision, Reject
-from billing_core.domain import RejectReason
 from billing_core.money import floor2
 from billing_core.ports import HoldRequest, LockoutProbe
+from billing_core.replies import REJECT_REPLIES
 from billing_core.services import AuthorizationService, AuthOutcome
 from billing_core.sessions import AccountingEvent
 
@@ -22,6 +22,7 @@ from .codec import ACCESS_REQUEST, STATUS_SERVER, Codec, Request
 from .config import NasConfig
 from .logging import get_logger, request_logger
 from .metrics import Metrics
+from .trace import Tracer
 from .transport import LogThrottle
 
 # the dialects whose Access-Accept carries the grant in SIP-AVP too (Kamailio's auth_radius
@@ -32,20 +33,6 @@ SIP_AVP_DIALECTS = frozenset(("kamailio", "opensips"))
 NO_RFC5090 = frozenset(("kamailio", "opensips"))
 
 T = TypeVar("T")
-
-# One row per business rejection: (h323-return-code, Reply-Message).
-REJECT_REPLIES: dict[RejectReason, tuple[int, str]] = {
-    RejectReason.UNKNOWN_ACCOUNT: (1, "Unknown account"),
-    RejectReason.BAD_PASSWORD: (2, "Wrong or missing password"),
-    RejectReason.LOCKED_OUT: (2, "Too many wrong passwords: account locked, try again later"),
-    RejectReason.CLIENT_DELETED: (1, "Account is deleted"),
-    RejectReason.CLIENT_STOPPED: (7, "Account is blocked"),
-    RejectReason.NO_RATE: (9, "No rate for the destination"),
-    RejectReason.CAPACITY: (3, "Too many calls in progress"),
-    RejectReason.ZERO_BALANCE: (4, "Zero balance"),
-    RejectReason.CREDIT_LIMIT: (6, "Credit limit reached"),
-    RejectReason.INSUFFICIENT_FUNDS: (12, "Insufficient funds for the destination"),
-}
 
 
 class Handler:
@@ -74,6 +61,7 @@ class Handler:
         self.live_lockout = live_lockout or self._lockout_in_thread
         self.log = request_logger("radiusd.request")
         self.drop_log = get_logger("radiusd.transport")
+        self.trace: Tracer | None = None  # on: --trace or SIGUSR1 (radiusd/trace.py)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -103,6 +91,9 @@ class Handler:
             request, key, self.clock(), nas.strip_realm, rfc5090=nas.dialect not in NO_RFC5090
         )
         codec = self.codecs.get(nas.dialect, self.codec)
+        traced = None
+        if self.trace is not None and self.trace.matches(nas, source_ip, key, command):
+            traced = await self.trace.explain(command, nas, source_ip, key)
         prepared = self.authorization.prepare(command)  # from memory, on the loop
         if isinstance(prepared, AuthOutcome):
             outcome = prepared
@@ -113,6 +104,8 @@ class Handler:
         if outcome.failure is not None:
             failure = outcome.failure
             self.metrics.child(self.metrics.auth_failures, failure.method, failure.reason).inc()
+        if traced is not None and self.trace is not None:
+            self.trace.done(traced, outcome, command)
         decision = outcome.decision
         client = outcome.client
         reply_attrs: list[tuple[str, Any]]

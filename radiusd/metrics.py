@@ -77,6 +77,25 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.batch_size = Histogram(
+            "radiusd_accounting_batch_size",
+            "Accounting requests committed together in one transaction (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "radiusd_accounting_commit_seconds",
+            "Time to record one accounting batch, its transaction's commit included",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.live_stale = Gauge(
+            "radiusd_live_state_stale",
+            "1 while some client's committed effects are still missing from Redis after the"
+            " heal's grace (being reloaded from the database)",
+            registry=r,
+            multiprocess_mode="max",
+        )
         self._counts: dict[Any, int] = {}
         self._observed: dict[Any, list[float]] = {}
         self._in_flight: Callable[[], int] | None = None
@@ -125,6 +144,11 @@ class Metrics:
         else:
             observed.append(seconds)
         self.changed()
+
+    def batch(self, size: int, seconds: float) -> None:
+        """An accounting batch recorded (called from a database thread, once per batch)."""
+        self.batch_size.observe(size)
+        self.commit_seconds.observe(seconds)
 
     def track_in_flight(self, count: Callable[[], int]) -> None:
         """radiusd_in_flight is ``count()``: read at every scrape in one process, written at

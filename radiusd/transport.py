@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 from billing_core.adapters.errors import unavailable
+from billing_core.nas import longest_first, match_source
 
 from .codec import ACCESS_REQUEST, ACCOUNTING_REQUEST, STATUS_SERVER, Codec, Malformed, Request
 from .config import NasConfig
@@ -33,7 +33,7 @@ class NasTable:
     _CACHE_SIZE = 65536
 
     def __init__(self, entries: Sequence[NasConfig]) -> None:
-        self._entries = sorted(entries, key=lambda n: -n.address.prefixlen)
+        self._entries = longest_first(entries)
         self._cache: dict[str, NasConfig | None] = {}  # by source address, as received
 
     def lookup(self, source_ip: str) -> NasConfig | None:
@@ -48,16 +48,7 @@ class NasTable:
         return found
 
     def _match(self, source_ip: str) -> NasConfig | None:
-        try:
-            ip = ipaddress.ip_address(source_ip.split("%", 1)[0])
-        except ValueError:
-            return None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        for nas in self._entries:
-            if ip.version == nas.address.version and ip in nas.address:
-                return nas
-        return None
+        return match_source(self._entries, source_ip)
 
 
 class DuplicateCache:

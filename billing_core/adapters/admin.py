@@ -20,6 +20,7 @@ from billing_core.errors import UserError
 from billing_core.money import ZERO
 from billing_core.money import display as fmt
 from billing_core.ports import SecretCipher
+from billing_core.progress import Progress
 from billing_core.provisioning import ClientSpec, ProvisioningSpec, RateTableSpec, rate_row
 
 from .account_secrets import secret_columns
@@ -83,6 +84,7 @@ def apply_provisioning(
     *,
     payments_applied: list[LiveMove] | None = None,
     cipher: SecretCipher | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, int]:
     """Upsert by natural key (names, payment ids) in one transaction.
 
@@ -101,9 +103,13 @@ def apply_provisioning(
             table_ids[table.name] = _upsert_rate_table(conn, table, audit)
             counts["rate_tables"] += 1
             counts["rates"] += len(table.rates)
+            if progress is not None:
+                progress.advance(len(table.rates))
         applied: list[LiveMove] = []
         for index, client in enumerate(spec.clients):
             _upsert_client(conn, client, index, table_ids, counts, audit, applied, cipher)
+            if progress is not None:
+                progress.advance()
         bump_catalog_version(conn)
     if payments_applied is not None:
         payments_applied.extend(applied)

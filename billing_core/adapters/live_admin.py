@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from billing_core.ports import BalanceMoved, LiveState
+from billing_core.progress import Progress
 
 from .redis_live import ResyncingLive
-from .sql_store import SqlStore
+from .sql_store import SqlStore, clients_t
 
 
 def open_live(engine: Engine, redis_url: str, *, cluster: bool = False) -> LiveState:
@@ -37,10 +38,16 @@ def payment_made(live: LiveState, client_id: int, amount: Decimal, seq: int) -> 
     live.apply([BalanceMoved(client_id, amount)], {client_id: seq})
 
 
-def rebuild(engine: Engine, redis_url: str, *, cluster: bool = False) -> int:
+def rebuild(
+    engine: Engine, redis_url: str, *, cluster: bool = False, progress: Progress | None = None
+) -> int:
     """Reload every client's live state from the database; the number of clients."""
     live = open_live(engine, redis_url, cluster=cluster)
     if isinstance(live, ResyncingLive):
+        if progress is not None and progress.enabled:
+            with engine.connect() as conn:
+                progress.total = conn.execute(select(func.count()).select_from(clients_t)).scalar()
+            return live.rebuild(progress.advance)
         return live.rebuild()
     return 0  # the database is the live state: nothing to rebuild
 

@@ -41,6 +41,7 @@ from billing_core.errors import NotFoundError, UserError
 from billing_core.money import display as fmt
 from billing_core.money import to_micros
 from billing_core.numbers import digits_only, normalize_number
+from billing_core.progress import Progress
 from billing_core.provisioning import (
     RATE_COLUMNS,
     ProvisioningError,
@@ -229,6 +230,7 @@ def import_rates(
     mode: str = "merge",
     currency: str | None = None,
     audit: AuditContext,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Import ``path`` into rate table ``table`` (created when ``currency`` is given and the
     table does not exist). Returns counts: rows, before, after, added, updated, removed."""
@@ -252,12 +254,16 @@ def import_rates(
         table_id = row.id
         staging_t.create(conn)
         rows = _validated(path, name)
+        if progress is not None:
+            rows = progress.track(rows)
         if conn.dialect.name == "postgresql":
             staged = _stage_postgresql(conn, rows)
         else:
             staged = _stage_sqlite(conn, rows)
         if staged == 0:
             raise UserError(f"{name}: has no rates (a header and no rows)")
+        if progress is not None:
+            progress.stage("merging into the table")
         _check_repeats(conn, name)
         before = _count(conn, table_id)
         source = select(

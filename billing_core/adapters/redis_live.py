@@ -814,14 +814,23 @@ class ResyncingLive(RedisLiveState):
         except REDIS_ERRORS:
             self.missed = True  # the database knows: heal() repairs it
 
-    def rebuild(self) -> int:
+    def rebuild(self, tick: Callable[[], None] | None = None) -> int:
         """Reload every client from the database (balances from the ledger, accounted calls),
-        one client at a time; the number of clients."""
+        one client at a time; the number of clients. ``tick`` after each (progress)."""
         count = 0
         for client_id in self._clients():
             self.load_client(client_id, replace=True)
             count += 1
+            if tick is not None:
+                tick()
         return count
+
+    @property
+    def lagging(self) -> int:
+        """Clients seen lacking effects in Redis for longer than the heal's grace, not yet
+        repaired (Redis unreachable, or reloads failing)."""
+        now = time.monotonic()
+        return sum(1 for _seq, seen in self._lagging.values() if now - seen >= self._grace)
 
     def sequences(self, client_ids: Sequence[int]) -> dict[int, int | None]:
         """Each client's live sequence in Redis; None where the client is not loaded (its
