@@ -5,7 +5,10 @@ Redis when ``--redis-url`` is given) and both FreeRADIUS baselines are all start
 then each scenario is run against each of them back to back, so that the machine's noise
 falls on all of them alike. Then, on the production deployment only: authorization at half
 its measured load, latency with the big and the small data set at the same light load, a
-py-spy profile of each path, and the catalog (1,000,000-prefix index) build.
+py-spy profile of each path, and the catalog (1,000,000-prefix index) build. Last, with
+every other server stopped, the two-node scenario (issue 12): whole calls spread over two
+daemons on one PostgreSQL database and one Redis, against one daemon, on the same requests,
+and the ledger checked against what was sent (``--only two-node`` runs it alone).
 """
 
 from __future__ import annotations
@@ -22,16 +25,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import datagen, freeradius, loadgen, procstat, profiling, report, scenarios
+from bench import datagen, freeradius, ledger, loadgen, procstat, profiling, report, scenarios
 from bench.loadgen import LoadSpec, Pool
 from bench.packets import ReplyChecker
 from bench.procstat import ProcessProbe
-from bench.results import IndexBuild, LatencyCompare, Measurement, Run, TargetInfo
+from bench.results import IndexBuild, LatencyCompare, Measurement, NodesRun, Run, TargetInfo
 from bench.targets import (
+    BIN,
     SECRET,
+    OurNodes,
     OurServer,
     PostgresDatabase,
     PostgresServer,
@@ -106,9 +112,52 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep the servers' configs, logs and raw profiles (the path is logged)",
     )
-    p.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    p.add_argument(
+        "--only",
+        choices=("two-node",),
+        default="",
+        help="run only this part (its report goes to stdout, or to --output if given)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small run to check that it works: small data set, 1 s per measurement, "
+        "no extras (options given explicitly win)",
+    )
+    p.add_argument(
+        "--node-workers",
+        type=int,
+        default=0,
+        help="[server] workers of each of the two nodes (default: --workers / 2, so that two "
+        "nodes run as many workers as one node)",
+    )
+    p.add_argument(
+        "--two-node-rounds",
+        type=int,
+        default=1,
+        help="one node then two nodes, this many times (against the machine's noise)",
+    )
+    p.add_argument("--no-two-node", action="store_true", help="skip the two-node scenario")
+    p.add_argument("--output", type=Path, default=None, help="the report (default: BENCHMARKS.md)")
     p.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.quick:
+        for name, value in QUICK.items():
+            if getattr(args, name) == p.get_default(name):
+                setattr(args, name, value)
+    if args.output is None and not args.only:
+        args.output = ROOT / "BENCHMARKS.md"
+    return args
+
+
+QUICK = {
+    "duration": 1.0,
+    "warmup": 0.3,
+    "data": "small",
+    "max_rate": 3000.0,
+    "no_profile": True,
+    "no_extras": True,
+}
 
 
 # --- the machine ----------------------------------------------------------------------------
@@ -188,6 +237,7 @@ class Bench:
         self.workdir = Path(tempfile.mkdtemp(prefix="radiusd-bench-"))
         self.pg: PostgresServer | None = None
         self.targets: dict[str, Target] = {}
+        self.last_spec: scenarios.PoolSpec | None = None
         self.load = LoadSpec(
             duration=args.duration,
             warmup=args.warmup,
@@ -200,6 +250,7 @@ class Bench:
         """Requests for ``jobs`` jobs; the main scenarios' pools are cached (``cache``)."""
         self.namespace += 1
         spec = scenarios.PoolSpec(scenario, jobs, self.namespace, self.salt, SECRET.encode())
+        self.last_spec = spec
         started = time.monotonic()
         if cache and not self.args.no_cache:
             pool = scenarios.cached_pool(
@@ -275,7 +326,7 @@ class Bench:
         info = TargetInfo(target.name, target.label, False)
         run.targets[target.name] = info
         try:
-            if isinstance(target, OurServer):
+            if isinstance(target, OurServer | OurNodes):
                 log(f"{target.name}: preparing the database")
                 prepared = target.prepare()
                 info.load_seconds = prepared.load_seconds
@@ -301,6 +352,7 @@ class Bench:
                 target.stop()
             finally:
                 target.cleanup()
+        self.targets.clear()
 
 
 def _index_build(target: OurServer) -> IndexBuild:
@@ -436,6 +488,95 @@ def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet)
         prod.cleanup()
 
 
+# --- two nodes (issue 12) ----------------------------------------------------------------------
+
+
+def redis_variants(args: argparse.Namespace, run: Run) -> list[tuple[str, str, bool]]:
+    """(variant, Redis URL, cluster) of the two-node scenario that can run; the others are
+    noted in ``run.two_node_skipped``."""
+    out: list[tuple[str, str, bool]] = []
+    if args.redis_url:
+        out.append(("redis", args.redis_url, False))
+    else:
+        run.two_node_skipped["redis"] = "no --redis-url given"
+    run.two_node_skipped["cluster"] = "Redis Cluster support is not in this build"
+    return out
+
+
+def two_node(bench: Bench, run: Run, data: datagen.DataSet) -> None:
+    """One node, then two nodes, on the same requests, per Redis variant; each on a fresh
+    clone of the loaded database, its ledger checked after the run."""
+    args = bench.args
+    if bench.pg is None:
+        for variant in ("redis", "cluster"):
+            run.two_node_skipped[variant] = "PostgreSQL unreachable"
+        return
+    node_workers = args.node_workers or max(1, args.workers // 2)
+    scenario = scenarios.TWO_NODE
+    jobs = scenarios.jobs_for(scenario, args.max_rate, bench.seconds())
+    pool = bench.pool(scenario.name, data, jobs, cache=True)
+    spec = bench.last_spec
+    assert spec is not None
+    run.two_node_data = data.spec.describe()
+    load = replace(bench.load, record=True)
+    for variant, url, cluster in redis_variants(args, run):
+        for round_ in range(1, args.two_node_rounds + 1):
+            for nodes, workers in ((1, args.workers), (2, node_workers)):
+                name = f"ours-{nodes}node-{variant}"
+                entry = NodesRun(variant, nodes, workers, round_)
+                run.two_node.append(entry)
+                deployment = OurNodes(
+                    name,
+                    f"ours, {nodes} node{'s' if nodes > 1 else ''}, PostgreSQL + "
+                    f"{'Redis Cluster' if cluster else 'Redis'}",
+                    bench.workdir / f"{name}-{round_}",
+                    log,
+                    PostgresDatabase(
+                        bench.pg,
+                        f"bench_{bench.run_id:06x}_{nodes}node_{variant}",
+                        DataLoader(args.loader),
+                        cache=not args.no_cache,
+                    ),
+                    data,
+                    url,
+                    nodes=nodes,
+                    workers=workers,
+                    slots=scenarios.NODE_SLOTS,
+                    redis_cluster=cluster,
+                )
+                if not bench.start(deployment, run):
+                    entry.error = run.targets[name].error
+                    continue
+                try:
+                    entry.measurement = measure(
+                        deployment, scenario.name, pool, load, bench.checker
+                    )
+                    entry.running_at_end = deployment.running()
+                    entry.check = check_ledger(deployment, spec, entry.measurement)
+                    log(f"{name}: {entry.check.summary()}")
+                finally:
+                    bench.targets.pop(name, None)
+                    deployment.stop()
+                    deployment.cleanup()
+                time.sleep(0.3)
+
+
+def check_ledger(
+    deployment: OurNodes, spec: scenarios.PoolSpec, m: Measurement
+) -> ledger.LedgerCheck:
+    assert deployment.prepared is not None
+    cdrs, stray = ledger.read_cdrs(deployment.prepared.url)
+    check = ledger.judge(
+        m.result.answers,
+        lambda step: step >= scenarios.STOP_STEP,
+        lambda job: scenarios.session_id(spec, job),
+        cdrs,
+        stray,
+    )
+    ledger.live_verify(BIN / "billingctl", deployment.config, check, deployment.workdir)
+    return check
+
+
 PACED_LANES = 64
 
 
@@ -467,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"PostgreSQL unreachable at {args.postgres_url}: {exc}")
         bench.pg = None
     big = datagen.generate(datagen.BIG if args.data == "big" else datagen.SMALL)
-    small = datagen.generate(datagen.SMALL)
+    small = datagen.generate(datagen.SMALL) if not args.only else big
     run = Run(
         started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         parameters={
@@ -478,6 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "request timeout": f"{args.timeout} s",
             "data loader": args.loader,
             "our server's workers": str(args.workers),
+            "two nodes": f"{args.node_workers or max(1, args.workers // 2)} workers per node, "
+            f"{args.two_node_rounds} round(s)",
         },
         machine=machine(bench.pg, args.redis_url),
         data={
@@ -487,28 +630,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     )
     try:
-        for target in bench.make_targets(wanted_targets, big, run):
-            bench.start(target, run)
-        running = [bench.targets[n] for n in wanted_targets if n in bench.targets]
-        for prod in ("ours-pg-redis", "ours-pg"):
-            if prod in bench.targets:
-                run.production = prod
-                break
-        pools: dict[str, Pool] = {}
-        for scenario in wanted_scenarios:
-            jobs = scenarios.jobs_for(scenarios.SCENARIOS[scenario], args.max_rate, bench.seconds())
-            pools[scenario] = bench.pool(scenario, big, jobs, cache=True)
-            for target in running:
-                run.measurements.append(
-                    measure(target, scenario, pools[scenario], bench.load, bench.checker)
-                )
-                time.sleep(0.3)
-            del pools[scenario]
-        for target in running:
-            if target.process is None or target.process.poll() is not None:
-                run.notes.append(f"{target.label} was not running at the end of the scenarios.")
-        if not args.no_extras:
-            extras(bench, run, big, small)
+        if not args.only:
+            main_run(bench, run, args, wanted_scenarios, wanted_targets, big, small)
+        bench.stop_all()
+        if args.only == "two-node" or not args.no_two_node:
+            two_node(bench, run, big)
     finally:
         bench.stop_all()
         if bench.pg is not None:
@@ -518,11 +644,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(bench.workdir, ignore_errors=True)
     run.seconds = time.monotonic() - _started
-    report.write(run, args.output)
-    log(f"wrote {args.output}")
+    if args.only:
+        text = report.render_two_node_only(run)
+        if args.output is None:
+            print(text)
+        else:
+            args.output.write_text(text)
+            log(f"wrote {args.output}")
+    else:
+        report.write(run, args.output)
+        log(f"wrote {args.output}")
     if args.json is not None:
         args.json.write_text(json.dumps(_raw(run), indent=1, default=str))
     return 0
+
+
+def main_run(
+    bench: Bench,
+    run: Run,
+    args: argparse.Namespace,
+    wanted_scenarios: list[str],
+    wanted_targets: list[str],
+    big: datagen.DataSet,
+    small: datagen.DataSet,
+) -> None:
+    """The targets, each scenario against each, then the extras on the production one."""
+    for target in bench.make_targets(wanted_targets, big, run):
+        bench.start(target, run)
+    running = [bench.targets[n] for n in wanted_targets if n in bench.targets]
+    for prod in ("ours-pg-redis", "ours-pg"):
+        if prod in bench.targets:
+            run.production = prod
+            break
+    pools: dict[str, Pool] = {}
+    for scenario in wanted_scenarios:
+        jobs = scenarios.jobs_for(scenarios.SCENARIOS[scenario], args.max_rate, bench.seconds())
+        pools[scenario] = bench.pool(scenario, big, jobs, cache=True)
+        for target in running:
+            run.measurements.append(
+                measure(target, scenario, pools[scenario], bench.load, bench.checker)
+            )
+            time.sleep(0.3)
+        del pools[scenario]
+    for target in running:
+        if target.process is None or target.process.poll() is not None:
+            run.notes.append(f"{target.label} was not running at the end of the scenarios.")
+    if not args.no_extras:
+        extras(bench, run, big, small)
 
 
 def _raw(run: Run) -> dict[str, object]:
@@ -545,5 +713,21 @@ def _raw(run: Run) -> dict[str, object]:
                 "peak_rss_kb": m.reading.peak_rss_kb,
             }
             for m in run.measurements
+        ],
+        "two_node": [
+            {
+                "variant": e.variant,
+                "nodes": e.nodes,
+                "workers": e.workers,
+                "round": e.round,
+                "error": e.error,
+                "rate": e.measurement.result.rate if e.measurement else None,
+                "calls_per_s": e.measurement.result.job_rate if e.measurement else None,
+                "timeouts": e.measurement.result.timeouts if e.measurement else None,
+                "cpu": e.measurement.reading.cpu if e.measurement else None,
+                "check": e.check.summary() if e.check else None,
+                "check_ok": e.check.ok if e.check else None,
+            }
+            for e in run.two_node
         ],
     }

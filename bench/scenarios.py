@@ -65,6 +65,36 @@ SCENARIOS: dict[str, Scenario] = {
     ),
 }
 
+# Two nodes (issue 12): whole calls spread over two deployments' addresses the way switches
+# balance and fail over. Not in SCENARIOS: it runs against a deployment of nodes (``cli``),
+# not against every target. A step's destination is ``node * 2 + port`` (``NODE_SLOTS``
+# nodes), so the load generator sends it to that node's authentication or accounting port.
+NODE_SLOTS = 2
+FAILOVER_EVERY = 10  # a call of ten: its Stop goes to the other node (Start on A, Stop on B)
+RESEND_EVERY = 10  # a call of ten: its Stop, once answered, is sent again to the other node
+TWO_NODE = Scenario(
+    "two-node",
+    "whole calls alternating between two nodes; one in ten ends on the other node, "
+    "one in ten has its answered Stop sent again to the other node",
+    3 + 1 / RESEND_EVERY,
+    "calls",
+)
+STOP_STEP = 2  # in a two-node job, steps from this one on are Stops (the re-sent one last)
+
+
+def two_node_plan(j: int) -> tuple[int, int, bool]:
+    """(the node of call ``j``'s Access-Request and Start, the node of its Stop, whether
+    its Stop is then re-sent to the other node)."""
+    home = j % NODE_SLOTS
+    other = (home + 1) % NODE_SLOTS
+    stop = other if j % FAILOVER_EVERY == 3 else home
+    return home, stop, j % RESEND_EVERY == 7
+
+
+def session_id(spec: PoolSpec, j: int) -> str:
+    """The Acct-Session-Id of job ``j`` of a pool (its index in the pool)."""
+    return f"{spec.salt:06x}{spec.namespace:02x}{j:08x}"
+
 
 @dataclass(frozen=True)
 class PoolSpec:
@@ -89,7 +119,7 @@ def _init(manifest: Manifest) -> None:
 def _call(rng: random.Random, spec: PoolSpec, j: int, login: Login) -> packets.Call:
     assert _manifest is not None
     numbers = _manifest.numbers[login.table]
-    unique = f"{spec.salt:06x}{spec.namespace:02x}{j:08x}"
+    unique = session_id(spec, j)
     return packets.Call(
         username=login.username,
         password=login.password,
@@ -120,6 +150,8 @@ def _job(spec: PoolSpec, rng: random.Random, j: int) -> Job:
         return (_auth(spec, rng, call, ACCEPT),)
     if name == "acct":
         return (_acct(spec, call, packets.START), _acct(spec, call, packets.STOP))
+    if name == TWO_NODE.name:
+        return _two_node(spec, rng, j, call)
     whole = (
         _auth(spec, rng, call, ACCEPT),
         _acct(spec, call, packets.START),
@@ -138,6 +170,23 @@ def _job(spec: PoolSpec, rng: random.Random, j: int) -> Job:
         return (_auth(spec, rng, wrong, BAD_PASSWORD),)
     unrated = _manifest.unrated_numbers[rng.randrange(len(_manifest.unrated_numbers))]
     return (_auth(spec, rng, replace(call, called=unrated), NO_RATE),)
+
+
+def _at(node: int, step: Step) -> Step:
+    return (node * 2 + step[0], step[1], step[2])
+
+
+def _two_node(spec: PoolSpec, rng: random.Random, j: int, call: packets.Call) -> Job:
+    home, stop_node, resend = two_node_plan(j)
+    stop = _acct(spec, call, packets.STOP)
+    steps = [
+        _at(home, _auth(spec, rng, call, ACCEPT)),
+        _at(home, _acct(spec, call, packets.START)),
+        _at(stop_node, stop),
+    ]
+    if resend:  # the same datagram (a retransmission), to the node that did not answer it
+        steps.append(_at((stop_node + 1) % NODE_SLOTS, stop))
+    return tuple(steps)
 
 
 def _build(spec: PoolSpec, first: int, last: int) -> list[Job]:
