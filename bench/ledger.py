@@ -80,8 +80,8 @@ class LedgerCheck:
         return (
             f"{self.stops_answered:,} calls' Stops answered ({self.resent_answered:,} of them "
             f"answered twice: sent again), {self.charged:,} charged once, {self.lost} lost, "
-            f"{self.twice} charged twice, {self.wrong_amount} wrong amounts, {self.unexpected} unexpected "
-            f"CDRs, {self.stray_charges} stray charges; {verify}"
+            f"{self.twice} charged twice, {self.wrong_amount} wrong amounts, "
+            f"{self.unexpected} unexpected CDRs, {self.stray_charges} stray charges; {verify}"
         )
 
 
