@@ -364,6 +364,7 @@ class OurServer(Target):
         self.workers = workers
         self.prepared: Prepared | None = None
         self.started_seconds = 0.0
+        self._launched = 0.0
         self.config = workdir / "radiusd.toml"
         self.logfile = workdir / "radiusd.log"
 
@@ -399,6 +400,11 @@ secret = "{SECRET}"
         )
 
     def start(self) -> None:
+        self.launch()
+        self.wait_started()
+
+    def launch(self) -> None:
+        """Start the daemon without waiting for it (``wait_started``)."""
         if self.prepared is None:
             self.prepare()
         if self.redis_url and self.flush_redis:
@@ -406,7 +412,7 @@ secret = "{SECRET}"
         self.write_config()
         self.logfile.unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RADIUSD_")}
-        started = time.monotonic()
+        self._launched = time.monotonic()
         with self.logfile.open("ab") as out:
             self.process = subprocess.Popen(
                 [str(BIN / "radiusd"), "serve", "--config", str(self.config)],
@@ -415,9 +421,11 @@ secret = "{SECRET}"
                 stdout=out,
                 stderr=out,
             )
+
+    def wait_started(self) -> None:
         need = self.workers
         self._wait(self.logfile, lambda t: t.count('"event": "started"') >= need, "radiusd serve")
-        self.started_seconds = time.monotonic() - started
+        self.started_seconds = time.monotonic() - self._launched
 
     def probe_groups(self) -> dict[str, PidList]:
         groups = super().probe_groups()
@@ -445,7 +453,7 @@ class OurNodes(Target):
         label: str,
         workdir: Path,
         log: Log,
-        database: PostgresDatabase,
+        database: Database,
         data: DataSet,
         redis_url: str,
         *,
@@ -494,10 +502,14 @@ class OurNodes(Target):
         return self.prepared
 
     def start(self) -> None:
+        """Every node at once (the first empties Redis before it starts), as a carrier's
+        hosts come up; each rebuilds the live state from the database."""
         if self.prepared is None:
             self.prepare()
         for node in self.nodes:
-            node.start()
+            node.launch()
+        for node in self.nodes:
+            node.wait_started()
         self.process = self.nodes[0].process
 
     def stop(self) -> None:
