@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import platform
@@ -24,8 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,7 +35,15 @@ from bench import datagen, freeradius, ledger, loadgen, procstat, profiling, rep
 from bench.loadgen import LoadSpec, Pool
 from bench.packets import ReplyChecker
 from bench.procstat import ProcessProbe
-from bench.results import IndexBuild, LatencyCompare, Measurement, NodesRun, Run, TargetInfo
+from bench.results import (
+    REDIS_VARIANTS,
+    IndexBuild,
+    LatencyCompare,
+    Measurement,
+    NodesRun,
+    Run,
+    TargetInfo,
+)
 from bench.targets import (
     BIN,
     SECRET,
@@ -45,6 +55,7 @@ from bench.targets import (
     SqliteDatabase,
     Target,
     TargetError,
+    redis_pids,
     redis_version,
     static_freeradius,
 )
@@ -134,7 +145,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--two-node-rounds",
         type=int,
-        default=1,
+        default=2,
         help="one node then two nodes, this many times (against the machine's noise)",
     )
     p.add_argument("--no-two-node", action="store_true", help="skip the two-node scenario")
@@ -157,6 +168,7 @@ QUICK = {
     "max_rate": 3000.0,
     "no_profile": True,
     "no_extras": True,
+    "two_node_rounds": 1,
 }
 
 
@@ -491,16 +503,45 @@ def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet)
 # --- two nodes (issue 12) ----------------------------------------------------------------------
 
 
-def redis_variants(args: argparse.Namespace, run: Run) -> list[tuple[str, str, bool]]:
-    """(variant, Redis URL, cluster) of the two-node scenario that can run; the others are
-    noted in ``run.two_node_skipped``."""
-    out: list[tuple[str, str, bool]] = []
-    if args.redis_url:
-        out.append(("redis", args.redis_url, False))
-    else:
-        run.two_node_skipped["redis"] = "no --redis-url given"
-    run.two_node_skipped["cluster"] = "Redis Cluster support is not in this build"
-    return out
+@dataclass(frozen=True)
+class RedisForNodes:
+    url: str
+    cluster: bool
+    pids: procstat.PidList
+
+
+@contextmanager
+def redis_for(variant: str, args: argparse.Namespace, run: Run) -> Iterator[RedisForNodes | None]:
+    """The Redis of a variant of the two-node scenario: the benchmark's Redis database, or a
+    Redis Cluster of three masters (a replica each) started for the run and destroyed after
+    it. None, with the reason in ``run.two_node_skipped``, when it cannot run."""
+    if variant == "redis":
+        if not args.redis_url:
+            run.two_node_skipped[variant] = "no --redis-url given"
+            yield None
+        else:
+            yield RedisForNodes(args.redis_url, False, redis_pids(args.redis_url))
+        return
+    try:
+        # the tests' launcher (run from the repository's root, as make bench does)
+        launcher = importlib.import_module("tests.redis_cluster")
+    except ImportError as exc:
+        run.two_node_skipped[variant] = f"no Redis Cluster launcher: {exc}"
+        yield None
+        return
+    cluster = launcher.LocalCluster(3, 1)
+    try:
+        log("starting a Redis Cluster: 3 masters, 3 replicas")
+        try:
+            cluster.start()
+        except (AssertionError, OSError, subprocess.SubprocessError) as exc:
+            run.two_node_skipped[variant] = f"the cluster did not start: {exc}"
+            yield None
+            return
+        pids = [process.pid for process in cluster.processes.values()]
+        yield RedisForNodes(cluster.url, True, procstat.fixed(*pids))
+    finally:
+        cluster.destroy()
 
 
 def two_node(bench: Bench, run: Run, data: datagen.DataSet) -> None:
@@ -508,57 +549,73 @@ def two_node(bench: Bench, run: Run, data: datagen.DataSet) -> None:
     clone of the loaded database, its ledger checked after the run."""
     args = bench.args
     if bench.pg is None:
-        for variant in ("redis", "cluster"):
+        for variant in REDIS_VARIANTS:
             run.two_node_skipped[variant] = "PostgreSQL unreachable"
         return
-    node_workers = args.node_workers or max(1, args.workers // 2)
     scenario = scenarios.TWO_NODE
     jobs = scenarios.jobs_for(scenario, args.max_rate, bench.seconds())
     pool = bench.pool(scenario.name, data, jobs, cache=True)
     spec = bench.last_spec
     assert spec is not None
     run.two_node_data = data.spec.describe()
+    for variant in REDIS_VARIANTS:
+        with redis_for(variant, args, run) as redis:
+            if redis is not None:
+                _two_node_variant(bench, run, data, variant, redis, pool, spec)
+
+
+def _two_node_variant(
+    bench: Bench,
+    run: Run,
+    data: datagen.DataSet,
+    variant: str,
+    redis: RedisForNodes,
+    pool: Pool,
+    spec: scenarios.PoolSpec,
+) -> None:
+    args = bench.args
+    assert bench.pg is not None
+    node_workers = args.node_workers or max(1, args.workers // 2)
+    scenario = scenarios.TWO_NODE
     load = replace(bench.load, record=True)
-    for variant, url, cluster in redis_variants(args, run):
-        for round_ in range(1, args.two_node_rounds + 1):
-            for nodes, workers in ((1, args.workers), (2, node_workers)):
-                name = f"ours-{nodes}node-{variant}"
-                entry = NodesRun(variant, nodes, workers, round_)
-                run.two_node.append(entry)
-                deployment = OurNodes(
-                    name,
-                    f"ours, {nodes} node{'s' if nodes > 1 else ''}, PostgreSQL + "
-                    f"{'Redis Cluster' if cluster else 'Redis'}",
-                    bench.workdir / f"{name}-{round_}",
-                    log,
-                    PostgresDatabase(
-                        bench.pg,
-                        f"bench_{bench.run_id:06x}_{nodes}node_{variant}",
-                        DataLoader(args.loader),
-                        cache=not args.no_cache,
-                    ),
-                    data,
-                    url,
-                    nodes=nodes,
-                    workers=workers,
-                    slots=scenarios.NODE_SLOTS,
-                    redis_cluster=cluster,
-                )
-                if not bench.start(deployment, run):
-                    entry.error = run.targets[name].error
-                    continue
-                try:
-                    entry.measurement = measure(
-                        deployment, scenario.name, pool, load, bench.checker
-                    )
-                    entry.running_at_end = deployment.running()
-                    entry.check = check_ledger(deployment, spec, entry.measurement)
-                    log(f"{name}: {entry.check.summary()}")
-                finally:
-                    bench.targets.pop(name, None)
-                    deployment.stop()
-                    deployment.cleanup()
-                time.sleep(0.3)
+    for round_ in range(1, args.two_node_rounds + 1):
+        for nodes, workers in ((1, args.workers), (2, node_workers)):
+            name = f"ours-{nodes}node-{variant}"
+            entry = NodesRun(variant, nodes, workers, round_)
+            run.two_node.append(entry)
+            deployment = OurNodes(
+                name,
+                f"ours, {nodes} node{'s' if nodes > 1 else ''}, PostgreSQL + "
+                f"{'Redis Cluster' if redis.cluster else 'Redis'}",
+                bench.workdir / f"{name}-{round_}",
+                log,
+                PostgresDatabase(
+                    bench.pg,
+                    f"bench_{bench.run_id:06x}_{nodes}node_{variant}",
+                    DataLoader(args.loader),
+                    cache=not args.no_cache,
+                ),
+                data,
+                redis.url,
+                nodes=nodes,
+                workers=workers,
+                slots=scenarios.NODE_SLOTS,
+                redis_cluster=redis.cluster,
+                redis_pids=redis.pids,
+            )
+            if not bench.start(deployment, run):
+                entry.error = run.targets[name].error
+                continue
+            try:
+                entry.measurement = measure(deployment, scenario.name, pool, load, bench.checker)
+                entry.running_at_end = deployment.running()
+                entry.check = check_ledger(deployment, spec, entry.measurement)
+                log(f"{name}: {entry.check.summary()}")
+            finally:
+                bench.targets.pop(name, None)
+                deployment.stop()
+                deployment.cleanup()
+            time.sleep(0.3)
 
 
 def check_ledger(

@@ -461,10 +461,12 @@ class OurNodes(Target):
         workers: int,
         slots: int,
         redis_cluster: bool = False,
+        redis_pids: PidList | None = None,
     ) -> None:
         super().__init__(name, label, EXPECT_OURS, workdir, log)
         self.database = database
         self.slots = slots
+        self.redis_pids = redis_pids  # every Redis server's (default: found from the URL)
         self.nodes = [
             OurServer(
                 f"{name}-{i}",
@@ -524,6 +526,8 @@ class OurNodes(Target):
         roots = [node.pid for node in self.nodes]
         groups = self.nodes[0].probe_groups()
         groups["server"] = lambda: [pid for root in roots for pid in descendants(root)]
+        if self.redis_pids is not None:
+            groups["redis"] = self.redis_pids
         return groups
 
     def cleanup(self) -> None:
