@@ -12,7 +12,10 @@ the throughput at that window) and paced (jobs start at a fixed rate: latency at
 load). A run has a warm-up, then the measured window, then a drain that waits for the
 replies still outstanding (or their timeout). Counts, latencies, the probes' CPU and memory
 readings all belong to the window; timeouts and failed checks are counted over the whole
-run. Only loopback addresses are accepted.
+run. Only loopback addresses are accepted. A step names its destination by index into the
+run's addresses, so one pool can spread its requests over several nodes; with
+``LoadSpec.record`` every request's outcome is kept, for checking afterwards what the
+servers recorded against what was sent (``bench.ledger``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What is sent: the scenarios, their jobs, and the replies each kind of request expects.
 
 Every job gets identifiers of its own (Acct-Session-Id, h323-conf-id, Cisco-AVPair call-id),
-unique in the run, so no request is a retransmission of another and every Stop is a new leg.
+unique in the run, so no request is a retransmission of another and every Stop is a new leg
+(except in the two-node scenario, whose re-sent Stops are retransmissions on purpose).
 Pools are built once per run, with pyrad, in worker processes, and sent unchanged to every
 target (our server and both baselines): the same bytes for all.
 """
