@@ -676,8 +676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "request timeout": f"{args.timeout} s",
             "data loader": args.loader,
             "our server's workers": str(args.workers),
-            "two nodes": f"{args.node_workers or max(1, args.workers // 2)} workers per node, "
-            f"{args.two_node_rounds} round(s)",
+            "two nodes": f"{args.node_workers or max(1, args.workers // 2)} worker(s) per node, "
+            f"{args.two_node_rounds} round(s) of one node then two",
         },
         machine=machine(bench.pg, args.redis_url),
         data={
