@@ -41,7 +41,8 @@ class _Parser(argparse.ArgumentParser):
 def _config_document(config_arg: str | None) -> tuple[Path, dict[str, Any]]:
     """The config file (CONTRACT §1: --config, $RADIUSD_CONFIG, default) as a document.
 
-    billingctl reads only [database] url and [redis] url (and their RADIUSD_* overrides);
+    billingctl reads only [database] url, [redis] url and cluster (and their RADIUSD_*
+    overrides);
     the daemon validates the rest. A missing default file means the packaged defaults.
     """
     import tomllib
@@ -85,6 +86,25 @@ def _redis_url(config_arg: str | None) -> str:
     return url
 
 
+def _redis_cluster(config_arg: str | None) -> bool:
+    """Whether the Redis URL names a node of a Redis Cluster: $RADIUSD_REDIS_CLUSTER, else
+    [redis] cluster, else false."""
+    path, document = _config_document(config_arg)
+    env_value = os.environ.get("RADIUSD_REDIS_CLUSTER")
+    if env_value is not None:
+        word = env_value.strip().lower()
+        if word not in ("true", "1", "yes", "false", "0", "no"):
+            raise UserError(
+                f"RADIUSD_REDIS_CLUSTER: expected true/false/1/0/yes/no, got {env_value!r}"
+            )
+        return word in ("true", "1", "yes")
+    section = document.get("redis", {})
+    cluster = section.get("cluster", False) if isinstance(section, dict) else None
+    if not isinstance(cluster, bool):
+        raise UserError(f"{path}: redis.cluster: expected true or false")
+    return cluster
+
+
 def _engine(args: argparse.Namespace) -> Any:
     """The command's engine (one per run; ``main`` disposes it)."""
     engine = getattr(args, "_engine", None)
@@ -104,7 +124,7 @@ def _live(args: argparse.Namespace) -> LiveState | None:
         return None
     from billing_core.adapters.live_admin import open_live
 
-    return open_live(_engine(args), url)
+    return open_live(_engine(args), url, cluster=_redis_cluster(args.config))
 
 
 def _payments_made(live: LiveState | None, moved: Sequence[tuple[int, Decimal]]) -> None:
@@ -781,7 +801,7 @@ def cmd_live_rebuild(args: argparse.Namespace) -> int:
     from billing_core.adapters.live_admin import rebuild
 
     url = _redis_url(args.config)
-    count = rebuild(_engine(args), url)
+    count = rebuild(_engine(args), url, cluster=_redis_cluster(args.config))
     if url:
         print(f"live state rebuilt from the database: {count} clients")
     else:
@@ -793,7 +813,9 @@ def cmd_live_verify(args: argparse.Namespace) -> int:
     from billing_core.adapters.live_admin import verify
     from billing_core.money import display
 
-    checked, drifts = verify(_engine(args), _redis_url(args.config))
+    checked, drifts = verify(
+        _engine(args), _redis_url(args.config), cluster=_redis_cluster(args.config)
+    )
     rows = [
         {
             "client_id": d.client_id,
@@ -1176,6 +1198,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"billingctl: database error: {type(exc).__name__}: {str(exc).splitlines()[0]}",
                 file=sys.stderr,
             )
+            return 1
+        from billing_core.adapters.errors import unavailable
+
+        if unavailable(exc) == "redis":
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
+            print(f"billingctl: redis unreachable: {first}", file=sys.stderr)
             return 1
         raise
     finally:

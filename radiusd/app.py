@@ -21,7 +21,8 @@ from sqlalchemy import Engine
 from billing_core.accounting import AccountingService, AcctOutcome
 from billing_core.adapters.db import current_revision, head_revision, make_engine, track_commits
 from billing_core.adapters.errors import unavailable
-from billing_core.adapters.redis_live import AsyncAuthorizer, RedisLiveState, ResyncingLive
+from billing_core.adapters.redis_connect import authorizer
+from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
 from billing_core.adapters.sql_store import SqlStore
 from billing_core.errors import UserError
 from billing_core.ports import LiveState
@@ -108,6 +109,7 @@ async def start(
         redis_live = ResyncingLive.from_url(
             config.redis.url.reveal(),
             store.live_client,
+            cluster=config.redis.cluster,
             clients=lambda: list(catalog.current.clients),
             guard=lambda: store.live_guard(exclusive=True),
         )
@@ -142,8 +144,10 @@ async def start(
     fast_live = None
     if redis_live is not None:
         loaded = redis_live
-        fast_live = AsyncAuthorizer(
-            config.redis.url.reveal(), lambda cid: loaded.load_client(cid, replace=False)
+        fast_live = authorizer(
+            config.redis.url.reveal(),
+            lambda cid: loaded.load_client(cid, replace=False),
+            cluster=config.redis.cluster,
         )
     handler = Handler(
         codec,

@@ -164,6 +164,7 @@ class DatabaseConfig:
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
     url: Secret = field(default_factory=lambda: Secret(""))  # empty: no Redis
+    cluster: bool = False  # True: url names one seed node of a Redis Cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,9 +555,27 @@ def _database(document: Mapping[str, object], environ: Mapping[str, str]) -> Dat
 
 def _redis(document: Mapping[str, object], environ: Mapping[str, str]) -> RedisConfig:
     t = _section(document, "redis", environ)
-    config = RedisConfig(url=t.get("url", "", _redis_url))
+    config = RedisConfig(
+        url=t.get("url", "", _redis_url),
+        cluster=t.get("cluster", False, _bool, _env_bool),
+    )
     t.reject_unknown()
+    if config.cluster:
+        _cluster_seed(config.url.reveal(), "redis.url")
     return config
+
+
+def _cluster_seed(url: str, where: str) -> None:
+    """With ``cluster = true`` the URL names a seed node: TCP, database 0 (a cluster has no
+    other), and not empty."""
+    if not url:
+        raise ConfigError(f"{where}: cluster = true needs the URL of one node of the cluster")
+    if _url_scheme(url) == "unix":
+        raise ConfigError(f"{where}: a Redis Cluster is reached over TCP (redis:// or rediss://)")
+    path = url.split("://", 1)[1].split("?", 1)[0]
+    database = path.split("/", 1)[1] if "/" in path else ""
+    if database not in ("", "0"):
+        raise ConfigError(f"{where}: a Redis Cluster has only database 0")
 
 
 def _billing(document: Mapping[str, object], environ: Mapping[str, str]) -> BillingConfig:
@@ -799,6 +818,8 @@ def render_effective(config: Config) -> str:
         "[redis]",
         f"url = {_toml_string(masked_url(r.url.reveal()))}"
         + ("" if r.url else "                        # no Redis"),
+        f"cluster = {_toml_bool(r.cluster)}"
+        + ("                    # url names one seed node of a Redis Cluster" if r.cluster else ""),
         "",
         "[billing]",
         f"max_call_length = {b.max_call_length}",

@@ -84,7 +84,7 @@ async def _supervise(config: Config, config_path: Path | None) -> int:
     from prometheus_client import CollectorRegistry, multiprocess
 
     from billing_core.adapters.db import make_engine
-    from billing_core.adapters.redis_live import RedisLiveState
+    from billing_core.adapters.redis_connect import redis_probe
     from billing_core.adapters.sql_store import SqlStore
 
     from .app import _bound_server
@@ -109,8 +109,8 @@ async def _supervise(config: Config, config_path: Path | None) -> int:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     store = SqlStore(make_engine(config.database.url.reveal(), pool_size=1))
-    redis_live = (
-        RedisLiveState.from_url(config.redis.url.reveal(), store.live_client)
+    redis_up = (
+        redis_probe(config.redis.url.reveal(), config.redis.cluster)
         if config.redis.url.reveal()
         else None
     )
@@ -121,7 +121,7 @@ async def _supervise(config: Config, config_path: Path | None) -> int:
         down = []
         if not await loop.run_in_executor(None, store.reachable):
             down.append("database")
-        if redis_live is not None and not await loop.run_in_executor(None, redis_live.reachable):
+        if redis_up is not None and not await loop.run_in_executor(None, redis_up):
             down.append("redis")
         for name in ("database", "redis"):
             own.up.labels(name).set(0 if name in down else 1)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from billing_core.adapters.db import make_engine, upgrade
+from billing_core.adapters.redis_connect import SyncRedis, redis_client
+from tests.redis_cluster import LocalCluster, running_cluster
 
 ADMIN_URL = os.environ.get(
     "RADIUSD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -89,3 +92,48 @@ def redis_url() -> Iterator[str]:
     yield REDIS_URL
     client.flushdb()
     client.close()
+
+
+# --- Redis Cluster -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A real Redis Cluster on loopback (3 masters, 3 replicas), one per session."""
+    with running_cluster() as cluster:
+        yield cluster
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """The live state's Redis for a test: one server, or a Redis Cluster (``cluster``)."""
+
+    url: str
+    cluster: bool
+    flush: Callable[[], None]
+
+    def client(self) -> SyncRedis:
+        return redis_client(self.url, self.cluster)
+
+    def toml(self) -> str:
+        """The ``[redis]`` section of a config naming it."""
+        return f'[redis]\nurl = "{self.url}"\ncluster = {"true" if self.cluster else "false"}\n'
+
+
+@pytest.fixture(params=["single", "cluster"])
+def live_redis(request: pytest.FixtureRequest) -> Iterator[RedisTarget]:
+    """Each test twice: on one Redis server (its own database), and on a Redis Cluster
+    (emptied before and after; restored to cluster_state:ok first)."""
+    if request.param == "single":
+        url = str(request.getfixturevalue("redis_url"))
+
+        def flush() -> None:
+            redis_client(url).flushdb()
+
+        yield RedisTarget(url, False, flush)
+        return
+    cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+    cluster.wait_ok()
+    cluster.flush()
+    yield RedisTarget(cluster.url, True, cluster.flush)
+    cluster.flush()

@@ -13,6 +13,14 @@ def unavailable(exc: BaseException) -> str | None:
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     ):
         return "database"
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+    if isinstance(
+        exc,
+        redis.ConnectionError
+        | redis.TimeoutError
+        | redis.BusyLoadingError
+        | redis.exceptions.ClusterError  # CLUSTERDOWN, MASTERDOWN, a failover's retries spent
+        | redis.exceptions.TryAgainError  # a slot migration that did not settle in time
+        | redis.exceptions.RedisClusterException,  # no node of the cluster answers
+    ):
         return "redis"
     return None

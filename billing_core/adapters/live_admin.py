@@ -19,13 +19,14 @@ from .redis_live import ResyncingLive
 from .sql_store import SqlStore
 
 
-def open_live(engine: Engine, redis_url: str) -> LiveState:
+def open_live(engine: Engine, redis_url: str, *, cluster: bool = False) -> LiveState:
     store = SqlStore(engine)
     if not redis_url:
         return store
     return ResyncingLive.from_url(
         redis_url,
         store.live_client,
+        cluster=cluster,
         clients=lambda: list(store.ledger_balances()),
         guard=lambda: store.live_guard(exclusive=True),
     )
@@ -44,9 +45,9 @@ def ledger_writer(engine: Engine, redis_url: str) -> AbstractContextManager[None
     return SqlStore(engine).live_guard(exclusive=False)
 
 
-def rebuild(engine: Engine, redis_url: str) -> int:
+def rebuild(engine: Engine, redis_url: str, *, cluster: bool = False) -> int:
     """Reload every client's live state from the database; the number of clients."""
-    live = open_live(engine, redis_url)
+    live = open_live(engine, redis_url, cluster=cluster)
     if isinstance(live, ResyncingLive):
         return live.rebuild()
     return 0  # the database is the live state: nothing to rebuild
@@ -63,11 +64,11 @@ class Drift:
         return self.live - self.ledger
 
 
-def verify(engine: Engine, redis_url: str) -> tuple[int, list[Drift]]:
+def verify(engine: Engine, redis_url: str, *, cluster: bool = False) -> tuple[int, list[Drift]]:
     """(clients checked, those whose live balance differs from the ledger sum)."""
     store = SqlStore(engine)
     ledger = store.ledger_balances()
-    live = open_live(engine, redis_url)
+    live = open_live(engine, redis_url, cluster=cluster)
     ids = sorted(ledger)
     views = live.view(ids, datetime.now(UTC))
     drifts = [

@@ -48,6 +48,7 @@ from billing_core.ports import (
 )
 
 from . import resp
+from .redis_connect import SyncRedis, load_scripts, redis_client
 from .resp import RespConnection
 
 # One client's state as the database knows it: (balance, accounted calls).
@@ -305,7 +306,7 @@ class RedisLiveState:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: SyncRedis,
         loader: ClientLoader,
         *,
         retention_seconds: int = 86400,
@@ -321,11 +322,11 @@ class RedisLiveState:
         self._view = client.register_script(VIEW)
 
     @classmethod
-    def from_url(cls, url: str, loader: ClientLoader, **kwargs: Any) -> Self:
-        client = redis.Redis.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=10
-        )
-        return cls(client, loader, **kwargs)
+    def from_url(
+        cls, url: str, loader: ClientLoader, *, cluster: bool = False, **kwargs: Any
+    ) -> Self:
+        """On the server of ``url``, or (``cluster``) the Redis Cluster it is a node of."""
+        return cls(redis_client(url, cluster), loader, **kwargs)
 
     # --- LiveState ---------------------------------------------------------------------------
     def reachable(self) -> bool:
@@ -339,7 +340,11 @@ class RedisLiveState:
         for _attempt in range(3):
             pipe = self.redis.pipeline(transaction=False)
             queue_authorize(pipe, self._authorize, request, self._retention_ms)
-            replies = pipe.execute()
+            try:
+                replies = pipe.execute()
+            except NoScriptError:  # a cluster's pipeline loads no script: a master lacked it
+                load_scripts(self.redis, (AUTHORIZE,))
+                continue
             outcome = read_authorize(replies[0], request)
             if outcome is None:
                 self.load_client(request.terms.client.id, replace=False)
@@ -365,7 +370,9 @@ class RedisLiveState:
             by_nas.setdefault(nas_key, []).extend(identifiers)
         pipe = self.redis.pipeline(transaction=False)
         for nas_key, idents in by_nas.items():
-            pipe.mget([index_key(nas_key, ident) for ident in idents])
+            # the command, not pipe.mget: a cluster's pipeline refuses that method, though
+            # these keys share one slot
+            pipe.execute_command("MGET", *(index_key(nas_key, ident) for ident in idents))
         found: dict[tuple[str, str], Any] = {}
         for (nas_key, idents), values in zip(by_nas.items(), pipe.execute(), strict=True):
             found.update(zip(((nas_key, i) for i in idents), values, strict=True))
@@ -432,11 +439,7 @@ class RedisLiveState:
         if not by_client:
             return
         # one round trip for the batch: a script per client (each in its client's slot)
-        try:
-            replies = self._apply_all(by_client)
-        except NoScriptError:  # Redis restarted: its script cache is empty
-            self.redis.script_load(APPLY)
-            replies = self._apply_all(by_client)
+        replies = self._apply_all(by_client)
         for client_id, done in zip(by_client, replies, strict=True):
             if _text(done) == "missing":
                 # not loaded: the database already holds these effects; load it from there
@@ -445,11 +448,28 @@ class RedisLiveState:
 
     def _apply_all(self, by_client: dict[int, list[dict[str, Any]]]) -> list[Any]:
         # EVALSHA straight: a Script object in a pipeline asks SCRIPT EXISTS every time.
-        # Nothing ran when one answers NOSCRIPT (they all share the one script).
+        # A call answered NOSCRIPT did not run (Redis restarted: its script cache is empty;
+        # on a cluster, one master may lack it while the others ran theirs): the script is
+        # loaded and only those calls sent again.
+        calls = [(3, *_keys(client_id), orjson.dumps(ops)) for client_id, ops in by_client.items()]
+        replies = self._evalsha_all(calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            load_scripts(self.redis, (APPLY,))
+            for i, reply in zip(
+                missing, self._evalsha_all([calls[i] for i in missing]), strict=True
+            ):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _evalsha_all(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
-        for client_id, ops in by_client.items():
-            pipe.evalsha(self._apply.sha, 3, *_keys(client_id), orjson.dumps(ops))
-        replies: list[Any] = pipe.execute()
+        for call in calls:
+            pipe.evalsha(self._apply.sha, *call)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
         return replies
 
     def view(self, client_ids: Sequence[int], now: datetime) -> dict[int, LiveView]:
@@ -469,10 +489,12 @@ class RedisLiveState:
         only here (the database knows the calls whose accounting it recorded)."""
         out: list[dict[str, Any]] = []
         now_ms = _ms(now)
-        for key in self.redis.scan_iter(match="{c:*}:calls", count=1000):
-            name = _text(key)
+        # a set: on a cluster in a slot migration, a key moved during the scan is seen twice
+        for name in sorted(
+            {_text(key) for key in self.redis.scan_iter(match="{c:*}:calls", count=1000)}
+        ):
             client_id = int(name[3 : name.index("}")])
-            for uid, raw in self.redis.hgetall(key).items():
+            for uid, raw in self.redis.hgetall(name).items():
                 record = json.loads(raw)
                 if record.get("x") == 1 or record.get("s") != "h" or record.get("e", 0) <= now_ms:
                     continue

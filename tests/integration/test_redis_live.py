@@ -27,6 +27,7 @@ from billing_core.provisioning import parse_provisioning
 from billing_core.rating import Rate
 from billing_core.services import AuthorizationService, AuthorizeCall, CatalogCache
 from billing_core.sessions import AccountingEvent
+from tests.conftest import RedisTarget
 
 
 def now() -> datetime:
@@ -148,8 +149,8 @@ def test_the_lua_policy_decides_as_the_python_policy(
     assert live.authorize(request(terms)) == expected
 
 
-def test_a_repeated_request_for_the_same_call_holds_once(redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url)
+def test_a_repeated_request_for_the_same_call_holds_once(live_redis: RedisTarget) -> None:
+    r = live_redis.client()
     live = RedisLiveState(r, lambda _cid: (Decimal("1.00"), []))
     terms = GrantTerms(client(rate_table_id=1), rate(rate=Decimal("0.10")), 3600)
     first = live.authorize(request(terms, ("conf-1",), uid="a"))
@@ -160,8 +161,10 @@ def test_a_repeated_request_for_the_same_call_holds_once(redis_url: str) -> None
     assert other == Reject(RejectReason.INSUFFICIENT_FUNDS)
 
 
-def test_concurrent_authorizations_never_hold_more_than_the_funds(redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url)
+def test_concurrent_authorizations_never_hold_more_than_the_funds(
+    live_redis: RedisTarget,
+) -> None:
+    r = live_redis.client()
     live = RedisLiveState(r, lambda _cid: (Decimal("10.00"), []))
     terms = GrantTerms(client(), rate(rate=Decimal("0.60")), 120)  # cost(120) = 1.20
     results: list[Any] = []
@@ -221,12 +224,12 @@ def provisioning(balance: str) -> Any:
 
 
 class Stack:
-    def __init__(self, pg_url: str, redis_url: str) -> None:
+    def __init__(self, pg_url: str, target: RedisTarget) -> None:
         self.engine = make_engine(pg_url)
         self.store = SqlStore(self.engine)
         self.catalog = CatalogCache(self.store, min_interval=0)
         self.live = ResyncingLive(
-            redis.Redis.from_url(redis_url),
+            target.client(),
             self.store.live_client,
             clients=lambda: list(self.catalog.current.clients),
         )
@@ -274,8 +277,8 @@ class Stack:
         return view.balance
 
 
-def test_concurrent_holds_example_of_the_issue(pg_url: str, redis_url: str) -> None:
-    stack = Stack(pg_url, redis_url)
+def test_concurrent_holds_example_of_the_issue(pg_url: str, live_redis: RedisTarget) -> None:
+    stack = Stack(pg_url, live_redis)
     admin.apply_provisioning(stack.engine, provisioning("8.00"))
     stack.catalog.refresh(force=True)
     stack.live.rebuild()
@@ -288,8 +291,8 @@ def test_concurrent_holds_example_of_the_issue(pg_url: str, redis_url: str) -> N
     assert stack.authorize("c4") == Accept(1080, Decimal("3.60"), Decimal("3.60"))
 
 
-def test_a_flushed_redis_is_rebuilt_from_the_database(pg_url: str, redis_url: str) -> None:
-    stack = Stack(pg_url, redis_url)
+def test_a_flushed_redis_is_rebuilt_from_the_database(pg_url: str, live_redis: RedisTarget) -> None:
+    stack = Stack(pg_url, live_redis)
     admin.apply_provisioning(stack.engine, provisioning("8.00"))
     stack.catalog.refresh(force=True)
     stack.live.rebuild()
@@ -297,7 +300,7 @@ def test_a_flushed_redis_is_rebuilt_from_the_database(pg_url: str, redis_url: st
     assert stack.account("c1", 1) == "recorded"  # accounted: survives a flush
     assert stack.account("c1", 3, 30) == "recorded"
     assert stack.authorize("c2") == Accept(600, Decimal("2.00"), Decimal("2.00"))
-    redis.Redis.from_url(redis_url).flushdb()
+    live_redis.flush()
     # c2 had no accounting yet: its hold is gone with Redis; c1's hold comes back from the calls
     assert stack.authorize("c3") == Accept(600, Decimal("2.00"), Decimal("2.00"))
     assert stack.account("c1", 2, 720) == "charged"
@@ -307,9 +310,9 @@ def test_a_flushed_redis_is_rebuilt_from_the_database(pg_url: str, redis_url: st
 
 @pytest.mark.parametrize("flush_between", [False, True])
 def test_live_balance_equals_the_ledger_after_traffic(
-    pg_url: str, redis_url: str, flush_between: bool
+    pg_url: str, live_redis: RedisTarget, flush_between: bool
 ) -> None:
-    stack = Stack(pg_url, redis_url)
+    stack = Stack(pg_url, live_redis)
     admin.apply_provisioning(stack.engine, provisioning("100.00"))
     stack.catalog.refresh(force=True)
     stack.live.rebuild()
@@ -317,29 +320,29 @@ def test_live_balance_equals_the_ledger_after_traffic(
         stack.authorize(f"k{i}")
         stack.account(f"k{i}", 1)
         if flush_between and i == 10:
-            redis.Redis.from_url(redis_url).flushdb()
+            live_redis.flush()
         stack.account(f"k{i}", 2, 61 + i)
     assert stack.balance() == stack.store.ledger_balances([1])[1]
     assert stack.live.view([1], datetime.now(UTC))[1].held == Decimal(0)
 
 
 def test_billingctl_live_verify_reports_drift_and_rebuild_repairs_it(
-    pg_url: str, redis_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+    pg_url: str, live_redis: RedisTarget, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from billing_core.cli import main
 
-    stack = Stack(pg_url, redis_url)
+    stack = Stack(pg_url, live_redis)
     admin.apply_provisioning(stack.engine, provisioning("8.00"))
     stack.catalog.refresh(force=True)
     stack.live.rebuild()
     stack.authorize("v1")
     stack.account("v1", 2, 60)  # 0.20 charged: Redis and the ledger say 7.80
     config = tmp_path / "radiusd.toml"
-    config.write_text(f'[database]\nurl = "{pg_url}"\n[redis]\nurl = "{redis_url}"\n')
+    config.write_text(f'[database]\nurl = "{pg_url}"\n{live_redis.toml()}')
     args = ["--config", str(config), "live"]
     assert main([*args, "verify"]) == 0
     assert "every live balance equals its ledger" in capsys.readouterr().out
-    redis.Redis.from_url(redis_url).set("{c:1}:bal", to_micros(Decimal("9.99")))
+    live_redis.client().set("{c:1}:bal", to_micros(Decimal("9.99")))
     assert main([*args, "verify", "--format", "json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["drifts"] == [

@@ -279,6 +279,16 @@ REFUSALS: list[tuple[str, str]] = [
     ('[database]\nurl = ""', "database.url: expected a database URL"),
     ('[redis]\nurl = "http://localhost"', "redis.url: expected '' (no Redis) or a redis://"),
     ("[redis]\nurl = false", "redis.url: expected a string, got a boolean"),
+    ('[redis]\ncluster = "yes"', "redis.cluster: expected true or false, got 'yes'"),
+    ("[redis]\ncluster = true", "redis.url: cluster = true needs the URL of one node"),
+    (
+        '[redis]\nurl = "unix:///run/redis.sock"\ncluster = true',
+        "redis.url: a Redis Cluster is reached over TCP",
+    ),
+    (
+        '[redis]\nurl = "redis://10.0.0.5:7000/3"\ncluster = true',
+        "redis.url: a Redis Cluster has only database 0",
+    ),
     # billing
     (
         '[billing]\nmax_call_length = "7200"',
@@ -522,6 +532,15 @@ def test_render_parses_back_to_the_same_settings() -> None:
     assert "[::1]:0" in rendered
 
 
+def test_render_shows_the_cluster_switch_and_parses_back() -> None:
+    config = parse('[redis]\nurl = "redis://:pw@10.0.0.5:7000"\ncluster = true\n')
+    rendered = render_effective(config)
+    assert "cluster = true" in rendered
+    assert "pw" not in rendered
+    assert parse(rendered).redis.cluster is True
+    assert "cluster = false" in render_effective(parse(""))
+
+
 def test_render_without_nas_says_so() -> None:
     assert "no [[nas]] entries" in render_effective(parse(""))
 
@@ -575,6 +594,12 @@ ENV_OVERRIDES: list[tuple[dict[str, str], Callable[[Config], object], object]] =
         "redis://127.0.0.1:6379/0",
     ),
     ({"RADIUSD_REDIS_URL": ""}, lambda c: c.redis.url.reveal(), ""),
+    (
+        {"RADIUSD_REDIS_URL": "redis://127.0.0.1:7000", "RADIUSD_REDIS_CLUSTER": "yes"},
+        lambda c: (c.redis.url.reveal(), c.redis.cluster),
+        ("redis://127.0.0.1:7000", True),
+    ),
+    ({"RADIUSD_REDIS_CLUSTER": "0"}, lambda c: c.redis.cluster, False),
     (
         {"RADIUSD_SERVER_AUTH_LISTEN": "[::1]:0"},
         lambda c: c.server.auth_listen,
@@ -661,6 +686,10 @@ BAD_ENV: list[tuple[dict[str, str], str]] = [
     ),
     ({"RADIUSD_DATABASE_URL": ""}, "RADIUSD_DATABASE_URL: expected a database URL"),
     ({"RADIUSD_REDIS_URL": "localhost"}, "RADIUSD_REDIS_URL: expected '' (no Redis)"),
+    (
+        {"RADIUSD_REDIS_CLUSTER": "maybe"},
+        "RADIUSD_REDIS_CLUSTER: expected true/false/1/0/yes/no, got 'maybe'",
+    ),
 ]
 
 
