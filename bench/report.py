@@ -298,7 +298,8 @@ def _two_node_section(run: Run) -> list[str]:
         f"Scenario: {TWO_NODE.title} ({run.two_node_data or 'no data'}). The same encoded "
         "requests go to one node (every destination is that node) and to two nodes (`radiusd` "
         "daemons on one PostgreSQL database and one Redis, or one Redis Cluster), one after "
-        "the other, each on a fresh clone of the loaded database with Redis emptied. One "
+        "the other (one node first in odd rounds, two nodes first in even ones), each on a "
+        "fresh clone of the loaded database with Redis emptied. One "
         "node runs the workers of the main runs; each of two nodes runs half as many, so "
         "that both deployments run as many worker processes on the same cores.",
         "",
