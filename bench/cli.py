@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import os
 import platform
@@ -524,13 +523,14 @@ def redis_for(variant: str, args: argparse.Namespace, run: Run) -> Iterator[Redi
             yield RedisForNodes(args.redis_url, False, redis_pids(args.redis_url))
         return
     try:
-        # the tests' launcher (run from the repository's root, as make bench does)
-        launcher = importlib.import_module("tests.redis_cluster")
+        # the tests' launcher: bench/ and tests/ are both packages of the repository's root,
+        # where python -m bench runs (make bench)
+        from tests.redis_cluster import LocalCluster
     except ImportError as exc:
         run.two_node_skipped[variant] = f"no Redis Cluster launcher: {exc}"
         yield None
         return
-    cluster = launcher.LocalCluster(3, 1)
+    cluster = LocalCluster(3, 1)
     try:
         log("starting a Redis Cluster: 3 masters, 3 replicas")
         try:
