@@ -149,15 +149,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "against the machine's noise and the order's)",
     )
     p.add_argument("--no-two-node", action="store_true", help="skip the two-node scenario")
-    p.add_argument("--output", type=Path, default=None, help="the report (default: BENCHMARKS.md)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="the report (default: BENCHMARKS.md; with --only or --quick: stdout)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
     args = p.parse_args(argv)
     if args.quick:
+        words = sys.argv[1:] if argv is None else list(argv)
+        given = {word.split("=", 1)[0] for word in words if word.startswith("--")}
         for name, value in QUICK.items():
-            if getattr(args, name) == p.get_default(name):
+            if "--" + name.replace("_", "-") not in given:
                 setattr(args, name, value)
-    if args.output is None and not args.only:
-        args.output = ROOT / "BENCHMARKS.md"
+    if args.output is None and not args.only and not args.quick:
+        args.output = ROOT / "BENCHMARKS.md"  # a quick run's numbers do not go there
     return args
 
 
@@ -705,15 +712,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(bench.workdir, ignore_errors=True)
     run.seconds = time.monotonic() - _started
-    if args.only:
-        text = report.render_two_node_only(run)
-        if args.output is None:
-            print(text)
-        else:
-            args.output.write_text(text)
-            log(f"wrote {args.output}")
+    text = report.render_two_node_only(run) if args.only else report.render(run)
+    if args.output is None:
+        print(text)
     else:
-        report.write(run, args.output)
+        args.output.write_text(text)
         log(f"wrote {args.output}")
     if args.json is not None:
         args.json.write_text(json.dumps(_raw(run), indent=1, default=str))
