@@ -301,7 +301,9 @@ def _two_node_section(run: Run) -> list[str]:
         "the other (one node first in odd rounds, two nodes first in even ones), each on a "
         "fresh clone of the loaded database with Redis emptied. One "
         "node runs the workers of the main runs; each of two nodes runs half as many, so "
-        "that both deployments run as many worker processes on the same cores.",
+        "that both deployments run as many worker processes on the same cores. A re-sent Stop "
+        "is answered by one node's duplicate cache (same socket, same Identifier); the other "
+        "of two nodes looks it up in the database: part of what a second node costs.",
         "",
         "Both share this machine's cores, so two nodes cannot carry twice one node's calls "
         "(on two cores they carry about as many): the measure is CPU per request, the whole "

@@ -21,6 +21,7 @@ from bench.cli import check_ledger
 from bench.procstat import Reading
 from bench.results import Measurement
 from bench.targets import BIN, Database, Log, OurNodes, Prepared
+from tests.conftest import RedisTarget
 
 from .conftest import SECRET, Daemon
 
@@ -155,11 +156,12 @@ class _Loaded(Database):
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_the_two_node_scenario_charges_every_stop_once(
-    pg_url: str, redis_url: str, tmp_path: Path
+    pg_url: str, live_redis: RedisTarget, tmp_path: Path
 ) -> None:
-    """Two daemons on one PostgreSQL and one Redis; calls alternate between them, some end
-    on the other node, some Stops are answered by one node then re-sent to the other: the
-    ledger check finds each answered Stop charged exactly once, and no live drift."""
+    """Two daemons on one PostgreSQL and one Redis (one server, and a Redis Cluster); calls
+    alternate between them, some end on the other node, some Stops are answered by one node
+    then re-sent to the other: the ledger check finds each answered Stop charged exactly
+    once, and no live drift."""
     data = datagen.generate(datagen.SMALL, out=tmp_path / "data")
     nodes = OurNodes(
         "two-node",
@@ -168,10 +170,11 @@ def test_the_two_node_scenario_charges_every_stop_once(
         lambda _line: None,
         _Loaded(pg_url),
         data,
-        redis_url,
+        live_redis.url,
         nodes=2,
         workers=1,
         slots=scenarios.NODE_SLOTS,
+        redis_cluster=live_redis.cluster,
     )
     try:
         nodes.start()
