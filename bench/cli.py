@@ -30,6 +30,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from bench import datagen, freeradius, ledger, loadgen, procstat, profiling, report, scenarios
 from bench.loadgen import LoadSpec, Pool
 from bench.packets import ReplyChecker
@@ -553,8 +555,8 @@ def redis_for(variant: str, args: argparse.Namespace, run: Run) -> Iterator[Redi
 
 
 def two_node(bench: Bench, run: Run, data: datagen.DataSet) -> None:
-    """One node, then two nodes, on the same requests, per Redis variant; each on a fresh
-    clone of the loaded database, its ledger checked after the run."""
+    """One node and two nodes in turn, on the same requests, per Redis variant; each on a
+    fresh clone of the loaded database, its ledger checked after the run."""
     args = bench.args
     if bench.pg is None:
         for variant in REDIS_VARIANTS:
@@ -620,8 +622,12 @@ def _two_node_variant(
             try:
                 entry.measurement = measure(deployment, scenario.name, pool, load, bench.checker)
                 entry.running_at_end = deployment.running()
-                entry.check = check_ledger(deployment, spec, entry.measurement)
-                log(f"{name}: {entry.check.summary()}")
+                try:
+                    entry.check = check_ledger(deployment, spec, entry.measurement)
+                    log(f"{name}: {entry.check.summary()}")
+                except (SQLAlchemyError, OSError, subprocess.SubprocessError) as exc:
+                    entry.error = f"the ledger check failed: {exc}"
+                    log(f"{name}: {entry.error}")
             finally:
                 bench.targets.pop(name, None)
                 deployment.stop()
@@ -688,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "data loader": args.loader,
             "our server's workers": str(args.workers),
             "two nodes": f"{args.node_workers or max(1, args.workers // 2)} worker(s) per node, "
-            f"{args.two_node_rounds} round(s) of one node then two",
+            f"{args.two_node_rounds} round(s) of one node and two nodes in turn",
         },
         machine=machine(bench.pg, args.redis_url),
         data={

@@ -377,6 +377,10 @@ def _two_node_section(run: Run) -> list[str]:
     )
     out.append("")
     for e in run.two_node:
+        if e.measurement is not None and e.error:
+            out.append(
+                f"- {REDIS_VARIANTS[e.variant]}, {e.nodes} node(s), round {e.round}: **{e.error}**"
+            )
         if e.check is not None:
             out.append(
                 f"- {REDIS_VARIANTS[e.variant]}, {e.nodes} node(s), round {e.round}: "
