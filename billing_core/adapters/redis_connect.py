@@ -20,6 +20,9 @@ from typing import Any, Protocol, TypeAlias
 
 import redis
 import redis.asyncio.cluster
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
@@ -27,15 +30,30 @@ from billing_core.authorization import Decision
 from billing_core.ports import HoldRequest
 
 SyncRedis: TypeAlias = redis.Redis | RedisCluster
+# What Redis raises when it cannot do what was asked: redis-py's errors, and the cluster
+# client's own when no node answers or a slot is served by none (not RedisErrors)
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 TIMEOUT = 2.0  # seconds to connect, and to wait for a reply
+# A cluster command that fails on a connection error, a timeout or CLUSTERDOWN is tried
+# again this many times, the slot map read again in between, after pauses that grow from
+# 50 ms to at most 0.5 s: about a second and a half in all, so that a failover stalls
+# neither an accounting batch (the live state is then marked stale and rebuilt) nor the
+# event loop's requests for long. redis-py's default (10 times, up to 1 s) waits far longer.
+CLUSTER_RETRIES = 3
+_BACKOFF = {"cap": 0.5, "base": 0.05}
 
 
 def redis_client(url: str, cluster: bool = False) -> SyncRedis:
     """The synchronous client of ``url``: a ``RedisCluster`` (which connects to the seed at
     once and reads the slot map) when ``cluster``, else a ``redis.Redis`` (connects on use)."""
     if cluster:
-        return RedisCluster.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+        return RedisCluster.from_url(
+            url,
+            socket_timeout=TIMEOUT,
+            socket_connect_timeout=TIMEOUT,
+            retry=redis.retry.Retry(ExponentialWithJitterBackoff(**_BACKOFF), CLUSTER_RETRIES),
+        )
     return redis.Redis.from_url(
         url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, health_check_interval=10
     )
@@ -44,7 +62,10 @@ def redis_client(url: str, cluster: bool = False) -> SyncRedis:
 def async_cluster_client(url: str) -> redis.asyncio.cluster.RedisCluster:
     """The event loop's cluster client (it connects on first use)."""
     return redis.asyncio.cluster.RedisCluster.from_url(
-        url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
+        url,
+        socket_timeout=TIMEOUT,
+        socket_connect_timeout=TIMEOUT,
+        retry=redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(**_BACKOFF), CLUSTER_RETRIES),
     )
 
 
@@ -66,7 +87,7 @@ def redis_probe(url: str, cluster: bool = False) -> Callable[[], bool]:
             if not made:
                 made.append(redis_client(url, cluster))
             return bool(made[0].ping())
-        except (redis.RedisError, RedisClusterException):
+        except REDIS_ERRORS:
             return False
 
     return reachable

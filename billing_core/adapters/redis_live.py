@@ -30,7 +30,7 @@ from typing import Any, Self
 
 import orjson
 import redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from billing_core.authorization import Accept, Decision, Reject
 from billing_core.domain import RejectReason
@@ -55,6 +55,9 @@ from .resp import RespConnection
 ClientLoader = Callable[[int], tuple[Decimal, list[dict[str, Any]]]]
 
 HOLD_INDEX_SECONDS = 2 * 86400
+# Redis could not do it: redis-py's errors, and the cluster client's own (no node answers,
+# a slot served by none), which are not RedisErrors
+_REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 _COMMON = r"""
 local function decode(v) return cjson.decode(v) end
@@ -332,7 +335,7 @@ class RedisLiveState:
     def reachable(self) -> bool:
         try:
             return bool(self.redis.ping())
-        except redis.RedisError:
+        except _REDIS_ERRORS:
             return False
 
     def authorize(self, request: HoldRequest) -> Decision:
@@ -654,14 +657,14 @@ class ResyncingLive(RedisLiveState):
     def find_holds(self, keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[HeldCall | None]:
         try:
             return super().find_holds(keys)
-        except redis.RedisError:
+        except _REDIS_ERRORS:
             self.stale = True
             return [None] * len(keys)
 
     def apply(self, effects: Sequence[LiveEffect]) -> None:
         try:
             super().apply(effects)
-        except redis.RedisError:
+        except _REDIS_ERRORS:
             self.stale = True
 
     def rebuild(self) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.cluster import RedisCluster
 
 from billing_core.accounting import AccountingService
 from billing_core.adapters import admin
@@ -22,7 +25,7 @@ from billing_core.authorization import Accept, GrantTerms, LiveSnapshot, Reject,
 from billing_core.domain import Client, RejectReason
 from billing_core.identification import CallerFacts
 from billing_core.money import from_micros, to_micros
-from billing_core.ports import HoldRequest
+from billing_core.ports import BalanceMoved, HoldRequest, NasReleased
 from billing_core.provisioning import parse_provisioning
 from billing_core.rating import Rate
 from billing_core.services import AuthorizationService, AuthorizeCall, CatalogCache
@@ -356,3 +359,75 @@ def test_billingctl_live_verify_reports_drift_and_rebuild_repairs_it(
     assert main([*args, "rebuild"]) == 0
     assert main([*args, "verify"]) == 0
     assert stack.balance() == Decimal("7.80")
+
+
+def test_held_calls_and_a_nas_release_reach_every_master(live_redis: RedisTarget) -> None:
+    """Holds of clients whose slots are on different masters of a cluster: the SCAN of
+    held_calls and the Accounting-On/Off release (a SCAN of the NAS key's index entries,
+    then one script per client) find them all."""
+    live = RedisLiveState(live_redis.client(), lambda _cid: (Decimal("50.00"), []))
+    if isinstance(live.redis, RedisCluster):  # the clients' slots: on several masters
+        node = live.redis.get_node_from_key
+        masters = {node(f"{{c:{cid}}}").name for cid in (1, 2, 4)}  # type: ignore[no-untyped-call]
+        assert len(masters) >= 2, masters
+    for cid in (1, 2, 4):
+        terms = GrantTerms(client(id=cid), rate(), 600)
+        for nas in ("nas-a", "nas-b"):
+            held = replace(request(terms, (f"{nas}-{cid}",), uid=f"{nas}-{cid}"), nas_key=nas)
+            assert isinstance(live.authorize(held), Accept)
+    listed = sorted((c["client_id"], c["nas"], c["identifiers"]) for c in live.held_calls(now()))
+    assert listed == [
+        (cid, nas, [f"{nas}-{cid}"]) for cid in (1, 2, 4) for nas in ("nas-a", "nas-b")
+    ]
+    live.apply([NasReleased("nas-a", now() + timedelta(seconds=1))])
+    left = sorted((c["client_id"], c["nas"]) for c in live.held_calls(now()))
+    assert left == [(cid, "nas-b") for cid in (1, 2, 4)]
+    views = live.view([1, 2, 4], now())
+    assert {cid: view.held for cid, view in views.items()} == dict.fromkeys(
+        (1, 2, 4), Decimal("2.00")
+    )
+
+
+def test_scripts_lost_by_one_master_are_loaded_and_each_effect_applied_once(
+    live_redis: RedisTarget,
+) -> None:
+    """A master restarted (or a replica just promoted) has no scripts: its calls answer
+    NOSCRIPT and did not run, while the other masters ran theirs. Only the calls refused
+    are sent again, after the scripts are loaded: every balance moves exactly once."""
+    r = live_redis.client()
+    live = RedisLiveState(r, lambda _cid: (Decimal("10.00"), []))
+    ids = (1, 2, 4)
+    for cid in ids:
+        live.load_client(cid, replace=True)
+    live.apply([BalanceMoved(cid, Decimal("0.25")) for cid in ids])  # APPLY on every master
+    if isinstance(r, RedisCluster):  # one master forgets: the one serving client 1
+        node = r.get_node_from_key("{c:1}")  # type: ignore[no-untyped-call]
+        r.get_redis_connection(node).script_flush()
+    else:
+        r.script_flush()
+    live.apply([BalanceMoved(cid, Decimal("-1.25")) for cid in ids])
+    views = live.view(list(ids), now())
+    assert {cid: view.balance for cid, view in views.items()} == dict.fromkeys(ids, Decimal("9.00"))
+    # the check-and-hold too, after its master lost the scripts
+    r.script_flush()
+    decision = live.authorize(request(GrantTerms(client(id=1), rate(), 600), ("x",), uid="x"))
+    assert decision == Accept(600, Decimal("2.00"), Decimal("9.00"))
+
+
+def test_billingctl_on_a_cluster_that_does_not_answer_says_so_in_one_line(
+    sqlite_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from billing_core.cli import main
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "radiusd.toml"
+    redis_section = f'[redis]\nurl = "redis://127.0.0.1:{port}"\n'
+    config.write_text(f'[database]\nurl = "{sqlite_url}"\n{redis_section}cluster = true\n')
+    assert main(["--config", str(config), "live", "verify"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("billingctl: redis unreachable: ") and err.count("\n") == 1, err
+    config.write_text(f'[database]\nurl = "{sqlite_url}"\n{redis_section}cluster = "yes"\n')
+    assert main(["--config", str(config), "live", "verify"]) != 0
+    assert "redis.cluster: expected true or false" in capsys.readouterr().err
