@@ -10,7 +10,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run setup deps test lint unit integration e2e bench clean
+.PHONY: run setup deps test lint unit integration e2e bench bench-two-node clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ bench: $(STAMP)
 	fi
 	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy
 	$(BIN)/python -m bench --redis-url '$(BENCH_REDIS_URL)' $(BENCH_ARGS)
+
+# make bench-two-node: only the two-node scenario (issue 12); its section goes to stdout.
+#   BENCH_ARGS="--quick" for a small run that checks it works
+bench-two-node: $(STAMP)
+	$(BIN)/python -m bench --only two-node --redis-url '$(BENCH_REDIS_URL)' $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

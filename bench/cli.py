@@ -5,7 +5,10 @@ Redis when ``--redis-url`` is given) and both FreeRADIUS baselines are all start
 then each scenario is run against each of them back to back, so that the machine's noise
 falls on all of them alike. Then, on the production deployment only: authorization at half
 its measured load, latency with the big and the small data set at the same light load, a
-py-spy profile of each path, and the catalog (1,000,000-prefix index) build.
+py-spy profile of each path, and the catalog (1,000,000-prefix index) build. Last, with
+every other server stopped, the two-node scenario (issue 12): whole calls spread over two
+daemons on one PostgreSQL database and one Redis, against one daemon, on the same requests,
+and the ledger checked against what was sent (``--only two-node`` runs it alone).
 """
 
 from __future__ import annotations
@@ -21,17 +24,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import datagen, freeradius, loadgen, procstat, profiling, report, scenarios
+from sqlalchemy.exc import SQLAlchemyError
+
+from bench import datagen, freeradius, ledger, loadgen, procstat, profiling, report, scenarios
 from bench.loadgen import LoadSpec, Pool
 from bench.packets import ReplyChecker
 from bench.procstat import ProcessProbe
-from bench.results import IndexBuild, LatencyCompare, Measurement, Run, TargetInfo
+from bench.results import (
+    REDIS_VARIANTS,
+    IndexBuild,
+    LatencyCompare,
+    Measurement,
+    NodesRun,
+    Run,
+    TargetInfo,
+)
 from bench.targets import (
+    BIN,
     SECRET,
+    OurNodes,
     OurServer,
     PostgresDatabase,
     PostgresServer,
@@ -39,6 +56,7 @@ from bench.targets import (
     SqliteDatabase,
     Target,
     TargetError,
+    redis_pids,
     redis_version,
     static_freeradius,
 )
@@ -106,9 +124,61 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep the servers' configs, logs and raw profiles (the path is logged)",
     )
-    p.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    p.add_argument(
+        "--only",
+        choices=("two-node",),
+        default="",
+        help="run only this part (its report goes to stdout, or to --output if given)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small run to check that it works: small data set, 1 s per measurement, "
+        "no extras (options given explicitly win)",
+    )
+    p.add_argument(
+        "--node-workers",
+        type=int,
+        default=0,
+        help="[server] workers of each of the two nodes (default: --workers / 2, so that two "
+        "nodes run as many workers as one node)",
+    )
+    p.add_argument(
+        "--two-node-rounds",
+        type=int,
+        default=2,
+        help="rounds of one node and two nodes (the second round two nodes first, and so on: "
+        "against the machine's noise and the order's)",
+    )
+    p.add_argument("--no-two-node", action="store_true", help="skip the two-node scenario")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="the report (default: BENCHMARKS.md; with --only or --quick: stdout)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.quick:
+        words = sys.argv[1:] if argv is None else list(argv)
+        given = {word.split("=", 1)[0] for word in words if word.startswith("--")}
+        for name, value in QUICK.items():
+            if "--" + name.replace("_", "-") not in given:
+                setattr(args, name, value)
+    if args.output is None and not args.only and not args.quick:
+        args.output = ROOT / "BENCHMARKS.md"  # a quick run's numbers do not go there
+    return args
+
+
+QUICK = {
+    "duration": 1.0,
+    "warmup": 0.3,
+    "data": "small",
+    "max_rate": 3000.0,
+    "no_profile": True,
+    "no_extras": True,
+    "two_node_rounds": 1,
+}
 
 
 # --- the machine ----------------------------------------------------------------------------
@@ -188,6 +258,7 @@ class Bench:
         self.workdir = Path(tempfile.mkdtemp(prefix="radiusd-bench-"))
         self.pg: PostgresServer | None = None
         self.targets: dict[str, Target] = {}
+        self.last_spec: scenarios.PoolSpec | None = None
         self.load = LoadSpec(
             duration=args.duration,
             warmup=args.warmup,
@@ -200,6 +271,7 @@ class Bench:
         """Requests for ``jobs`` jobs; the main scenarios' pools are cached (``cache``)."""
         self.namespace += 1
         spec = scenarios.PoolSpec(scenario, jobs, self.namespace, self.salt, SECRET.encode())
+        self.last_spec = spec
         started = time.monotonic()
         if cache and not self.args.no_cache:
             pool = scenarios.cached_pool(
@@ -275,7 +347,7 @@ class Bench:
         info = TargetInfo(target.name, target.label, False)
         run.targets[target.name] = info
         try:
-            if isinstance(target, OurServer):
+            if isinstance(target, OurServer | OurNodes):
                 log(f"{target.name}: preparing the database")
                 prepared = target.prepare()
                 info.load_seconds = prepared.load_seconds
@@ -301,6 +373,7 @@ class Bench:
                 target.stop()
             finally:
                 target.cleanup()
+        self.targets.clear()
 
 
 def _index_build(target: OurServer) -> IndexBuild:
@@ -436,6 +509,148 @@ def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet)
         prod.cleanup()
 
 
+# --- two nodes (issue 12) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RedisForNodes:
+    url: str
+    cluster: bool
+    pids: procstat.PidList
+
+
+@contextmanager
+def redis_for(variant: str, args: argparse.Namespace, run: Run) -> Iterator[RedisForNodes | None]:
+    """The Redis of a variant of the two-node scenario: the benchmark's Redis database, or a
+    Redis Cluster of three masters (a replica each) started for the run and destroyed after
+    it. None, with the reason in ``run.two_node_skipped``, when it cannot run."""
+    if variant == "redis":
+        if not args.redis_url:
+            run.two_node_skipped[variant] = "no --redis-url given"
+            yield None
+        else:
+            yield RedisForNodes(args.redis_url, False, redis_pids(args.redis_url))
+        return
+    try:
+        # the tests' launcher: bench/ and tests/ are both packages of the repository's root,
+        # where python -m bench runs (make bench)
+        from tests.redis_cluster import LocalCluster
+    except ImportError as exc:
+        run.two_node_skipped[variant] = f"no Redis Cluster launcher: {exc}"
+        yield None
+        return
+    cluster = LocalCluster(3, 1)
+    try:
+        log("starting a Redis Cluster: 3 masters, 3 replicas")
+        try:
+            cluster.start()
+        except (AssertionError, OSError, subprocess.SubprocessError) as exc:
+            run.two_node_skipped[variant] = f"the cluster did not start: {exc}"
+            yield None
+            return
+        pids = [process.pid for process in cluster.processes.values()]
+        yield RedisForNodes(cluster.url, True, procstat.fixed(*pids))
+    finally:
+        cluster.destroy()
+
+
+def two_node(bench: Bench, run: Run, data: datagen.DataSet) -> None:
+    """One node and two nodes in turn, on the same requests, per Redis variant; each on a
+    fresh clone of the loaded database, its ledger checked after the run."""
+    args = bench.args
+    if bench.pg is None:
+        for variant in REDIS_VARIANTS:
+            run.two_node_skipped[variant] = "PostgreSQL unreachable"
+        return
+    scenario = scenarios.TWO_NODE
+    jobs = scenarios.jobs_for(scenario, args.max_rate, bench.seconds())
+    pool = bench.pool(scenario.name, data, jobs, cache=True)
+    spec = bench.last_spec
+    assert spec is not None
+    run.two_node_data = data.spec.describe()
+    for variant in REDIS_VARIANTS:
+        with redis_for(variant, args, run) as redis:
+            if redis is not None:
+                _two_node_variant(bench, run, data, variant, redis, pool, spec)
+
+
+def _two_node_variant(
+    bench: Bench,
+    run: Run,
+    data: datagen.DataSet,
+    variant: str,
+    redis: RedisForNodes,
+    pool: Pool,
+    spec: scenarios.PoolSpec,
+) -> None:
+    args = bench.args
+    assert bench.pg is not None
+    node_workers = args.node_workers or max(1, args.workers // 2)
+    scenario = scenarios.TWO_NODE
+    load = replace(bench.load, record=True)
+    for round_ in range(1, args.two_node_rounds + 1):
+        order = ((1, args.workers), (2, node_workers))
+        # odd rounds one node first, even rounds two nodes first: what the first run of a
+        # pair leaves behind (PostgreSQL's checkpoint and vacuum) falls on both alike
+        for nodes, workers in order if round_ % 2 else order[::-1]:
+            name = f"ours-{nodes}node-{variant}"
+            entry = NodesRun(variant, nodes, workers, round_)
+            run.two_node.append(entry)
+            deployment = OurNodes(
+                name,
+                f"ours, {nodes} node{'s' if nodes > 1 else ''}, PostgreSQL + "
+                f"{'Redis Cluster' if redis.cluster else 'Redis'}",
+                bench.workdir / f"{name}-{round_}",
+                log,
+                PostgresDatabase(
+                    bench.pg,
+                    f"bench_{bench.run_id:06x}_{nodes}node_{variant}",
+                    DataLoader(args.loader),
+                    cache=not args.no_cache,
+                ),
+                data,
+                redis.url,
+                nodes=nodes,
+                workers=workers,
+                slots=scenarios.NODE_SLOTS,
+                redis_cluster=redis.cluster,
+                redis_pids=redis.pids,
+            )
+            if not bench.start(deployment, run):
+                entry.error = run.targets[name].error
+                continue
+            try:
+                entry.measurement = measure(deployment, scenario.name, pool, load, bench.checker)
+                entry.running_at_end = deployment.running()
+                try:
+                    entry.check = check_ledger(deployment, spec, entry.measurement)
+                    log(f"{name}: {entry.check.summary()}")
+                except (SQLAlchemyError, OSError, subprocess.SubprocessError) as exc:
+                    entry.error = f"the ledger check failed: {exc}"
+                    log(f"{name}: {entry.error}")
+            finally:
+                bench.targets.pop(name, None)
+                deployment.stop()
+                deployment.cleanup()
+            time.sleep(0.3)
+
+
+def check_ledger(
+    deployment: OurNodes, spec: scenarios.PoolSpec, m: Measurement
+) -> ledger.LedgerCheck:
+    assert deployment.prepared is not None
+    cdrs, stray = ledger.read_cdrs(deployment.prepared.url)
+    check = ledger.judge(
+        m.result.answers,
+        lambda step: step >= scenarios.STOP_STEP,
+        lambda job: scenarios.session_id(spec, job),
+        cdrs,
+        stray,
+    )
+    ledger.live_verify(BIN / "billingctl", deployment.config, check, deployment.workdir)
+    return check
+
+
 PACED_LANES = 64
 
 
@@ -467,7 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"PostgreSQL unreachable at {args.postgres_url}: {exc}")
         bench.pg = None
     big = datagen.generate(datagen.BIG if args.data == "big" else datagen.SMALL)
-    small = datagen.generate(datagen.SMALL)
+    small = datagen.generate(datagen.SMALL) if not args.only else big
     run = Run(
         started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         parameters={
@@ -478,6 +693,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "request timeout": f"{args.timeout} s",
             "data loader": args.loader,
             "our server's workers": str(args.workers),
+            "two nodes": f"{args.node_workers or max(1, args.workers // 2)} worker(s) per node, "
+            f"{args.two_node_rounds} round(s) of one node and two nodes in turn",
         },
         machine=machine(bench.pg, args.redis_url),
         data={
@@ -487,30 +704,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     )
     try:
-        for target in bench.make_targets(wanted_targets, big, run):
-            bench.start(target, run)
-        running = [bench.targets[n] for n in wanted_targets if n in bench.targets]
-        for prod in ("ours-pg-redis", "ours-pg"):
-            if prod in bench.targets:
-                run.production = prod
-                break
-        pools: dict[str, Pool] = {}
-        for scenario in wanted_scenarios:
-            jobs = scenarios.jobs_for(scenarios.SCENARIOS[scenario], args.max_rate, bench.seconds())
-            pools[scenario] = bench.pool(scenario, big, jobs, cache=True)
-            for target in running:
-                if scenario in scenarios.OURS_ONLY and not isinstance(target, OurServer):
-                    continue
-                run.measurements.append(
-                    measure(target, scenario, pools[scenario], bench.load, bench.checker)
-                )
-                time.sleep(0.3)
-            del pools[scenario]
-        for target in running:
-            if target.process is None or target.process.poll() is not None:
-                run.notes.append(f"{target.label} was not running at the end of the scenarios.")
-        if not args.no_extras:
-            extras(bench, run, big, small)
+        if not args.only:
+            main_run(bench, run, args, wanted_scenarios, wanted_targets, big, small)
+        bench.stop_all()
+        if args.only == "two-node" or not args.no_two_node:
+            two_node(bench, run, big)
     finally:
         bench.stop_all()
         if bench.pg is not None:
@@ -520,11 +718,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(bench.workdir, ignore_errors=True)
     run.seconds = time.monotonic() - _started
-    report.write(run, args.output)
-    log(f"wrote {args.output}")
+    text = report.render_two_node_only(run) if args.only else report.render(run)
+    if args.output is None:
+        print(text)
+    else:
+        args.output.write_text(text)
+        log(f"wrote {args.output}")
     if args.json is not None:
         args.json.write_text(json.dumps(_raw(run), indent=1, default=str))
     return 0
+
+
+def main_run(
+    bench: Bench,
+    run: Run,
+    args: argparse.Namespace,
+    wanted_scenarios: list[str],
+    wanted_targets: list[str],
+    big: datagen.DataSet,
+    small: datagen.DataSet,
+) -> None:
+    """The targets, each scenario against each, then the extras on the production one."""
+    for target in bench.make_targets(wanted_targets, big, run):
+        bench.start(target, run)
+    running = [bench.targets[n] for n in wanted_targets if n in bench.targets]
+    for prod in ("ours-pg-redis", "ours-pg"):
+        if prod in bench.targets:
+            run.production = prod
+            break
+    pools: dict[str, Pool] = {}
+    for scenario in wanted_scenarios:
+        jobs = scenarios.jobs_for(scenarios.SCENARIOS[scenario], args.max_rate, bench.seconds())
+        pools[scenario] = bench.pool(scenario, big, jobs, cache=True)
+        for target in running:
+            if scenario in scenarios.OURS_ONLY and not isinstance(target, OurServer):
+                continue
+            run.measurements.append(
+                measure(target, scenario, pools[scenario], bench.load, bench.checker)
+            )
+            time.sleep(0.3)
+        del pools[scenario]
+    for target in running:
+        if target.process is None or target.process.poll() is not None:
+            run.notes.append(f"{target.label} was not running at the end of the scenarios.")
+    if not args.no_extras:
+        extras(bench, run, big, small)
 
 
 def _raw(run: Run) -> dict[str, object]:
@@ -547,5 +785,21 @@ def _raw(run: Run) -> dict[str, object]:
                 "peak_rss_kb": m.reading.peak_rss_kb,
             }
             for m in run.measurements
+        ],
+        "two_node": [
+            {
+                "variant": e.variant,
+                "nodes": e.nodes,
+                "workers": e.workers,
+                "round": e.round,
+                "error": e.error,
+                "rate": e.measurement.result.rate if e.measurement else None,
+                "calls_per_s": e.measurement.result.job_rate if e.measurement else None,
+                "timeouts": e.measurement.result.timeouts if e.measurement else None,
+                "cpu": e.measurement.reading.cpu if e.measurement else None,
+                "check": e.check.summary() if e.check else None,
+                "check_ok": e.check.ok if e.check else None,
+            }
+            for e in run.two_node
         ],
     }

@@ -12,7 +12,10 @@ the throughput at that window) and paced (jobs start at a fixed rate: latency at
 load). A run has a warm-up, then the measured window, then a drain that waits for the
 replies still outstanding (or their timeout). Counts, latencies, the probes' CPU and memory
 readings all belong to the window; timeouts and failed checks are counted over the whole
-run. Only loopback addresses are accepted.
+run. Only loopback addresses are accepted. A step names its destination by index into the
+run's addresses, so one pool can spread its requests over several nodes; with
+``LoadSpec.record`` every request's outcome is kept, for checking afterwards what the
+servers recorded against what was sent (``bench.ledger``).
 """
 
 from __future__ import annotations
@@ -37,8 +40,13 @@ from bench.packets import (
     Stamper,
 )
 
-# (destination: 0 = authentication port, 1 = accounting port, datagram, kind)
+# (destination: an index into the run's addresses: 0 = authentication port, 1 = accounting
+# port; with several nodes, node * 2 + port; datagram, kind)
 Step = tuple[int, bytes, int]
+Addresses = tuple[tuple[str, int], ...]
+# (the job's index in the pool, the step's index in the job, the reply code or TIMED_OUT)
+Answer = tuple[int, int, int]
+TIMED_OUT = 0
 Job = tuple[Step, ...]
 Pool = list[Job]
 
@@ -68,6 +76,7 @@ class LoadSpec:
     rate: float | None = None  # jobs per second (paced); None = closed loop
     sockets: int = 8
     lanes: int = 16  # per socket: the window is sockets x lanes
+    record: bool = False  # keep every request's outcome (``Result.answers``)
 
 
 @dataclass
@@ -88,6 +97,8 @@ class Result:
     unsent: int = 0
     exhausted: bool = False
     generator_cpu: float = 0.0
+    # with ``LoadSpec.record``: every request sent in the whole run, answered or timed out
+    answers: list[Answer] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -115,11 +126,12 @@ class Result:
 
 
 class _Lane:
-    __slots__ = ("auth", "ident", "job", "kind", "late_auth", "sent_at", "step")
+    __slots__ = ("auth", "ident", "index", "job", "kind", "late_auth", "sent_at", "step")
 
     def __init__(self, ident: int) -> None:
         self.ident = ident
         self.job: Job | None = None
+        self.index = 0
         self.step = 0
         self.sent_at = 0.0
         self.auth = b""
@@ -136,7 +148,7 @@ class _Run:
     def __init__(
         self,
         pool: Pool,
-        addresses: tuple[tuple[str, int], tuple[str, int]],
+        addresses: Addresses,
         checker: ReplyChecker,
         expect: dict[int, int],
         spec: LoadSpec,
@@ -147,12 +159,13 @@ class _Run:
         self.loop = asyncio.get_running_loop()
         self.addresses = addresses
         self.checker = checker
+        self.result = Result()
         self.stamper = Stamper(checker.secret)
-        self.jobs = iter(pool)
+        self.jobs = enumerate(pool)
+        self.answers = self.result.answers if spec.record else None
         self.expect = expect
         self.spec = spec
         self.probes = probes
-        self.result = Result()
         self.sockets: list[socket.socket] = []
         self.lanes: list[list[_Lane]] = []
         family = socket.AF_INET6 if ":" in addresses[0][0] else socket.AF_INET
@@ -191,14 +204,14 @@ class _Run:
             self.result.send_errors += 1  # stays in flight: it times out
 
     def _start_job(self, s: int, lane: _Lane, now: float) -> bool:
-        job = next(self.jobs, None)
-        if job is None:
+        item = next(self.jobs, None)
+        if item is None:
             if not self.result.exhausted:
                 self.result.exhausted = True
                 if self.measuring:
                     self._end_window()
             return False
-        lane.job = job
+        lane.index, lane.job = item
         lane.step = 0
         self.started_jobs += 1
         self._send(s, lane, now)
@@ -263,6 +276,8 @@ class _Run:
                     continue
             self.in_flight -= 1
             result.verified += 1
+            if self.answers is not None:
+                self.answers.append((lane.index, lane.step, verdict))
             if self.expect.get(lane.kind, verdict) != verdict:
                 result.unexpected += 1
             if self.measuring:
@@ -289,6 +304,8 @@ class _Run:
                 if lane.job is not None and lane.sent_at < limit:
                     self.result.timeouts += 1
                     self.in_flight -= 1
+                    if self.answers is not None:
+                        self.answers.append((lane.index, lane.step, TIMED_OUT))
                     lane.late_auth = lane.auth
                     self._job_done(s, lane, now)
         if self.stopping and self.in_flight == 0:
@@ -350,11 +367,12 @@ class _Run:
 
 async def run(
     pool: Pool,
-    addresses: tuple[tuple[str, int], tuple[str, int]],
+    addresses: Addresses,
     checker: ReplyChecker,
     expect: dict[int, int],
     spec: LoadSpec,
     probes: Sequence[Probe] = (),
 ) -> Result:
-    """Drive ``pool`` at the server at ``addresses`` (auth, acct); stops by itself."""
+    """Drive ``pool`` at the server at ``addresses`` (auth, acct; then the next node's auth,
+    acct, for pools whose steps name more than one node); stops by itself."""
     return await _Run(pool, addresses, checker, expect, spec, probes).run()

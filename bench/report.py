@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bench.profiling import Profile
-from bench.results import Measurement, Run
-from bench.scenarios import KIND_NAMES, SCENARIOS
+from bench.results import REDIS_VARIANTS, Measurement, NodesRun, Run
+from bench.scenarios import KIND_NAMES, SCENARIOS, TWO_NODE
+from billing_core.money import display
 
 INTRO = Path(__file__).resolve().parent / "intro.md"
 OURS = ("ours-sqlite", "ours-pg", "ours-pg-redis")
@@ -225,12 +226,190 @@ def _targets(run: Run) -> list[str]:
         )
     else:
         rows.append(["authorization latency big vs small data", "–", "within 20%", _verdict(None)])
+    rows += _two_node_rows(run)
     return [
-        f"Judged on **{_label(run, prod)}**, the production deployment measured in this run.",
+        f"Judged on **{_label(run, prod)}**, the production deployment measured in this run "
+        "(the two-node rows: on the deployments of the two-node section).",
         "“≈” targets pass at or above the number.",
         "",
-        *_table(["target (issue 4)", "measured", "required", "verdict"], rows),
+        *_table(
+            ["target (issue 4; issue 12 for two nodes)", "measured", "required", "verdict"], rows
+        ),
     ]
+
+
+# --- two nodes (issue 12) ----------------------------------------------------------------------
+
+TWO_NODE_CPU_LIMIT = 1.10  # two nodes' CPU per request ÷ one node's
+
+
+def _cpu_per_request(entries: list[NodesRun]) -> float | None:
+    """Milliseconds of CPU (server, PostgreSQL, Redis) per request, over every round."""
+    requests = sum(e.measurement.result.requests for e in entries if e.measurement)
+    cpu = sum(sum(e.measurement.reading.cpu.values()) for e in entries if e.measurement)
+    return cpu / requests * 1000 if requests else None
+
+
+def _entries(run: Run, variant: str, nodes: int) -> list[NodesRun]:
+    return [e for e in run.two_node if e.variant == variant and e.nodes == nodes]
+
+
+def _two_node_rows(run: Run) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for variant, title in REDIS_VARIANTS.items():
+        one, two = _entries(run, variant, 1), _entries(run, variant, 2)
+        cpu_one, cpu_two = _cpu_per_request(one), _cpu_per_request(two)
+        ratio = cpu_two / cpu_one if cpu_one and cpu_two else None
+        rows.append(
+            [
+                f"two nodes on {title}: CPU per request ÷ one node's",
+                f"{ratio:.2f} × ({cpu_two:.3f} vs {cpu_one:.3f} ms)"
+                if ratio is not None and cpu_one is not None and cpu_two is not None
+                else "–",
+                f"≤ {TWO_NODE_CPU_LIMIT:.2f} ×",
+                _verdict(None if ratio is None else ratio <= TWO_NODE_CPU_LIMIT),
+            ]
+        )
+        checks = [e.check for e in one + two if e.check is not None]
+        measured = "–"
+        ok: bool | None = None
+        if checks:
+            lost = sum(c.lost for c in checks)
+            twice = sum(c.twice + c.wrong_amount + c.unexpected + c.stray_charges for c in checks)
+            drifts = sum(c.drifts or 0 for c in checks)
+            errors = sum(1 for c in checks if c.verify_error)
+            measured = f"{lost} lost, {twice} charged twice or wrongly, {drifts} drifts"
+            if errors:
+                measured += f", {errors} verify errors"
+            unchecked = sum(1 for e in one + two if e.check is None)
+            if unchecked:
+                measured += f", {unchecked} run(s) not checked"
+            ok = all(c.ok for c in checks) and not unchecked
+        rows.append(
+            [
+                f"two nodes on {title}: Stops lost or charged twice, live balance ≠ ledger",
+                measured,
+                "0",
+                _verdict(ok),
+            ]
+        )
+    return rows
+
+
+def _two_node_section(run: Run) -> list[str]:
+    out = [
+        f"Scenario: {TWO_NODE.title} ({run.two_node_data or 'no data'}). The same encoded "
+        "requests go to one node (every destination is that node) and to two nodes (`radiusd` "
+        "daemons on one PostgreSQL database and one Redis, or one Redis Cluster), one after "
+        "the other (one node first in odd rounds, two nodes first in even ones), each on a "
+        "fresh clone of the loaded database with Redis emptied. One "
+        "node runs the workers of the main runs; each of two nodes runs half as many, so "
+        "that both deployments run as many worker processes on the same cores. A re-sent Stop "
+        "is answered by one node's duplicate cache (same socket, same Identifier); the other "
+        "of two nodes looks it up in the database: part of what a second node costs.",
+        "",
+        "Both share this machine's cores, so two nodes cannot carry twice one node's calls "
+        "(on two cores they carry about as many): the measure is CPU per request, the whole "
+        "deployment's (both daemons with their workers, the PostgreSQL backends of the "
+        "database with the WAL writer and checkpointer, and every Redis server), which on "
+        "hosts of their own is what sets how far N nodes scale.",
+        "",
+        "After each run the generator's record of every request is compared with the "
+        "database: each call whose Stop was answered (by either node, or by both) has one "
+        "CDR and one charge equal to its cost; a call whose Stop timed out has at most one; "
+        "a call whose Stop was never sent has none; then `billingctl live verify` compares "
+        "every client's live balance with its ledger.",
+        "",
+    ]
+    rows = []
+    for e in run.two_node:
+        m = e.measurement
+        deployment = (
+            f"{e.nodes} node{'s' if e.nodes > 1 else ''} × {e.workers} "
+            f"worker{'s' if e.workers > 1 else ''}"
+        )
+        if m is None:
+            rows.append(
+                [
+                    REDIS_VARIANTS[e.variant],
+                    deployment,
+                    str(e.round),
+                    "**not run**: " + (e.error or "?").replace("\n", " "),
+                    *["–"] * 9,
+                ]
+            )
+            continue
+        r = m.result
+        base = _cpu_per_request(_entries(run, e.variant, 1))
+        total = m.cpu_per_1000()
+        check = e.check
+        rows.append(
+            [
+                REDIS_VARIANTS[e.variant],
+                deployment,
+                str(e.round),
+                _num(r.job_rate),
+                _num(r.rate),
+                _ms(r.percentile(99)),
+                str(r.timeouts),
+                _num(m.cpu_per_1000("server"), 3),
+                _num(m.cpu_per_1000("postgresql"), 3),
+                _num(m.cpu_per_1000("redis"), 3),
+                _num(total, 3),
+                _ratio(total, base) if e.nodes > 1 else "",
+                ("ok" if check.ok else "**FAIL**") if check is not None else "–",
+            ]
+        )
+    out += _table(
+        [
+            "Redis",
+            "deployment",
+            "round",
+            "calls/s",
+            "req/s",
+            "p99 ms",
+            "timeouts",
+            "server CPU ms / req",
+            "PostgreSQL CPU ms / req",
+            "Redis CPU ms / req",
+            "total CPU ms / req",
+            "÷ one node's",
+            "ledger",
+        ],
+        rows,
+    )
+    out.append("")
+    for e in run.two_node:
+        if e.measurement is not None and e.error:
+            out.append(
+                f"- {REDIS_VARIANTS[e.variant]}, {e.nodes} node(s), round {e.round}: **{e.error}**"
+            )
+        if e.check is not None:
+            out.append(
+                f"- {REDIS_VARIANTS[e.variant]}, {e.nodes} node(s), round {e.round}: "
+                f"{e.check.calls:,} calls started, {e.check.cdrs:,} CDRs, "
+                f"{display(e.check.charged_total)} charged; {e.check.summary()}"
+                + ("" if e.running_at_end else "; **a node was not running at the end**")
+                + "."
+            )
+    for variant, why in run.two_node_skipped.items():
+        out.append(f"- {REDIS_VARIANTS[variant]}: not measured ({why}).")
+    return out
+
+
+def render_two_node_only(run: Run) -> str:
+    """``python -m bench --only two-node``: the section and its targets, nothing else."""
+    out = [
+        "## Two nodes (issue 12)",
+        "",
+        f"`{run.parameters.get('command', '')}` on {run.started}, "
+        f"{run.parameters.get('scenario duration', '')}, {run.seconds / 60:.1f} minutes.",
+        "",
+        *_two_node_section(run),
+        "",
+        *_table(["target (issue 12)", "measured", "required", "verdict"], _two_node_rows(run)),
+    ]
+    return "\n".join(out).rstrip() + "\n"
 
 
 def _profile_section(name: str, profile: Profile, run_m: Measurement | None) -> list[str]:
@@ -309,7 +488,9 @@ def render(run: Run) -> str:
     out += _main_table(run)
     out += ["", "### Ratios to the baselines of this run", ""]
     out += _ratio_table(run)
-    out += ["", "## The targets of issue 4", ""]
+    out += ["", "## Two nodes (issue 12)", ""]
+    out += _two_node_section(run)
+    out += ["", "## The targets of issues 4 and 12", ""]
     out += _targets(run)
     out += ["", "## Details", ""]
     if run.half_load is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.ledger import LedgerCheck
 from bench.loadgen import Result
 from bench.procstat import Reading
 from bench.profiling import Profile
@@ -69,6 +70,23 @@ class LatencyCompare:
 
 
 @dataclass
+class NodesRun:
+    """One deployment of the two-node scenario: one node or two, on one kind of Redis."""
+
+    variant: str  # "redis" (one server) or "cluster" (Redis Cluster)
+    nodes: int
+    workers: int  # per node
+    round: int
+    measurement: Measurement | None = None
+    check: LedgerCheck | None = None
+    error: str | None = None
+    running_at_end: bool = True
+
+
+REDIS_VARIANTS = {"redis": "one Redis server", "cluster": "Redis Cluster (3 masters)"}
+
+
+@dataclass
 class Run:
     started: str
     parameters: dict[str, Any]
@@ -88,6 +106,9 @@ class Run:
     profile_error: str | None = None
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    two_node: list[NodesRun] = field(default_factory=list)
+    two_node_skipped: dict[str, str] = field(default_factory=dict)  # variant: why not run
+    two_node_data: str = ""
 
     def get(self, target: str, scenario: str) -> Measurement | None:
         for m in self.measurements:

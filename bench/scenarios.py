@@ -1,7 +1,8 @@
 """What is sent: the scenarios, their jobs, and the replies each kind of request expects.
 
 Every job gets identifiers of its own (Acct-Session-Id, h323-conf-id, Cisco-AVPair call-id),
-unique in the run, so no request is a retransmission of another and every Stop is a new leg.
+unique in the run, so no request is a retransmission of another and every Stop is a new leg
+(except in the two-node scenario, whose re-sent Stops are retransmissions on purpose).
 Pools are built once per run, with pyrad, in worker processes, and sent unchanged to every
 target (our server and both baselines): the same bytes for all.
 """
@@ -77,6 +78,36 @@ SCENARIOS: dict[str, Scenario] = {
     ),
 }
 
+# Two nodes (issue 12): whole calls spread over two deployments' addresses the way switches
+# balance and fail over. Not in SCENARIOS: it runs against a deployment of nodes (``cli``),
+# not against every target. A step's destination is ``node * 2 + port`` (``NODE_SLOTS``
+# nodes), so the load generator sends it to that node's authentication or accounting port.
+NODE_SLOTS = 2
+FAILOVER_EVERY = 10  # a call of ten: its Stop goes to the other node (Start on A, Stop on B)
+RESEND_EVERY = 10  # a call of ten: its Stop, once answered, is sent again to the other node
+TWO_NODE = Scenario(
+    "two-node",
+    "whole calls alternating between two nodes; one in ten ends on the other node, "
+    "one in ten has its answered Stop sent again to the other node",
+    3 + 1 / RESEND_EVERY,
+    "calls",
+)
+STOP_STEP = 2  # in a two-node job, steps from this one on are Stops (the re-sent one last)
+
+
+def two_node_plan(j: int) -> tuple[int, int, bool]:
+    """(the node of call ``j``'s Access-Request and Start, the node of its Stop, whether
+    its Stop is then re-sent to the other node)."""
+    home = j % NODE_SLOTS
+    other = (home + 1) % NODE_SLOTS
+    stop = other if j % FAILOVER_EVERY == 3 else home
+    return home, stop, j % RESEND_EVERY == 7
+
+
+def session_id(spec: PoolSpec, j: int) -> str:
+    """The Acct-Session-Id of job ``j`` of a pool (its index in the pool)."""
+    return f"{spec.salt:06x}{spec.namespace:02x}{j:08x}"
+
 
 # scenarios the FreeRADIUS baselines are not configured for (no CHAP/Digest secrets there)
 OURS_ONLY = frozenset({"auth-chap", "auth-digest"})
@@ -108,7 +139,7 @@ def _init(manifest: Manifest) -> None:
 def _call(rng: random.Random, spec: PoolSpec, j: int, login: Login) -> packets.Call:
     assert _manifest is not None
     numbers = _manifest.numbers[login.table]
-    unique = f"{spec.salt:06x}{spec.namespace:02x}{j:08x}"
+    unique = session_id(spec, j)
     return packets.Call(
         username=login.username,
         password=login.password,
@@ -141,6 +172,8 @@ def _job(spec: PoolSpec, rng: random.Random, j: int) -> Job:
         return (_auth(spec, rng, replace(call, method=_METHOD[name]), ACCEPT),)
     if name == "acct":
         return (_acct(spec, call, packets.START), _acct(spec, call, packets.STOP))
+    if name == TWO_NODE.name:
+        return _two_node(spec, rng, j, call)
     whole = (
         _auth(spec, rng, call, ACCEPT),
         _acct(spec, call, packets.START),
@@ -181,6 +214,23 @@ def _logins(scenario: str) -> list[Login]:
             found = every
         _by_scenario[scenario] = found
     return found
+
+
+def _at(node: int, step: Step) -> Step:
+    return (node * 2 + step[0], step[1], step[2])
+
+
+def _two_node(spec: PoolSpec, rng: random.Random, j: int, call: packets.Call) -> Job:
+    home, stop_node, resend = two_node_plan(j)
+    stop = _acct(spec, call, packets.STOP)
+    steps = [
+        _at(home, _auth(spec, rng, call, ACCEPT)),
+        _at(home, _acct(spec, call, packets.START)),
+        _at(stop_node, stop),
+    ]
+    if resend:  # the same datagram (a retransmission), to the node that did not answer it
+        steps.append(_at((stop_node + 1) % NODE_SLOTS, stop))
+    return tuple(steps)
 
 
 def _build(spec: PoolSpec, first: int, last: int) -> list[Job]:

@@ -308,7 +308,7 @@ class Target:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def addresses(self) -> tuple[tuple[str, int], tuple[str, int]]:
+    def addresses(self) -> tuple[tuple[str, int], ...]:
         return (("127.0.0.1", self.auth_port), ("127.0.0.1", self.acct_port))
 
     @property
@@ -363,14 +363,20 @@ class OurServer(Target):
         data: DataSet,
         redis_url: str = "",
         workers: int = 1,
+        *,
+        redis_cluster: bool = False,
+        flush_redis: bool = True,
     ) -> None:
         super().__init__(name, label, EXPECT_OURS, workdir, log)
         self.database = database
         self.data = data
         self.redis_url = redis_url
+        self.redis_cluster = redis_cluster
+        self.flush_redis = flush_redis  # False: a further node of a deployment already started
         self.workers = workers
         self.prepared: Prepared | None = None
         self.started_seconds = 0.0
+        self._launched = 0.0
         self.config = workdir / "radiusd.toml"
         self.logfile = workdir / "radiusd.log"
 
@@ -397,7 +403,9 @@ url = "{self.prepared.url}"
 
 [redis]
 url = "{self.redis_url}"
+{"cluster = true" if self.redis_cluster else ""}
 {_security(self.workdir)}
+
 [[nas]]
 address = "127.0.0.1"
 secret = "{SECRET}"
@@ -405,14 +413,19 @@ secret = "{SECRET}"
         )
 
     def start(self) -> None:
+        self.launch()
+        self.wait_started()
+
+    def launch(self) -> None:
+        """Start the daemon without waiting for it (``wait_started``)."""
         if self.prepared is None:
             self.prepare()
-        if self.redis_url:
-            _flush_redis(self.redis_url)
+        if self.redis_url and self.flush_redis:
+            _flush_redis(self.redis_url, cluster=self.redis_cluster)
         self.write_config()
         self.logfile.unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RADIUSD_")}
-        started = time.monotonic()
+        self._launched = time.monotonic()
         with self.logfile.open("ab") as out:
             self.process = subprocess.Popen(
                 [str(BIN / "radiusd"), "serve", "--config", str(self.config)],
@@ -421,18 +434,113 @@ secret = "{SECRET}"
                 stdout=out,
                 stderr=out,
             )
+
+    def wait_started(self) -> None:
         need = self.workers
         self._wait(self.logfile, lambda t: t.count('"event": "started"') >= need, "radiusd serve")
-        self.started_seconds = time.monotonic() - started
+        self.started_seconds = time.monotonic() - self._launched
 
     def probe_groups(self) -> dict[str, PidList]:
         groups = super().probe_groups()
         if isinstance(self.database, PostgresDatabase):
             groups["postgresql"] = postgres_pids(self.database.name)
         if self.redis_url:
-            pid = redis_pid(self.redis_url)
-            if pid is not None:
-                groups["redis"] = fixed(pid)
+            groups["redis"] = redis_pids(self.redis_url, cluster=self.redis_cluster)
+        return groups
+
+    def cleanup(self) -> None:
+        self.database.drop()
+
+
+class OurNodes(Target):
+    """Several daemons of our server on one PostgreSQL database and one Redis (or Redis
+    Cluster): a carrier's RADIUS hosts behind switches that list them all (issue 12).
+
+    ``addresses`` has ``slots`` (auth, acct) pairs, slot ``i`` served by node ``i % nodes``,
+    so a pool whose steps name two nodes runs unchanged against one node (every step to
+    it) or two. The first node empties Redis and rebuilds it at start; the others join."""
+
+    def __init__(
+        self,
+        name: str,
+        label: str,
+        workdir: Path,
+        log: Log,
+        database: Database,
+        data: DataSet,
+        redis_url: str,
+        *,
+        nodes: int,
+        workers: int,
+        slots: int,
+        redis_cluster: bool = False,
+        redis_pids: PidList | None = None,
+    ) -> None:
+        super().__init__(name, label, EXPECT_OURS, workdir, log)
+        self.database = database
+        self.slots = slots
+        self.redis_pids = redis_pids  # every Redis server's (default: found from the URL)
+        self.nodes = [
+            OurServer(
+                f"{name}-{i}",
+                f"{label}, node {i + 1}",
+                workdir / f"node{i + 1}",
+                log,
+                database,
+                data,
+                redis_url=redis_url,
+                workers=workers,
+                redis_cluster=redis_cluster,
+                flush_redis=i == 0,
+            )
+            for i in range(nodes)
+        ]
+        self.prepared: Prepared | None = None
+
+    @property
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        out: list[tuple[str, int]] = []
+        for slot in range(self.slots):
+            out.extend(self.nodes[slot % len(self.nodes)].addresses)
+        return tuple(out)
+
+    @property
+    def config(self) -> Path:
+        """The first node's config file (billingctl reads the same database and Redis)."""
+        return self.nodes[0].config
+
+    def prepare(self) -> Prepared:
+        self.prepared = self.nodes[0].prepare()
+        for node in self.nodes[1:]:
+            node.workdir.mkdir(parents=True, exist_ok=True)
+            node.prepared = self.prepared
+        return self.prepared
+
+    def start(self) -> None:
+        """Every node at once (the first empties Redis before it starts), as a carrier's
+        hosts come up; each rebuilds the live state from the database."""
+        if self.prepared is None:
+            self.prepare()
+        for node in self.nodes:
+            node.launch()
+        for node in self.nodes:
+            node.wait_started()
+        self.process = self.nodes[0].process
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.process = None
+
+    def running(self) -> bool:
+        return all(n.process is not None and n.process.poll() is None for n in self.nodes)
+
+    def probe_groups(self) -> dict[str, PidList]:
+        roots = [node.pid for node in self.nodes]
+        groups = self.nodes[0].probe_groups()
+        groups["server"] = lambda: [pid for root in roots for pid in descendants(root)]
+        if self.redis_pids is not None:
+            groups["redis"] = self.redis_pids
         return groups
 
     def cleanup(self) -> None:
@@ -537,17 +645,46 @@ class SqlFreeRadius(FreeRadius):
 # --- Redis ------------------------------------------------------------------------------------
 
 
-def _flush_redis(url: str) -> None:
-    """Empty the benchmark's Redis database: the live state must match the fresh database."""
+def _flush_redis(url: str, *, cluster: bool = False) -> None:
+    """Empty the benchmark's Redis database (every master of a cluster): the live state
+    must match the fresh database."""
     import redis
+    from redis.cluster import RedisCluster
 
-    client = redis.Redis.from_url(url)
     try:
-        client.flushdb()
+        if cluster:
+            nodes = RedisCluster.from_url(url)
+            try:
+                nodes.flushall(target_nodes=RedisCluster.PRIMARIES)
+            finally:
+                nodes.close()
+            return
+        client = redis.Redis.from_url(url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
     except redis.RedisError as exc:
         raise TargetError(f"Redis at {url}: {exc}") from None
+
+
+def redis_pids(url: str, *, cluster: bool = False) -> PidList:
+    """The Redis server's pid, or every node's of the cluster that ``url`` names a seed of."""
+    if not cluster:
+        pid = redis_pid(url)
+        return fixed(*([] if pid is None else [pid]))
+    from redis.cluster import RedisCluster
+
+    pids: list[int] = []
+    nodes = RedisCluster.from_url(url)
+    try:
+        for node in nodes.get_nodes():  # type: ignore[no-untyped-call]
+            found = redis_pid(f"redis://{node.host}:{node.port}/0")
+            if found is not None:
+                pids.append(found)
     finally:
-        client.close()
+        nodes.close()
+    return fixed(*pids)
 
 
 def _redis_server_info(url: str, field: str) -> str | None:
