@@ -152,7 +152,7 @@ def _security(workdir: Path) -> str:
     return f'\n[security]\nsecrets_key_file = "{path}"\n'
 
 
-def _write_db_config(path: Path, url: str) -> None:
+def write_db_config(path: Path, url: str) -> None:
     path.write_text(f'[database]\nurl = "{url}"\n' + _security(path.parent))
 
 
@@ -195,7 +195,7 @@ class SqliteDatabase(Database):
             shutil.copyfile(cached, self.path)
             return Prepared(url, float(json.loads(meta.read_text())["seconds"]), True)
         config = workdir / f"load-{data.spec.name}.toml"
-        _write_db_config(config, url)
+        write_db_config(config, url)
         seconds = self.loader.load(config, data, workdir, log)
         if self.cache:
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -275,7 +275,7 @@ class PostgresDatabase(Database):
             return Prepared(url, float(json.loads(meta.read_text())["seconds"]), True)
         self.server.create(self.name)
         config = workdir / f"load-{self.name}.toml"
-        _write_db_config(config, url)
+        write_db_config(config, url)
         seconds = self.loader.load(config, data, workdir, log)
         if self.cache:
             for (old,) in self.server.execute(

@@ -20,7 +20,7 @@ from bench import datagen, loadgen, packets, scenarios
 from bench.cli import check_ledger
 from bench.procstat import Reading
 from bench.results import Measurement
-from bench.targets import BIN, Database, Log, OurNodes, Prepared
+from bench.targets import BIN, Database, Log, OurNodes, Prepared, write_db_config
 from tests.conftest import RedisTarget
 
 from .conftest import SECRET, Daemon
@@ -147,7 +147,7 @@ class _Loaded(Database):
 
     def prepare(self, data: datagen.DataSet, workdir: Path, log: Log) -> Prepared:
         config = workdir / "load.toml"
-        config.write_text(f'[database]\nurl = "{self.url}"\n')
+        write_db_config(config, self.url)  # with the benchmark's key, as the bench loads
         result = subprocess.run(
             [str(BIN / "billingctl"), "--config", str(config), "load", str(data.provisioning)],
             capture_output=True,
