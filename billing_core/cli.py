@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -83,6 +83,30 @@ def _redis_url(config_arg: str | None) -> str:
     if not isinstance(url, str):
         raise UserError(f"{path}: redis.url: expected a Redis URL or an empty string")
     return url
+
+
+def _mail_enabled(config_arg: str | None) -> bool:
+    """Whether low-balance e-mail is on: [smtp] host (or $RADIUSD_SMTP_HOST) not empty."""
+    env_host = os.environ.get("RADIUSD_SMTP_HOST")
+    if env_host is not None:
+        return bool(env_host.strip())
+    _path, document = _config_document(config_arg)
+    section = document.get("smtp", {})
+    host = section.get("host", "") if isinstance(section, dict) else ""
+    return isinstance(host, str) and bool(host.strip())
+
+
+def _check_notifications(args: argparse.Namespace, client_ids: Sequence[int]) -> None:
+    """After money moved: fire or re-arm the clients' low-balance notifications (decided in
+    the database, so the daemon doing the same at the same time changes nothing)."""
+    if not client_ids:
+        return
+    from billing_core.adapters.sql_notify import check_notifications
+    from billing_core.adapters.sql_store import SqlStore, utcnow
+
+    live: LiveState = _live(args) or SqlStore(_engine(args))
+    views = live.view(list(dict.fromkeys(client_ids)), utcnow())
+    check_notifications(_engine(args), views, mail_enabled=_mail_enabled(args.config))
 
 
 def _engine(args: argparse.Namespace) -> Any:
@@ -216,6 +240,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     with ledger_writer(_engine(args), _redis_url(args.config)):
         counts = apply_provisioning(_engine(args), spec, _audit(args), payments_applied=moved)
         _payments_made(_live(args), moved)
+    _check_notifications(args, [client_id for client_id, _amount in moved])
     print("loaded " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     return 0
 
@@ -230,6 +255,8 @@ CLIENT_COLUMNS = (
     "payment_terms",
     "tags",
     "reseller",
+    "notify_client_below",
+    "notify_admin_below",
 )
 
 
@@ -281,6 +308,8 @@ CLIENT_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("capacity", "N", "concurrent calls (empty: unlimited)"),
     ("low_balance_threshold", "AMOUNT", "below this available balance ..."),
     ("low_balance_capacity", "N", "... this capacity applies"),
+    ("notify_client_below", "AMOUNT", "e-mail the billing address below this available balance"),
+    ("notify_admin_below", "AMOUNT", "a low_balance event below this available balance"),
     ("reseller", "NAME", "reseller"),
     ("tax_profile", "NAME", "tax profile name"),
     ("payment_terms", "TEXT", "payment terms"),
@@ -448,6 +477,8 @@ TEMPLATE_COLUMNS = (
     "payment_terms",
     "reseller",
     "tags",
+    "notify_client_below",
+    "notify_admin_below",
 )
 
 
@@ -661,6 +692,7 @@ def cmd_payments_add(args: argparse.Namespace) -> int:
             _engine(args), args.client, args.amount, args.note or "", _audit(args)
         )
         _payments_made(live, [(summary["id"], args.amount)])
+    _check_notifications(args, [summary["id"]])
     if live is not None:
         from billing_core.adapters.client_queries import client_summary
 
@@ -783,6 +815,9 @@ def cmd_live_rebuild(args: argparse.Namespace) -> int:
     url = _redis_url(args.config)
     count = rebuild(_engine(args), url)
     if url:
+        from billing_core.adapters.sql_notify import record_event
+
+        record_event(_engine(args), "live_rebuilt", detail={"clients": count, "by": "billingctl"})
         print(f"live state rebuilt from the database: {count} clients")
     else:
         print("the live state is the database itself (no redis.url): nothing to rebuild")
@@ -855,7 +890,45 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
     return 0
 
 
+EVENT_COLUMNS = ("id", "at", "kind", "client", "nas", "detail")
+
+
+def cmd_events_list(args: argparse.Namespace) -> int:
+    from billing_core.adapters.sql_notify import list_events
+
+    rows = list_events(
+        _engine(args), client=args.client, kind=args.kind, since=args.since, limit=args.limit
+    )
+    if args.format != "json":
+        rows = [{**row, "detail": json.dumps(row["detail"], sort_keys=True)} for row in rows]
+    _print(rows, args.format, EVENT_COLUMNS)
+    return 0
+
+
+MAIL_COLUMNS = ("id", "created_at", "client", "to", "status", "attempts", "sent_at", "subject")
+
+
+def cmd_mail_list(args: argparse.Namespace) -> int:
+    from billing_core.adapters.sql_notify import list_mail
+
+    rows = list_mail(_engine(args), client=args.client, status=args.status, limit=args.limit)
+    columns = (*MAIL_COLUMNS, "last_error") if args.format == "csv" else MAIL_COLUMNS
+    _print(rows, args.format, columns)
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------
+def _since(text: str) -> datetime:
+    """A day (UTC midnight) or an ISO date-time (UTC when it names no zone)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a date like 2026-01-31 or 2026-01-31T10:00:00Z: {text!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _amount(text: str) -> Decimal:
     try:
         return parse_amount(text)
@@ -1089,6 +1162,12 @@ def _money_parsers(groups: Any) -> None:
     _format(i_list, ("table", "json", "csv"))
 
 
+def _event_kinds() -> tuple[str, ...]:
+    from billing_core.adapters.sql_notify import EVENT_KINDS
+
+    return EVENT_KINDS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="billingctl", description="Operate the VoIP billing database")
     parser.add_argument("--config", help=CONFIG_HELP)
@@ -1142,6 +1221,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_positive, default=100, help="the latest N entries (0: all; default 100)"
     )
     _format(au_list, ("table", "json", "csv"))
+
+    ev_sub = _group(groups, "events", "the events log (README: events)")
+    ev_list = _add(ev_sub, "list", "events, the latest first", cmd_events_list)
+    ev_list.add_argument("--client", metavar="NAME", help="one client's events")
+    ev_list.add_argument("--kind", choices=_event_kinds(), help="one kind of event")
+    ev_list.add_argument("--since", type=_since, metavar="DATE", help="from this day or time (UTC)")
+    ev_list.add_argument(
+        "--limit", type=_positive, default=1000, help="the latest N events (0: all; default 1000)"
+    )
+    _format(ev_list, ("table", "json", "csv"))
+
+    m_sub = _group(groups, "mail", "the mail queue (low-balance e-mail)")
+    m_list = _add(m_sub, "list", "messages, the latest first", cmd_mail_list)
+    m_list.add_argument("--client", metavar="NAME", help="one client's messages")
+    m_list.add_argument("--status", choices=("queued", "sent", "failed"))
+    m_list.add_argument(
+        "--limit", type=_positive, default=1000, help="the latest N messages (0: all)"
+    )
+    _format(m_list, ("table", "json", "csv"))
 
     lv_sub = _group(groups, "live", "the live state (balances, holds, calls)")
     _add(lv_sub, "rebuild", "reload the live state in Redis from the database", cmd_live_rebuild)

@@ -291,6 +291,18 @@ class AccountingTx(Protocol):
 
     def end_call(self, call_id: int) -> None: ...
 
+    def record_event(
+        self,
+        kind: str,
+        *,
+        client_id: int | None = None,
+        nas_key: str | None = None,
+        detail: Mapping[str, object] | None = None,
+        dedupe: str | None = None,
+    ) -> None:
+        """An entry in the events log, written in this transaction (README: events)."""
+        ...
+
 
 class Ledger(Protocol):
     def accounting(self) -> AbstractContextManager[AccountingTx]: ...

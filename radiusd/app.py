@@ -22,6 +22,7 @@ from billing_core.accounting import AccountingService, AcctOutcome
 from billing_core.adapters.db import current_revision, head_revision, make_engine, track_commits
 from billing_core.adapters.errors import unavailable
 from billing_core.adapters.redis_live import AsyncAuthorizer, RedisLiveState, ResyncingLive
+from billing_core.adapters.sql_notify import daemon_source, record_event, set_event_source
 from billing_core.adapters.sql_store import SqlStore
 from billing_core.errors import UserError
 from billing_core.ports import LiveState
@@ -32,10 +33,12 @@ from . import steering
 from .batching import LanedCommitter
 from .codec import Codec, load_dictionary
 from .config import Config, ConfigError, ListenAddress, load_config
+from .disconnect import Disconnector
 from .handler import Handler
 from .httpd import start_http
 from .logging import get_logger
 from .metrics import Metrics
+from .notify import EventCounter, MailJob, Notifier, smtp_settings
 from .transport import NasTable, RadiusProtocol, RadiusServer
 
 HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
@@ -58,6 +61,10 @@ class Running:
     store: SqlStore
     primary: bool
     close_stale: Callable[[datetime], int]
+    notifier: Notifier | None = None
+    events: EventCounter | None = None
+    mailer: MailJob | None = None
+    disconnector: Disconnector | None = None
 
 
 def _socket(listen: ListenAddress, *, workers: int) -> socket.socket:
@@ -102,6 +109,10 @@ async def start(
     await loop.run_in_executor(executor, require_current_schema, engine)
     catalog = await loop.run_in_executor(executor, CatalogCache, store)
     gc.freeze()  # the catalog lives long: the collector need not walk its objects again
+    source = daemon_source()
+    set_event_source(source)
+    events = EventCounter(engine, source, metrics)
+    await loop.run_in_executor(executor, events.run_once)  # from here on, ours are counted
     live: LiveState = store
     redis_live: ResyncingLive | None = None
     if config.redis.url.reveal():
@@ -114,6 +125,12 @@ async def start(
         if primary:
             rebuilt = await loop.run_in_executor(executor, redis_live.rebuild)
             log.info("live_state_rebuilt", clients=rebuilt)
+            await loop.run_in_executor(
+                executor,
+                lambda: record_event(
+                    engine, "live_rebuilt", detail={"clients": rebuilt, "by": "start"}
+                ),
+            )
         live = redis_live
     authorization = AuthorizationService(
         lambda: catalog.current,
@@ -153,6 +170,8 @@ async def start(
         metrics,
         live_authorize=fast_live.authorize if fast_live else None,
     )
+    notifier = Notifier(engine, live, mail_enabled=bool(config.smtp.host))
+    handler.notify = notifier.nudge
     server = RadiusServer(
         codec,
         NasTable(config.nas),
@@ -205,6 +224,12 @@ async def start(
         store,
         primary,
         rebuild_if_unseen(accounting.close_stale, redis_live, committed_unseen),
+        notifier=notifier,
+        events=events,
+        mailer=MailJob(engine, smtp_settings(config.smtp)) if config.smtp.host else None,
+        disconnector=Disconnector(
+            engine, config.nas, metrics, grace_seconds=config.billing.stale_grace_seconds
+        ),
     )
 
 
@@ -358,6 +383,10 @@ def background_jobs(
         live = running.redis_live
         if live is not None and await loop.run_in_executor(None, live.resync):
             log.info("live_state_resynced")
+            await loop.run_in_executor(
+                None,
+                lambda: record_event(running.store.engine, "live_healed", detail={"by": "resync"}),
+            )
 
     async def count_active() -> None:
         active = await loop.run_in_executor(running.executor, running.store.count_active_calls)
@@ -368,11 +397,21 @@ def background_jobs(
         asyncio.create_task(every(1.0, stop, refresh, "catalog_refresh")),
         asyncio.create_task(every(1.0, stop, resync, "live_resync")),
     ]
+    if running.notifier is not None:
+        jobs.append(asyncio.create_task(every(1.0, stop, running.notifier.job, "notifier")))
+    if running.events is not None:
+        jobs.append(asyncio.create_task(every(1.0, stop, running.events.job, "events_count")))
     if running.primary:
         jobs += [
             asyncio.create_task(every(reap_every, stop, reap, "stale_reaper")),
             asyncio.create_task(every(2.0, stop, count_active, "active_calls")),
         ]
+        if running.mailer is not None:
+            jobs.append(asyncio.create_task(every(1.0, stop, running.mailer.job, "mail_queue")))
+        if running.disconnector is not None:
+            jobs.append(
+                asyncio.create_task(every(1.0, stop, running.disconnector.job, "disconnects"))
+            )
     return jobs
 
 
@@ -387,6 +426,8 @@ def reload_nas(running: Running, config_path: Path | None) -> None:
         log.error("reload_failed", error=str(exc))
         return
     running.server.nas_table = NasTable(config.nas)
+    if running.disconnector is not None:
+        running.disconnector.set_nas(config.nas)
     log.info("nas_reloaded", nas=len(config.nas))
 
 

@@ -134,6 +134,7 @@ class NasConfig:
     limit_proxy_state: bool = True
     bill_leg: BillLeg = "originate"
     name: str = ""  # "" -> str(address)
+    coa_port: int = 0  # RFC 5176 Disconnect-Request port on the NAS; 0: never sent
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -175,12 +176,26 @@ class BillingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """Low-balance e-mail; host empty: no e-mail is sent."""
+
+    host: str = ""
+    port: int = 25
+    sender: str = ""  # the "from" key
+    starttls: bool = False
+    username: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     billing: BillingConfig = field(default_factory=BillingConfig)
     nas: tuple[NasConfig, ...] = ()
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
     source: str = "<built-in defaults>"
 
 
@@ -513,7 +528,7 @@ class _Table:
                 raise ConfigError(f"{self.where(key)}: unknown key")
 
 
-_SECTIONS: Final = ("server", "database", "redis", "billing")
+_SECTIONS: Final = ("server", "database", "redis", "billing", "smtp")
 
 
 def _section(document: Mapping[str, object], name: str, environ: Mapping[str, str]) -> _Table:
@@ -569,6 +584,52 @@ def _billing(document: Mapping[str, object], environ: Mapping[str, str]) -> Bill
     )
     t.reject_unknown()
     return config
+
+
+def _smtp(document: Mapping[str, object], environ: Mapping[str, str]) -> SmtpConfig:
+    t = _section(document, "smtp", environ)
+    given = [key for key in ("password_file", "password_env") if t.raw(key)]
+    if len(given) > 1:
+        raise ConfigError(f"{t.where(given[1])}: give only one of password_file, password_env")
+    password = Secret("")
+    if given:
+        password = _smtp_password(t, given[0], environ)
+    config = SmtpConfig(
+        host=t.get("host", "", _str),
+        port=t.get("port", 25, _int(1, 65535), _env_int),
+        sender=t.get("from", "", _str),
+        starttls=t.get("starttls", False, _bool, _env_bool),
+        username=t.get("username", "", _str),
+        password=password,
+        timeout_seconds=t.get("timeout_seconds", 10.0, _float(0.1), _env_float),
+    )
+    t.reject_unknown()
+    if config.host and not config.sender:
+        raise ConfigError(f"{t.where('from')}: required when smtp.host is set (the sender)")
+    if config.password and not config.username:
+        raise ConfigError(f"{t.where('username')}: required with a password")
+    return config
+
+
+def _smtp_password(t: _Table, key: str, environ: Mapping[str, str]) -> Secret:
+    where = t.where(key)
+    name = _str(t.raw(key), where)
+    if key == "password_env":
+        value = environ.get(name)
+        if not value:
+            raise ConfigError(f"{where}: environment variable {name!r} is not set or empty")
+        return Secret(value)
+    path = Path(name)
+    try:
+        if path.stat().st_mode & 0o077:
+            raise ConfigError(f"{where}: must not be readable by group or others")
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{where}: cannot read {name!r}: {reason or exc}") from None
+    if not text:
+        raise ConfigError(f"{where}: the file {name!r} is empty")
+    return Secret(text)
 
 
 def _nas_address(value: object, where: str) -> IPNetwork:
@@ -653,6 +714,7 @@ def _one_nas(index: int, raw: object, environ: Mapping[str, str]) -> NasConfig:
         limit_proxy_state=t.get("limit_proxy_state", True, _bool),
         bill_leg=t.get("bill_leg", "originate", _choice(_BILL_LEGS)),
         name=t.get("name", str(address), _name),
+        coa_port=t.get("coa_port", 0, _int(0, 65535)),
     )
     t.reject_unknown()
     if not nas.require_message_authenticator and not nas.limit_proxy_state:
@@ -704,6 +766,7 @@ def parse_config(text: str, source: str, environ: Mapping[str, str]) -> Config:
         redis=_redis(document, environ),
         billing=_billing(document, environ),
         nas=_all_nas(document, environ),
+        smtp=_smtp(document, environ),
         source=source,
     )
 
@@ -818,5 +881,18 @@ def render_effective(config: Config) -> str:
             f"require_message_authenticator = {_toml_bool(nas.require_message_authenticator)}",
             f"limit_proxy_state = {_toml_bool(nas.limit_proxy_state)}",
             f"bill_leg = {_toml_string(nas.bill_leg)}",
+            f"coa_port = {nas.coa_port}",
         ]
+    m = config.smtp
+    lines += [
+        "",
+        "[smtp]",
+        f"host = {_toml_string(m.host)}" + ("" if m.host else "                       # no e-mail"),
+        f"port = {m.port}",
+        f"from = {_toml_string(m.sender)}",
+        f"starttls = {_toml_bool(m.starttls)}",
+        f"username = {_toml_string(m.username)}",
+        *(["# password: *** (from password_file or password_env)"] if m.password else []),
+        f"timeout_seconds = {m.timeout_seconds!r}",
+    ]
     return "\n".join(lines) + "\n"

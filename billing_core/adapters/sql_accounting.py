@@ -19,7 +19,7 @@ whole transaction is rolled back and the batch is run again, and then it sees th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -105,6 +105,21 @@ class SqlAccountingTx:
         self._corrections: dict[int, dict[str, Any]] = {}
         self._charges: list[dict[str, Any]] = []
         self._balance_moves: dict[int, Decimal] = {}
+
+    def record_event(
+        self,
+        kind: str,
+        *,
+        client_id: int | None = None,
+        nas_key: str | None = None,
+        detail: Mapping[str, object] | None = None,
+        dedupe: str | None = None,
+    ) -> None:
+        from .sql_notify import write_event
+
+        write_event(
+            self.conn, kind, client_id=client_id, nas_key=nas_key, detail=detail, dedupe=dedupe
+        )
 
     # --- reading ahead -------------------------------------------------------------------------
     def prefetch(self, events: Sequence[AccountingEvent]) -> None:
