@@ -255,9 +255,9 @@ CLIENT_COLUMNS = (
     "payment_terms",
     "tags",
     "reseller",
-    "notify_client_below",
-    "notify_admin_below",
 )
+#: Printed too by ``list --format csv`` (the table and ``export`` keep their columns).
+NOTIFY_COLUMNS = ("notify_client_below", "notify_admin_below")
 
 
 def cmd_clients_show(args: argparse.Namespace) -> int:
@@ -281,7 +281,11 @@ def cmd_clients_list(args: argparse.Namespace) -> int:
     from billing_core.adapters.admin import list_clients
 
     rows = list_clients(_engine(args), **_client_filters(args), live=_live(args))
-    _print(rows, args.format, CLIENT_COLUMNS)
+    _print(
+        rows,
+        args.format,
+        (*CLIENT_COLUMNS, *NOTIFY_COLUMNS) if args.format == "csv" else CLIENT_COLUMNS,
+    )
     return 0
 
 
@@ -477,8 +481,6 @@ TEMPLATE_COLUMNS = (
     "payment_terms",
     "reseller",
     "tags",
-    "notify_client_below",
-    "notify_admin_below",
 )
 
 
@@ -521,7 +523,8 @@ def _edit(
 def cmd_templates_list(args: argparse.Namespace) -> int:
     from billing_core.adapters.admin_clients import list_templates
 
-    _print(list_templates(_engine(args)), args.format, TEMPLATE_COLUMNS)
+    columns = (*TEMPLATE_COLUMNS, *NOTIFY_COLUMNS) if args.format == "csv" else TEMPLATE_COLUMNS
+    _print(list_templates(_engine(args)), args.format, columns)
     return 0
 
 

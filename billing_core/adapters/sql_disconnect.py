@@ -34,8 +34,10 @@ def _insert_ignoring(conn: Connection, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    done = conn.execute(dialect_insert(disconnect_t).on_conflict_do_nothing(), rows)
-    return max(0, int(done.rowcount))
+    statement = dialect_insert(disconnect_t).on_conflict_do_nothing().returning(disconnect_t.c.id)
+    # one row a statement, counted by RETURNING (rowcount is not reliable here on every
+    # driver); a status change has few calls in progress
+    return sum(len(conn.execute(statement, row).all()) for row in rows)
 
 
 def queue_disconnects(

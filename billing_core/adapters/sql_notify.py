@@ -117,8 +117,13 @@ def write_event(
     if dedupe is None:
         conn.execute(insert(events_t).values(**values))
         return True
-    done = conn.execute(_ignore_conflicts(conn)(events_t).values(**values).on_conflict_do_nothing())
-    return bool(done.rowcount)
+    done = conn.execute(
+        _ignore_conflicts(conn)(events_t)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(events_t.c.id)
+    ).all()
+    return bool(done)
 
 
 def record_event(engine: Engine, kind: str, **fields: Any) -> bool:
