@@ -24,7 +24,7 @@ class Recorder:
     answer: str = "250 OK"
     received: list[Message] = field(default_factory=list)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.answer.startswith("250"):
             self.received.append(message_from_bytes(envelope.content))
         return self.answer
