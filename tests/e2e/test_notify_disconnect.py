@@ -71,14 +71,16 @@ class NasListener:
             code = 41 if self.mode == "ack" else 42
             body = b"" if self.mode == "ack" else struct.pack("!BBI", 101, 6, self.error_cause)
             header = struct.pack("!BBH", code, data[1], 20 + len(body))
-            auth = hashlib.md5(header + data[4:20] + body + SECRET.encode()).digest()
+            auth = hashlib.md5(
+                header + data[4:20] + body + SECRET.encode(), usedforsecurity=False
+            ).digest()
             self.sock.sendto(header + auth + body, peer)
 
     @staticmethod
     def check(data: bytes) -> dict[int, list[bytes]]:
         assert data[0] == 40  # Disconnect-Request
         zero = data[:4] + bytes(16) + data[20:]
-        assert hashlib.md5(zero + SECRET.encode()).digest() == data[4:20]
+        assert hashlib.md5(zero + SECRET.encode(), usedforsecurity=False).digest() == data[4:20]
         attrs: dict[int, list[bytes]] = {}
         offset = 20
         while offset < len(data):
