@@ -248,6 +248,12 @@ def check_notifications(
                 )
             )
         )
+        known = {
+            (r.client_id, r.kind): NotifyState(bool(r.armed), r.low_available)
+            for r in conn.execute(
+                select(notify_state_t).where(notify_state_t.c.client_id.in_([r.id for r in rows]))
+            )
+        }
     for row in rows:
         view = views[row.id]
         for kind, threshold in (
@@ -264,6 +270,9 @@ def check_notifications(
                 held=view.held,
                 threshold=threshold,
             )
+            state = known.get((row.id, kind), NotifyState(True, None))
+            if transition(state, threshold, low.available, low.funds) is Transition.NONE:
+                continue  # nothing to change as last read: no transaction (a sweep's usual case)
             with engine.begin() as conn:
                 if _step(conn, row, kind, low, now, mail_enabled=mail_enabled):
                     fired.append(Fired(row.id, kind))
