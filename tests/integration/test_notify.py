@@ -282,3 +282,39 @@ def test_events_list_filters_and_status_changes_queue_disconnects(ctl: Ctl) -> N
     assert lockout["client"] == "Beta"
     table = ctl("events", "list", "--kind", "lockout")
     assert "beta-login" in table.splitlines()[1]
+
+
+def test_accounting_writes_its_events_in_its_transaction(db_url: str) -> None:
+    from dataclasses import replace
+
+    from billing_core.adapters import admin
+    from billing_core.identification import CallerFacts
+
+    from .test_sql_store import call, services, spec, stop
+
+    from billing_core.adapters.db import make_engine
+
+    admin.apply_provisioning(make_engine(db_url), spec("5.00"))
+    store, authz, acct = services(db_url)
+    assert authz.authorize(call("c1")).decision.grant_seconds
+    acct.record(replace(stop("c1", 0), status=1, session_time=None))
+    nobody = replace(
+        stop("u1", 0), status=1, session_time=None, caller=CallerFacts(user_name="nobody")
+    )
+    assert acct.record(nobody).result == "unknown_account"
+    assert acct.record(replace(nobody, status=3, session_time=5)).result == "unknown_account"
+    reboot = replace(stop("c1", 0), status=7, arrived=datetime.now(UTC) + timedelta(seconds=5))
+    assert acct.record(reboot).closed_calls == 1  # Accounting-On
+
+    assert authz.authorize(call("c2")).decision.grant_seconds
+    later = datetime.now(UTC) + timedelta(seconds=10)  # after the reboot's epoch began
+    acct.record(replace(stop("c2", 0), status=1, session_time=None, arrived=later))
+    assert acct.close_stale(datetime.now(UTC) + timedelta(hours=5)) == 1
+
+    with store.engine.connect() as conn:
+        from billing_core.adapters.sql_notify import events_t
+
+        rows = list(conn.execute(select(events_t).order_by(events_t.c.id)))
+    assert [r.kind for r in rows] == ["unknown_account", "nas_rebooted", "call_stale"]
+    assert '"closed_calls": 1' in rows[1].detail and rows[1].nas_key == "nas|10.0.0.1"
+    assert rows[2].client_name == "Acme" and '"acct_session_id": "c2"' in rows[2].detail
