@@ -288,11 +288,10 @@ def test_accounting_writes_its_events_in_its_transaction(db_url: str) -> None:
     from dataclasses import replace
 
     from billing_core.adapters import admin
+    from billing_core.adapters.db import make_engine
     from billing_core.identification import CallerFacts
 
     from .test_sql_store import call, services, spec, stop
-
-    from billing_core.adapters.db import make_engine
 
     admin.apply_provisioning(make_engine(db_url), spec("5.00"))
     store, authz, acct = services(db_url)
