@@ -289,13 +289,14 @@ def test_accounting_writes_its_events_in_its_transaction(db_url: str) -> None:
 
     from billing_core.adapters import admin
     from billing_core.adapters.db import make_engine
+    from billing_core.authorization import Accept
     from billing_core.identification import CallerFacts
 
     from .test_sql_store import call, services, spec, stop
 
     admin.apply_provisioning(make_engine(db_url), spec("5.00"))
     store, authz, acct = services(db_url)
-    assert authz.authorize(call("c1")).decision.grant_seconds
+    assert isinstance(authz.authorize(call("c1")).decision, Accept)
     acct.record(replace(stop("c1", 0), status=1, session_time=None))
     nobody = replace(
         stop("u1", 0), status=1, session_time=None, caller=CallerFacts(user_name="nobody")
@@ -305,7 +306,7 @@ def test_accounting_writes_its_events_in_its_transaction(db_url: str) -> None:
     reboot = replace(stop("c1", 0), status=7, arrived=datetime.now(UTC) + timedelta(seconds=5))
     assert acct.record(reboot).closed_calls == 1  # Accounting-On
 
-    assert authz.authorize(call("c2")).decision.grant_seconds
+    assert isinstance(authz.authorize(call("c2")).decision, Accept)
     later = datetime.now(UTC) + timedelta(seconds=10)  # after the reboot's epoch began
     acct.record(replace(stop("c2", 0), status=1, session_time=None, arrived=later))
     assert acct.close_stale(datetime.now(UTC) + timedelta(hours=5)) == 1
