@@ -43,6 +43,8 @@ def smtp_settings(config: SmtpConfig) -> SmtpSettings:
 
 
 class Notifier:
+    REWATCH_SECONDS = 5.0
+
     def __init__(
         self,
         engine: Engine,
@@ -59,17 +61,18 @@ class Notifier:
         self._clock = clock
         self._watched: frozenset[int] = frozenset()  # clients with a threshold
         self._pending: set[int] = set()
-        self._swept = 0.0
+        self._swept: float | None = None
+        self._rewatched = 0.0
 
     def nudge(self, client_id: int) -> None:
         """From the request path: a set insertion, nothing else."""
         if client_id in self._watched:
             self._pending.add(client_id)
 
-    def run_once(self, *, sweep: bool) -> int:
+    def run_once(self, *, sweep: bool, rewatch: bool = False) -> int:
         """In a thread: check the nudged clients (all watched ones on a sweep). Returns how
         many notifications fired."""
-        if sweep:
+        if sweep or rewatch:
             self._watched = frozenset(clients_with_notifications(self._engine))
         ids = set(self._watched) if sweep else set()
         pending, self._pending = self._pending, set()
@@ -83,10 +86,17 @@ class Notifier:
     async def job(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        sweep = now - self._swept >= self._sweep_seconds or not self._watched
+        sweep = self._swept is None or now - self._swept >= self._sweep_seconds
         if sweep:
             self._swept = now
-        fired = await loop.run_in_executor(None, lambda: self.run_once(sweep=sweep))
+        # which clients have a threshold: read again every few seconds (a cheap query), so
+        # a threshold set by billingctl is watched soon after
+        rewatch = now - self._rewatched >= self.REWATCH_SECONDS
+        if rewatch:
+            self._rewatched = now
+        fired = await loop.run_in_executor(
+            None, lambda: self.run_once(sweep=sweep, rewatch=rewatch)
+        )
         if fired:
             get_logger("radiusd").info("notifications_fired", count=fired)
 
