@@ -201,11 +201,14 @@ def _print_one(row: dict[str, Any], fmt: str) -> None:
         return
     width = max(len(k) for k in row)
     for key, value in row.items():
-        shown = (
-            ", ".join(f"{k}={v}" for k, v in value.items())
-            if isinstance(value, dict)
-            else _cell(value)
-        )
+        shown = _cell(value)
+        if isinstance(value, dict):
+            shown = ", ".join(
+                f"{k}=({' '.join(f'{a}={_cell(b)}' for a, b in v.items())})"
+                if isinstance(v, dict)
+                else f"{k}={v}"
+                for k, v in value.items()
+            )
         print(f"{key.ljust(width)}  {shown}")
 
 
