@@ -142,6 +142,13 @@ class AccountingService:
             calls = tx.stale_calls(now, self._stale_grace, cap)
             for call in calls:
                 self._close_call(tx, call, "stale", now, batch)
+                tx.record_event(
+                    "call_stale",
+                    client_id=call.client_id,
+                    nas_key=call.nas_key,
+                    detail={"acct_session_id": call.acct_session_id, "called": call.called},
+                    dedupe=f"call_stale|{call.id}",
+                )
             retention = cap + self._stale_grace + self._hold_seconds
             tx.purge_lapsed(now - timedelta(seconds=retention))
             self._sequence(tx, batch)
@@ -185,7 +192,7 @@ class AccountingService:
         if call is None:
             owner = self._owner(event, held)
             if owner is None:
-                return AcctOutcome("unknown_account")
+                return _unknown(tx, event, identity)
             call = tx.create_call(
                 client_id=owner.client_id,
                 account_id=owner.account_id,
@@ -330,7 +337,7 @@ class AccountingService:
         else:
             found = self._owner(event, held)
             if found is None:
-                return AcctOutcome("unknown_account")
+                return _unknown(tx, event, identity)
             owner = found
         if duration == 0:
             if event.zero_final:  # zero_duration_stop = "final": the call ends at once
@@ -415,6 +422,9 @@ class AccountingService:
             closed += 1
         tx.new_epoch(nas_key, when)
         batch.effects.append(NasReleased(nas_key, when))
+        tx.record_event(
+            "nas_rebooted", nas_key=nas_key, detail={"status": closed_by, "closed_calls": closed}
+        )
         return AcctOutcome("closed", closed_calls=closed)
 
     def _close_call(
@@ -506,6 +516,23 @@ def _opens(
         return when > last
     started = call.started_at if call is not None else None
     return started is not None and started > last
+
+
+def _unknown(tx: AccountingTx, event: AccountingEvent, identity: LegIdentity) -> AcctOutcome:
+    """Accounting that matches no account: recorded, and one event per leg."""
+    tx.record_event(
+        "unknown_account",
+        nas_key=event.nas_key,
+        detail={
+            "acct_session_id": event.acct_session_id,
+            "user_name": event.caller.user_name,
+            "calling": event.caller.calling,
+            "called": event.caller.called,
+        },
+        dedupe=f"unknown_account|{identity.nas_key}|{identity.epoch}|{identity.acct_session_id}"
+        f"|{identity.conf_id}|{identity.origin}",
+    )
+    return AcctOutcome("unknown_account")
 
 
 def _uid(call: CallRecord) -> str:

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -74,6 +74,24 @@ def _cipher(args: argparse.Namespace) -> Any:
 
     key = _config(args.config).security.secrets_key
     return cipher_for(key.reveal() if key is not None else None)
+
+
+def _mail_enabled(config_arg: str | None) -> bool:
+    """Whether low-balance e-mail is on: [smtp] host (or $RADIUSD_SMTP_HOST) not empty."""
+    return bool(_config(config_arg).smtp.host.strip())
+
+
+def _check_notifications(args: argparse.Namespace, client_ids: Sequence[int]) -> None:
+    """After money moved: fire or re-arm the clients' low-balance notifications (decided in
+    the database, so the daemon doing the same at the same time changes nothing)."""
+    if not client_ids:
+        return
+    from billing_core.adapters.sql_notify import check_notifications
+    from billing_core.adapters.sql_store import SqlStore, utcnow
+
+    live: LiveState = _live(args) or SqlStore(_engine(args))
+    views = live.view(list(dict.fromkeys(client_ids)), utcnow())
+    check_notifications(_engine(args), views, mail_enabled=_mail_enabled(args.config))
 
 
 def _engine(args: argparse.Namespace) -> Any:
@@ -169,11 +187,14 @@ def _print_one(row: dict[str, Any], fmt: str) -> None:
         return
     width = max(len(k) for k in row)
     for key, value in row.items():
-        shown = (
-            ", ".join(f"{k}={v}" for k, v in value.items())
-            if isinstance(value, dict)
-            else _cell(value)
-        )
+        shown = _cell(value)
+        if isinstance(value, dict):
+            shown = ", ".join(
+                f"{k}=({' '.join(f'{a}={_cell(b)}' for a, b in v.items())})"
+                if isinstance(v, dict)
+                else f"{k}={v}"
+                for k, v in value.items()
+            )
         print(f"{key.ljust(width)}  {shown}")
 
 
@@ -220,6 +241,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             progress=progress,
         )
     _payments_made(_live(args), moved)
+    _check_notifications(args, [client_id for client_id, _amount, _seq in moved])
     print("loaded " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     return 0
 
@@ -235,6 +257,8 @@ CLIENT_COLUMNS = (
     "tags",
     "reseller",
 )
+#: Printed too by ``list --format csv`` (the table and ``export`` keep their columns).
+NOTIFY_COLUMNS = ("notify_client_below", "notify_admin_below")
 
 
 def cmd_clients_show(args: argparse.Namespace) -> int:
@@ -258,7 +282,11 @@ def cmd_clients_list(args: argparse.Namespace) -> int:
     from billing_core.adapters.admin import list_clients
 
     rows = list_clients(_engine(args), **_client_filters(args), live=_live(args))
-    _print(rows, args.format, CLIENT_COLUMNS)
+    _print(
+        rows,
+        args.format,
+        (*CLIENT_COLUMNS, *NOTIFY_COLUMNS) if args.format == "csv" else CLIENT_COLUMNS,
+    )
     return 0
 
 
@@ -285,6 +313,8 @@ CLIENT_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("capacity", "N", "concurrent calls (empty: unlimited)"),
     ("low_balance_threshold", "AMOUNT", "below this available balance ..."),
     ("low_balance_capacity", "N", "... this capacity applies"),
+    ("notify_client_below", "AMOUNT", "e-mail the billing address below this available balance"),
+    ("notify_admin_below", "AMOUNT", "a low_balance event below this available balance"),
     ("reseller", "NAME", "reseller"),
     ("tax_profile", "NAME", "tax profile name"),
     ("payment_terms", "TEXT", "payment terms"),
@@ -494,7 +524,8 @@ def _edit(
 def cmd_templates_list(args: argparse.Namespace) -> int:
     from billing_core.adapters.admin_clients import list_templates
 
-    _print(list_templates(_engine(args)), args.format, TEMPLATE_COLUMNS)
+    columns = (*TEMPLATE_COLUMNS, *NOTIFY_COLUMNS) if args.format == "csv" else TEMPLATE_COLUMNS
+    _print(list_templates(_engine(args)), args.format, columns)
     return 0
 
 
@@ -699,6 +730,7 @@ def cmd_payments_add(args: argparse.Namespace) -> int:
         _engine(args), args.client, args.amount, args.note or "", _audit(args), applied=moved
     )
     _payments_made(live, moved)
+    _check_notifications(args, [summary["id"]])
     if live is not None:
         from billing_core.adapters.client_queries import client_summary
 
@@ -823,6 +855,9 @@ def cmd_live_rebuild(args: argparse.Namespace) -> int:
     with for_terminal("live rebuild", unit="clients") as progress:
         count = rebuild(_engine(args), url, cluster=_redis_cluster(args.config), progress=progress)
     if url:
+        from billing_core.adapters.sql_notify import record_event
+
+        record_event(_engine(args), "live_rebuilt", detail={"clients": count, "by": "billingctl"})
         print(f"live state rebuilt from the database: {count} clients")
     else:
         print("the live state is the database itself (no redis.url): nothing to rebuild")
@@ -897,7 +932,45 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
     return 0
 
 
+EVENT_COLUMNS = ("id", "at", "kind", "client", "nas", "detail")
+
+
+def cmd_events_list(args: argparse.Namespace) -> int:
+    from billing_core.adapters.sql_notify import list_events
+
+    rows = list_events(
+        _engine(args), client=args.client, kind=args.kind, since=args.since, limit=args.limit
+    )
+    if args.format != "json":
+        rows = [{**row, "detail": json.dumps(row["detail"], sort_keys=True)} for row in rows]
+    _print(rows, args.format, EVENT_COLUMNS)
+    return 0
+
+
+MAIL_COLUMNS = ("id", "created_at", "client", "to", "status", "attempts", "sent_at", "subject")
+
+
+def cmd_mail_list(args: argparse.Namespace) -> int:
+    from billing_core.adapters.sql_notify import list_mail
+
+    rows = list_mail(_engine(args), client=args.client, status=args.status, limit=args.limit)
+    columns = (*MAIL_COLUMNS, "last_error") if args.format == "csv" else MAIL_COLUMNS
+    _print(rows, args.format, columns)
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------
+def _since(text: str) -> datetime:
+    """A day (UTC midnight) or an ISO date-time (UTC when it names no zone)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a date like 2026-01-31 or 2026-01-31T10:00:00Z: {text!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _amount(text: str) -> Decimal:
     try:
         return parse_amount(text)
@@ -1160,6 +1233,12 @@ def _money_parsers(groups: Any) -> None:
     _format(i_list, ("table", "json", "csv"))
 
 
+def _event_kinds() -> tuple[str, ...]:
+    from billing_core.adapters.sql_notify import EVENT_KINDS
+
+    return EVENT_KINDS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="billingctl", description="Operate the VoIP billing database")
     parser.add_argument("--config", help=CONFIG_HELP)
@@ -1218,6 +1297,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_positive, default=100, help="the latest N entries (0: all; default 100)"
     )
     _format(au_list, ("table", "json", "csv"))
+
+    ev_sub = _group(groups, "events", "the events log (README: events)")
+    ev_list = _add(ev_sub, "list", "events, the latest first", cmd_events_list)
+    ev_list.add_argument("--client", metavar="NAME", help="one client's events")
+    ev_list.add_argument("--kind", choices=_event_kinds(), help="one kind of event")
+    ev_list.add_argument("--since", type=_since, metavar="DATE", help="from this day or time (UTC)")
+    ev_list.add_argument(
+        "--limit", type=_positive, default=1000, help="the latest N events (0: all; default 1000)"
+    )
+    _format(ev_list, ("table", "json", "csv"))
+
+    m_sub = _group(groups, "mail", "the mail queue (low-balance e-mail)")
+    m_list = _add(m_sub, "list", "messages, the latest first", cmd_mail_list)
+    m_list.add_argument("--client", metavar="NAME", help="one client's messages")
+    m_list.add_argument("--status", choices=("queued", "sent", "failed"))
+    m_list.add_argument(
+        "--limit", type=_positive, default=1000, help="the latest N messages (0: all)"
+    )
+    _format(m_list, ("table", "json", "csv"))
 
     lv_sub = _group(groups, "live", "the live state (balances, holds, calls)")
     _add(lv_sub, "rebuild", "reload the live state in Redis from the database", cmd_live_rebuild)

@@ -161,6 +161,7 @@ class NasConfig:
     dialect: Dialect = "cisco"  # the dictionary of its packets and the defaults below
     zero_duration_stop: ZeroDurationStop = "retry"
     strip_realm: bool = False
+    coa_port: int = 0  # RFC 5176 Disconnect-Request port on the NAS; 0: never sent
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -239,6 +240,19 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """Low-balance e-mail; host empty: no e-mail is sent."""
+
+    host: str = ""
+    port: int = 25
+    sender: str = ""  # the "from" key
+    starttls: bool = False
+    username: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -246,6 +260,7 @@ class Config:
     billing: BillingConfig = field(default_factory=BillingConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     nas: tuple[NasConfig, ...] = ()
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
     source: str = "<built-in defaults>"
 
 
@@ -596,7 +611,7 @@ class _Table:
                 raise ConfigError(f"{self.where(key)}: unknown key")
 
 
-_SECTIONS: Final = ("server", "database", "redis", "billing", "security")
+_SECTIONS: Final = ("server", "database", "redis", "billing", "security", "smtp")
 
 
 def _section(document: Mapping[str, object], name: str, environ: Mapping[str, str]) -> _Table:
@@ -694,6 +709,52 @@ def _security(document: Mapping[str, object], environ: Mapping[str, str]) -> Sec
     )
 
 
+def _smtp(document: Mapping[str, object], environ: Mapping[str, str]) -> SmtpConfig:
+    t = _section(document, "smtp", environ)
+    given = [key for key in ("password_file", "password_env") if t.raw(key)]
+    if len(given) > 1:
+        raise ConfigError(f"{t.where(given[1])}: give only one of password_file, password_env")
+    password = Secret("")
+    if given:
+        password = _smtp_password(t, given[0], environ)
+    config = SmtpConfig(
+        host=t.get("host", "", _str),
+        port=t.get("port", 25, _int(1, 65535), _env_int),
+        sender=t.get("from", "", _str),
+        starttls=t.get("starttls", False, _bool, _env_bool),
+        username=t.get("username", "", _str),
+        password=password,
+        timeout_seconds=t.get("timeout_seconds", 10.0, _float(0.1), _env_float),
+    )
+    t.reject_unknown()
+    if config.host and not config.sender:
+        raise ConfigError(f"{t.where('from')}: required when smtp.host is set (the sender)")
+    if config.password and not config.username:
+        raise ConfigError(f"{t.where('username')}: required with a password")
+    return config
+
+
+def _smtp_password(t: _Table, key: str, environ: Mapping[str, str]) -> Secret:
+    where = t.where(key)
+    name = _str(t.raw(key), where)
+    if key == "password_env":
+        value = environ.get(name)
+        if not value:
+            raise ConfigError(f"{where}: environment variable {name!r} is not set or empty")
+        return Secret(value)
+    path = Path(name)
+    try:
+        if path.stat().st_mode & 0o077:
+            raise ConfigError(f"{where}: must not be readable by group or others")
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{where}: cannot read {name!r}: {reason or exc}") from None
+    if not text:
+        raise ConfigError(f"{where}: the file {name!r} is empty")
+    return Secret(text)
+
+
 def _nas_address(value: object, where: str) -> IPNetwork:
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected an IP address or CIDR string, got {_show(value)}")
@@ -789,6 +850,7 @@ def _one_nas(index: int, raw: object, environ: Mapping[str, str] | None) -> NasC
         dialect=dialect,
         zero_duration_stop=t.get("zero_duration_stop", zero_default, _choice(_ZERO_STOPS)),
         strip_realm=t.get("strip_realm", strip_default, _bool),
+        coa_port=t.get("coa_port", 0, _int(0, 65535)),
     )
     t.reject_unknown()
     if not nas.require_message_authenticator and not nas.limit_proxy_state:
@@ -846,6 +908,7 @@ def parse_config(
         billing=_billing(document, environ),
         security=_security(document, environ),
         nas=_all_nas(document, environ if resolve_secrets else None),
+        smtp=_smtp(document, environ),
         source=source,
     )
 
@@ -972,5 +1035,18 @@ def render_effective(config: Config) -> str:
             f"dialect = {_toml_string(nas.dialect)}",
             f"zero_duration_stop = {_toml_string(nas.zero_duration_stop)}",
             f"strip_realm = {_toml_bool(nas.strip_realm)}",
+            f"coa_port = {nas.coa_port}",
         ]
+    m = config.smtp
+    lines += [
+        "",
+        "[smtp]",
+        f"host = {_toml_string(m.host)}" + ("" if m.host else "                       # no e-mail"),
+        f"port = {m.port}",
+        f"from = {_toml_string(m.sender)}",
+        f"starttls = {_toml_bool(m.starttls)}",
+        f"username = {_toml_string(m.username)}",
+        *(["# password: *** (from password_file or password_env)"] if m.password else []),
+        f"timeout_seconds = {m.timeout_seconds!r}",
+    ]
     return "\n".join(lines) + "\n"

@@ -359,6 +359,17 @@ class AccountingTx(Protocol):
     def live_seqs(self) -> Mapping[int, int]:
         """After the work is written: each client's live sequence (clients whose balance
         moved or that were touched)."""
+
+    def record_event(
+        self,
+        kind: str,
+        *,
+        client_id: int | None = None,
+        nas_key: str | None = None,
+        detail: Mapping[str, object] | None = None,
+        dedupe: str | None = None,
+    ) -> None:
+        """An entry in the events log, written in this transaction (README: events)."""
         ...
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "CLIENT_DEFAULTS",
     "CLIENT_FIELDS",
     "CLIENT_REQUIRED_FIELDS",
+    "NOTIFY_FIELDS",
     "RATE_COLUMNS",
     "RATE_REQUIRED_COLUMNS",
     "TEMPLATE_FIELDS",
@@ -109,6 +110,8 @@ _CLIENT_KEYS = (
     "rate_table",
     "capacity",
     "low_balance",
+    "notify_client_below",
+    "notify_admin_below",
     "company",
     "payments",
     "accounts",
@@ -233,6 +236,9 @@ class ClientSpec:
     company: CompanySpec
     payments: tuple[PaymentSpec, ...]
     accounts: tuple[AccountSpec, ...]
+    # low-balance notifications: below this available balance (None: off)
+    notify_client_below: Decimal | None = None
+    notify_admin_below: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +479,10 @@ def _client(value: object, path: str, currency_of: Mapping[str, str], seen: _See
     capacity_value = fields.get("capacity")
     capacity = None if capacity_value is None else _whole(capacity_value, f"{path}.capacity", 0)
     low_balance = _low_balance(fields.get("low_balance"), f"{path}.low_balance")
+    notify = {
+        key: None if fields.get(key) is None else _amount(fields.get(key), f"{path}.{key}")
+        for key in NOTIFY_FIELDS
+    }
     company = _company(fields.get("company"), f"{path}.company")
     payments = tuple(
         _payment(item, item_path, seen)
@@ -498,6 +508,8 @@ def _client(value: object, path: str, currency_of: Mapping[str, str], seen: _See
         company=company,
         payments=payments,
         accounts=accounts,
+        notify_client_below=notify["notify_client_below"],
+        notify_admin_below=notify["notify_admin_below"],
     )
 
 
@@ -843,6 +855,9 @@ def _reason(exc: BaseException) -> str:
 
 # --- the same rules, field by field, for billingctl ----------------------------------------
 
+#: The low-balance notification thresholds of a client or template (amounts; None: off).
+NOTIFY_FIELDS: tuple[str, ...] = ("notify_client_below", "notify_admin_below")
+
 #: Client fields that ``billingctl clients add/edit`` and client templates set one by one,
 #: named as the database columns (tags and the client's name are separate).
 CLIENT_FIELDS: tuple[str, ...] = (
@@ -857,6 +872,8 @@ CLIENT_FIELDS: tuple[str, ...] = (
     "capacity",
     "low_balance_threshold",
     "low_balance_capacity",
+    "notify_client_below",
+    "notify_admin_below",
     "reseller",
     "tax_profile",
     "payment_terms",
@@ -1041,7 +1058,7 @@ def _client_field(key: str, value: object) -> object:
         return value
     if key == "credit":
         return _amount(value, key, int_digits=_CREDIT_INT_DIGITS)
-    if key == "low_balance_threshold":
+    if key == "low_balance_threshold" or key in NOTIFY_FIELDS:
         return _amount(value, key)
     if key in {"capacity", "low_balance_capacity"}:
         return _whole(value, key, minimum=0)

@@ -27,6 +27,7 @@ from billing_core.adapters.live_peek import peek
 from billing_core.adapters.redis_connect import authorizer
 from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
 from billing_core.adapters.secretbox import cipher_for
+from billing_core.adapters.sql_notify import daemon_source, record_event, set_event_source
 from billing_core.adapters.sql_store import SqlStore
 from billing_core.errors import UserError
 from billing_core.ports import LiveState
@@ -37,10 +38,13 @@ from . import steering
 from .batching import LanedCommitter
 from .codec import DIALECT_DICTIONARIES, Codec, load_dictionary
 from .config import Config, ConfigError, ListenAddress, SecurityConfig, load_config
+from .disconnect import Disconnector
 from .handler import Handler
 from .httpd import start_http
 from .logging import get_logger
 from .metrics import Metrics
+from .notify import EventCounter, MailJob, smtp_settings
+from .notify import Notifier as BalanceNotifier
 from .sdnotify import Notifier
 from .trace import Tracer
 from .transport import NasTable, RadiusProtocol, RadiusServer
@@ -69,6 +73,10 @@ class Running:
     tracer: Tracer
     health: Callable[[], Awaitable[list[str]]]
     authorization: AuthorizationService | None = None
+    notifier: BalanceNotifier | None = None
+    events: EventCounter | None = None
+    mailer: MailJob | None = None
+    disconnector: Disconnector | None = None
 
 
 def _socket(listen: ListenAddress, *, workers: int) -> socket.socket:
@@ -115,6 +123,10 @@ async def start(
     await loop.run_in_executor(executor, require_current_schema, engine)
     catalog = await loop.run_in_executor(executor, CatalogCache, store)
     gc.freeze()  # the catalog lives long: the collector need not walk its objects again
+    source = daemon_source()
+    set_event_source(source)
+    events = EventCounter(engine, source, metrics)
+    await loop.run_in_executor(executor, events.run_once)  # from here on, ours are counted
     live: LiveState = store
     redis_live: ResyncingLive | None = None
     if config.redis.url.reveal():
@@ -185,6 +197,8 @@ async def start(
         live_lockout=fast_live.auth_lockout if fast_live else None,
         codecs=codecs,
     )
+    notifier = BalanceNotifier(engine, live, mail_enabled=bool(config.smtp.host))
+    handler.notify = notifier.nudge
     server = RadiusServer(
         codec,
         NasTable(config.nas),
@@ -238,6 +252,12 @@ async def start(
         Tracer(None, authorization, functools.partial(peek, live, store), executor),
         health,
         authorization,
+        notifier=notifier,
+        events=events,
+        mailer=MailJob(engine, smtp_settings(config.smtp)) if config.smtp.host else None,
+        disconnector=Disconnector(
+            engine, config.nas, metrics, grace_seconds=config.billing.stale_grace_seconds
+        ),
     )
 
 
@@ -404,6 +424,11 @@ def background_jobs(
             if healed:
                 running.metrics.live_healed.inc(healed)
                 log.info(event, clients=healed)
+                detail = {"clients": healed, "by": event}
+                await loop.run_in_executor(
+                    running.executor,
+                    lambda: record_event(running.store.engine, "live_healed", detail=detail),
+                )
             if running.redis_live is not None:
                 running.metrics.live_stale.set(1 if running.redis_live.lagging else 0)
 
@@ -430,11 +455,21 @@ def background_jobs(
         ]
     if running.http is not None:  # with workers, the supervisor probes
         jobs.append(asyncio.create_task(every(HEALTH_EVERY, stop, probe_health, "health_probe")))
+    if running.notifier is not None:
+        jobs.append(asyncio.create_task(every(1.0, stop, running.notifier.job, "notifier")))
+    if running.events is not None:
+        jobs.append(asyncio.create_task(every(1.0, stop, running.events.job, "events_count")))
     if running.primary:
         jobs += [
             asyncio.create_task(every(reap_every, stop, reap, "stale_reaper")),
             asyncio.create_task(every(2.0, stop, count_active, "active_calls")),
         ]
+        if running.mailer is not None:
+            jobs.append(asyncio.create_task(every(1.0, stop, running.mailer.job, "mail_queue")))
+        if running.disconnector is not None:
+            jobs.append(
+                asyncio.create_task(every(1.0, stop, running.disconnector.job, "disconnects"))
+            )
     return jobs
 
 
@@ -451,6 +486,8 @@ def reload_nas(running: Running, config_path: Path | None) -> None:
     running.server.nas_table = NasTable(config.nas)
     if running.authorization is not None:  # a new server key (after a rotation)
         running.authorization.secrets.set_cipher(server_cipher(config.security))
+    if running.disconnector is not None:
+        running.disconnector.set_nas(config.nas)
     log.info(
         "nas_reloaded", nas=len(config.nas), secrets_key=config.security.secrets_key is not None
     )

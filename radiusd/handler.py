@@ -62,6 +62,9 @@ class Handler:
         self.log = request_logger("radiusd.request")
         self.drop_log = get_logger("radiusd.transport")
         self.trace: Tracer | None = None  # on: --trace or SIGUSR1 (radiusd/trace.py)
+        # low-balance notifications: a client whose money moved, checked later by a
+        # background job (never on this path); None: notifications off
+        self.notify: Callable[[int], None] | None = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -133,6 +136,8 @@ class Handler:
                 reply_attrs.append(("h323-preferred-lang", client.locale))
             raw = codec.auth_reply(request, accept=True, attributes=reply_attrs)
             result, reason = "accept", None
+            if self.notify is not None and decision.funds is not None:
+                self.notify(client.id)  # a hold may have taken the funds below a threshold
         elapsed = time.perf_counter() - started
         self.metrics.answered("auth", result, elapsed)
         self.log.info(
@@ -185,6 +190,8 @@ class Handler:
             self.metrics.child(self.metrics.rejects, "unknown_account").inc()
         if outcome.collision:
             self.metrics.collisions.inc()
+        if self.notify is not None and outcome.client_id is not None and outcome.cost:
+            self.notify(outcome.client_id)
         raw = self.codecs.get(nas.dialect, self.codec).acct_reply(request)
         elapsed = time.perf_counter() - started
         self.metrics.answered("acct", "answered", elapsed)

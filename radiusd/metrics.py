@@ -108,6 +108,18 @@ class Metrics:
             ["method", "reason"],
             registry=r,
         )
+        self.events = Counter(
+            "radiusd_events_total",
+            "Entries this process wrote to the events log, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.disconnects = Counter(
+            "radiusd_disconnects_total",
+            "Disconnect-Requests (RFC 5176) sent, by answer: ack, nak, timeout",
+            ["result"],
+            registry=r,
+        )
         self.nas_dropped = Counter(
             "radiusd_nas_dropped_total",
             "Datagrams dropped, by configured NAS and reason",

@@ -35,6 +35,7 @@ from .client_queries import (
     tags_t,
 )
 from .secretbox import NoKeyCipher
+from .sql_disconnect import client_status_changed
 from .sql_store import (
     accounts_t,
     bump_catalog_version,
@@ -215,6 +216,8 @@ def _upsert_client(
         "capacity": spec.capacity,
         "low_balance_threshold": spec.low_balance.threshold if spec.low_balance else None,
         "low_balance_capacity": spec.low_balance.capacity if spec.low_balance else None,
+        "notify_client_below": spec.notify_client_below,
+        "notify_admin_below": spec.notify_admin_below,
         "company_name": company.name,
         "main_email": company.main_email,
         "billing_email": company.billing_email,
@@ -278,6 +281,7 @@ def _upsert_client(
         counts["accounts"] += 1
     if old is not None:
         sync_account_flags(conn, client_id, old.status, spec.status)
+        client_status_changed(conn, client_id, spec.name, old.status, spec.status, utcnow())
     record(
         conn,
         audit,

@@ -20,7 +20,8 @@ from billing_core.provisioning import validate_account
 from .account_secrets import secret_columns
 from .audit import AuditContext, account_snapshot, record
 from .client_queries import find_client
-from .sql_store import accounts_t, bump_catalog_version, clients_t
+from .sql_disconnect import account_disabled
+from .sql_store import accounts_t, bump_catalog_version, clients_t, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +208,8 @@ def edit_account(
             if flag is not None:
                 values[key] = flag
         conn.execute(update(accounts_t).where(accounts_t.c.id == row.id).values(**values))
+        if row.enabled and change.enabled is False:
+            account_disabled(conn, row.id, spec.name, row.client_id, utcnow())
         new_row = _find_account(conn, spec.name)
         after = account_snapshot(new_row, password_changed="secret_version" in secret)
         changed = [key for key in after if before.get(key) != after.get(key)]

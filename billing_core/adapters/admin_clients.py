@@ -36,6 +36,7 @@ from .client_queries import (
     tags_of,
 )
 from .models import ClientTemplateRow, table
+from .sql_disconnect import client_status_changed
 from .sql_store import (
     accounts_t,
     bump_catalog_version,
@@ -204,6 +205,9 @@ def _edit(
         set_tags(conn, row.id, tags.apply(tags_of(conn, [row.id])[row.id]))
     if "status" in fields:
         sync_account_flags(conn, row.id, row.status, str(fields["status"]))
+        client_status_changed(
+            conn, row.id, new_name or row.name, row.status, str(fields["status"]), utcnow()
+        )
     after = client_snapshot(conn, row.id)
     assert after is not None
     changed = [key for key in after if before.get(key) != after.get(key)]

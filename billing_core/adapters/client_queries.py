@@ -22,7 +22,7 @@ from billing_core.money import ZERO
 from billing_core.money import display as fmt
 from billing_core.ports import LiveState
 
-from .models import ClientTagRow, InvoiceRow, RateTableRow, TagRow, table
+from .models import ClientTagRow, InvoiceRow, NotifyStateRow, RateTableRow, TagRow, table
 from .sql_store import (
     calls_t,
     clients_t,
@@ -36,6 +36,7 @@ rate_tables_t = table(RateTableRow)
 tags_t = table(TagRow)
 client_tags_t = table(ClientTagRow)
 invoices_t = table(InvoiceRow)
+notify_state_t = table(NotifyStateRow)
 
 
 def find_client(conn: Connection, name_or_id: str) -> Any:
@@ -131,6 +132,12 @@ def client_dict(
         "low_balance": None
         if row.low_balance_threshold is None
         else {"threshold": fmt(row.low_balance_threshold), "capacity": row.low_balance_capacity},
+        "notify_client_below": None
+        if row.notify_client_below is None
+        else fmt(row.notify_client_below),
+        "notify_admin_below": None
+        if row.notify_admin_below is None
+        else fmt(row.notify_admin_below),
         "bill_events_by": row.bill_events_by,
         "tags": tags,
         "reseller": row.reseller,
@@ -179,7 +186,30 @@ def client_summary(
                 select(rate_tables_t.c.name).where(rate_tables_t.c.id == row.rate_table_id)
             ).scalar_one()
         money = with_live(balances(conn, [row.id], now), live, now)[row.id]
-        return client_dict(row, money, tags_of(conn, [row.id])[row.id], rate_table)
+        shown = client_dict(row, money, tags_of(conn, [row.id])[row.id], rate_table)
+        shown["notifications"] = notification_state(conn, row)
+        return shown
+
+
+def notification_state(conn: Connection, row: Any) -> dict[str, Any]:
+    """Each low-balance notification: its threshold, armed or not, when it last fired."""
+    states = {
+        r.kind: r
+        for r in conn.execute(select(notify_state_t).where(notify_state_t.c.client_id == row.id))
+    }
+    shown: dict[str, Any] = {}
+    for kind, threshold in (
+        ("client", row.notify_client_below),
+        ("admin", row.notify_admin_below),
+    ):
+        state = states.get(kind)
+        fired = None if state is None or state.fired_at is None else state.fired_at.isoformat()
+        shown[kind] = {
+            "below": None if threshold is None else fmt(threshold),
+            "armed": threshold is not None and (state is None or bool(state.armed)),
+            "sent_at": fired,
+        }
+    return shown
 
 
 def wildcard(pattern: str) -> re.Pattern[str]:

@@ -147,6 +147,9 @@ class ClientRow(Base):
     tax_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     registration_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     account_details: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # (0008) low-balance notifications: below this available balance (None: off)
+    notify_client_below: Mapped[Decimal | None] = mapped_column(MoneyType, nullable=True)
+    notify_admin_below: Mapped[Decimal | None] = mapped_column(MoneyType, nullable=True)
 
 
 class TagRow(Base):
@@ -380,6 +383,8 @@ class ClientTemplateRow(Base):
     registration_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     account_details: Mapped[str | None] = mapped_column(Text, nullable=True)
     tags: Mapped[str | None] = mapped_column(Text, nullable=True)  # a JSON list; None: not set
+    notify_client_below: Mapped[Decimal | None] = mapped_column(MoneyType, nullable=True)
+    notify_admin_below: Mapped[Decimal | None] = mapped_column(MoneyType, nullable=True)
 
 
 class InvoiceRow(Base):
@@ -415,3 +420,83 @@ class AuditRow(Base):
     client_name: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     before: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON; None: created
     after: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON; None: removed
+
+
+# --- notifications, events, disconnects (migration 0008) -------------------------------------
+class NotifyStateRow(Base):
+    """Per client and notification (``client``: e-mail, ``admin``: events log): armed or
+    fired. Moved only by conditional UPDATEs, so one crossing fires once on any number of
+    processes."""
+
+    __tablename__ = "notify_state"
+    client_id: Mapped[int] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # client | admin
+    armed: Mapped[bool] = mapped_column(Boolean, default=True)
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    rearmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # the lowest available balance seen since it fired: a rise above it re-arms
+    low_available: Mapped[Decimal | None] = mapped_column(MoneyType, nullable=True)
+
+
+class EventRow(Base):
+    """The administrator's events log. No foreign keys: an event outlives its client."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_source_id", "source", "id"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    client_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    client_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    nas_key: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    source: Mapped[str] = mapped_column(String(64), default="")  # the writing process
+    # an event that must be written once per cause carries its key here (unique)
+    dedupe: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+
+
+class MailRow(Base):
+    """The durable mail queue: stored before it is sent; claimed (status ``sending``) by one
+    process before the SMTP conversation, so a restart never sends it twice."""
+
+    __tablename__ = "mail_queue"
+    __table_args__ = (Index("ix_mail_queue_status_next", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    client_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    client_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    to_addr: Mapped[str] = mapped_column(String(256))
+    subject: Mapped[str] = mapped_column(String(256))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(8))  # queued | sending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class DisconnectRow(Base):
+    """A Disconnect-Request (RFC 5176) wanted for a call in progress: written by whoever
+    decides it (billingctl in the transaction of the status change, the daemon for a call
+    past its grant) and sent by the daemon. One per call and reason."""
+
+    __tablename__ = "disconnect_queue"
+    __table_args__ = (
+        UniqueConstraint("call_id", "reason", name="uq_disconnect_queue_call_reason"),
+        Index("ix_disconnect_queue_status", "status"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(String(32))
+    call_id: Mapped[int] = mapped_column(BigInteger)
+    client_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    nas_key: Mapped[str] = mapped_column(String(160))
+    acct_session_id: Mapped[str] = mapped_column(String(255))
+    conf_id: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(8))  # queued | sending | ack | nak | timeout | off
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    error_cause: Mapped[int | None] = mapped_column(Integer, nullable=True)

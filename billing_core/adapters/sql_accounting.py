@@ -19,7 +19,7 @@ whole transaction is rolled back and the batch is run again, and then it sees th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -108,6 +108,21 @@ class SqlAccountingTx:
         self._balance_moves: dict[int, Decimal] = {}
         self._touched: set[int] = set()
         self.live_seqs: dict[int, int] = {}  # client -> its live sequence after this work
+
+    def record_event(
+        self,
+        kind: str,
+        *,
+        client_id: int | None = None,
+        nas_key: str | None = None,
+        detail: Mapping[str, object] | None = None,
+        dedupe: str | None = None,
+    ) -> None:
+        from .sql_notify import write_event
+
+        write_event(
+            self.conn, kind, client_id=client_id, nas_key=nas_key, detail=detail, dedupe=dedupe
+        )
 
     # --- reading ahead -------------------------------------------------------------------------
     def prefetch(self, events: Sequence[AccountingEvent]) -> None:

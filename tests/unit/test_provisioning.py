@@ -570,7 +570,8 @@ def test_refused(edit: Edit, message: str) -> None:
         ([1, 2], "document: must be a mapping with keys settings, rate_tables, clients"),
         ({"clients": [["Acme"]]}, "clients[0]: must be a mapping with keys name, status, currency,"
          " timezone, locale, tags, bill_events_by, postpaid, credit, rate_table, capacity,"
-         " low_balance, company, payments, accounts"),
+         " low_balance, notify_client_below, notify_admin_below, company, payments,"
+         " accounts"),
         ({1: "x"}, "1: unknown key"),
     ],
 )  # fmt: skip
