@@ -129,5 +129,6 @@ def test_a_bad_key_is_one_line(ctl: Ctl, tmp_path: Path, content: str) -> None:
     path.write_text(content)
     path.chmod(0o600)
     _with_key(ctl, path)
-    error = ctl.fail("accounts", "add", "Nobody", "n", "--ident", "login", "--value", "n")
+    # a bad key is a bad config: exit 2, as radiusd check-config gives
+    error = ctl.fail("accounts", "add", "Nobody", "n", "--ident", "login", "--value", "n", code=2)
     assert error.startswith("security.secrets_key_file: the key must be 64 hex digits")
