@@ -136,6 +136,7 @@ async def start(
             config.redis.url.reveal(),
             store.live_client,
             cluster=config.redis.cluster,
+            ended=store.ended_legs,
             clients=lambda: list(catalog.current.clients),
             marks=store,
         )

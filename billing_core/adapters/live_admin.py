@@ -27,6 +27,7 @@ def open_live(engine: Engine, redis_url: str, *, cluster: bool = False) -> LiveS
         redis_url,
         store.live_client,
         cluster=cluster,
+        ended=store.ended_legs,
         clients=lambda: list(store.ledger_balances()),
         marks=store,
     )

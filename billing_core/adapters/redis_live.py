@@ -61,6 +61,9 @@ from .resp import RespConnection
 
 # One client's state as the database knows it: (live sequence, balance, accounted calls).
 ClientLoader = Callable[[int], tuple[int, Decimal, list[dict[str, Any]]]]
+# Of a client's holds (NAS key, identifiers, authorized at): the (NAS key, identifier) pairs
+# whose call the database has a CDR of (``SqlStore.ended_legs``).
+EndedLegs = Callable[[int, Sequence[tuple[str, Sequence[str], datetime]]], set[tuple[str, str]]]
 
 HOLD_INDEX_SECONDS = 2 * 86400
 
@@ -306,7 +309,8 @@ return 'ok'
 
 # KEYS: bal, calls, seq, ids ; ARGV: balance micros, JSON {uid: record} of accounted calls,
 # replace (0: only when not loaded; 1: also over a state whose sequence is not newer), the
-# live sequence of the database's reading. A load never takes a client back in sequence.
+# live sequence of the database's reading, JSON [uid] of holds whose call the database has
+# ended (their release never arrived). A load never takes a client back in sequence.
 LOAD = (
     _COMMON
     + r"""
@@ -320,6 +324,16 @@ local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
   local c = cjson.decode(all[i + 1])
   if c.x == 1 then redis.call('HDEL', KEYS[2], all[i]) end
+end
+for _, uid in ipairs(cjson.decode(ARGV[5] or '[]')) do
+  local v = redis.call('HGET', KEYS[2], uid)
+  if v then
+    local c = cjson.decode(v)
+    if c.x ~= 1 then
+      redis.call('HDEL', KEYS[2], uid)
+      for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[4], c.n .. '|' .. k) end
+    end
+  end
 end
 for uid, record in pairs(cjson.decode(ARGV[2])) do
   adopt(KEYS[2], KEYS[4], uid, record.n, record.i, record.a, record.c)
@@ -401,9 +415,11 @@ class RedisLiveState:
         loader: ClientLoader,
         *,
         retention_seconds: int = 86400,
+        ended: EndedLegs | None = None,
     ) -> None:
         self.redis = client
         self._loader = loader
+        self._ended = ended
         self._retention_ms = retention_seconds * 1000
         self._authorize = client.register_script(AUTHORIZE)
         self._apply = client.register_script(APPLY)
@@ -637,9 +653,10 @@ class RedisLiveState:
         client's live sequence, and a load never takes Redis back in sequence, so a ledger
         write that lands meanwhile is applied on top (its sequence follows) or, arriving
         first, makes the load a no-op (the database read is older). True when it loaded."""
+        keys = _keys(client_id)
+        ended = self._ended_holds(client_id) if replace else []
         seq, balance, calls = self._loader(client_id)
         records = {call["uid"]: call["record"] for call in calls}
-        keys = _keys(client_id)
         loaded = self._load(
             keys=[keys[0], keys[1], _seq_key(client_id), keys[2]],
             args=[
@@ -647,6 +664,7 @@ class RedisLiveState:
                 json.dumps(records) if records else "{}",
                 int(replace),
                 seq,
+                json.dumps(ended),
             ],
         )
         if records:
@@ -661,6 +679,28 @@ class RedisLiveState:
                     )
             pipe.execute()
         return bool(loaded)
+
+    def _ended_holds(self, client_id: int) -> list[str]:
+        """The client's holds in Redis whose call the database has ended: their Stop was
+        recorded but its release never reached Redis, as when the Start's and the Stop's
+        updates were both lost (a node cut off from Redis, a slot migration outlasting the
+        retries). Without this a reload keeps them until they lapse."""
+        if self._ended is None:
+            return []
+        holds: dict[str, tuple[str, list[str], datetime]] = {}
+        for uid, raw in self.redis.hgetall(_keys(client_id)[1]).items():
+            record = json.loads(raw)
+            if record.get("x") != 1 and record.get("i"):
+                when = datetime.fromtimestamp(int(record.get("t", 0)) / 1000, UTC)
+                holds[_text(uid)] = (str(record["n"]), [str(i) for i in record["i"]], when)
+        if not holds:
+            return []
+        found = self._ended(client_id, list(holds.values()))
+        return sorted(
+            uid
+            for uid, (nas_key, idents, _when) in holds.items()
+            if any((nas_key, ident) in found for ident in idents)
+        )
 
 
 def authorize_args(request: HoldRequest, retention_ms: int) -> list[Any]:

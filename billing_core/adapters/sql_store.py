@@ -236,6 +236,11 @@ def _money_literal(amount: Decimal) -> Any:
     return literal(to_micros(amount))
 
 
+# clocks of nodes differ a little: a CDR rated this long before an authorization's time
+# (by another node's clock) still counts as its call's
+_ENDED_MARGIN = timedelta(seconds=60)
+
+
 class SqlStore:
     """CatalogSource + LiveState + Ledger on one SQLAlchemy engine."""
 
@@ -543,6 +548,39 @@ class SqlStore:
                 }
             )
         return seq, balance, calls
+
+    def ended_legs(
+        self, client_id: int, legs: Sequence[tuple[str, Sequence[str], datetime]]
+    ) -> set[tuple[str, str]]:
+        """Of ``legs`` (NAS key, identifiers, authorized at): the (NAS key, identifier) pairs
+        whose call has a CDR of the client, rated since shortly before its authorization, in
+        the NAS key's current epoch: an authorization whose accounting the database holds
+        but whose release never reached the live state. Looked up by the CDRs' unique index
+        (NAS key, epoch, Acct-Session-Id)."""
+        wanted: dict[str, tuple[set[str], datetime]] = {}
+        for nas_key, identifiers, authorized_at in legs:
+            idents, since = wanted.get(nas_key, (set(), authorized_at))
+            idents.update(i for i in identifiers if i)
+            wanted[nas_key] = (idents, min(since, authorized_at))
+        found: set[tuple[str, str]] = set()
+        with self.engine.connect() as conn:
+            for nas_key, (idents, since) in wanted.items():
+                if not idents:
+                    continue
+                epoch = select(func.coalesce(func.max(nas_epochs_t.c.epoch), 0)).where(
+                    nas_epochs_t.c.nas_key == nas_key
+                )
+                rows = conn.execute(
+                    select(cdrs_t.c.acct_session_id).where(
+                        cdrs_t.c.nas_key == nas_key,
+                        cdrs_t.c.epoch == epoch.scalar_subquery(),
+                        cdrs_t.c.acct_session_id.in_(sorted(idents)),
+                        cdrs_t.c.client_id == client_id,
+                        cdrs_t.c.created_at >= since - _ENDED_MARGIN,
+                    )
+                )
+                found.update((nas_key, str(row.acct_session_id)) for row in rows)
+        return found
 
     # --- the live sequence: what reached a live state kept outside the database ----------------
     def unapplied_live(self, limit: int = 1000) -> list[tuple[int, int]]:

@@ -242,6 +242,7 @@ class Stack:
             self.store.live_client,
             clients=lambda: list(self.catalog.current.clients),
             marks=self.store,
+            ended=self.store.ended_legs,
         )
         self.authz = AuthorizationService(
             lambda: self.catalog.current, self.live, max_call_length=7200, auth_hold_seconds=180
@@ -413,6 +414,39 @@ def test_effects_a_node_could_not_bring_to_redis_are_healed_by_another(
         assert (view.balance, view.held, view.active_calls) == (Decimal("5.60"), 0, 0)
         assert b.store.unapplied_live() == []
         assert b.live.heal(now=200.0) == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_call_whose_start_and_stop_both_missed_redis_frees_its_hold_at_the_heal(
+    pg_url: str, live_redis: RedisTarget
+) -> None:
+    """Authorized on node B; its Start and its Stop both answered by node A, cut off from
+    Redis (or by a node whose updates met a slot migration longer than its retries). The
+    hold in Redis was never told its call ended: the heal's reload releases it, with its
+    index entries, rather than keeping the funds held until the hold lapses. A hold whose
+    call has no CDR (not accounted yet) stays."""
+    b = started(pg_url, live_redis)
+    a = Stack(pg_url, RedisTarget("redis://127.0.0.1:1/0", False, lambda: None))
+    try:
+        assert isinstance(b.authorize("c1"), Accept)
+        assert isinstance(b.authorize("c2"), Accept)  # no accounting: its hold stays
+        assert b.view().held == Decimal("8.00")
+        assert a.account("c1", 1) == "recorded"
+        assert a.account("c1", 2, 720) == "charged"  # 2.40, in the database only
+        assert a.live.missed
+        assert b.live.heal(now=100.0) == 0
+        assert b.live.heal(now=102.5) == 1
+        view = b.view()
+        assert (view.balance, view.active_calls) == (Decimal("5.60"), 0)
+        assert view.held == Decimal("2.00"), "c2's hold is kept, c1's released"
+        r = live_redis.client()
+        assert sorted(k.decode() if isinstance(k, bytes) else k for k in r.hkeys("{c:1}:ids")) == [
+            "nas|c2",
+            "nas|leg-c2",
+        ]
+        assert len(r.hkeys("{c:1}:calls")) == 1
     finally:
         a.close()
         b.close()
