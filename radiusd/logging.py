@@ -14,7 +14,7 @@ import structlog
 class _Output:
     """Set by configure(): where the per-request line goes when it is JSON and INFO is on."""
 
-    json_requests: structlog.PrintLogger | None = None
+    json_requests: structlog.WriteLogger | None = None
 
 
 def _fallback(obj: Any) -> Any:
@@ -44,11 +44,13 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # one write() per line, newline included (PrintLogger's print() writes the newline
+        # apart): the workers of one daemon share stderr, and two lines must never interleave
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     _Output.json_requests = (
-        structlog.PrintLogger(file=sys.stderr) if use_json and threshold <= logging.INFO else None
+        structlog.WriteLogger(file=sys.stderr) if use_json and threshold <= logging.INFO else None
     )
     # pyrad logs every drop at ERROR; we count drops ourselves
     logging.getLogger("pyrad").setLevel(logging.CRITICAL)

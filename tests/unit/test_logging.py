@@ -71,3 +71,39 @@ def test_bound_context_goes_through_structlog(stderr: Callable[[], str]) -> None
     structlog.contextvars.bind_contextvars(worker=3)
     rlog.request_logger().info("radius_request", code="Access-Request")
     assert json.loads(stderr())["worker"] == 3
+
+
+class _Writes:
+    """A stderr that records each write() call."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_each_line_is_one_write_with_its_newline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers of one daemon share stderr: a line written in two parts (print() writes
+    the newline apart) can have another worker's line between them, and two JSON lines
+    then run together (seen under load)."""
+    out = _Writes()
+    monkeypatch.setattr("sys.stderr", out)
+    try:
+        rlog.configure("json", "info")
+        rlog.request_logger().info("radius_request", code="Access-Request")
+        rlog.get_logger().warning("dropped", reason="malformed")
+    finally:
+        structlog.reset_defaults()
+        rlog._Output.json_requests = None
+    assert len(out.calls) == 2
+    for call in out.calls:
+        assert call.endswith("\n") and call.count("\n") == 1
+        json.loads(call)
