@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -54,7 +55,7 @@ def redis_server_url() -> Iterator[str]:
     """A Redis database URL: the given one, else database 0 of the session's own server."""
     given = os.environ.get(REDIS_URL_VAR)
     if given:
-        yield given
+        yield worker_database(given)
         return
     server = PrivateRedis()
     try:
@@ -62,6 +63,17 @@ def redis_server_url() -> Iterator[str]:
         yield server.url
     finally:
         server.destroy()
+
+
+def worker_database(url: str) -> str:
+    """Under pytest-xdist, worker N flushes database (the URL's + N) of a given Redis, so
+    that workers never flush each other's data; else the URL as given."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{base + int(worker[2:])}"))
 
 
 @pytest.fixture(scope="session")

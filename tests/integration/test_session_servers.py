@@ -9,7 +9,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import POSTGRES_URL_VAR, REDIS_URL_VAR
+from tests.conftest import POSTGRES_URL_VAR, REDIS_URL_VAR, worker_database
 
 
 def test_each_test_database_is_on_the_given_or_the_sessions_own_postgresql(pg_url: str) -> None:
@@ -37,7 +37,7 @@ def test_redis_is_the_given_or_the_sessions_own_server(redis_url: str) -> None:
         client.close()
     given = os.environ.get(REDIS_URL_VAR)
     if given:
-        assert redis_url == given
+        assert redis_url == worker_database(given)
     else:
         assert "/radiusd-redis-" in directory, directory
         assert port != 6379
