@@ -142,17 +142,23 @@ def _json(daemon: Daemon, *args: str) -> list[dict[str, object]]:
     return result
 
 
-def _call(daemon: Daemon, session: str, conf_id: str = CONF_ID) -> dict[str, str]:
-    reply = daemon.radclient(
-        "auth",
-        {
-            "User-Name": '"acme"',
-            "User-Password": '"s3cret"',
-            "Called-Station-Id": '"15550001111"',
-            "h323-conf-id": f'"{conf_id}"',
-            "Acct-Session-Id": f'"{session}"',
-        },
-    )
+def _call(
+    daemon: Daemon, session: str, conf_id: str = CONF_ID, *, within: float = 0
+) -> dict[str, str]:
+    """An authorized and started call; ``within`` seconds allowed for a change made with
+    billingctl to reach the daemon (its catalog is read again every second)."""
+    request = {
+        "User-Name": '"acme"',
+        "User-Password": '"s3cret"',
+        "Called-Station-Id": '"15550001111"',
+        "h323-conf-id": f'"{conf_id}"',
+        "Acct-Session-Id": f'"{session}"',
+    }
+    deadline = time.monotonic() + within
+    reply = daemon.radclient("auth", request)
+    while reply is not None and reply.code != "Access-Accept" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        reply = daemon.radclient("auth", request)
     assert reply is not None and reply.code == "Access-Accept"
     call = {
         "User-Name": '"acme"',
@@ -229,7 +235,7 @@ def test_nak_and_silence_are_recorded(
         daemon.billingctl("accounts", "enable", "acme-login")
         daemon.billingctl("payments", "add", "Acme", "5")
         nas.mode = "silent"
-        call = _call(daemon, "leg-2", CONF_ID.replace("C3", "C4"))
+        call = _call(daemon, "leg-2", CONF_ID.replace("C3", "C4"), within=10)
         interim = {**call, "Acct-Status-Type": "Interim-Update", "Acct-Session-Time": "7300"}
         assert daemon.radclient("acct", interim) is not None
         _until(lambda: _json(daemon, "events", "list", "--kind", "disconnect_timeout"), 20)
