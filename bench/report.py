@@ -302,7 +302,8 @@ def _two_node_section(run: Run) -> list[str]:
         "requests go to one node (every destination is that node) and to two nodes (`radiusd` "
         "daemons on one PostgreSQL database and one Redis, or one Redis Cluster), one after "
         "the other (one node first in odd rounds, two nodes first in even ones), each on a "
-        "fresh clone of the loaded database with Redis emptied. One "
+        "fresh clone of the loaded database with Redis emptied and rebuilt from it "
+        "(`billingctl live rebuild`, before the daemons start). One "
         "node runs the workers of the main runs; each of two nodes runs half as many, so "
         "that both deployments run as many worker processes on the same cores. A re-sent Stop "
         "is answered by one node's duplicate cache (same socket, same Identifier); the other "
@@ -473,10 +474,14 @@ def render(run: Run) -> str:
                 f"`{info.name}`",
                 state.replace("\n", " "),
                 _num(info.start_seconds, 1),
+                _num(info.rebuild_seconds, 1) if info.rebuild_seconds else "–",
                 load,
             ]
         )
-    out += _table(["server", "name", "state", "start s", "billingctl load"], rows)
+    out += _table(
+        ["server", "name", "state", "start s", "live rebuild s (before it)", "billingctl load"],
+        rows,
+    )
     out += ["", "## Results", ""]
     out += [
         "Closed loop: every lane sends its next request as soon as its reply is verified.",

@@ -46,7 +46,8 @@ class TargetInfo:
     label: str
     started: bool
     error: str | None = None
-    start_seconds: float | None = None
+    start_seconds: float | None = None  # the daemon's start, a Redis rebuild before it excluded
+    rebuild_seconds: float | None = None  # billingctl live rebuild before the start (Redis)
     load_seconds: float | None = None
     load_cached: bool | None = None
     notes: list[str] = field(default_factory=list)
