@@ -653,6 +653,10 @@ class RedisLiveState:
         client's live sequence, and a load never takes Redis back in sequence, so a ledger
         write that lands meanwhile is applied on top (its sequence follows) or, arriving
         first, makes the load a no-op (the database read is older). True when it loaded."""
+        return self._load_client(client_id, replace=replace)[0]
+
+    def _load_client(self, client_id: int, *, replace: bool) -> tuple[bool, int]:
+        """``load_client``, and the client's live sequence the database was read at."""
         keys = _keys(client_id)
         ended = self._ended_holds(client_id) if replace else []
         seq, balance, calls = self._loader(client_id)
@@ -678,7 +682,7 @@ class RedisLiveState:
                         ex=HOLD_INDEX_SECONDS,
                     )
             pipe.execute()
-        return bool(loaded)
+        return bool(loaded), seq
 
     def _ended_holds(self, client_id: int) -> list[str]:
         """The client's holds in Redis whose call the database has ended: their Stop was
@@ -818,6 +822,9 @@ class LiveMarks(Protocol):
     def mark_applied(self, applied: Mapping[int, int]) -> None: ...
 
 
+_MARK_PAGE = 1000  # clients a rebuild marks applied in one statement
+
+
 class ResyncingLive(RedisLiveState):
     """Accounting never waits for Redis: the database is the truth. An effect Redis cannot
     take is not remembered here: its client's live sequence in the database stays ahead of
@@ -856,13 +863,21 @@ class ResyncingLive(RedisLiveState):
 
     def rebuild(self, tick: Callable[[], None] | None = None) -> int:
         """Reload every client from the database (balances from the ledger, accounted calls),
-        one client at a time; the number of clients. ``tick`` after each (progress)."""
+        one client at a time; the number of clients. ``tick`` after each (progress). What
+        was read is marked applied (a page at a time), so that no healer reloads the
+        clients again for effects the rebuild brought."""
         count = 0
+        read: dict[int, int] = {}
         for client_id in self._clients():
-            self.load_client(client_id, replace=True)
+            _loaded, seq = self._load_client(client_id, replace=True)
+            read[client_id] = seq
+            if len(read) >= _MARK_PAGE:
+                self._marks.mark_applied(read)
+                read = {}
             count += 1
             if tick is not None:
                 tick()
+        self._marks.mark_applied(read)
         return count
 
     @property

@@ -390,6 +390,20 @@ def started(pg_url: str, target: RedisTarget, balance: str = "8.00") -> Stack:
     return stack
 
 
+def test_a_rebuild_marks_what_it_read_applied(pg_url: str, live_redis: RedisTarget) -> None:
+    """Data loaded without Redis leaves every client's sequence ahead of its applied mark;
+    a rebuild brings those effects, so it marks them: no healer reloads every client again
+    afterwards (with 10,000 clients, a thousand a second on every node)."""
+    stack = started(pg_url, live_redis)
+    try:
+        assert {client for client, _seq in stack.store.unapplied_live()} == {1, 2}
+        assert stack.live.rebuild() == 2
+        assert stack.store.unapplied_live() == []
+        assert stack.balance() == Decimal("8.00")
+    finally:
+        stack.close()
+
+
 def test_effects_a_node_could_not_bring_to_redis_are_healed_by_another(
     pg_url: str, live_redis: RedisTarget
 ) -> None:
