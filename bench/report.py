@@ -227,15 +227,116 @@ def _targets(run: Run) -> list[str]:
     else:
         rows.append(["authorization latency big vs small data", "–", "within 20%", _verdict(None)])
     rows += _two_node_rows(run)
+    rows += _methods_rows(run)
     return [
         f"Judged on **{_label(run, prod)}**, the production deployment measured in this run "
-        "(the two-node rows: on the deployments of the two-node section).",
+        "(the two-node rows: on the deployments of the two-node section; the credential rows:"
+        " paced at one rate, from their section).",
         "“≈” targets pass at or above the number.",
         "",
         *_table(
-            ["target (issue 4; issue 12 for two nodes)", "measured", "required", "verdict"], rows
+            [
+                "target (issue 4; issue 12 for two nodes, 14 for credentials)",
+                "measured",
+                "required",
+                "verdict",
+            ],
+            rows,
         ),
     ]
+
+
+# --- credentials at one rate (issue 14) ---------------------------------------------------------
+
+METHOD_TITLES = {
+    "auth": "PAP on a salted hash",
+    "auth-chap": "CHAP on an encrypted secret",
+    "auth-digest": "SIP Digest on an encrypted secret",
+}
+METHOD_BUDGET_US = 20.0  # CPU per request over PAP on a hash
+
+
+def _method_cpu_us(run: Run, scenario: str) -> float | None:
+    """Microseconds of CPU (server, PostgreSQL, Redis) per request over every round."""
+    entries = [m for m in run.methods if m.scenario == scenario]
+    requests = sum(m.result.requests for m in entries)
+    cpu = sum(sum(m.reading.cpu.values()) for m in entries)
+    return cpu / requests * 1e6 if requests else None
+
+
+def _methods_section(run: Run) -> list[str]:
+    if not run.methods:
+        return ["Not measured in this run (it needs the three closed-loop runs and the extras)."]
+    out = [
+        f"`auth`, `auth-chap` and `auth-digest` on {_label(run, run.methods[0].target)}, paced "
+        f"at one offered rate ({_num(run.methods_rate)} Access-Requests/s, 0.6 × the slowest "
+        "closed-loop rate of the three), in rounds (the second in reverse order), each run "
+        "started once the machine is quiet. In the closed-loop runs above a costlier method "
+        "also gets a lower rate, hence smaller batches and a higher CPU per request in every "
+        "part (Redis's included, whose work is the same for all three); at one rate the "
+        "difference is the method's own. CPU per request: the server's, PostgreSQL's and "
+        "Redis's, summed over the rounds.",
+        "",
+    ]
+    rows = []
+    base = _method_cpu_us(run, "auth")
+    for scenario, title in METHOD_TITLES.items():
+        entries = [m for m in run.methods if m.scenario == scenario]
+        if not entries:
+            continue
+        requests = sum(m.result.requests for m in entries)
+
+        def part(group: str, entries: list[Measurement] = entries, requests: int = requests) -> str:
+            cpu = sum(m.reading.cpu.get(group) or 0.0 for m in entries)
+            return _num(cpu / requests * 1e6, 1) if requests else "–"
+
+        total = _method_cpu_us(run, scenario)
+        over = f"{total - base:+.1f}" if total is not None and base is not None else "–"
+        rows.append(
+            [
+                title,
+                f"`{scenario}`",
+                _num(sum(m.result.rate for m in entries) / len(entries)),
+                str(sum(m.result.timeouts for m in entries)),
+                part("server"),
+                part("postgresql"),
+                part("redis"),
+                _num(total, 1),
+                over,
+            ]
+        )
+    out += _table(
+        [
+            "method",
+            "scenario",
+            "req/s",
+            "timeouts",
+            "server µs / req",
+            "PostgreSQL µs / req",
+            "Redis µs / req",
+            "total µs / req",
+            "− PAP on a hash",
+        ],
+        rows,
+    )
+    return out
+
+
+def _methods_rows(run: Run) -> list[list[str]]:
+    rows: list[list[str]] = []
+    base = _method_cpu_us(run, "auth")
+    for scenario in ("auth-chap", "auth-digest"):
+        cost = _method_cpu_us(run, scenario)
+        over = cost - base if cost is not None and base is not None else None
+        rows.append(
+            [
+                f"{METHOD_TITLES[scenario]}: CPU per request − PAP on a hash's, at one rate",
+                f"{over:+.1f} µs" if over is not None else "–",
+                f"≤ {METHOD_BUDGET_US:.0f} µs",
+                _verdict(None if over is None else over <= METHOD_BUDGET_US),
+            ]
+        )
+    return rows
 
 
 # --- two nodes (issue 12) ----------------------------------------------------------------------
@@ -493,9 +594,11 @@ def render(run: Run) -> str:
     out += _main_table(run)
     out += ["", "### Ratios to the baselines of this run", ""]
     out += _ratio_table(run)
+    out += ["", "## Credentials at one rate (issue 14)", ""]
+    out += _methods_section(run)
     out += ["", "## Two nodes (issue 12)", ""]
     out += _two_node_section(run)
-    out += ["", "## The targets of issues 4 and 12", ""]
+    out += ["", "## The targets of issues 4, 12 and 14", ""]
     out += _targets(run)
     out += ["", "## Details", ""]
     if run.half_load is not None:

@@ -110,6 +110,9 @@ class Run:
     two_node: list[NodesRun] = field(default_factory=list)
     two_node_skipped: dict[str, str] = field(default_factory=dict)  # variant: why not run
     two_node_data: str = ""
+    # issue 14: each credential method at one offered rate, in rounds (batching alike)
+    methods: list[Measurement] = field(default_factory=list)
+    methods_rate: float | None = None
 
     def get(self, target: str, scenario: str) -> Measurement | None:
         for m in self.measurements:
