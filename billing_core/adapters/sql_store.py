@@ -236,9 +236,11 @@ def _money_literal(amount: Decimal) -> Any:
     return literal(to_micros(amount))
 
 
-# clocks of nodes differ a little: a CDR rated this long before an authorization's time
-# (by another node's clock) still counts as its call's
-_ENDED_MARGIN = timedelta(seconds=60)
+# nodes' clocks (NTP) differ a little: a CDR rated this long before an authorization's time
+# by another node's clock still counts as its call's. Short, so that the CDR of an earlier
+# call with the same Acct-Session-Id (a SIP Call-ID used again) does not release a new
+# call's hold; a CDR missed for a clock further off leaves the hold to lapse (the safe side)
+_ENDED_MARGIN = timedelta(seconds=5)
 
 
 class SqlStore:
@@ -553,33 +555,39 @@ class SqlStore:
         self, client_id: int, legs: Sequence[tuple[str, Sequence[str], datetime]]
     ) -> set[tuple[str, str]]:
         """Of ``legs`` (NAS key, identifiers, authorized at): the (NAS key, identifier) pairs
-        whose call has a CDR of the client, rated since shortly before its authorization, in
-        the NAS key's current epoch: an authorization whose accounting the database holds
-        but whose release never reached the live state. Looked up by the CDRs' unique index
-        (NAS key, epoch, Acct-Session-Id)."""
-        wanted: dict[str, tuple[set[str], datetime]] = {}
+        whose call has a CDR of the client, in the NAS key's current epoch, rated after the
+        authorization (less the clock margin): an authorization whose accounting the database
+        holds but whose release never reached the live state. Looked up by the CDRs' unique
+        index (NAS key, epoch, Acct-Session-Id)."""
+        since_of: dict[tuple[str, str], datetime] = {}
         for nas_key, identifiers, authorized_at in legs:
-            idents, since = wanted.get(nas_key, (set(), authorized_at))
-            idents.update(i for i in identifiers if i)
-            wanted[nas_key] = (idents, min(since, authorized_at))
+            for ident in identifiers:
+                if ident:
+                    key = (nas_key, ident)
+                    since_of[key] = min(since_of.get(key, authorized_at), authorized_at)
+        by_nas: dict[str, list[str]] = {}
+        for nas_key, ident in since_of:
+            by_nas.setdefault(nas_key, []).append(ident)
         found: set[tuple[str, str]] = set()
         with self.engine.connect() as conn:
-            for nas_key, (idents, since) in wanted.items():
-                if not idents:
-                    continue
+            for nas_key, idents in by_nas.items():
                 epoch = select(func.coalesce(func.max(nas_epochs_t.c.epoch), 0)).where(
                     nas_epochs_t.c.nas_key == nas_key
                 )
+                since = min(since_of[(nas_key, i)] for i in idents) - _ENDED_MARGIN
                 rows = conn.execute(
-                    select(cdrs_t.c.acct_session_id).where(
+                    select(cdrs_t.c.acct_session_id, cdrs_t.c.created_at).where(
                         cdrs_t.c.nas_key == nas_key,
                         cdrs_t.c.epoch == epoch.scalar_subquery(),
                         cdrs_t.c.acct_session_id.in_(sorted(idents)),
                         cdrs_t.c.client_id == client_id,
-                        cdrs_t.c.created_at >= since - _ENDED_MARGIN,
+                        cdrs_t.c.created_at >= since,
                     )
                 )
-                found.update((nas_key, str(row.acct_session_id)) for row in rows)
+                for row in rows:
+                    key = (nas_key, str(row.acct_session_id))
+                    if row.created_at >= since_of[key] - _ENDED_MARGIN:
+                        found.add(key)
         return found
 
     # --- the live sequence: what reached a live state kept outside the database ----------------

@@ -15,6 +15,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.cluster import RedisCluster
+from sqlalchemy import text
 
 from billing_core.accounting import AccountingService
 from billing_core.adapters import admin
@@ -461,6 +462,15 @@ def test_a_call_whose_start_and_stop_both_missed_redis_frees_its_hold_at_the_hea
             "nas|leg-c2",
         ]
         assert len(r.hkeys("{c:1}:calls")) == 1
+        # the identifiers used again by a later call (a SIP Call-ID): the earlier call's CDR,
+        # rated before this authorization, does not release the new call's hold
+        with b.engine.begin() as conn:
+            conn.execute(text("UPDATE cdrs SET created_at = created_at - interval '1 hour'"))
+        assert isinstance(b.authorize("c1"), Accept)
+        held = b.view().held
+        assert held > Decimal("2.00")
+        b.live.load_client(1, replace=True)
+        assert b.view().held == held
     finally:
         a.close()
         b.close()
