@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -342,6 +343,21 @@ end
 return 1
 """
 )
+
+# KEYS: the lease ; ARGV: this node's id, milliseconds to hold it. Taken when free or held by
+# this node already (then renewed): 1 when this node holds it now.
+LEASE = r"""
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# the lease of the nodes' shared repairs: one node heals (renewing it every round while it
+# can reach Redis), one sweeps a period; a node that stops or loses Redis lets it lapse
+HEAL_LEASE_KEY = "radiusd:lease:heal"
+HEAL_LEASE_MS = 3000
+SWEEP_LEASE_KEY = "radiusd:lease:sweep"
 
 # KEYS: bal, calls ; ARGV: now_ms
 VIEW = (
@@ -838,12 +854,16 @@ class ResyncingLive(RedisLiveState):
         clients: Callable[[], Sequence[int]],
         marks: LiveMarks,
         heal_grace_seconds: float = 2.0,
+        heal_lease_ms: int = HEAL_LEASE_MS,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._clients = clients
         self._marks = marks
         self._grace = heal_grace_seconds
+        self._lease = self.redis.register_script(LEASE)
+        self._node = uuid.uuid4().hex  # this process, as a holder of the repairs' leases
+        self._heal_lease_ms = heal_lease_ms
         # client -> (a sequence Redis lacked, when first seen lacking it)
         self._lagging: dict[int, tuple[int, float]] = {}
         self.missed = False  # the last apply did not reach Redis (billingctl warns)
@@ -907,7 +927,13 @@ class ResyncingLive(RedisLiveState):
         after it was first seen lacking (time enough for its writer to apply it) is reloaded
         from the database. The number of clients reloaded."""
         now = time.monotonic() if now is None else now
-        if not self.reachable():
+        try:
+            # one node heals at a time: every node reading the same marks and Redis
+            # sequences each second, and marking them, costs in proportion to the nodes
+            if not self._lease(keys=[HEAL_LEASE_KEY], args=[self._node, self._heal_lease_ms]):
+                self._lagging = {}  # whoever heals now keeps its own grace times
+                return 0
+        except REDIS_ERRORS:
             return 0  # the marks wait in the database; /healthz reports Redis down
         pending = self._marks.unapplied_live()
         self._lagging = {c: v for c, v in self._lagging.items() if c in dict(pending)}
@@ -935,12 +961,16 @@ class ResyncingLive(RedisLiveState):
         self._marks.mark_applied(applied)
         return reloaded
 
-    def sweep(self, page: int = 1000) -> int:
+    def sweep(self, page: int = 1000, sweep_lease_ms: int = 55_000) -> int:
         """Compare every client's live sequence with the database's and reload those Redis
         holds behind a sequence it was already marked as having (a Redis restarted from an
         older snapshot). The number of clients reloaded."""
         reloaded, after = 0, 0
-        if not self.reachable():
+        try:
+            # one node sweeps a period (the lease lapses a little before the next one)
+            if not self._lease(keys=[SWEEP_LEASE_KEY], args=[self._node, sweep_lease_ms]):
+                return 0
+        except REDIS_ERRORS:
             return 0
         while rows := self._marks.live_sequences(after, page):
             after = rows[-1][0]

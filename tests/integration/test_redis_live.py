@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -429,6 +430,47 @@ def test_effects_a_node_could_not_bring_to_redis_are_healed_by_another(
         assert (view.balance, view.held, view.active_calls) == (Decimal("5.60"), 0, 0)
         assert b.store.unapplied_live() == []
         assert b.live.heal(now=200.0) == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_one_node_heals_at_a_time_and_another_takes_over_when_it_stops(
+    pg_url: str, live_redis: RedisTarget
+) -> None:
+    """Every node runs the healer each second; one holds the lease and does the work (the
+    others would read and mark the same clients again); when it stops renewing the lease,
+    another node's healer takes over within the lease's time."""
+    a = started(pg_url, live_redis)
+    b = Stack(pg_url, live_redis)
+    b.live = ResyncingLive(
+        live_redis.client(),
+        b.store.live_client,
+        clients=lambda: list(b.catalog.current.clients),
+        marks=b.store,
+        ended=b.store.ended_legs,
+        heal_lease_ms=300,
+    )
+    a.live = ResyncingLive(
+        live_redis.client(),
+        a.store.live_client,
+        clients=lambda: list(a.catalog.current.clients),
+        marks=a.store,
+        ended=a.store.ended_legs,
+        heal_lease_ms=300,
+    )
+    try:
+        assert a.live.rebuild() == 2 and a.store.unapplied_live() == []
+        assert a.live.heal(now=0.0) == 0  # a takes the lease
+        with b.engine.begin() as conn:  # a client lagging again
+            conn.execute(text("UPDATE live_balances SET seq = seq + 1 WHERE client_id = 1"))
+        assert b.live.heal(now=0.0) == 0 and b.store.unapplied_live() != []  # not its turn
+        assert a.live.heal(now=1.0) == 0  # a renews it
+        time.sleep(0.4)  # a stopped: its lease lapses
+        assert b.live.heal(now=10.0) == 0  # b takes over, seeing the client lagging
+        assert b.live.heal(now=12.5) == 1
+        assert b.store.unapplied_live() == []
+        assert a.live.heal(now=20.0) == 0  # b holds it now
     finally:
         a.close()
         b.close()
