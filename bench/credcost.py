@@ -19,9 +19,9 @@ from typing import Any
 
 from bench import packets
 from billing_core.adapters.secretbox import AesGcmCipher
-from billing_core.domain import Account, hash_password
-from billing_core.identification import AccountIndex
-from billing_core.services import SecretCache, check_credentials
+from billing_core.domain.identification import AccountIndex
+from billing_core.domain.model import Account, hash_password
+from billing_core.services.authorization import SecretCache, check_credentials
 from radiusd import attributes
 from radiusd.codec import Codec
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from bench.loadgen import TIMED_OUT, Answer
-from billing_core.money import display, from_micros
+from billing_core.domain.money import display, from_micros
 
 ACCOUNTING_RESPONSE = 5
 VERIFY_SECONDS = 10.0

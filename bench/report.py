@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.profiling import Profile
 from bench.results import REDIS_VARIANTS, Measurement, NodesRun, Run
 from bench.scenarios import KIND_NAMES, SCENARIOS, TWO_NODE
-from billing_core.money import display
+from billing_core.domain.money import display
 
 INTRO = Path(__file__).resolve().parent / "intro.md"
 OURS = ("ours-sqlite", "ours-pg", "ours-pg-redis")

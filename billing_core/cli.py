@@ -20,8 +20,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from billing_core.domain.money import parse_amount
 from billing_core.errors import ConfigFileError, UserError
-from billing_core.money import parse_amount
 from billing_core.pipes import quiet_broken_pipe
 from billing_core.provisioning import RATE_COLUMNS
 from billing_core.version import package_version
@@ -866,7 +866,7 @@ def cmd_live_rebuild(args: argparse.Namespace) -> int:
 
 def cmd_live_verify(args: argparse.Namespace) -> int:
     from billing_core.adapters.live_admin import verify
-    from billing_core.money import display
+    from billing_core.domain.money import display
 
     checked, drifts = verify(
         _engine(args), _redis_url(args.config), cluster=_redis_cluster(args.config)

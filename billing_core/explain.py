@@ -14,14 +14,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from billing_core.authorization import Decision, LiveSnapshot, Reject, decide
-from billing_core.domain import Account, Client, RejectReason
-from billing_core.identification import CallerFacts, canonical_ip
-from billing_core.money import display, floor2
-from billing_core.numbers import digits_only, normalize_number
-from billing_core.rating import cost, first_grid_point
-from billing_core.replies import REJECT_REPLIES
-from billing_core.services import AuthorizationService, AuthorizeCall, AuthOutcome, PendingHold
+from billing_core.domain.dialled import digits_only, normalize_number
+from billing_core.domain.identification import CallerFacts, canonical_ip
+from billing_core.domain.model import Account, Client, RejectReason
+from billing_core.domain.money import display, floor2
+from billing_core.domain.policy import Decision, LiveSnapshot, Reject, decide
+from billing_core.domain.rating import cost, first_grid_point
+from billing_core.domain.replies import REJECT_REPLIES
+from billing_core.services.authorization import (
+    AuthorizationService,
+    AuthorizeCall,
+    AuthOutcome,
+    PendingHold,
+)
 
 
 @dataclass(frozen=True, slots=True)

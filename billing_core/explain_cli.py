@@ -19,10 +19,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from billing_core.adapters.live_peek import peek
     from billing_core.adapters.sql_store import SqlStore
     from billing_core.cli import _config, _engine, _live
+    from billing_core.domain.identification import CallerFacts
+    from billing_core.domain.nas import longest_first, match_source, nas_key
     from billing_core.explain import Explanation, explain, nas_step
-    from billing_core.identification import CallerFacts
-    from billing_core.nas import longest_first, match_source, nas_key
-    from billing_core.services import AuthorizationService, AuthorizeCall
+    from billing_core.services.authorization import AuthorizationService, AuthorizeCall
 
     config = _config(args.config)
     source = args.nas.strip()

@@ -9,11 +9,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from billing_core.authorization import Decision, GrantTerms
-from billing_core.domain import Client
-from billing_core.identification import AccountIndex
-from billing_core.rating import RateTableIndex
-from billing_core.sessions import AccountingEvent
+from billing_core.domain.accounting_packets import AccountingEvent
+from billing_core.domain.identification import AccountIndex
+from billing_core.domain.model import Client
+from billing_core.domain.policy import Decision, GrantTerms
+from billing_core.domain.rating import RateTableIndex
 
 
 @dataclass(frozen=True, slots=True)

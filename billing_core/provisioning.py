@@ -22,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from billing_core.credentials import (
+from billing_core.domain.credentials import (
     DEFAULT_METHODS,
     AuthMethod,
     needs_secret,

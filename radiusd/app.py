@@ -20,7 +20,6 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine
 
-from billing_core.accounting import AccountingService, AcctOutcome
 from billing_core.adapters.db import current_revision, head_revision, make_engine
 from billing_core.adapters.errors import unavailable
 from billing_core.adapters.live_peek import peek
@@ -29,10 +28,11 @@ from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
 from billing_core.adapters.secretbox import cipher_for
 from billing_core.adapters.sql_notify import daemon_source, record_event, set_event_source
 from billing_core.adapters.sql_store import SqlStore
+from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.errors import UserError
 from billing_core.ports import LiveState
-from billing_core.services import AuthorizationService, CatalogCache, SecretCache
-from billing_core.sessions import AccountingEvent
+from billing_core.services.accounting import AccountingService, AcctOutcome
+from billing_core.services.authorization import AuthorizationService, CatalogCache, SecretCache
 
 from . import steering
 from .batching import LanedCommitter

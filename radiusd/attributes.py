@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from billing_core.identification import CallerFacts
-from billing_core.nas import nas_key as core_nas_key
-from billing_core.services import AuthorizeCall, Chap, Digest
-from billing_core.sessions import AccountingEvent, normalize_conf_id
+from billing_core.domain.accounting_packets import AccountingEvent, normalize_conf_id
+from billing_core.domain.identification import CallerFacts
+from billing_core.domain.nas import nas_key as core_nas_key
+from billing_core.services.authorization import AuthorizeCall, Chap, Digest
 
 from .codec import Request
 

@@ -9,13 +9,13 @@ from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from billing_core.accounting import AcctOutcome
-from billing_core.authorization import Accept, Decision, Reject
-from billing_core.money import floor2
+from billing_core.domain.accounting_packets import AccountingEvent
+from billing_core.domain.money import floor2
+from billing_core.domain.policy import Accept, Decision, Reject
+from billing_core.domain.replies import REJECT_REPLIES
 from billing_core.ports import HoldRequest, LockoutProbe
-from billing_core.replies import REJECT_REPLIES
-from billing_core.services import AuthorizationService, AuthOutcome
-from billing_core.sessions import AccountingEvent
+from billing_core.services.accounting import AcctOutcome
+from billing_core.services.authorization import AuthorizationService, AuthOutcome
 
 from . import attributes
 from .codec import ACCESS_REQUEST, STATUS_SERVER, Codec, Request

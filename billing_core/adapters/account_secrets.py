@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine, select, update
 
-from billing_core.credentials import methods_text, needs_secret
-from billing_core.domain import check_password, hash_password
+from billing_core.domain.credentials import methods_text, needs_secret
+from billing_core.domain.model import check_password, hash_password
 from billing_core.errors import UserError
 from billing_core.ports import SecretCipher, SecretUnavailable
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
+from billing_core.domain.money import ZERO
+from billing_core.domain.money import display as fmt
 from billing_core.errors import UserError
-from billing_core.money import ZERO
-from billing_core.money import display as fmt
 from billing_core.ports import SecretCipher
 from billing_core.progress import Progress
 from billing_core.provisioning import ClientSpec, ProvisioningSpec, RateTableSpec, rate_row

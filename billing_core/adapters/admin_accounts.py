@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from billing_core.credentials import DEFAULT_METHODS, methods_text, parse_auth_methods
+from billing_core.domain.credentials import DEFAULT_METHODS, methods_text, parse_auth_methods
 from billing_core.errors import NotFoundError, UserError
 from billing_core.ports import SecretCipher
 from billing_core.provisioning import validate_account

@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
+from billing_core.domain.money import ZERO
+from billing_core.domain.money import display as fmt
 from billing_core.errors import NotFoundError, UserError
-from billing_core.money import ZERO
-from billing_core.money import display as fmt
 from billing_core.ports import LiveState
 from billing_core.provisioning import (
     CLIENT_DEFAULTS,

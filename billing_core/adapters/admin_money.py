@@ -22,9 +22,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
+from billing_core.domain.money import ZERO
+from billing_core.domain.money import display as fmt
 from billing_core.errors import UserError
-from billing_core.money import ZERO
-from billing_core.money import display as fmt
 
 from .audit import AuditContext, record
 from .client_queries import balances, find_client, invoices_t

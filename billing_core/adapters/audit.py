@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, or_, select
 
+from billing_core.domain.money import display
 from billing_core.errors import NotFoundError
-from billing_core.money import display
 from billing_core.provisioning import CLIENT_FIELDS
 
 from .client_queries import tags_of

@@ -17,9 +17,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
+from billing_core.domain.money import ZERO
+from billing_core.domain.money import display as fmt
 from billing_core.errors import NotFoundError
-from billing_core.money import ZERO
-from billing_core.money import display as fmt
 from billing_core.ports import LiveState
 
 from .models import ClientTagRow, InvoiceRow, NotifyStateRow, RateTableRow, TagRow, table

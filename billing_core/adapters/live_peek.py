@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from billing_core.domain import Client
+from billing_core.domain.model import Client
+from billing_core.domain.money import ZERO, from_micros
 from billing_core.explain import LivePeek
-from billing_core.money import ZERO, from_micros
 from billing_core.ports import LiveState
 
 from .redis_live import RedisLiveState, _keys

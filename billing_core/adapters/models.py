@@ -31,7 +31,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from billing_core.money import from_micros, to_micros
+from billing_core.domain.money import from_micros, to_micros
 
 
 class MoneyType(TypeDecorator[Decimal]):

@@ -37,10 +37,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from billing_core.domain.dialled import digits_only, normalize_number
+from billing_core.domain.money import display as fmt
+from billing_core.domain.money import to_micros
+from billing_core.domain.rating import Rate, RateTableIndex
 from billing_core.errors import NotFoundError, UserError
-from billing_core.money import display as fmt
-from billing_core.money import to_micros
-from billing_core.numbers import digits_only, normalize_number
 from billing_core.progress import Progress
 from billing_core.provisioning import (
     RATE_COLUMNS,
@@ -52,7 +53,6 @@ from billing_core.provisioning import (
     rate_row,
 )
 from billing_core.provisioning_file import read_rates_csv
-from billing_core.rating import Rate, RateTableIndex
 
 from .audit import AuditContext, record
 from .client_queries import rate_tables_t

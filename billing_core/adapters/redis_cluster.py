@@ -35,7 +35,7 @@ import redis
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, TryAgainError
 
-from billing_core.authorization import Decision
+from billing_core.domain.policy import Decision
 from billing_core.ports import HoldRequest, LockoutProbe
 
 from . import resp

@@ -26,7 +26,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from billing_core.authorization import Decision
+from billing_core.domain.policy import Decision
 from billing_core.ports import HoldRequest, LockoutProbe
 
 SyncRedis: TypeAlias = redis.Redis | RedisCluster

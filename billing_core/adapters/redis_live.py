@@ -40,9 +40,9 @@ from typing import Any, Protocol, Self
 import orjson
 from redis.exceptions import NoScriptError
 
-from billing_core.authorization import Accept, Decision, Reject
-from billing_core.domain import RejectReason
-from billing_core.money import ZERO, from_micros, to_micros
+from billing_core.domain.model import RejectReason
+from billing_core.domain.money import ZERO, from_micros, to_micros
+from billing_core.domain.policy import Accept, Decision, Reject
 from billing_core.ports import (
     Activated,
     BalanceMoved,

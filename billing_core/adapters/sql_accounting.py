@@ -28,7 +28,8 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from billing_core.money import ZERO
+from billing_core.domain.accounting_packets import AccountingEvent, AcctStatus
+from billing_core.domain.money import ZERO
 from billing_core.ports import (
     CallRecord,
     ClosedLeg,
@@ -36,7 +37,6 @@ from billing_core.ports import (
     LegIdentity,
     StoredLeg,
 )
-from billing_core.sessions import AccountingEvent, AcctStatus
 
 from .sql_bulk import LegKey, bulk_for, call_from, call_keys_t, calls_t, nas_epochs_t
 

@@ -11,7 +11,7 @@ Two implementations of one interface (``Bulk``):
   would (money in micro-units, times as naive UTC). The statements run on the driver's own
   cursor (SQLAlchemy's result machinery cost as much as the driver), with errors translated
   and a broken connection invalidated as SQLAlchemy would.
-- ``CoreBulk`` (SQLite, in-process) runs the same work as SQLAlchemy Core statements.
+- ``SqliteBulk`` (SQLite, in-process) runs the same work as SQLAlchemy Core statements.
 
 Rows go in as dicts keyed by column name, with domain values (``Decimal``, aware UTC
 ``datetime``); rows come out as domain values too.
@@ -40,7 +40,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import PoolProxiedConnection
 
-from billing_core.money import from_micros, to_micros
+from billing_core.domain.money import from_micros, to_micros
 from billing_core.ports import CallRecord, StoredLeg
 
 from .models import (
@@ -185,7 +185,7 @@ class Bulk(Protocol):
 
 
 def bulk_for(conn: Connection) -> Bulk:
-    return PgBulk(conn) if conn.dialect.name == "postgresql" else CoreBulk(conn)
+    return PgBulk(conn) if conn.dialect.name == "postgresql" else SqliteBulk(conn)
 
 
 def _compact(value: Any) -> str:
@@ -533,7 +533,7 @@ def _core_statements() -> _CoreStatements:
     return _CORE[0]
 
 
-class CoreBulk:
+class SqliteBulk:
     """SQLite: one writer at a time (every write transaction is BEGIN IMMEDIATE), so the next
     ids are the largest ones plus one."""
 

@@ -5,7 +5,7 @@
   ``dedupe`` key, unique in the table. ``record_event`` does the same in a transaction of
   its own (for a cause with no transaction: a lockout, a rebuilt live state).
 - ``check_notifications`` moves each client's notification state with conditional UPDATEs
-  (billing_core.notifications decides the step); the event or the queued e-mail of a
+  (billing_core.domain.notifications decides the step); the event or the queued e-mail of a
   notification that fires is written in the same transaction as the UPDATE that fired it.
 - The mail queue is claimed row by row (``queued`` -> ``sending``) before the SMTP
   conversation, so no two processes, and no restart, send one message twice.
@@ -24,8 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from billing_core.errors import NotFoundError
-from billing_core.notifications import (
+from billing_core.domain.notifications import (
     LowBalance,
     NotifyState,
     Transition,
@@ -33,6 +32,7 @@ from billing_core.notifications import (
     message,
     transition,
 )
+from billing_core.errors import NotFoundError
 from billing_core.ports import LiveView
 
 from .models import EventRow, MailRow, NotifyStateRow, table

@@ -30,11 +30,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import BindParameter
 
-from billing_core.authorization import Accept, Decision, LiveSnapshot, Reject, decide
-from billing_core.credentials import AuthMethod, parse_auth_methods
-from billing_core.domain import Account, Client, RejectReason
-from billing_core.identification import AccountIndex
-from billing_core.money import ZERO, from_micros, to_micros
+from billing_core.domain.credentials import AuthMethod, parse_auth_methods
+from billing_core.domain.identification import AccountIndex
+from billing_core.domain.model import Account, Client, RejectReason
+from billing_core.domain.money import ZERO, from_micros, to_micros
+from billing_core.domain.policy import Accept, Decision, LiveSnapshot, Reject, decide
+from billing_core.domain.rating import RateIndexBuilder, RateTableIndex
 from billing_core.ports import (
     Catalog,
     HeldCall,
@@ -44,7 +45,6 @@ from billing_core.ports import (
     LiveView,
     LockoutProbe,
 )
-from billing_core.rating import RateIndexBuilder, RateTableIndex
 
 from .models import (
     AccountRow,
@@ -231,7 +231,7 @@ def _money_literal(amount: Decimal) -> Any:
     # live_balances.balance is BIGINT micro-units underneath; add micro-units
     from sqlalchemy import literal
 
-    from billing_core.money import to_micros
+    from billing_core.domain.money import to_micros
 
     return literal(to_micros(amount))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from billing_core.credentials import Digest, digest_response
+from billing_core.domain.credentials import Digest, digest_response
 
 from .conftest import SECRET, Daemon, make_daemon
 

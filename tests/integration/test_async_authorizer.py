@@ -20,8 +20,8 @@ from billing_core.adapters.errors import unavailable
 from billing_core.adapters.redis_cluster import ClusterAuthorizer
 from billing_core.adapters.redis_connect import Authorizer, SyncRedis, authorizer
 from billing_core.adapters.redis_live import AsyncAuthorizer, RedisLiveState
-from billing_core.authorization import Accept, GrantTerms, Reject
-from billing_core.domain import RejectReason
+from billing_core.domain.model import RejectReason
+from billing_core.domain.policy import Accept, GrantTerms, Reject
 from tests.conftest import RedisTarget
 
 from .test_redis_live import client, rate, request

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from billing_core.adapters.sql_store import SqlStore, accounts_t
-from billing_core.domain import check_password
-from billing_core.identification import CallerFacts
+from billing_core.domain.identification import CallerFacts
+from billing_core.domain.model import check_password
 
 from .billingctl_support import Ctl, ctl
 

@@ -20,9 +20,9 @@ from billing_core.adapters.sql_store import (
     live_t,
     transactions_t,
 )
-from billing_core.authorization import check_client
-from billing_core.domain import RejectReason
-from billing_core.money import ZERO
+from billing_core.domain.model import RejectReason
+from billing_core.domain.money import ZERO
+from billing_core.domain.policy import check_client
 
 from .billingctl_support import Ctl, add_call_charge, csv_rows, ctl, rates_csv
 

@@ -19,14 +19,14 @@ from billing_core.adapters.db import make_engine
 from billing_core.adapters.redis_live import AsyncAuthorizer, ResyncingLive
 from billing_core.adapters.secretbox import AesGcmCipher
 from billing_core.adapters.sql_store import SqlStore, accounts_t
-from billing_core.authorization import Accept, Reject
-from billing_core.credentials import Chap, chap_response
-from billing_core.domain import RejectReason
+from billing_core.domain.credentials import Chap, chap_response
+from billing_core.domain.identification import CallerFacts
+from billing_core.domain.model import RejectReason
+from billing_core.domain.policy import Accept, Reject
 from billing_core.errors import UserError
-from billing_core.identification import CallerFacts
 from billing_core.ports import LiveState, LockoutProbe
 from billing_core.provisioning import parse_provisioning
-from billing_core.services import (
+from billing_core.services.authorization import (
     AuthorizationService,
     AuthorizeCall,
     AuthOutcome,

@@ -289,8 +289,8 @@ def test_accounting_writes_its_events_in_its_transaction(db_url: str) -> None:
 
     from billing_core.adapters import admin
     from billing_core.adapters.db import make_engine
-    from billing_core.authorization import Accept
-    from billing_core.identification import CallerFacts
+    from billing_core.domain.identification import CallerFacts
+    from billing_core.domain.policy import Accept
 
     from .test_sql_store import call, services, spec, stop
 

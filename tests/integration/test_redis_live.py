@@ -18,20 +18,20 @@ from hypothesis import strategies as st
 from redis.cluster import RedisCluster
 from sqlalchemy import text
 
-from billing_core.accounting import AccountingService
 from billing_core.adapters import admin
 from billing_core.adapters.db import make_engine
 from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
 from billing_core.adapters.sql_store import SqlStore
-from billing_core.authorization import Accept, GrantTerms, LiveSnapshot, Reject, decide
-from billing_core.domain import Client, RejectReason
-from billing_core.identification import CallerFacts
-from billing_core.money import from_micros, to_micros
+from billing_core.domain.accounting_packets import AccountingEvent
+from billing_core.domain.identification import CallerFacts
+from billing_core.domain.model import Client, RejectReason
+from billing_core.domain.money import from_micros, to_micros
+from billing_core.domain.policy import Accept, GrantTerms, LiveSnapshot, Reject, decide
+from billing_core.domain.rating import Rate
 from billing_core.ports import Activated, BalanceMoved, HoldRequest, NasReleased
 from billing_core.provisioning import parse_provisioning
-from billing_core.rating import Rate
-from billing_core.services import AuthorizationService, AuthorizeCall, CatalogCache
-from billing_core.sessions import AccountingEvent
+from billing_core.services.accounting import AccountingService
+from billing_core.services.authorization import AuthorizationService, AuthorizeCall, CatalogCache
 from tests.conftest import RedisTarget
 
 

@@ -10,17 +10,17 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from billing_core.accounting import AccountingService
 from billing_core.adapters import admin
 from billing_core.adapters.db import current_revision, make_engine, upgrade
 from billing_core.adapters.sql_store import SqlStore, transactions_t
-from billing_core.authorization import Accept, Reject
-from billing_core.domain import RejectReason
+from billing_core.domain.accounting_packets import AccountingEvent
+from billing_core.domain.identification import CallerFacts
+from billing_core.domain.model import RejectReason
+from billing_core.domain.policy import Accept, Reject
 from billing_core.errors import UserError
-from billing_core.identification import CallerFacts
 from billing_core.provisioning import parse_provisioning
-from billing_core.services import AuthorizationService, AuthorizeCall, CatalogCache
-from billing_core.sessions import AccountingEvent
+from billing_core.services.accounting import AccountingService
+from billing_core.services.authorization import AuthorizationService, AuthorizeCall, CatalogCache
 
 
 def now() -> datetime:

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from billing_core.authorization import (
+from billing_core.domain.model import Client, RejectReason, Status, check_password, hash_password
+from billing_core.domain.policy import (
     Accept,
     Decision,
     GrantTerms,
@@ -20,8 +21,7 @@ from billing_core.authorization import (
     check_client,
     decide,
 )
-from billing_core.domain import Client, RejectReason, Status, check_password, hash_password
-from billing_core.rating import Rate
+from billing_core.domain.rating import Rate
 
 D = Decimal
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

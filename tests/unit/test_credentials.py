@@ -21,8 +21,7 @@ from billing_core.adapters.secretbox import (
     load_key,
     parse_key,
 )
-from billing_core.authorization import Accept, Decision, Reject
-from billing_core.credentials import (
+from billing_core.domain.credentials import (
     Chap,
     Digest,
     chap_ok,
@@ -32,11 +31,12 @@ from billing_core.credentials import (
     parse_auth_methods,
     strip_realm,
 )
-from billing_core.domain import Account, Client, RejectReason, hash_password
-from billing_core.identification import AccountIndex
-from billing_core.money import ZERO
+from billing_core.domain.identification import AccountIndex
+from billing_core.domain.model import Account, Client, RejectReason, hash_password
+from billing_core.domain.money import ZERO
+from billing_core.domain.policy import Accept, Decision, Reject
 from billing_core.ports import Catalog, HoldRequest, LockoutProbe, SecretUnavailable
-from billing_core.services import AuthorizationService, AuthOutcome, SecretCache
+from billing_core.services.authorization import AuthorizationService, AuthOutcome, SecretCache
 from radiusd import attributes
 from radiusd.codec import Codec, load_dictionary
 from radiusd.config import ConfigError, parse_config, render_effective
@@ -445,8 +445,8 @@ def service(cipher: Any = CIPHER, live: FakeLive | None = None) -> Authorization
 
 
 def call(user: str, **credentials: Any) -> Any:
-    from billing_core.identification import CallerFacts
-    from billing_core.services import AuthorizeCall
+    from billing_core.domain.identification import CallerFacts
+    from billing_core.services.authorization import AuthorizeCall
 
     return AuthorizeCall(
         nas_key="nas|1",

@@ -1,5 +1,5 @@
 """The pure parts of explain and trace: the steps of billing_core.explain on an in-memory
-catalog, the [[nas]] match of billing_core.nas, and the notify datagrams' settings."""
+catalog, the [[nas]] match of billing_core.domain.nas, and the notify datagrams' settings."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from billing_core.authorization import Accept, Decision
-from billing_core.domain import Account, Client, RejectReason, hash_password
+from billing_core.domain.identification import AccountIndex, CallerFacts
+from billing_core.domain.model import Account, Client, RejectReason, hash_password
+from billing_core.domain.nas import IPNetwork, longest_first, match_source, nas_key
+from billing_core.domain.policy import Accept, Decision
+from billing_core.domain.rating import Rate, RateTableIndex
+from billing_core.domain.replies import REJECT_REPLIES
 from billing_core.explain import Explanation, LivePeek, explain
-from billing_core.identification import AccountIndex, CallerFacts
-from billing_core.nas import IPNetwork, longest_first, match_source, nas_key
 from billing_core.ports import Catalog, HoldRequest, LiveView
-from billing_core.rating import Rate, RateTableIndex
-from billing_core.replies import REJECT_REPLIES
-from billing_core.services import AuthorizationService, AuthorizeCall
+from billing_core.services.authorization import AuthorizationService, AuthorizeCall
 from radiusd.sdnotify import Notifier
 
 D = Decimal

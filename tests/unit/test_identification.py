@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from billing_core.domain import Account, Ident
-from billing_core.identification import AccountIndex, CallerFacts, canonical_ip
+from billing_core.domain.identification import AccountIndex, CallerFacts, canonical_ip
+from billing_core.domain.model import Account, Ident
 
 _next_id = iter(range(1, 10_000))
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing_core.money import (
+from billing_core.domain.money import (
     MICRO,
     ZERO,
     display,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from billing_core.adapters.sql_disconnect import WantedDisconnect
-from billing_core.notifications import (
+from billing_core.domain.notifications import (
     LowBalance,
     NotifyState,
     Transition,

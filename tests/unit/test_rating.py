@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing_core.rating import Rate, RateTableIndex, billed, cost, first_grid_point, grant
+from billing_core.domain.rating import Rate, RateTableIndex, billed, cost, first_grid_point, grant
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

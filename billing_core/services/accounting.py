@@ -13,8 +13,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from billing_core.money import ZERO
-from billing_core.numbers import digits_only
+from billing_core.domain.accounting_packets import (
+    AccountingEvent,
+    AcctStatus,
+    rating_moment,
+    stop_duration,
+)
+from billing_core.domain.dialled import digits_only
+from billing_core.domain.money import ZERO
+from billing_core.domain.rating import Rate, billed, cost
 from billing_core.ports import (
     AccountingTx,
     Activated,
@@ -33,8 +40,6 @@ from billing_core.ports import (
     Released,
     StoredLeg,
 )
-from billing_core.rating import Rate, billed, cost
-from billing_core.sessions import AccountingEvent, AcctStatus, rating_moment, stop_duration
 
 _LEG_STATUSES = (AcctStatus.START, AcctStatus.INTERIM_UPDATE, AcctStatus.STOP, AcctStatus.FAILED)
 _CLOSED_BY_SERVER = ("stale", "accounting-on", "accounting-off")

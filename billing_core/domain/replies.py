@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from billing_core.domain import RejectReason
+from billing_core.domain.model import RejectReason
 
 # One row per business rejection: (h323-return-code, Reply-Message).
 REJECT_REPLIES: dict[RejectReason, tuple[int, str]] = {

@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from billing_core.domain import BillEventsBy, BillLeg
-from billing_core.identification import CallerFacts
-from billing_core.sessions import (
+from billing_core.domain.accounting_packets import (
     AccountingEvent,
     AcctStatus,
     is_billable,
@@ -19,6 +17,8 @@ from billing_core.sessions import (
     rating_moment,
     stop_duration,
 )
+from billing_core.domain.identification import CallerFacts
+from billing_core.domain.model import BillEventsBy, BillLeg
 
 ARRIVED = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 MAX_DELAY = 86_400

@@ -6,8 +6,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from billing_core.domain import Account, Ident
-from billing_core.numbers import normalize_number
+from billing_core.domain.dialled import normalize_number
+from billing_core.domain.model import Account, Ident
 
 
 @dataclass(frozen=True, slots=True)

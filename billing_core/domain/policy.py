@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from billing_core.domain import Client, RejectReason
-from billing_core.money import ZERO
-from billing_core.rating import Rate, cost, first_grid_point, grant
+from billing_core.domain.model import Client, RejectReason
+from billing_core.domain.money import ZERO
+from billing_core.domain.rating import Rate, cost, first_grid_point, grant
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum
 
-from billing_core.domain import BillEventsBy, BillLeg
-from billing_core.identification import CallerFacts
+from billing_core.domain.identification import CallerFacts
+from billing_core.domain.model import BillEventsBy, BillLeg
 
 
 class AcctStatus(IntEnum):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 
-from billing_core.money import display
+from billing_core.domain.money import display
 
 #: The notifications, by the name of their state row.
 KINDS: tuple[str, ...] = ("client", "admin")

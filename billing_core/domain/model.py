@@ -10,7 +10,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Literal
 
-from billing_core.credentials import DEFAULT_METHODS, AuthMethod
+from billing_core.domain.credentials import DEFAULT_METHODS, AuthMethod
 
 Ident = Literal["login", "ip", "ani"]
 Status = Literal["active", "stop", "deleted"]

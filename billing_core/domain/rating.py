@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from billing_core.money import ZERO, round6
+from billing_core.domain.money import ZERO, round6
 
 
 @dataclass(frozen=True, slots=True)

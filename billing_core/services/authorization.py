@@ -11,8 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from billing_core.authorization import Decision, GrantTerms, Reject, check_client
-from billing_core.credentials import (
+from billing_core.domain.credentials import (
     Chap,
     Digest,
     FailureReason,
@@ -20,9 +19,10 @@ from billing_core.credentials import (
     digest_ok,
     pap_ok,
 )
-from billing_core.domain import Account, Client, RejectReason, check_password
-from billing_core.identification import CallerFacts
-from billing_core.numbers import digits_only
+from billing_core.domain.dialled import digits_only
+from billing_core.domain.identification import CallerFacts
+from billing_core.domain.model import Account, Client, RejectReason, check_password
+from billing_core.domain.policy import Decision, GrantTerms, Reject, check_client
 from billing_core.ports import (
     Catalog,
     CatalogSource,
@@ -35,7 +35,7 @@ from billing_core.ports import (
 
 __all__ = ["Chap", "Digest"]  # re-exported: the edge builds them here
 
-_log = logging.getLogger("billing_core.credentials")
+_log = logging.getLogger("billing_core.domain.credentials")
 
 
 @dataclass(frozen=True, slots=True)

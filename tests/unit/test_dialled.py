@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from billing_core.numbers import digits_only, normalize_number
+from billing_core.domain.dialled import digits_only, normalize_number
 
 
 @pytest.mark.parametrize(
