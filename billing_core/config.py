@@ -1,7 +1,7 @@
 """The configuration of ``radiusd`` and ``billingctl``: a TOML file, validated strictly, with
 environment overrides. One loader for both commands, so ``billingctl`` refuses exactly the
 files the daemon refuses (it lives in billing_core because billing_core may not import
-radiusd; ``radiusd.config`` re-exports its names).
+radiusd).
 
 Sources, in order of precedence (highest first):
 

@@ -6,10 +6,10 @@ import argparse
 import os
 import sys
 
+from billing_core.config import ConfigError, load_config, render_effective, resolve_config_path
 from billing_core.pipes import quiet_broken_pipe
 from billing_core.version import package_version
 
-from .config import ConfigError, load_config, render_effective, resolve_config_path
 from .logging import configure
 from .loop import run
 

@@ -28,6 +28,7 @@ from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
 from billing_core.adapters.secretbox import cipher_for
 from billing_core.adapters.sql_notify import daemon_source, record_event, set_event_source
 from billing_core.adapters.sql_store import SqlStore
+from billing_core.config import Config, ConfigError, ListenAddress, SecurityConfig, load_config
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.errors import UserError
 from billing_core.ports import LiveState
@@ -37,7 +38,6 @@ from billing_core.services.authorization import AuthorizationService, CatalogCac
 from . import steering
 from .batching import LanedCommitter
 from .codec import DIALECT_DICTIONARIES, Codec, load_dictionary
-from .config import Config, ConfigError, ListenAddress, SecurityConfig, load_config
 from .disconnect import Disconnector
 from .handler import Handler
 from .httpd import start_http

@@ -31,8 +31,8 @@ from billing_core.adapters.sql_disconnect import (
     queue_overruns,
     requeue_stuck,
 )
+from billing_core.config import NasConfig
 
-from .config import NasConfig
 from .logging import get_logger
 from .metrics import Metrics
 

@@ -9,6 +9,7 @@ from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from billing_core.config import NasConfig
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.money import floor2
 from billing_core.domain.policy import Accept, Decision, Reject
@@ -19,7 +20,6 @@ from billing_core.services.authorization import AuthorizationService, AuthOutcom
 
 from . import attributes
 from .codec import ACCESS_REQUEST, STATUS_SERVER, Codec, Request
-from .config import NasConfig
 from .logging import get_logger, request_logger
 from .metrics import Metrics
 from .trace import Tracer

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from .config import ListenAddress
+from billing_core.config import ListenAddress
 
 Health = Callable[[], Awaitable[list[str]]]  # names of unreachable parts
 

@@ -23,9 +23,9 @@ from billing_core.adapters.sql_notify import (
     clients_with_notifications,
     events_written_since,
 )
+from billing_core.config import SmtpConfig
 from billing_core.ports import LiveState
 
-from .config import SmtpConfig
 from .logging import get_logger
 from .metrics import Metrics
 

@@ -24,8 +24,9 @@ from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from billing_core.config import Config, load_config
+
 from .app import HANDLED_SIGNALS, HEALTH_EVERY
-from .config import Config, load_config
 from .logging import configure, get_logger
 from .loop import run
 from .sdnotify import Notifier

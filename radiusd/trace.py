@@ -12,11 +12,11 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import datetime
 
+from billing_core.config import NasConfig
 from billing_core.domain.model import Client
 from billing_core.explain import Explanation, LivePeek, decision_step, explain, nas_step
 from billing_core.services.authorization import AuthorizationService, AuthorizeCall, AuthOutcome
 
-from .config import NasConfig
 from .logging import get_logger
 
 

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 from billing_core.adapters.errors import unavailable
+from billing_core.config import NasConfig
 from billing_core.domain.nas import longest_first, match_source
 
 from .codec import ACCESS_REQUEST, ACCOUNTING_REQUEST, STATUS_SERVER, Codec, Malformed, Request
-from .config import NasConfig
 from .logging import get_logger
 from .metrics import Metrics
 

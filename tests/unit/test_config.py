@@ -1,4 +1,4 @@
-"""Unit tests for radiusd.config: defaults, refusals, env overrides, secret masking."""
+"""Unit tests for billing_core.config: defaults, refusals, env overrides, secret masking."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from radiusd.config import (
+from billing_core.config import (
     DEFAULT_CONFIG_PATH,
     BillingConfig,
     Config,

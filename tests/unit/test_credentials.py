@@ -21,6 +21,7 @@ from billing_core.adapters.secretbox import (
     load_key,
     parse_key,
 )
+from billing_core.config import ConfigError, parse_config, render_effective
 from billing_core.domain.credentials import (
     Chap,
     Digest,
@@ -39,7 +40,6 @@ from billing_core.ports import Catalog, HoldRequest, LockoutProbe, SecretUnavail
 from billing_core.services.authorization import AuthorizationService, AuthOutcome, SecretCache
 from radiusd import attributes
 from radiusd.codec import Codec, load_dictionary
-from radiusd.config import ConfigError, parse_config, render_effective
 
 D: Any = load_dictionary()
 CODEC = Codec(D)

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pyrad import packet as rp
 
+from billing_core.config import NasConfig, Secret
 from radiusd.codec import (
     ACCESS_ACCEPT,
     ACCESS_REJECT,
@@ -36,7 +37,6 @@ from radiusd.codec import (
     Request,
     load_dictionary,
 )
-from radiusd.config import NasConfig, Secret
 from radiusd.metrics import Metrics
 from radiusd.transport import NasTable, RadiusServer
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from billing_core.adapters.sql_disconnect import WantedDisconnect
+from billing_core.config import ConfigError, NasConfig, Secret, parse_config
 from billing_core.domain.notifications import (
     LowBalance,
     NotifyState,
@@ -20,7 +21,6 @@ from billing_core.domain.notifications import (
     message,
     transition,
 )
-from radiusd.config import ConfigError, NasConfig, Secret, parse_config
 from radiusd.disconnect import (
     DisconnectCall,
     build_request,

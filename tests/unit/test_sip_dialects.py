@@ -14,9 +14,9 @@ import pytest
 import structlog
 from pyrad import packet as rp
 
+from billing_core.config import ConfigError, NasConfig, Secret, parse_config, render_effective
 from radiusd import attributes
 from radiusd.codec import DIALECT_DICTIONARIES, Codec, load_dictionary
-from radiusd.config import ConfigError, NasConfig, Secret, parse_config, render_effective
 from radiusd.metrics import Metrics
 from radiusd.transport import NasTable, RadiusServer
 

@@ -17,6 +17,7 @@ import pytest
 from pyrad import packet as rp
 
 import radiusd.transport as transport_module
+from billing_core.config import NasConfig, Secret
 from radiusd.codec import (
     ACCESS_ACCEPT,
     ACCOUNTING_REQUEST,
@@ -26,7 +27,6 @@ from radiusd.codec import (
     Request,
     load_dictionary,
 )
-from radiusd.config import NasConfig, Secret
 from radiusd.metrics import Metrics
 from radiusd.transport import DuplicateCache, NasTable, RadiusServer
 
