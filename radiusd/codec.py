@@ -1,7 +1,9 @@
 """The only module that imports pyrad: datagrams <-> plain request values, reply building.
 
-The structural checks here (header, lengths, attribute framing) run before pyrad sees a
-datagram, because pyrad silently truncates an attribute whose length overruns the packet.
+pyrad gives the dictionaries (names, types, vendors) and the packet codes; the datagrams
+themselves are decoded and encoded here, by a struct walk over the attributes. Its
+structural checks (header, lengths, attribute framing) are strict: an attribute whose
+length overruns the packet makes it malformed, never truncated.
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ def check_framing(data: bytes) -> int:
 
 @dataclass(slots=True)
 class Request:
-    """A decoded, verified request: plain values for the handler, the packet for the reply."""
+    """A decoded, verified request: plain values for the handler; the datagram and secret
+    it came with, for the reply."""
 
     code: int
     identifier: int
@@ -143,7 +146,6 @@ class Request:
     chap: tuple[int, bytes, bytes] | None = None
     # an Access-Request's Digest attributes by type (octets as received), when it has any
     digest: dict[int, list[bytes]] | None = None
-    packet: Any = field(default=None, repr=False)  # unused by the fast codec
     raw: bytes = field(default=b"", repr=False)
     secret: bytes = field(default=b"", repr=False)
     proxy_states: list[bytes] = field(default_factory=list, repr=False)
@@ -271,8 +273,7 @@ def _decoder(info: _AttributeInfo) -> Decoder:
 class Codec:
     """Decodes requests and encodes replies with a struct walk over the attributes, using the
     pyrad dictionary for names and types (pyrad's own codec costs several times more per
-    packet; tests check this one against it byte for byte). Status-Server, rare, goes
-    through pyrad."""
+    packet; tests check this one against it byte for byte)."""
 
     def __init__(self, dictionary: Any) -> None:
         self.dictionary = dictionary
@@ -387,7 +388,6 @@ class Codec:
             attributes=attributes,
             has_message_authenticator=ma_at >= 0,
             has_proxy_state=_PROXY_STATE in raw_by_type,
-            packet=None,
         )
         request.raw = packet
         request.secret = secret
