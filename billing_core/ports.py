@@ -174,6 +174,20 @@ class LiveState(Protocol):
         ...
 
 
+class LiveAuthorizer(Protocol):
+    """The live state's two authorization steps, for the event loop: Redis answers them on
+    its own pipelined connection, the database's live state in a database thread. An
+    outage raises ``billing_core.errors.Unavailable``."""
+
+    async def authorize(self, request: HoldRequest) -> Decision:
+        """``LiveState.authorize``."""
+        ...
+
+    async def auth_lockout(self, probe: LockoutProbe) -> bool:
+        """``LiveState.auth_lockout``."""
+        ...
+
+
 class SecretUnavailable(Exception):
     """A stored secret cannot be used: no server key, or not decryptable with it."""
 

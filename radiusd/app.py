@@ -1,10 +1,11 @@
-"""The composition root: builds every part from the config, runs, drains, exits."""
+"""The daemon's lifecycle: start (the parts from ``billing_core.bootstrap``, the handler, the
+sockets, HTTP), serve until a signal, drain within a bound, exit. Signals are held while
+it starts; a stop that cannot drain in time gives up the stuck work and exits."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import os
 import signal
@@ -12,35 +13,30 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-from sqlalchemy import Engine
-
-from billing_core.adapters.db import current_revision, head_revision, make_engine
-from billing_core.adapters.errors import unavailable
-from billing_core.adapters.live_peek import peek
-from billing_core.adapters.redis_connect import authorizer
-from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
-from billing_core.adapters.secretbox import cipher_for
-from billing_core.adapters.sql_notify import daemon_source, record_event, set_event_source
-from billing_core.adapters.sql_store import SqlStore
-from billing_core.config import Config, ConfigError, ListenAddress, SecurityConfig, load_config
+from billing_core.bootstrap import (
+    Components,
+    build,
+    dependency_down,
+    open_catalog,
+    open_database,
+    server_cipher,
+)
+from billing_core.config import Config, ConfigError, ListenAddress, load_config
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.errors import UserError
-from billing_core.ports import LiveState
-from billing_core.services.accounting import AccountingService, AcctOutcome
-from billing_core.services.authorization import AuthorizationService, CatalogCache, SecretCache
+from billing_core.services.accounting import AcctOutcome
 
 from . import steering
 from .batching import LanedCommitter
 from .codec import DIALECT_DICTIONARIES, Codec, load_dictionary
 from .disconnect import Disconnector
 from .handler import Handler
-from .httpd import start_http
+from .httpd import HEALTH_EVERY, Health, health_probe, start_http
 from .logging import get_logger
 from .metrics import Metrics
 from .notify import EventCounter, MailJob, smtp_settings
@@ -51,32 +47,23 @@ from .transport import NasTable, RadiusProtocol, RadiusServer
 
 HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1})
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 
 @dataclass
 class Running:
+    core: Components
     server: RadiusServer
     transports: list[asyncio.DatagramTransport]
     http: asyncio.Server | None
-    executor: ThreadPoolExecutor
-    catalog: CatalogCache
     metrics: Metrics
     committer: LanedCommitter[AccountingEvent, AcctOutcome]
-    accounting: AccountingService
-    redis_live: ResyncingLive | None
-    store: SqlStore
     primary: bool
-    close_stale: Callable[[datetime], int]
     handler: Handler
     tracer: Tracer
-    health: Callable[[], Awaitable[list[str]]]
-    authorization: AuthorizationService | None = None
-    notifier: BalanceNotifier | None = None
-    events: EventCounter | None = None
-    mailer: MailJob | None = None
-    disconnector: Disconnector | None = None
+    health: Health
+    notifier: BalanceNotifier
+    events: EventCounter
+    mailer: MailJob | None
+    disconnector: Disconnector
 
 
 def _socket(listen: ListenAddress, *, workers: int) -> socket.socket:
@@ -109,96 +96,14 @@ async def start(
 ) -> Running:
     """Build and bind everything. With several workers, only the primary heals the live
     state and runs the stale reaper; the supervisor serves HTTP for all of them."""
-    log = get_logger("radiusd")
     metrics = metrics or Metrics()
-    engine = make_engine(
-        config.database.url.reveal(), pool_size=config.database.pool_size, pre_ping=False
-    )
-    store = SqlStore(engine)
-    sqlite = engine.dialect.name == "sqlite"
-    executor = ThreadPoolExecutor(
-        max_workers=1 if sqlite else config.database.pool_size, thread_name_prefix="db"
-    )
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(executor, require_current_schema, engine)
-    catalog = await loop.run_in_executor(executor, CatalogCache, store)
-    gc.freeze()  # the catalog lives long: the collector need not walk its objects again
-    source = daemon_source()
-    set_event_source(source)
-    events = EventCounter(engine, source, metrics)
-    await loop.run_in_executor(executor, events.run_once)  # from here on, ours are counted
-    live: LiveState = store
-    redis_live: ResyncingLive | None = None
-    if config.redis.url.reveal():
-        # no rebuild at start: a client missing from Redis is loaded on first use, and one
-        # whose effects did not all reach it is healed in the background (background_jobs)
-        redis_live = ResyncingLive.from_url(
-            config.redis.url.reveal(),
-            store.live_client,
-            cluster=config.redis.cluster,
-            ended=store.ended_legs,
-            clients=lambda: list(catalog.current.clients),
-            marks=store,
-        )
-        live = redis_live
-    authorization = AuthorizationService(
-        lambda: catalog.current,
-        live,
-        max_call_length=config.billing.max_call_length,
-        auth_hold_seconds=config.billing.auth_hold_seconds,
-        secrets=SecretCache(
-            server_cipher(config.security),
-            lambda account, problem: log.error(
-                "account_secret_unusable", account=account.name, problem=problem
-            ),
-        ),
-        max_auth_failures=config.security.max_auth_failures,
-        auth_lockout_seconds=config.security.auth_lockout_seconds,
-    )
-    accounting = AccountingService(
-        lambda: catalog.current,
-        store,
-        live,
-        auth_hold_seconds=config.billing.auth_hold_seconds,
-        max_acct_delay_seconds=config.billing.max_acct_delay_seconds,
-        stale_grace_seconds=config.billing.stale_grace_seconds,
-        max_call_length=config.billing.max_call_length,
-        sequenced_live=redis_live is not None,
-    )
-    committer: LanedCommitter[AccountingEvent, AcctOutcome] = LanedCommitter(
-        timed_batches(accounting.record_many, metrics),
-        executor,
-        call_lane,
-        lanes=accounting_lanes(sqlite=sqlite, redis=redis_live is not None),
-    )
-    committer.start()
-    codec = Codec(load_dictionary(config.server.dictionary))
-    # the other dialects' packaged dictionaries ([[nas]] dialect; all of them, so that a
-    # SIGHUP may bring a NAS of any dialect); [server] dictionary replaces cisco's only
-    codecs = {
-        dialect: Codec(load_dictionary(dialect=dialect))
-        for dialect in DIALECT_DICTIONARIES
-        if dialect != "cisco"
-    }
-    fast_live = None
-    if redis_live is not None:
-        loaded = redis_live
-        fast_live = authorizer(
-            config.redis.url.reveal(),
-            lambda cid: loaded.load_client(cid, replace=False),
-            cluster=config.redis.cluster,
-        )
-    handler = Handler(
-        codec,
-        authorization,
-        committer.submit,
-        executor,
-        metrics,
-        live_authorize=fast_live.authorize if fast_live else None,
-        live_lockout=fast_live.auth_lockout if fast_live else None,
-        codecs=codecs,
-    )
-    notifier = BalanceNotifier(engine, live, mail_enabled=bool(config.smtp.host))
+    core = await open_components(config)
+    events = EventCounter(core.engine, core.event_source, metrics)
+    await _in_thread(core, events.run_once)  # from here on, ours are counted
+    committer = start_committer(core, metrics)
+    codec, codecs = load_codecs(config)
+    handler = Handler(codec, core.authorization.authorize, committer.submit, metrics, codecs=codecs)
+    notifier = BalanceNotifier(core.engine, core.live, mail_enabled=bool(config.smtp.host))
     handler.notify = notifier.nudge
     server = RadiusServer(
         codec,
@@ -210,6 +115,85 @@ async def start(
         duplicate_size=config.server.duplicate_cache_size,
         codecs=codecs,
     )
+    transports = await bind_radius(config, server)
+    health = health_probe(core.health_checks, metrics.up)
+    http = None
+    if serve_http:
+        http = await start_http(config.server.metrics_listen, metrics.registry, health)
+    log_started(config, core, transports, http)
+    return Running(
+        core,
+        server,
+        transports,
+        http,
+        metrics,
+        committer,
+        primary,
+        handler,
+        Tracer(None, core.authorization, core.peek, core.database.executor),
+        health,
+        notifier,
+        events,
+        MailJob(core.engine, smtp_settings(config.smtp)) if config.smtp.host else None,
+        Disconnector(
+            core.engine, config.nas, metrics, grace_seconds=config.billing.stale_grace_seconds
+        ),
+    )
+
+
+async def open_components(config: Config) -> Components:
+    """The billing side's parts (``billing_core.bootstrap``); the schema check and the first
+    catalog load run in a database thread."""
+    log = get_logger("radiusd")
+    database = open_database(config)
+    loop = asyncio.get_running_loop()
+    catalog = await loop.run_in_executor(database.executor, open_catalog, database)
+    gc.freeze()  # the catalog lives long: the collector need not walk its objects again
+    return build(
+        config,
+        database,
+        catalog,
+        on_secret_unusable=lambda account, problem: log.error(
+            "account_secret_unusable", account=account.name, problem=problem
+        ),
+    )
+
+
+async def _in_thread(core: Components, work: Callable[..., Any], *args: Any) -> Any:
+    """``work`` in a database thread."""
+    return await asyncio.get_running_loop().run_in_executor(core.database.executor, work, *args)
+
+
+def start_committer(
+    core: Components, metrics: Metrics
+) -> LanedCommitter[AccountingEvent, AcctOutcome]:
+    """The group committer of accounting: a request is answered once its batch committed."""
+    committer: LanedCommitter[AccountingEvent, AcctOutcome] = LanedCommitter(
+        timed_batches(core.record_batch, metrics),
+        core.database.executor,
+        call_lane,
+        lanes=accounting_lanes(sqlite=core.database.sqlite, redis=core.redis_live is not None),
+    )
+    committer.start()
+    return committer
+
+
+def load_codecs(config: Config) -> tuple[Codec, dict[str, Codec]]:
+    """The codec of ``[server] dictionary`` (cisco's packaged one by default) and those of
+    the other dialects' packaged dictionaries (all of them, so that a SIGHUP may bring a NAS
+    of any dialect)."""
+    codec = Codec(load_dictionary(config.server.dictionary))
+    codecs = {
+        dialect: Codec(load_dictionary(dialect=dialect))
+        for dialect in DIALECT_DICTIONARIES
+        if dialect != "cisco"
+    }
+    return codec, codecs
+
+
+async def bind_radius(config: Config, server: RadiusServer) -> list[asyncio.DatagramTransport]:
+    """The authentication port's transport, then the accounting port's."""
+    loop = asyncio.get_running_loop()
     transports: list[asyncio.DatagramTransport] = []
     for listen, accounting_port in (
         (config.server.auth_listen, False),
@@ -220,52 +204,26 @@ async def start(
             sock=_socket(listen, workers=config.server.workers),
         )
         transports.append(transport)
+    return transports
 
-    health = health_check(store, redis_live, metrics)
-    http = None
-    if serve_http:
-        http = await start_http(config.server.metrics_listen, metrics.registry, health)
-    log.info(
+
+def log_started(
+    config: Config,
+    core: Components,
+    transports: list[asyncio.DatagramTransport],
+    http: asyncio.Server | None,
+) -> None:
+    get_logger("radiusd").info(
         "started",
         auth=_bound(transports[0]),
         acct=_bound(transports[1]),
         metrics=_bound_server(http) if http else "supervisor",
-        database=engine.dialect.name,
-        live_state="redis" if redis_live is not None else "database",
+        database=core.engine.dialect.name,
+        live_state="redis" if core.redis_live is not None else "database",
         nas=len(config.nas),
-        catalog_version=catalog.current.version,
+        catalog_version=core.catalog.current.version,
         secrets_key=config.security.secrets_key is not None,
     )
-    return Running(
-        server,
-        transports,
-        http,
-        executor,
-        catalog,
-        metrics,
-        committer,
-        accounting,
-        redis_live,
-        store,
-        primary,
-        accounting.close_stale,
-        handler,
-        Tracer(None, authorization, functools.partial(peek, live, store), executor),
-        health,
-        authorization,
-        notifier=notifier,
-        events=events,
-        mailer=MailJob(engine, smtp_settings(config.smtp)) if config.smtp.host else None,
-        disconnector=Disconnector(
-            engine, config.nas, metrics, grace_seconds=config.billing.stale_grace_seconds
-        ),
-    )
-
-
-def server_cipher(security: SecurityConfig) -> Any:
-    """The cipher of account secrets under the configured key (none: nothing decrypts)."""
-    key = security.secrets_key
-    return cipher_for(key.reveal() if key is not None else None)
 
 
 def timed_batches(
@@ -283,8 +241,6 @@ def timed_batches(
 
 
 SWEEP_SECONDS = 60.0  # how often every client's live sequence is compared with Redis's
-HEALTH_TIMEOUT = 2.0  # seconds a part may take to answer /healthz before it counts as down
-HEALTH_EVERY = 5.0  # seconds between the probes that feed radiusd_dependency_up
 
 
 def accounting_lanes(*, sqlite: bool, redis: bool) -> int:
@@ -300,21 +256,11 @@ def call_lane(event: AccountingEvent) -> str:
     return f"{event.nas_key}|{event.conf_id or event.acct_session_id}"
 
 
-def require_current_schema(engine: Engine) -> None:
-    """Refuse to serve on a database whose schema is not the one this version writes."""
-    current, head = current_revision(engine), head_revision()
-    if current != head:
-        raise UserError(
-            f"database schema is at revision {current or 'none'}, this version needs {head}: "
-            "run `billingctl db upgrade`"
-        )
-
-
 def start_failure(exc: BaseException) -> str:
     """One line saying why the daemon could not start (never a traceback)."""
     if isinstance(exc, UserError):
         return str(exc)
-    down = unavailable(exc)
+    down = dependency_down(exc)
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     first = detail[0] if detail else type(exc).__name__
     if down is not None:
@@ -322,45 +268,6 @@ def start_failure(exc: BaseException) -> str:
     if isinstance(exc, OSError):  # a port taken, an address not ours
         return f"cannot start: {exc}"
     return f"cannot start: {type(exc).__name__}: {first}"
-
-
-def health_check(
-    store: SqlStore,
-    redis_live: RedisLiveState | None,
-    metrics: Metrics,
-    *,
-    timeout: float = HEALTH_TIMEOUT,
-) -> Callable[[], Awaitable[list[str]]]:
-    """/healthz: the names of the unreachable parts (database, redis), none when healthy.
-
-    The parts are checked at once, and one that does not answer within ``timeout`` (a server
-    that accepts connections but hangs) is unreachable too. Its check goes on in the
-    background and the next requests wait for that same check rather than starting another,
-    so a hung server holds one thread per part, never the whole pool."""
-    parts: list[tuple[str, Callable[[], bool]]] = [("database", store.reachable)]
-    if redis_live is not None:
-        parts.append(("redis", redis_live.reachable))
-    running: dict[str, asyncio.Future[bool]] = {}
-
-    async def probe(name: str, check: Callable[[], bool]) -> bool:
-        future = running.get(name)
-        if future is None or future.done():
-            future = running[name] = asyncio.get_running_loop().run_in_executor(None, check)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            return False
-
-    async def health() -> list[str]:
-        results = await asyncio.gather(*(probe(name, check) for name, check in parts))
-        down: list[str] = []
-        for (name, _check), ok in zip(parts, results, strict=True):
-            metrics.up.labels(name).set(1 if ok else 0)
-            if not ok:
-                down.append(name)
-        return down
-
-    return health
 
 
 def _bound(transport: asyncio.DatagramTransport) -> str:
@@ -398,80 +305,97 @@ async def every(
             log.warning(f"{name}_failed", error=f"{type(exc).__name__}: {exc}")
 
 
+Job = Callable[[], Awaitable[None]]
+
+
 def background_jobs(
     running: Running, stop: asyncio.Event, config: Config
 ) -> list[asyncio.Task[None]]:
-    log = get_logger("radiusd")
-    loop = asyncio.get_running_loop()
-
-    async def refresh() -> None:
-        if await loop.run_in_executor(running.executor, running.catalog.refresh):
-            gc.freeze()  # the old catalog is freed by reference counting (it has no cycles)
-            log.info("catalog_reloaded", version=running.catalog.current.version)
-
-    async def reap() -> None:
-        closed = await loop.run_in_executor(
-            running.executor, running.close_stale, datetime.now(UTC)
-        )
-        if closed:
-            log.info("stale_calls_closed", calls=closed)
-
-    def repairing(work: Callable[[], int], event: str) -> Callable[[], Awaitable[None]]:
-        """A job that runs ``work`` (heal or sweep: clients reloaded) in a database thread;
-        the stale gauge says whether some client's effects are still missing from Redis."""
-
-        async def job() -> None:
-            healed = await loop.run_in_executor(running.executor, work)
-            if healed:
-                running.metrics.live_healed.inc(healed)
-                log.info(event, clients=healed)
-                detail = {"clients": healed, "by": event}
-                await loop.run_in_executor(
-                    running.executor,
-                    lambda: record_event(running.store.engine, "live_healed", detail=detail),
-                )
-            if running.redis_live is not None:
-                running.metrics.live_stale.set(1 if running.redis_live.lagging else 0)
-
-        return job
-
-    async def probe_health() -> None:
-        await running.health()  # radiusd_dependency_up, also when nobody asks /healthz
-
-    async def count_active() -> None:
-        active = await loop.run_in_executor(running.executor, running.store.count_active_calls)
-        running.metrics.active_calls.set(active)
-
-    reap_every = max(0.2, min(30.0, config.billing.stale_grace_seconds / 4))
-    jobs = [
-        asyncio.create_task(every(1.0, stop, refresh, "catalog_refresh")),
+    """The jobs of ``job_schedule``, each on its own task until ``stop``."""
+    return [
+        asyncio.create_task(every(seconds, stop, job, name, at_start=at_start))
+        for seconds, job, name, at_start in job_schedule(running, config)
     ]
-    live = running.redis_live
+
+
+def job_schedule(running: Running, config: Config) -> list[tuple[float, Job, str, bool]]:
+    """(every how many seconds, job, name, also at start). Only the primary worker heals
+    and sweeps the Redis live state, reaps stale calls, counts active calls, sends mail and
+    disconnects; with workers, the supervisor probes the dependencies."""
+    core = running.core
+    schedule: list[tuple[float, Job, str, bool]] = [
+        (1.0, catalog_refresh(core), "catalog_refresh", False)
+    ]
+    live = core.redis_live
     if running.primary and live is not None:
-        heal = repairing(live.heal, "live_state_healed")
-        sweep = repairing(live.sweep, "live_state_swept")
-        jobs += [
-            asyncio.create_task(every(1.0, stop, heal, "live_heal")),
-            asyncio.create_task(every(SWEEP_SECONDS, stop, sweep, "live_sweep", at_start=True)),
+        schedule += [
+            (1.0, repairing(running, live.heal, "live_state_healed"), "live_heal", False),
+            (SWEEP_SECONDS, repairing(running, live.sweep, "live_state_swept"), "live_sweep", True),
         ]
-    if running.http is not None:  # with workers, the supervisor probes
-        jobs.append(asyncio.create_task(every(HEALTH_EVERY, stop, probe_health, "health_probe")))
-    if running.notifier is not None:
-        jobs.append(asyncio.create_task(every(1.0, stop, running.notifier.job, "notifier")))
-    if running.events is not None:
-        jobs.append(asyncio.create_task(every(1.0, stop, running.events.job, "events_count")))
+    if running.http is not None:
+
+        async def probe_health() -> None:
+            await running.health()  # radiusd_dependency_up, also when nobody asks /healthz
+
+        schedule.append((HEALTH_EVERY, probe_health, "health_probe", False))
+    schedule += [
+        (1.0, running.notifier.job, "notifier", False),
+        (1.0, running.events.job, "events_count", False),
+    ]
     if running.primary:
-        jobs += [
-            asyncio.create_task(every(reap_every, stop, reap, "stale_reaper")),
-            asyncio.create_task(every(2.0, stop, count_active, "active_calls")),
+        reap_every = max(0.2, min(30.0, config.billing.stale_grace_seconds / 4))
+        schedule += [
+            (reap_every, stale_reaper(core), "stale_reaper", False),
+            (2.0, active_calls(running), "active_calls", False),
         ]
         if running.mailer is not None:
-            jobs.append(asyncio.create_task(every(1.0, stop, running.mailer.job, "mail_queue")))
-        if running.disconnector is not None:
-            jobs.append(
-                asyncio.create_task(every(1.0, stop, running.disconnector.job, "disconnects"))
-            )
-    return jobs
+            schedule.append((1.0, running.mailer.job, "mail_queue", False))
+        schedule.append((1.0, running.disconnector.job, "disconnects", False))
+    return schedule
+
+
+def catalog_refresh(core: Components) -> Job:
+    async def refresh() -> None:
+        if await _in_thread(core, core.catalog.refresh):
+            gc.freeze()  # the old catalog is freed by reference counting (it has no cycles)
+            get_logger("radiusd").info("catalog_reloaded", version=core.catalog.current.version)
+
+    return refresh
+
+
+def stale_reaper(core: Components) -> Job:
+    async def reap() -> None:
+        closed = await _in_thread(core, core.accounting.close_stale, datetime.now(UTC))
+        if closed:
+            get_logger("radiusd").info("stale_calls_closed", calls=closed)
+
+    return reap
+
+
+def active_calls(running: Running) -> Job:
+    async def count_active() -> None:
+        core = running.core
+        running.metrics.active_calls.set(await _in_thread(core, core.store.count_active_calls))
+
+    return count_active
+
+
+def repairing(running: Running, work: Callable[[], int], event: str) -> Job:
+    """A job that runs ``work`` (heal or sweep: clients reloaded) in a database thread;
+    the stale gauge says whether some client's effects are still missing from Redis."""
+    core, metrics = running.core, running.metrics
+
+    async def job() -> None:
+        healed = await _in_thread(core, work)
+        if healed:
+            metrics.live_healed.inc(healed)
+            get_logger("radiusd").info(event, clients=healed)
+            detail = {"clients": healed, "by": event}
+            await _in_thread(core, lambda: core.record_event("live_healed", detail=detail))
+        if core.redis_live is not None:
+            metrics.live_stale.set(1 if core.redis_live.lagging else 0)
+
+    return job
 
 
 def reload_nas(running: Running, config_path: Path | None) -> None:
@@ -485,10 +409,9 @@ def reload_nas(running: Running, config_path: Path | None) -> None:
         log.error("reload_failed", error=str(exc))
         return
     running.server.nas_table = NasTable(config.nas)
-    if running.authorization is not None:  # a new server key (after a rotation)
-        running.authorization.secrets.set_cipher(server_cipher(config.security))
-    if running.disconnector is not None:
-        running.disconnector.set_nas(config.nas)
+    # a new server key (after a rotation)
+    running.core.authorization.secrets.set_cipher(server_cipher(config.security))
+    running.disconnector.set_nas(config.nas)
     log.info(
         "nas_reloaded", nas=len(config.nas), secrets_key=config.security.secrets_key is not None
     )
@@ -559,7 +482,7 @@ async def serve(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    running.executor.shutdown(wait=True)
+    running.core.database.executor.shutdown(wait=True)
     log.info("stopped", drained=True)
     return 0
 

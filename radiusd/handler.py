@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Executor
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from billing_core.config import NasConfig
 from billing_core.domain.accounting_packets import AccountingEvent
+from billing_core.domain.model import Client
 from billing_core.domain.money import floor2
-from billing_core.domain.policy import Accept, Decision, Reject
+from billing_core.domain.policy import Accept, Reject
 from billing_core.domain.replies import REJECT_REPLIES
-from billing_core.ports import HoldRequest, LockoutProbe
 from billing_core.services.accounting import AcctOutcome
-from billing_core.services.authorization import AuthorizationService, AuthOutcome
+from billing_core.services.authorization import AuthorizeCall, AuthOutcome
 
 from . import attributes
 from .codec import ACCESS_REQUEST, STATUS_SERVER, Codec, Request
@@ -32,48 +30,40 @@ SIP_AVP_DIALECTS = frozenset(("kamailio", "opensips"))
 # draft-sterman only (README: Credentials)
 NO_RFC5090 = frozenset(("kamailio", "opensips"))
 
-T = TypeVar("T")
+Authorize = Callable[[AuthorizeCall], Awaitable[AuthOutcome]]
+Record = Callable[[AccountingEvent], Awaitable[AcctOutcome]]
 
 
 class Handler:
+    """A decoded request -> one billing_core call -> the reply's bytes (None: no reply).
+
+    ``authorize`` is ``AuthorizationService.authorize``; ``record`` answers once the event is
+    recorded (the group committer's ``submit``). Either raising leaves the request unanswered
+    (the transport counts and logs it)."""
+
     def __init__(
         self,
         codec: Codec,
-        authorization: AuthorizationService,
-        accounting: Callable[[AccountingEvent], Awaitable[AcctOutcome]],
-        executor: Executor,
+        authorize: Authorize,
+        record: Record,
         metrics: Metrics,
-        live_authorize: Callable[[HoldRequest], Awaitable[Decision]] | None = None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        live_lockout: Callable[[LockoutProbe], Awaitable[bool]] | None = None,
         codecs: Mapping[str, Codec] | None = None,
     ) -> None:
         self.codec = codec
         self.codecs: Mapping[str, Codec] = codecs or {}  # by [[nas]] dialect
         self._drop_log = LogThrottle(1.0)
-        self.authorization = authorization
-        self.accounting = accounting
-        self.executor = executor
+        self.authorize = authorize
+        self.record = record
         self.metrics = metrics
         self.clock = clock
-        self.live_authorize = live_authorize or self._authorize_in_thread
-        self.live_lockout = live_lockout or self._lockout_in_thread
         self.log = request_logger("radiusd.request")
         self.drop_log = get_logger("radiusd.transport")
         self.trace: Tracer | None = None  # on: --trace or SIGUSR1 (radiusd/trace.py)
         # low-balance notifications: a client whose money moved, checked later by a
         # background job (never on this path); None: notifications off
         self.notify: Callable[[int], None] | None = None
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-
-    async def _authorize_in_thread(self, hold: HoldRequest) -> Decision:
-        return await self._run(self.authorization.live.authorize, hold)
-
-    async def _lockout_in_thread(self, probe: LockoutProbe) -> bool:
-        return await self._run(self.authorization.live.auth_lockout, probe)
 
     async def handle(
         self, request: Request, nas: NasConfig, source_ip: str, accounting_port: bool
@@ -93,17 +83,10 @@ class Handler:
         command = attributes.authorize_command(
             request, key, self.clock(), nas.strip_realm, rfc5090=nas.dialect not in NO_RFC5090
         )
-        codec = self.codecs.get(nas.dialect, self.codec)
         traced = None
         if self.trace is not None and self.trace.matches(nas, source_ip, key, command):
             traced = await self.trace.explain(command, nas, source_ip, key)
-        prepared = self.authorization.prepare(command)  # from memory, on the loop
-        if isinstance(prepared, AuthOutcome):
-            outcome = prepared
-            if outcome.lockout is not None:  # a failure to count, or a rare verified reject
-                outcome = outcome.settle_lockout(await self.live_lockout(outcome.lockout))
-        else:
-            outcome = prepared.finish(await self.live_authorize(prepared.hold))
+        outcome = await self.authorize(command)
         if outcome.failure is not None:
             failure = outcome.failure
             self.metrics.child(self.metrics.auth_failures, failure.method, failure.reason).inc()
@@ -111,7 +94,7 @@ class Handler:
             self.trace.done(traced, outcome, command)
         decision = outcome.decision
         client = outcome.client
-        reply_attrs: list[tuple[str, Any]]
+        codec = self.codecs.get(nas.dialect, self.codec)
         if isinstance(decision, Reject):
             code, message = REJECT_REPLIES[decision.reason]
             reply_attrs = [("h323-return-code", code), ("Reply-Message", message)]
@@ -120,21 +103,9 @@ class Handler:
             self.metrics.child(self.metrics.rejects, reason).inc()
         else:
             assert isinstance(decision, Accept) and client is not None
-            reply_attrs = [("h323-return-code", 0)]
-            if decision.grant_seconds is not None:
-                reply_attrs += [
-                    ("h323-credit-time", decision.grant_seconds),
-                    ("Session-Timeout", decision.grant_seconds),
-                ]
-                if nas.dialect in SIP_AVP_DIALECTS:
-                    reply_attrs.append(("SIP-AVP", f"credit_time:{decision.grant_seconds}"))
-            reply_attrs.append(("h323-billing-model", 0 if client.postpaid else 1))
-            if decision.funds is not None:
-                reply_attrs.append(("h323-credit-amount", f"{floor2(decision.funds):.2f}"))
-            reply_attrs.append(("h323-currency", client.currency))
-            if client.locale:
-                reply_attrs.append(("h323-preferred-lang", client.locale))
-            raw = codec.auth_reply(request, accept=True, attributes=reply_attrs)
+            raw = codec.auth_reply(
+                request, accept=True, attributes=accept_attributes(decision, client, nas.dialect)
+            )
             result, reason = "accept", None
             if self.notify is not None and decision.funds is not None:
                 self.notify(client.id)  # a hold may have taken the funds below a threshold
@@ -185,7 +156,7 @@ class Handler:
                     suppressed_since_last=suppressed,
                 )
             return None
-        outcome = await self.accounting(event)
+        outcome = await self.record(event)
         if outcome.result == "unknown_account":
             self.metrics.child(self.metrics.rejects, "unknown_account").inc()
         if outcome.collision:
@@ -209,3 +180,23 @@ class Handler:
             elapsed=round(elapsed, 6),
         )
         return raw
+
+
+def accept_attributes(decision: Accept, client: Client, dialect: str) -> list[tuple[str, Any]]:
+    """An Access-Accept's attributes: the grant (absent for authentication only), the
+    billing model, the funds (prepaid), the currency and the client's language."""
+    attrs: list[tuple[str, Any]] = [("h323-return-code", 0)]
+    if decision.grant_seconds is not None:
+        attrs += [
+            ("h323-credit-time", decision.grant_seconds),
+            ("Session-Timeout", decision.grant_seconds),
+        ]
+        if dialect in SIP_AVP_DIALECTS:
+            attrs.append(("SIP-AVP", f"credit_time:{decision.grant_seconds}"))
+    attrs.append(("h323-billing-model", 0 if client.postpaid else 1))
+    if decision.funds is not None:
+        attrs.append(("h323-credit-amount", f"{floor2(decision.funds):.2f}"))
+    attrs.append(("h323-currency", client.currency))
+    if client.locale:
+        attrs.append(("h323-preferred-lang", client.locale))
+    return attrs

@@ -1,16 +1,55 @@
-"""A tiny asyncio HTTP endpoint: GET /metrics (Prometheus text) and GET /healthz."""
+"""A tiny asyncio HTTP endpoint: GET /metrics (Prometheus text) and GET /healthz, and the
+probe of the dependencies behind /healthz and ``radiusd_dependency_up``."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from billing_core.config import ListenAddress
 
 Health = Callable[[], Awaitable[list[str]]]  # names of unreachable parts
+HealthCheck = tuple[str, Callable[[], bool]]  # a part's name, and its check (True: reachable)
+
+HEALTH_TIMEOUT = 2.0  # seconds a part may take to answer /healthz before it counts as down
+HEALTH_EVERY = 5.0  # seconds between the probes that feed radiusd_dependency_up
+
+
+def health_probe(
+    checks: Sequence[HealthCheck], up: Gauge, *, timeout: float = HEALTH_TIMEOUT
+) -> Health:
+    """/healthz: the names of the unreachable parts (database, redis), none when healthy;
+    each part's ``up`` gauge set on the way.
+
+    The parts are checked at once, each in a thread, and one that does not answer within
+    ``timeout`` (a server that accepts connections but hangs) is unreachable too. Its check
+    goes on in the background and the next requests wait for that same check rather than
+    starting another, so a hung server holds one thread per part, never the whole pool."""
+    parts = list(checks)
+    running: dict[str, asyncio.Future[bool]] = {}
+
+    async def probe(name: str, check: Callable[[], bool]) -> bool:
+        future = running.get(name)
+        if future is None or future.done():
+            future = running[name] = asyncio.get_running_loop().run_in_executor(None, check)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            return False
+
+    async def health() -> list[str]:
+        results = await asyncio.gather(*(probe(name, check) for name, check in parts))
+        down: list[str] = []
+        for (name, _check), ok in zip(parts, results, strict=True):
+            up.labels(name).set(1 if ok else 0)
+            if not ok:
+                down.append(name)
+        return down
+
+    return health
 
 
 def _response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8") -> bytes:

@@ -1,7 +1,8 @@
 """`[server] workers = N`: N worker processes on the same ports (SO_REUSEPORT).
 
-The kernel hashes each NAS's source address and port onto one worker, so a switch's
-retransmissions reach the process whose duplicate cache knows them. The supervisor serves
+A datagram goes to the worker its RADIUS Identifier picks (radiusd/steering.py; the
+kernel's hash of the source address and port where that program cannot be attached), so a
+switch's retransmissions reach the process whose duplicate cache knows them. The supervisor serves
 /metrics (prometheus-client's multiprocess mode: every worker writes its samples to a shared
 directory, the supervisor adds them up) and /healthz, forwards SIGHUP, restarts a worker
 that dies, and on SIGTERM/SIGINT stops them all and exits 0 when they drained cleanly.
@@ -26,9 +27,11 @@ from pathlib import Path
 
 from billing_core.config import Config, load_config
 
-from .app import HANDLED_SIGNALS, HEALTH_EVERY
+from .app import HANDLED_SIGNALS, _bound_server
+from .httpd import HEALTH_EVERY, Health, health_probe, start_http
 from .logging import configure, get_logger
 from .loop import run
+from .metrics import Metrics
 from .sdnotify import Notifier
 
 RESTART_PAUSE = 1.0
@@ -61,8 +64,6 @@ def _worker(
 
     get_logger("radiusd").info("worker_started", worker=index, pid=os.getpid())
     try:
-        # readiness for the supervisor's READY=1: a file (a multiprocessing Event would be
-        # semaphores that a supervisor killed outright leaves behind)
         notifier = Notifier(on_ready=(lambda: Path(ready).touch()) if ready else None)
         code = run(
             serve(
@@ -98,31 +99,31 @@ def run_workers(config: Config, config_path: Path | None, trace: str | None = No
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-async def _supervise(
-    config: Config,
-    config_path: Path | None,
-    trace: str | None = None,
-    notifier: Notifier | None = None,
-) -> int:
-    from prometheus_client import CollectorRegistry, multiprocess
+class Workers:
+    """The worker processes: started with the signals blocked, restarted when one dies,
+    told of SIGHUP and SIGUSR1, stopped with SIGTERM within the drain bound."""
 
-    from billing_core.adapters.db import make_engine
-    from billing_core.adapters.redis_connect import redis_probe
-    from billing_core.adapters.sql_store import SqlStore
+    def __init__(self, count: int, config_path: Path | None, trace: str | None) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._path = str(config_path) if config_path else None
+        self._trace = trace
+        # readiness for the supervisor's READY=1: a file per worker (a multiprocessing Event
+        # would be semaphores that a supervisor killed outright leaves behind)
+        ready_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) / "ready"
+        ready_dir.mkdir(exist_ok=True)
+        self.ready = [ready_dir / f"worker-{i}" for i in range(count)]
+        self.processes: list[BaseProcess] = []
 
-    from .app import _bound_server
-    from .httpd import start_http
-    from .metrics import Metrics
+    def start(self) -> None:
+        self.processes = [self._spawn(i) for i in range(len(self.ready))]
 
-    log = get_logger("radiusd")
-    context = multiprocessing.get_context("spawn")
-    path_arg = str(config_path) if config_path else None
-
-    def spawn(index: int) -> BaseProcess:
+    def _spawn(self, index: int) -> BaseProcess:
         """A worker starts with the signals blocked (the mask is inherited): one we forward
         while it starts is taken when its handlers are in place, instead of killing it."""
-        process = context.Process(
-            target=_worker, args=(path_arg, index, trace, str(ready[index])), daemon=False
+        process = self._context.Process(
+            target=_worker,
+            args=(self._path, index, self._trace, str(self.ready[index])),
+            daemon=False,
         )
         held = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
@@ -131,60 +132,110 @@ async def _supervise(
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return process
 
+    def forward(self, sig: signal.Signals) -> None:
+        for process in self.processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, sig)
+
+    async def restart_dead(self) -> bool:
+        """Start again each worker that died; False when one could not start (its ports:
+        restarting cannot help)."""
+        from prometheus_client import multiprocess
+
+        log = get_logger("radiusd")
+        for index, process in enumerate(self.processes):
+            if process.is_alive():
+                continue
+            log.error("worker_died", worker=index, exitcode=process.exitcode)
+            if process.exitcode == CANNOT_START:
+                return False
+            if process.pid is not None:
+                multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
+            await asyncio.sleep(RESTART_PAUSE)
+            self.processes[index] = self._spawn(index)
+        return True
+
+    async def stop(self, drain_seconds: float) -> list[int | None]:
+        """SIGTERM to each; one still running after the drain bound (and 10 s) is killed."""
+        loop = asyncio.get_running_loop()
+        for process in self.processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + drain_seconds + 10
+        codes = []
+        for process in self.processes:
+            await loop.run_in_executor(None, process.join, max(0.1, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+            codes.append(process.exitcode)
+        return codes
+
+
+def _dependency_probe(config: Config) -> Health:
+    """/healthz and radiusd_dependency_up for every worker: the bootstrap's checks, on an
+    engine and a Redis client of the supervisor's own."""
+    from prometheus_client import CollectorRegistry
+
+    from billing_core.bootstrap import health_checks
+
+    own = Metrics(CollectorRegistry())  # the dependency gauge, written to the shared directory
+    if not config.redis.url.reveal():
+        own.up.labels("redis").set(1)  # the supervisor reports both dependencies
+    return health_probe(health_checks(config), own.up)
+
+
+async def _supervise(
+    config: Config,
+    config_path: Path | None,
+    trace: str | None = None,
+    notifier: Notifier | None = None,
+) -> int:
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    log = get_logger("radiusd")
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    store = SqlStore(make_engine(config.database.url.reveal(), pool_size=1))
-    redis_up = (
-        redis_probe(config.redis.url.reveal(), config.redis.cluster)
-        if config.redis.url.reveal()
-        else None
-    )
-    own = Metrics(CollectorRegistry())  # the dependency gauge, written to the shared directory
-
-    async def health() -> list[str]:
-        loop = asyncio.get_running_loop()
-        down = []
-        if not await loop.run_in_executor(None, store.reachable):
-            down.append("database")
-        if redis_up is not None and not await loop.run_in_executor(None, redis_up):
-            down.append("redis")
-        for name in ("database", "redis"):
-            own.up.labels(name).set(0 if name in down else 1)
-        return down
-
-    listen = config.server.metrics_listen
-    http = await start_http(listen, registry, health)  # may fail: first
-    ready_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) / "ready"
-    ready_dir.mkdir(exist_ok=True)
-    ready = [ready_dir / f"worker-{i}" for i in range(config.server.workers)]
-    workers = [spawn(i) for i in range(config.server.workers)]
-    log.info("supervisor_started", workers=len(workers), metrics=_bound_server(http))
-
+    health = _dependency_probe(config)
+    http = await start_http(config.server.metrics_listen, registry, health)  # may fail: first
+    workers = Workers(config.server.workers, config_path, trace)
+    workers.start()
+    log.info("supervisor_started", workers=len(workers.processes), metrics=_bound_server(http))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-
-    def forward(sig: signal.Signals) -> None:
-        for process in workers:
-            if process.pid is not None and process.is_alive():
-                os.kill(process.pid, sig)
-
     for forwarded in (signal.SIGHUP, signal.SIGUSR1):  # reload; trace on/off
-        loop.add_signal_handler(forwarded, forward, forwarded)
+        loop.add_signal_handler(forwarded, workers.forward, forwarded)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     notifier = notifier or Notifier()
+    notified = [
+        asyncio.create_task(_announce(workers, stop, notifier)),
+        asyncio.create_task(notifier.watchdog()),
+    ]
+    started = await _watch(workers, stop, health)
+    notifier.stopping()
+    log.info("stopping_workers", workers=len(workers.processes))
+    codes = await workers.stop(config.server.drain_seconds)
+    http.close()
+    for task in notified:
+        task.cancel()
+    log.info("stopped", exit_codes=codes)
+    return 0 if started and all(code == 0 for code in codes) else 1
 
-    async def announce() -> None:
-        """READY=1 once every worker answers."""
-        while not all(path.exists() for path in ready):
-            if stop.is_set():
-                return
-            await asyncio.sleep(0.1)
-        notifier.ready(f"{len(workers)} workers answering")
 
-    notified = [asyncio.create_task(announce()), asyncio.create_task(notifier.watchdog())]
-    cannot_start = False
+async def _announce(workers: Workers, stop: asyncio.Event, notifier: Notifier) -> None:
+    """READY=1 once every worker answers."""
+    while not all(path.exists() for path in workers.ready):
+        if stop.is_set():
+            return
+        await asyncio.sleep(0.1)
+    notifier.ready(f"{len(workers.processes)} workers answering")
+
+
+async def _watch(workers: Workers, stop: asyncio.Event, health: Health) -> bool:
+    """Until ``stop``: probe the dependencies every HEALTH_EVERY seconds (unasked) and
+    restart the workers that die. False when a worker could not start (then stop is set)."""
     probed = time.monotonic()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -195,32 +246,7 @@ async def _supervise(
             probed = time.monotonic()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(health(), HEALTH_EVERY)
-        for index, process in enumerate(workers):
-            if not process.is_alive():
-                log.error("worker_died", worker=index, exitcode=process.exitcode)
-                if process.exitcode == CANNOT_START:
-                    cannot_start = True
-                    stop.set()
-                    break
-                if process.pid is not None:
-                    multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
-                await asyncio.sleep(RESTART_PAUSE)
-                workers[index] = spawn(index)
-    notifier.stopping()
-    log.info("stopping_workers", workers=len(workers))
-    for process in workers:
-        if process.pid is not None and process.is_alive():
-            os.kill(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + config.server.drain_seconds + 10
-    codes = []
-    for process in workers:
-        await loop.run_in_executor(None, process.join, max(0.1, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join()
-        codes.append(process.exitcode)
-    http.close()
-    for task in notified:
-        task.cancel()
-    log.info("stopped", exit_codes=codes)
-    return 0 if not cannot_start and all(code == 0 for code in codes) else 1
+        if not await workers.restart_dead():
+            stop.set()
+            return False
+    return True

@@ -13,9 +13,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
-from billing_core.adapters.errors import unavailable
 from billing_core.config import NasConfig
 from billing_core.domain.nas import longest_first, match_source
+from billing_core.errors import Unavailable
 
 from .codec import ACCESS_REQUEST, ACCOUNTING_REQUEST, STATUS_SERVER, Codec, Malformed, Request
 from .logging import get_logger
@@ -211,20 +211,10 @@ class RadiusServer:
         if request.code not in (expected, STATUS_SERVER):
             self.drop("wrong_port", kind, nas.name, source_ip)
             return
-        if request.code in (ACCESS_REQUEST, STATUS_SERVER):
-            if request.code == STATUS_SERVER and not request.has_message_authenticator:
-                self.drop("missing_message_authenticator", kind, nas.name, source_ip)
-                return
-            if nas.require_message_authenticator and not request.has_message_authenticator:
-                self.drop("missing_message_authenticator", kind, nas.name, source_ip)
-                return
-            if (
-                nas.limit_proxy_state
-                and request.has_proxy_state
-                and not request.has_message_authenticator
-            ):
-                self.drop("proxy_state_without_message_authenticator", kind, nas.name, source_ip)
-                return
+        refused = unauthenticated(request, nas)
+        if refused is not None:
+            self.drop(refused, kind, nas.name, source_ip)
+            return
         self.duplicates.begin(key)
         task = asyncio.get_running_loop().create_task(
             self._process(request, nas, source_ip, accounting_port, key, addr, transport)
@@ -255,26 +245,32 @@ class RadiusServer:
         reply: bytes | None = None
         try:
             reply = await self.handle(request, nas, source_ip, accounting_port)
+        except Unavailable as exc:  # a dependency did not answer: no reply, the switch retries
+            self._failed(f"{exc.dependency}_unavailable", kind, nas, request, exc.__cause__ or exc)
         except Exception as exc:  # noqa: BLE001 - the boundary: log, count, no reply
-            down = unavailable(exc)
-            reason = f"{down}_unavailable" if down else "handler_error"
-            self.metrics.child(self.metrics.dropped, reason).inc()
-            self.metrics.child(self.metrics.nas_dropped, nas.name, reason).inc()
-            self.metrics.child(self.metrics.requests, kind, "error").inc()
-            suppressed = self._drop_throttle.allow(f"{nas.name}|{reason}")
-            if suppressed is not None:
-                self.log.error(
-                    reason,
-                    nas=nas.name,
-                    code=request.code,
-                    identifier=request.identifier,
-                    error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                    suppressed_since_last=suppressed,
-                )
+            self._failed("handler_error", kind, nas, request, exc)
         finally:
             self.duplicates.done(key, reply, time.monotonic())
         if reply is not None and not transport.is_closing():
             transport.sendto(reply, addr)
+
+    def _failed(
+        self, reason: str, kind: str, nas: NasConfig, request: Request, exc: BaseException
+    ) -> None:
+        """A request the handler could not answer: counted, logged (throttled), no reply."""
+        self.metrics.child(self.metrics.dropped, reason).inc()
+        self.metrics.child(self.metrics.nas_dropped, nas.name, reason).inc()
+        self.metrics.child(self.metrics.requests, kind, "error").inc()
+        suppressed = self._drop_throttle.allow(f"{nas.name}|{reason}")
+        if suppressed is not None:
+            self.log.error(
+                reason,
+                nas=nas.name,
+                code=request.code,
+                identifier=request.identifier,
+                error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                suppressed_since_last=suppressed,
+            )
 
     async def drain(self, deadline: float) -> bool:
         """Wait for in-flight work; True when everything finished before the deadline."""
@@ -282,6 +278,19 @@ class RadiusServer:
             return True
         _done, pending = await asyncio.wait(set(self.tasks), timeout=deadline)
         return not pending
+
+
+def unauthenticated(request: Request, nas: NasConfig) -> str | None:
+    """Why an Access-Request or Status-Server without a Message-Authenticator is dropped
+    (a Status-Server always needs one; ``require_message_authenticator``;
+    ``limit_proxy_state`` with Proxy-State), or None to take it."""
+    if request.has_message_authenticator or request.code not in (ACCESS_REQUEST, STATUS_SERVER):
+        return None
+    if request.code == STATUS_SERVER or nas.require_message_authenticator:
+        return "missing_message_authenticator"
+    if nas.limit_proxy_state and request.has_proxy_state:
+        return "proxy_state_without_message_authenticator"
+    return None
 
 
 class RadiusProtocol(asyncio.DatagramProtocol):

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, func, select
 
+from billing_core.bootstrap import live_state
 from billing_core.ports import BalanceMoved, LiveState
 from billing_core.progress import Progress
 
@@ -20,17 +21,7 @@ from .sql_store import SqlStore, clients_t
 
 
 def open_live(engine: Engine, redis_url: str, *, cluster: bool = False) -> LiveState:
-    store = SqlStore(engine)
-    if not redis_url:
-        return store
-    return ResyncingLive.from_url(
-        redis_url,
-        store.live_client,
-        cluster=cluster,
-        ended=store.ended_legs,
-        clients=lambda: list(store.ledger_balances()),
-        marks=store,
-    )
+    return live_state(SqlStore(engine), redis_url, cluster=cluster)
 
 
 def payment_made(live: LiveState, client_id: int, amount: Decimal, seq: int) -> None:

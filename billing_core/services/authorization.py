@@ -1,4 +1,5 @@
-"""Use cases: authorize a call, record its accounting. Synchronous; the edge runs them."""
+"""The authorization use case: ``AuthorizationService.authorize``, the daemon's one call per
+Access-Request, and the in-memory pieces it reads (catalog, decrypted secrets)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from billing_core.ports import (
     Catalog,
     CatalogSource,
     HoldRequest,
+    LiveAuthorizer,
     LiveState,
     LockoutProbe,
     SecretCipher,
@@ -234,7 +236,26 @@ def check_credentials(
     return method, None if check_password(account.password_hash, request.password) else "wrong"
 
 
+class LiveCalledDirectly:
+    """The live state's authorization steps called as they are, on the caller's thread: for
+    a caller with no event loop of its own to keep free (a test, a tool). The daemon gives
+    ``AuthorizationService`` its own way (``on_loop``)."""
+
+    def __init__(self, live: LiveState) -> None:
+        self._live = live
+
+    async def authorize(self, request: HoldRequest) -> Decision:
+        return self._live.authorize(request)
+
+    async def auth_lockout(self, probe: LockoutProbe) -> bool:
+        return self._live.auth_lockout(probe)
+
+
 class AuthorizationService:
+    """Authorize a call. ``authorize`` is the daemon's one call: the checks that need only
+    memory (``prepare``, on the event loop), then the live state's check-and-hold, or its
+    lockout question. ``billingctl explain`` and the trace run ``prepare`` alone."""
+
     def __init__(
         self,
         catalog: Callable[[], Catalog],
@@ -245,23 +266,28 @@ class AuthorizationService:
         secrets: SecretCache | None = None,
         max_auth_failures: int = 10,
         auth_lockout_seconds: int = 60,
+        on_loop: LiveAuthorizer | None = None,
     ) -> None:
+        """``on_loop``: how the daemon's event loop reaches the live state's authorization
+        steps (Redis's pipelined connection, or database threads); without it, ``live``'s
+        own calls, made directly."""
         self._catalog = catalog
-        self.live = live
+        self.live = on_loop or LiveCalledDirectly(live)
         self._max_call_length = max_call_length
         self._auth_hold_seconds = auth_hold_seconds
         self.secrets = secrets if secrets is not None else SecretCache(NoSecretKey())
         self.max_auth_failures = max_auth_failures
         self.auth_lockout_seconds = auth_lockout_seconds
 
-    def authorize(self, request: AuthorizeCall) -> AuthOutcome:
-        """The whole decision, synchronously (the daemon runs the stages itself)."""
+    async def authorize(self, request: AuthorizeCall) -> AuthOutcome:
+        """The decision on ``request``; ``Unavailable`` when the live state cannot answer."""
         prepared = self.prepare(request)
-        if isinstance(prepared, AuthOutcome):
-            if prepared.lockout is not None:
-                return prepared.settle_lockout(self.live.auth_lockout(prepared.lockout))
+        if isinstance(prepared, PendingHold):
+            return prepared.finish(await self.live.authorize(prepared.hold))
+        if prepared.lockout is None:
             return prepared
-        return prepared.finish(self.live.authorize(prepared.hold))
+        # a failure to count, or a verified account's rare reject before the live state
+        return prepared.settle_lockout(await self.live.auth_lockout(prepared.lockout))
 
     def _probe(
         self, client: Client, account: Account, now: datetime, *, failed: bool
@@ -279,8 +305,8 @@ class AuthorizationService:
         self, request: AuthorizeCall, *, verify_password: bool = True
     ) -> AuthOutcome | PendingHold:
         """Everything before the live state, from memory: an outcome already, or the
-        check-and-hold to run (the edge may run it on an asynchronous client).
-        ``verify_password=False``: the password step passes (``billingctl explain``)."""
+        check-and-hold to run. ``verify_password=False``: the password step passes
+        (``billingctl explain``)."""
         catalog = self._catalog()
         identified = catalog.accounts.identify(request.caller)
         if identified is None:
@@ -293,18 +319,7 @@ class AuthorizationService:
         if account.ident == "login" and account.has_password and verify_password:
             method, problem = check_credentials(account, request, self.secrets)
             if problem is not None:
-                return AuthOutcome(
-                    Reject(RejectReason.BAD_PASSWORD),
-                    client,
-                    account,
-                    failure=AuthFailure(method, problem),
-                    # only wrong passwords count toward a lockout; a locked account is
-                    # refused as such whatever it sent
-                    lockout=self._probe(
-                        client, account, request.arrived, failed=problem == "wrong"
-                    ),
-                    method=method,
-                )
+                return self._refused_credentials(client, account, request, method, problem)
         refused = check_client(client)
         if refused is not None:
             return self._verified(AuthOutcome(refused, client, account, method=method), request)
@@ -344,6 +359,25 @@ class AuthorizationService:
             lock_check=method is not None,
         )
         return PendingHold(hold, client, account, digits, method)
+
+    def _refused_credentials(
+        self,
+        client: Client,
+        account: Account,
+        request: AuthorizeCall,
+        method: str,
+        problem: FailureReason,
+    ) -> AuthOutcome:
+        """Code 2, with the lockout probe: only wrong passwords count toward a lockout; a
+        locked account is refused as such whatever it sent."""
+        return AuthOutcome(
+            Reject(RejectReason.BAD_PASSWORD),
+            client,
+            account,
+            failure=AuthFailure(method, problem),
+            lockout=self._probe(client, account, request.arrived, failed=problem == "wrong"),
+            method=method,
+        )
 
     def _verified(self, outcome: AuthOutcome, request: AuthorizeCall) -> AuthOutcome:
         """A reject before the live state for an account whose password was checked: it

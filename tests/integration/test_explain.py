@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
@@ -105,14 +106,16 @@ def hold_one_call(ctl: Ctl, redis_url: str, calling: str) -> None:
         service = AuthorizationService(
             lambda: catalog, live, max_call_length=7200, auth_hold_seconds=180
         )
-        outcome = service.authorize(
-            AuthorizeCall(
-                nas_key="gw|10.0.0.9",
-                caller=CallerFacts(calling=calling, called=CALLED),
-                password=None,
-                chap=None,
-                identifiers=("conf-1",),
-                arrived=datetime.now(UTC),
+        outcome = asyncio.run(
+            service.authorize(
+                AuthorizeCall(
+                    nas_key="gw|10.0.0.9",
+                    caller=CallerFacts(calling=calling, called=CALLED),
+                    password=None,
+                    chap=None,
+                    identifiers=("conf-1",),
+                    arrived=datetime.now(UTC),
+                )
             )
         )
         assert outcome.decision.__class__.__name__ == "Accept", outcome

@@ -18,6 +18,7 @@ from billing_core.adapters.sql_notify import check_notifications, mail_t, record
 from billing_core.adapters.sql_store import calls_t
 from billing_core.ports import LiveView
 
+from ..authorize import decide
 from ..smtp_server import SmtpServer
 from .billingctl_support import Ctl, csv_rows, ctl
 
@@ -296,7 +297,7 @@ def test_accounting_writes_its_events_in_its_transaction(db_url: str) -> None:
 
     admin.apply_provisioning(make_engine(db_url), spec("5.00"))
     store, authz, acct = services(db_url)
-    assert isinstance(authz.authorize(call("c1")).decision, Accept)
+    assert isinstance(decide(authz, call("c1")).decision, Accept)
     acct.record(replace(stop("c1", 0), status=1, session_time=None))
     nobody = replace(
         stop("u1", 0), status=1, session_time=None, caller=CallerFacts(user_name="nobody")
@@ -306,7 +307,7 @@ def test_accounting_writes_its_events_in_its_transaction(db_url: str) -> None:
     reboot = replace(stop("c1", 0), status=7, arrived=datetime.now(UTC) + timedelta(seconds=5))
     assert acct.record(reboot).closed_calls == 1  # Accounting-On
 
-    assert isinstance(authz.authorize(call("c2")).decision, Accept)
+    assert isinstance(decide(authz, call("c2")).decision, Accept)
     later = datetime.now(UTC) + timedelta(seconds=10)  # after the reboot's epoch began
     acct.record(replace(stop("c2", 0), status=1, session_time=None, arrived=later))
     assert acct.close_stale(datetime.now(UTC) + timedelta(hours=5)) == 1

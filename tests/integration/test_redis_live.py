@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -259,15 +260,17 @@ class Stack:
         )
 
     def authorize(self, conf_id: str, user: str = "acme") -> Any:
-        return self.authz.authorize(
-            AuthorizeCall(
-                nas_key="nas",
-                caller=CallerFacts(user_name=user, called="15550001111"),
-                password=None,
-                chap=None,
-                identifiers=(conf_id, f"leg-{conf_id}"),
-                arrived=datetime.now(UTC),
-                acct_session_id=f"leg-{conf_id}",
+        return asyncio.run(
+            self.authz.authorize(
+                AuthorizeCall(
+                    nas_key="nas",
+                    caller=CallerFacts(user_name=user, called="15550001111"),
+                    password=None,
+                    chap=None,
+                    identifiers=(conf_id, f"leg-{conf_id}"),
+                    arrived=datetime.now(UTC),
+                    acct_session_id=f"leg-{conf_id}",
+                )
             )
         ).decision
 

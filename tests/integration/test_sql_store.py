@@ -22,6 +22,8 @@ from billing_core.provisioning import parse_provisioning
 from billing_core.services.accounting import AccountingService
 from billing_core.services.authorization import AuthorizationService, AuthorizeCall, CatalogCache
 
+from ..authorize import decide
+
 
 def now() -> datetime:
     """The real clock, read per use: holds lapse against it, however long the run."""
@@ -145,7 +147,7 @@ def test_prepaid_call_end_to_end_through_the_services(db_url: str) -> None:
     engine = make_engine(db_url)
     admin.apply_provisioning(engine, spec("1.00"))
     _store, authz, acct = services(db_url)
-    outcome = authz.authorize(call())
+    outcome = decide(authz, call())
     assert outcome.decision == Accept(600, Decimal("1.000000"), Decimal("1.000000"))
     assert admin.client_summary(engine, "Acme")["held"] == "1.00"
     assert acct.record(stop("c1", 61)).result == "charged"
@@ -175,11 +177,11 @@ def test_holds_are_shared_between_concurrent_calls(db_url: str) -> None:
     engine = make_engine(db_url)
     admin.apply_provisioning(engine, spec("1.00"))
     _store, authz, _acct = services(db_url)
-    assert authz.authorize(call("a")).decision == Accept(600, Decimal("1.00"), Decimal("1.00"))
-    second = authz.authorize(call("b")).decision
+    assert decide(authz, call("a")).decision == Accept(600, Decimal("1.00"), Decimal("1.00"))
+    second = decide(authz, call("b")).decision
     assert second == Reject(RejectReason.INSUFFICIENT_FUNDS)
     # the same call asking again is granted afresh, its own hold not counted
-    again = authz.authorize(call("a")).decision
+    again = decide(authz, call("a")).decision
     assert again == Accept(600, Decimal("1.00"), Decimal("1.00"))
     assert admin.client_summary(engine, "Acme")["held"] == "1.00"
 
@@ -197,14 +199,14 @@ def test_identity_rejections(
 ) -> None:
     admin.apply_provisioning(make_engine(db_url), spec())
     _store, authz, _acct = services(db_url)
-    assert authz.authorize(call(user=user, password=password)).decision == Reject(reason)
+    assert decide(authz, call(user=user, password=password)).decision == Reject(reason)
 
 
 def test_zero_balance_and_no_rate(db_url: str) -> None:
     engine = make_engine(db_url)
     admin.apply_provisioning(engine, spec("0"))
     _store, authz, _acct = services(db_url)
-    assert authz.authorize(call()).decision == Reject(RejectReason.ZERO_BALANCE)
+    assert decide(authz, call()).decision == Reject(RejectReason.ZERO_BALANCE)
     admin.add_payment(engine, "Acme", Decimal("2.00"), "top-up")
     _store, authz, _acct = services(db_url)
     foreign = AuthorizeCall(
@@ -215,7 +217,7 @@ def test_zero_balance_and_no_rate(db_url: str) -> None:
         identifiers=(),
         arrived=now(),
     )
-    assert authz.authorize(foreign).decision == Reject(RejectReason.NO_RATE)
+    assert decide(authz, foreign).decision == Reject(RejectReason.NO_RATE)
 
 
 def test_catalog_follows_changes_by_version(db_url: str) -> None:

@@ -41,6 +41,8 @@ from billing_core.services.authorization import AuthorizationService, AuthOutcom
 from radiusd import attributes
 from radiusd.codec import Codec, load_dictionary
 
+from ..authorize import decide
+
 D: Any = load_dictionary()
 CODEC = Codec(D)
 SECRET = b"testing123"
@@ -497,7 +499,7 @@ GOOD_CHAP = Chap(1, chap_response(1, b"pw", CHALLENGE), CHALLENGE)
 def test_each_request_is_checked_by_the_method_its_credentials_use(
     user: str, credentials: dict[str, Any], failure: tuple[str, str] | None
 ) -> None:
-    outcome = service().authorize(call(user, **credentials))
+    outcome = decide(service(), call(user, **credentials))
     if failure is None:
         assert isinstance(outcome.decision, Accept), outcome
         assert outcome.failure is None
@@ -509,11 +511,11 @@ def test_each_request_is_checked_by_the_method_its_credentials_use(
 
 def test_a_secret_the_server_cannot_decrypt_is_refused_and_a_new_key_heals_it() -> None:
     auth = service(cipher=AesGcmCipher(OTHER_KEY))
-    outcome = auth.authorize(call("chap", chap=GOOD_CHAP))
+    outcome = decide(auth, call("chap", chap=GOOD_CHAP))
     assert outcome.failure is not None and outcome.failure.reason == "unusable"
-    assert service(cipher=NoKeyCipher()).authorize(call("chap", chap=GOOD_CHAP)).failure
+    assert decide(service(cipher=NoKeyCipher()), call("chap", chap=GOOD_CHAP)).failure
     auth.secrets.set_cipher(CIPHER)  # SIGHUP with the right key
-    assert isinstance(auth.authorize(call("chap", chap=GOOD_CHAP)).decision, Accept)
+    assert isinstance(decide(auth, call("chap", chap=GOOD_CHAP)).decision, Accept)
 
 
 def test_the_decrypted_secret_outlives_a_rotation_until_the_secret_changes() -> None:
@@ -541,18 +543,18 @@ def test_guessing_locks_the_account_and_only_that_account() -> None:
     live = FakeLive()
     auth = service(live=live)
     for _ in range(3):
-        outcome = auth.authorize(call("pap-hash", password=b"guess"))
+        outcome = decide(auth, call("pap-hash", password=b"guess"))
         assert outcome.failure is not None and outcome.failure.reason == "wrong"
     assert all(p.failed and p.account_id == 1 for p in live.probes)
     # locked: refused as such, even with the right password, without a check
-    right = auth.authorize(call("pap-hash", password=b"pw"))
+    right = decide(auth, call("pap-hash", password=b"pw"))
     assert right.decision == Reject(RejectReason.LOCKED_OUT)
     assert right.failure is not None and right.failure.reason == "locked_out"
-    wrong = auth.authorize(call("pap-hash", password=b"guess"))
+    wrong = decide(auth, call("pap-hash", password=b"guess"))
     assert wrong.decision == Reject(RejectReason.LOCKED_OUT)
     # other accounts are unaffected, and a correct caller costs no lockout question
     probes = len(live.probes)
-    assert isinstance(auth.authorize(call("all", password=b"pw")).decision, Accept)
+    assert isinstance(decide(auth, call("all", password=b"pw")).decision, Accept)
     assert len(live.probes) == probes
     assert live.holds[-1].lock_check
 
@@ -566,9 +568,9 @@ def test_a_verified_reject_before_the_live_state_still_says_locked() -> None:
     assert isinstance(prepared, AuthOutcome)
     assert prepared.decision == Reject(RejectReason.NO_RATE)  # the client has no rate table
     assert prepared.lockout is not None and not prepared.lockout.failed
-    assert auth.authorize(routed).decision == Reject(RejectReason.NO_RATE)
+    assert decide(auth, routed).decision == Reject(RejectReason.NO_RATE)
     live.locked.add(1)
-    assert auth.authorize(routed).decision == Reject(RejectReason.LOCKED_OUT)
+    assert decide(auth, routed).decision == Reject(RejectReason.LOCKED_OUT)
     # an account without a password is never asked about
     open_call = type(routed)(**{**_call_fields(routed), "caller": _called(call("open").caller)})
     prepared = auth.prepare(open_call)
