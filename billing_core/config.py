@@ -976,9 +976,22 @@ def render_effective(config: Config) -> str:
 
     The output parses back (with :func:`parse_config`) to the same settings, except that
     the secrets read ``***``."""
-    s, d, r, b = config.server, config.database, config.redis, config.billing
     lines = [
         f"# effective configuration, from {config.source}",
+        *_render_server(config.server),
+        *_render_storage(config),
+        *_render_security(config.security),
+    ]
+    if not config.nas:
+        lines += ["", "# no [[nas]] entries: every RADIUS packet is dropped"]
+    for nas in config.nas:
+        lines += _render_nas(nas)
+    lines += _render_smtp(config.smtp)
+    return "\n".join(lines) + "\n"
+
+
+def _render_server(s: ServerConfig) -> list[str]:
+    return [
         "",
         "[server]",
         f"auth_listen = {_toml_string(str(s.auth_listen))}",
@@ -996,6 +1009,13 @@ def render_effective(config: Config) -> str:
         f"duplicate_cache_seconds = {s.duplicate_cache_seconds!r}",
         f"duplicate_cache_size = {s.duplicate_cache_size}",
         f"drain_seconds = {s.drain_seconds}",
+    ]
+
+
+def _render_storage(config: Config) -> list[str]:
+    """[database], [redis] and [billing]."""
+    d, r, b = config.database, config.redis, config.billing
+    return [
         "",
         "[database]",
         f"url = {_toml_string(masked_url(d.url.reveal()))}",
@@ -1012,33 +1032,40 @@ def render_effective(config: Config) -> str:
         f"auth_hold_seconds = {b.auth_hold_seconds}",
         f"stale_grace_seconds = {b.stale_grace_seconds}",
         f"max_acct_delay_seconds = {b.max_acct_delay_seconds}",
+    ]
+
+
+def _render_security(security: SecurityConfig) -> list[str]:
+    return [
         "",
         "[security]",
-        f"secrets_key_file = {_toml_string(config.security.secrets_key_file)}",
-        f"secrets_key_env = {_toml_string(config.security.secrets_key_env)}"
-        + ("" if config.security.secrets_key else "             # no key: PAP only"),
-        f"max_auth_failures = {config.security.max_auth_failures}",
-        f"auth_lockout_seconds = {config.security.auth_lockout_seconds}",
+        f"secrets_key_file = {_toml_string(security.secrets_key_file)}",
+        f"secrets_key_env = {_toml_string(security.secrets_key_env)}"
+        + ("" if security.secrets_key else "             # no key: PAP only"),
+        f"max_auth_failures = {security.max_auth_failures}",
+        f"auth_lockout_seconds = {security.auth_lockout_seconds}",
     ]
-    if not config.nas:
-        lines += ["", "# no [[nas]] entries: every RADIUS packet is dropped"]
-    for nas in config.nas:
-        lines += [
-            "",
-            "[[nas]]",
-            f"name = {_toml_string(nas.name)}",
-            f"address = {_toml_string(str(nas.address))}",
-            'secret = "***"',
-            f"require_message_authenticator = {_toml_bool(nas.require_message_authenticator)}",
-            f"limit_proxy_state = {_toml_bool(nas.limit_proxy_state)}",
-            f"bill_leg = {_toml_string(nas.bill_leg)}",
-            f"dialect = {_toml_string(nas.dialect)}",
-            f"zero_duration_stop = {_toml_string(nas.zero_duration_stop)}",
-            f"strip_realm = {_toml_bool(nas.strip_realm)}",
-            f"coa_port = {nas.coa_port}",
-        ]
-    m = config.smtp
-    lines += [
+
+
+def _render_nas(nas: NasConfig) -> list[str]:
+    return [
+        "",
+        "[[nas]]",
+        f"name = {_toml_string(nas.name)}",
+        f"address = {_toml_string(str(nas.address))}",
+        'secret = "***"',
+        f"require_message_authenticator = {_toml_bool(nas.require_message_authenticator)}",
+        f"limit_proxy_state = {_toml_bool(nas.limit_proxy_state)}",
+        f"bill_leg = {_toml_string(nas.bill_leg)}",
+        f"dialect = {_toml_string(nas.dialect)}",
+        f"zero_duration_stop = {_toml_string(nas.zero_duration_stop)}",
+        f"strip_realm = {_toml_bool(nas.strip_realm)}",
+        f"coa_port = {nas.coa_port}",
+    ]
+
+
+def _render_smtp(m: SmtpConfig) -> list[str]:
+    return [
         "",
         "[smtp]",
         f"host = {_toml_string(m.host)}" + ("" if m.host else "                       # no e-mail"),
@@ -1049,4 +1076,3 @@ def render_effective(config: Config) -> str:
         *(["# password: *** (from password_file or password_env)"] if m.password else []),
         f"timeout_seconds = {m.timeout_seconds!r}",
     ]
-    return "\n".join(lines) + "\n"

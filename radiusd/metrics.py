@@ -20,10 +20,22 @@ from prometheus_client.metrics import MetricWrapperBase
 
 
 class Metrics:
+    """Every collector of the daemon, registered in one order (the order /metrics lists
+    them in): the requests, then the state, then the rarer events."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+        self._requests(self.registry)
+        self._state(self.registry)
+        self._counts: dict[Any, int] = {}
+        self._observed: dict[Any, list[float]] = {}
+        self._in_flight: Callable[[], int] | None = None
+        self._in_flight_written = -1
+        self._scheduled: asyncio.AbstractEventLoop | None = None  # a flush() is due on it
+        self._events(self.registry)
+
+    def _requests(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
             "radiusd_requests_total",
             "RADIUS requests answered or dropped, by type and result",
@@ -46,6 +58,8 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+
+    def _state(self, r: CollectorRegistry) -> None:
         self.active_calls = Gauge(
             "radiusd_active_calls",
             "Calls in state active in the whole deployment (from the shared database: every"
@@ -96,11 +110,8 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
-        self._counts: dict[Any, int] = {}
-        self._observed: dict[Any, list[float]] = {}
-        self._in_flight: Callable[[], int] | None = None
-        self._in_flight_written = -1
-        self._scheduled: asyncio.AbstractEventLoop | None = None  # a flush() is due on it
+
+    def _events(self, r: CollectorRegistry) -> None:
         self.auth_failures = Counter(
             "radiusd_auth_failures_total",
             "Login credentials refused (code 2), by method (pap, chap, digest, none) and reason"
