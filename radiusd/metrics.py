@@ -147,8 +147,8 @@ class Metrics:
 
     def child(self, metric: MetricWrapperBase, *values: str) -> Any:
         """``metric.labels(*values)``, kept for the next request: labels() checks its
-        arguments and takes a lock on every call. A child is still created on first use
-        only, so /metrics shows the same series as before."""
+        arguments and takes a lock on every call. A child is created on its first use, so
+        /metrics shows a series only once something was counted in it."""
         key = (metric, values)
         found = self._children.get(key)
         if found is None:

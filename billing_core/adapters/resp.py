@@ -8,7 +8,8 @@ BENCHMARKS.md). Here one connection carries every batch: a batch is written whol
 replies are parsed by hiredis as they arrive and handed back in order, and several batches
 may be in flight at once.
 
-Failures are redis-py's exceptions, so the edge tells a Redis outage apart as before: a
+Failures are redis-py's exceptions (which billing_core.adapters.errors translates into
+``billing_core.errors.Unavailable`` for the daemon): a
 connection that cannot be made raises ``redis.ConnectionError``; a connection lost with
 batches in flight fails those batches with it (they may or may not have run: the callers'
 scripts are idempotent, and the switch sends again); a batch without its replies after
