@@ -1,11 +1,12 @@
 """In-memory fakes of the ports the services use: dict-backed, small, obviously right.
 
-They stand for the deployment with Redis: the ledger (``FakeLedger``) is the database's
-truth (calls in progress, CDRs, ledger rows, NAS epochs, the events log) and the live state
-(``FakeLive``) keeps balances, holds and calls apart from it, changed only by the effects
-the service hands it after a commit. Where the real adapter's behaviour is a rule of its
-own (a unique index, an epoch counter, the order of a lookup), the fake models that rule in
-a few lines and its comment names the adapter code it stands for.
+``FakeLedger`` is the database's truth: calls in progress, CDRs, ledger rows, NAS epochs,
+the events log. The live state comes in the two forms the daemon runs with: ``FakeLive``
+keeps balances, holds and calls apart from the ledger, changed only by the effects the
+service hands it after a commit (Redis); ``FakeEmbeddedLive`` is the ledger itself, a hold
+being a calls row (no Redis, the embedded default). Where the real adapter's behaviour is
+a rule of its own (a unique index, an epoch counter, the order of a lookup), the fake
+models that rule in a few lines and its comment names the adapter code it stands for.
 """
 
 from __future__ import annotations
@@ -584,8 +585,132 @@ class FakeLive:
         return False
 
 
+class FakeEmbeddedLive:
+    """LiveState served by the database itself (SqlStore without Redis, the embedded
+    default): a hold is a row of ``calls`` in the ledger (held, not accounted, epoch 0: what
+    SqlStore.authorize inserts), found by accounting through ``find_call``; the balance is
+    the ledger's; the effects were written by the accounting transaction, so ``apply`` only
+    keeps them for the tests to read."""
+
+    def __init__(self, ledger: FakeLedger, opening: Mapping[int, Decimal]) -> None:
+        self.ledger = ledger
+        self.opening = dict(opening)
+        self.applied: list[LiveEffect] = []
+
+    def _balance(self, client_id: int) -> Decimal:
+        # live_balances.balance: the payments, moved by every ledger row in its transaction
+        return self.opening.get(client_id, ZERO) + self.ledger.balance(client_id)
+
+    @staticmethod
+    def _counts(call: CallRecord, expires: datetime | None, now: datetime) -> bool:
+        # sql_store.live_calls_condition: active, or held and not lapsed
+        return call.state == "active" or (
+            call.state == "held" and expires is not None and expires > now
+        )
+
+    def authorize(self, request: HoldRequest) -> Decision:
+        client_id = request.terms.client.id
+        with self.ledger.accounting() as tx:
+            s = tx.s
+            own = next(
+                (
+                    c
+                    for c in sorted(s.calls.values(), key=_by_id)
+                    if c.nas_key == request.nas_key
+                    and c.keys & set(request.identifiers)
+                    and c.account_id == request.account_id
+                    and c.called == request.called
+                ),
+                None,
+            )
+            others = [
+                c
+                for c in s.calls.values()
+                if c.client_id == client_id
+                and (own is None or c.id != own.id)
+                and self._counts(c, s.hold_expires.get(c.id), request.now)
+            ]
+            snapshot = LiveSnapshot(
+                self._balance(client_id), sum((c.hold for c in others), ZERO), len(others)
+            )
+            decision = decide(request.terms, snapshot)
+            if request.terms.rate is None:
+                return decision
+            if not isinstance(decision, Accept):
+                if own is not None:  # st.delete_own
+                    tx.end_call(own.id)
+                return decision
+            expires = request.now + timedelta(seconds=request.hold_seconds)
+            if own is not None:  # st.update_own: the grant renewed, the call as it was
+                s.calls[own.id] = replace(
+                    own,
+                    hold=decision.hold,
+                    granted_seconds=decision.grant_seconds,
+                    authorized_at=request.now,
+                )
+                s.hold_expires[own.id] = expires
+                return decision
+            call = CallRecord(  # st.insert_call
+                id=s.next_call_id,
+                client_id=client_id,
+                account_id=request.account_id,
+                nas_key=request.nas_key,
+                acct_session_id=request.acct_session_id,
+                conf_id="",
+                origin="",
+                called=request.called,
+                state="held",
+                granted_seconds=decision.grant_seconds,
+                hold=decision.hold,
+                authorized_at=request.now,
+                started_at=None,
+                last_seen_at=None,
+                max_session_time=0,
+                accounted=False,
+                epoch=0,
+                live_uid=request.uid,
+                keys=frozenset(request.identifiers),
+            )
+            s.next_call_id += 1
+            s.calls[call.id] = call
+            s.hold_expires[call.id] = expires
+        return decision
+
+    def find_holds(self, keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[HeldCall | None]:
+        return [None] * len(keys)  # the holds are calls rows: find_call finds them
+
+    def apply(self, effects: Sequence[LiveEffect], seqs: Mapping[int, int] | None = None) -> None:
+        self.applied.extend(effects)
+
+    def view(self, client_ids: Sequence[int], now: datetime) -> dict[int, LiveView]:
+        calls = self.ledger.state.calls.values()
+        expires = self.ledger.state.hold_expires
+        return {
+            cid: LiveView(
+                self._balance(cid),
+                sum(
+                    (
+                        c.hold
+                        for c in calls
+                        if c.client_id == cid and self._counts(c, expires.get(c.id), now)
+                    ),
+                    ZERO,
+                ),
+                sum(1 for c in calls if c.client_id == cid and c.state == "active"),
+            )
+            for cid in client_ids
+        }
+
+    def reachable(self) -> bool:
+        return True
+
+    def auth_lockout(self, probe: LockoutProbe) -> bool:
+        """Not used by accounting; no account is ever locked out here."""
+        return False
+
+
 def _conforms(
-    ledger: FakeLedger, tx: FakeAccountingTx, live: FakeLive
-) -> tuple[Ledger, AccountingTx, LiveState]:
+    ledger: FakeLedger, tx: FakeAccountingTx, live: FakeLive, embedded: FakeEmbeddedLive
+) -> tuple[Ledger, AccountingTx, LiveState, LiveState]:
     """mypy checks here that the fakes implement the ports' Protocols."""
-    return ledger, tx, live
+    return ledger, tx, live, embedded

@@ -20,7 +20,7 @@ from billing_core.domain.rating import Rate
 from billing_core.ports import Catalog, LedgerConflict, NasReleased, Released
 from billing_core.services.accounting import AccountingService
 from billing_core.services.authorization import AuthorizationService, AuthorizeCall
-from tests.fakes import FakeLedger, FakeLive, catalog
+from tests.fakes import FakeEmbeddedLive, FakeLedger, FakeLive, catalog
 
 D = Decimal
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -67,7 +67,7 @@ CENT_A_SECOND = per_second("0.60")  # cost(d) = d / 100: the arithmetic reads of
 @dataclass
 class World:
     ledger: FakeLedger
-    live: FakeLive
+    live: FakeLive | FakeEmbeddedLive
     acct: AccountingService
     authz: AuthorizationService
     opening: Decimal
@@ -113,7 +113,7 @@ class World:
         cdrs = {c.id: c.cost for c in self.ledger.cdrs()}
         assert set(by_cdr) <= set(cdrs)
         assert {i: c for i, c in cdrs.items() if c} == {i: c for i, c in by_cdr.items() if c}
-        assert self.live.balances.get(ACME.id, D(0)) == self.opening - self.charged()
+        assert self.live_view()[0] == self.opening - self.charged()
 
 
 def world(
@@ -122,13 +122,18 @@ def world(
     client: Client = ACME,
     max_call_length: int | None = 3600,
     balance: str = "100.00",
+    embedded: bool = False,
 ) -> World:
+    """``embedded``: the live state is the database itself (holds are calls rows), as
+    without Redis; else it is kept apart, as in Redis."""
     the_catalog = catalog([client], [ACME_LOGIN], {1: [rate]}, max_call_length=max_call_length)
 
     def current() -> Catalog:
         return the_catalog
 
-    ledger, live = FakeLedger(), FakeLive({ACME.id: D(balance)})
+    ledger = FakeLedger()
+    opening = {ACME.id: D(balance)}
+    live = FakeEmbeddedLive(ledger, opening) if embedded else FakeLive(opening)
     acct = AccountingService(
         current,
         ledger,
@@ -136,7 +141,7 @@ def world(
         auth_hold_seconds=HOLD_SECONDS,
         max_acct_delay_seconds=86400,
         stale_grace_seconds=STALE_GRACE,
-        sequenced_live=True,
+        sequenced_live=not embedded,
     )
     authz = AuthorizationService(
         current, live, max_call_length=3600, auth_hold_seconds=HOLD_SECONDS
@@ -182,6 +187,9 @@ def late(
     Acct-Delay-Time says so)."""
     return ev(status, session, arrived_at, delay=int(arrived_at - event_at), seconds=seconds)
 
+
+# where the holds live: in Redis (apart from the ledger) or, without Redis, in the database
+MODES = pytest.mark.parametrize("embedded", [False, True], ids=["redis", "embedded"])
 
 # --- exactly once ------------------------------------------------------------------------------
 
@@ -325,8 +333,9 @@ def test_an_unknown_account_is_logged_once_per_leg() -> None:
     assert len(w.ledger.state.packets) == 3  # every packet is stored as received
 
 
-def test_an_authorized_call_releases_its_hold_once() -> None:
-    w = world()
+@MODES
+def test_an_authorized_call_releases_its_hold_once(embedded: bool) -> None:
+    w = world(embedded=embedded)
     grant = w.authorize("s1")
     assert grant.grant_seconds == 3600
     assert grant.hold == D("36.000000")
@@ -343,8 +352,9 @@ def test_an_authorized_call_releases_its_hold_once() -> None:
     w.assert_books_balance()
 
 
-def test_a_stop_before_its_start_releases_the_hold_once() -> None:
-    w = world()
+@MODES
+def test_a_stop_before_its_start_releases_the_hold_once(embedded: bool) -> None:
+    w = world(embedded=embedded)
     w.authorize("s1")
     assert w.results(ev(STOP, at=61, seconds=61)) == ["charged"]
     assert w.live_view(at=61) == (D("99.39"), D(0), 0)
@@ -384,30 +394,31 @@ def test_a_batch_that_keeps_conflicting_goes_to_the_caller_with_nothing_written(
         w.acct.record(ev(STOP, "s1", 61, seconds=61))
     assert w.ledger.conflicts == 3
     assert w.ledger.cdrs() == []
-    assert w.live.balances[ACME.id] == D("100.00")
+    assert w.live_view()[0] == D("100.00")
 
 
 # --- epochs ---------------------------------------------------------------------------------
 
 
+@MODES
 @pytest.mark.parametrize(("status", "closed_by"), [(ON, "accounting-on"), (OFF, "accounting-off")])
 def test_accounting_on_off_closes_the_nas_calls_and_starts_an_epoch(
-    status: AcctStatus, closed_by: str
+    status: AcctStatus, closed_by: str, embedded: bool
 ) -> None:
-    w = world()
+    w = world(embedded=embedded)
     w.authorize("c1")
     w.authorize("held-only", at=10)  # authorized, never accounted
     assert w.results(ev(START, "c1"), ev(INTERIM, "c1", 40, seconds=40)) == ["recorded"] * 2
     assert w.results(ev(START, "elsewhere", nas=OTHER_NAS)) == ["recorded"]
     outcome = w.acct.record(ev(status, "reboot", 100))
-    assert (outcome.result, outcome.closed_calls) == ("closed", 1)
+    # the embedded live state counts the bare authorization too: it is a calls row there
+    assert (outcome.result, outcome.closed_calls) == ("closed", 2 if embedded else 1)
     assert w.cdrs() == [(40, D("0.40"), closed_by)]
     with w.ledger.accounting() as tx:
         assert tx.current_epoch(NAS) == (1, T0 + timedelta(seconds=100))
         assert tx.current_epoch(OTHER_NAS) == (0, None)
     # the NAS's holds and calls are gone; the other NAS's call is untouched
     assert [c.nas_key for c in w.ledger.calls()] == [OTHER_NAS]
-    assert [c.nas_key for c in w.live.calls.values()] == [OTHER_NAS]
     assert NasReleased(NAS, T0 + timedelta(seconds=100)) in w.live.applied
     assert w.live_view(at=100) == (D("99.60"), D(0), 1)
     assert w.ledger.event_kinds() == ["nas_rebooted"]
@@ -576,8 +587,9 @@ def test_an_interim_after_the_stale_close_does_not_reopen_the_call() -> None:
     assert w.cdrs() == [(30, D("0.30"), "stale")]
 
 
-def test_a_stale_authorized_call_releases_its_hold() -> None:
-    w = world()
+@MODES
+def test_a_stale_authorized_call_releases_its_hold(embedded: bool) -> None:
+    w = world(embedded=embedded)
     w.authorize("c1")
     w.results(ev(START, "c1"), ev(INTERIM, "c1", 30, seconds=30))
     assert w.live_view(at=30) == (D("100.00"), D("36.000000"), 1)
@@ -585,6 +597,8 @@ def test_a_stale_authorized_call_releases_its_hold() -> None:
     assert w.acct.close_stale(T0 + timedelta(seconds=30 + 3600 + STALE_GRACE)) == 0
     assert w.acct.close_stale(T0 + timedelta(seconds=31 + 3600 + STALE_GRACE)) == 1
     assert w.live_view(at=4000) == (D("99.70"), D(0), 0)
+    assert w.results(ev(STOP, "c1", 4000, seconds=61)) == ["corrected"]
+    assert w.cdrs() == [(61, D("0.61"), "stale")]
     w.assert_books_balance()
 
 
@@ -641,11 +655,12 @@ def test_a_correction_is_rounded_once_at_the_corrected_duration() -> None:
     w.assert_books_balance()
 
 
+@MODES
 @pytest.mark.parametrize("final", [True, False], ids=["final", "retry"])
-def test_a_zero_second_stop_costs_nothing(final: bool) -> None:
+def test_a_zero_second_stop_costs_nothing(final: bool, embedded: bool) -> None:
     """zero_duration_stop: final ends the call; retry holds it again for another attempt
     (test_sip_legs)."""
-    w = world()
+    w = world(embedded=embedded)
     w.authorize("s1")
     outcome = w.acct.record(ev(START)) and w.acct.record(ev(STOP, seconds=0, final=final))
     assert (outcome.result, outcome.cost, outcome.duration) == ("ended", D(0), 0)
@@ -661,9 +676,10 @@ def test_a_zero_second_stop_costs_nothing(final: bool) -> None:
     w.assert_books_balance()
 
 
-def test_a_failed_leg_costs_nothing_and_its_call_is_charged_by_its_stop() -> None:
+@MODES
+def test_a_failed_leg_costs_nothing_and_its_call_is_charged_by_its_stop(embedded: bool) -> None:
     """e2e test_accounting: a Failed leg (retry) holds the call again; its Stop charges."""
-    w = world()
+    w = world(embedded=embedded)
     w.authorize("f1")
     assert w.results(ev(START, "f1"), ev(FAILED, "f1", 1, final=False)) == ["recorded", "ended"]
     assert w.ledger.cdrs() == []
