@@ -14,7 +14,7 @@ import pytest
 
 from billing_core.domain.accounting_packets import AccountingEvent, AcctStatus
 from billing_core.domain.identification import CallerFacts
-from billing_core.domain.model import Account, Client
+from billing_core.domain.model import Account, BillEventsBy, Client
 from billing_core.domain.policy import Accept
 from billing_core.domain.rating import Rate
 from billing_core.ports import Catalog, LedgerConflict, NasReleased, Released
@@ -119,6 +119,7 @@ class World:
 def world(
     *,
     rate: Rate = CENT_A_SECOND,
+    rates: tuple[Rate, ...] = (),
     client: Client = ACME,
     max_call_length: int | None = 3600,
     balance: str = "100.00",
@@ -126,7 +127,9 @@ def world(
 ) -> World:
     """``embedded``: the live state is the database itself (holds are calls rows), as
     without Redis; else it is kept apart, as in Redis."""
-    the_catalog = catalog([client], [ACME_LOGIN], {1: [rate]}, max_call_length=max_call_length)
+    the_catalog = catalog(
+        [client], [ACME_LOGIN], {1: rates or (rate,)}, max_call_length=max_call_length
+    )
 
     def current() -> Catalog:
         return the_catalog
@@ -745,3 +748,76 @@ def test_a_call_without_a_rate_is_recorded_at_no_cost() -> None:
     assert (outcome.result, outcome.cost) == ("charged", D(0))
     assert w.cdrs() == [(60, D(0), "stop")]
     assert w.ledger.state.charges == []
+
+
+# --- the moment whose rate applies ------------------------------------------------------------
+
+CHANGE = T0 + timedelta(hours=1)  # the rate doubles here (a new price list at midnight)
+BEFORE_AND_AFTER = (
+    replace(per_second("0.60"), end_date=CHANGE),
+    replace(per_second("1.20"), effective_date=CHANGE),
+)
+MOMENTS = {
+    # (bill_events_by, authorized, started, stopped: seconds from the change; cost of 90 s)
+    "setup: authorized before the change": ("setup", -120, -60, 30, "0.90"),
+    "connect: started before the change": ("connect", -120, -60, 30, "0.90"),
+    "disconnect: stopped after the change": ("disconnect", -120, -60, 30, "1.80"),
+    "setup: authorized before, started after": ("setup", -10, 5, 95, "0.90"),
+    "connect: authorized before, started after": ("connect", -10, 5, 95, "1.80"),
+}
+
+
+@MODES
+@pytest.mark.parametrize(
+    ("bill_events_by", "authorized", "started", "stopped", "cost"),
+    list(MOMENTS.values()),
+    ids=list(MOMENTS),
+)
+def test_a_call_is_rated_at_its_clients_moment(
+    bill_events_by: BillEventsBy,
+    authorized: int,
+    started: int,
+    stopped: int,
+    cost: str,
+    embedded: bool,
+) -> None:
+    """CONTRACT §3, Times (test_invoice_moment): setup, connect or disconnect."""
+    w = world(
+        rates=BEFORE_AND_AFTER,
+        client=replace(ACME, bill_events_by=bill_events_by),
+        embedded=embedded,
+    )
+    at = (CHANGE - T0).total_seconds()
+    w.authorize("s1", at + authorized)
+    w.results(ev(START, at=at + started))
+    outcome = w.acct.record(ev(STOP, at=at + stopped, seconds=stopped - started))
+    assert (outcome.result, outcome.cost) == ("charged", D(cost))
+    rated = {"setup": authorized, "connect": started, "disconnect": stopped}[bill_events_by]
+    assert w.ledger.cdrs()[0].leg.rated_at == CHANGE + timedelta(seconds=rated)
+    w.assert_books_balance()
+
+
+@pytest.mark.parametrize(
+    ("bill_events_by", "cost"), [("setup", "0.90"), ("connect", "0.90"), ("disconnect", "1.80")]
+)
+def test_without_start_or_authorization_the_call_began_its_duration_before_its_stop(
+    bill_events_by: BillEventsBy, cost: str
+) -> None:
+    w = world(rates=BEFORE_AND_AFTER, client=replace(ACME, bill_events_by=bill_events_by))
+    at = (CHANGE - T0).total_seconds()
+    outcome = w.acct.record(ev(STOP, at=at + 30, seconds=90))  # began 60 s before the change
+    assert outcome.cost == D(cost)
+    assert w.ledger.cdrs()[0].leg.rated_at == CHANGE + timedelta(
+        seconds=30 if bill_events_by == "disconnect" else -60
+    )
+
+
+@MODES
+def test_the_hold_names_who_pays_not_the_stops_attributes(embedded: bool) -> None:
+    """A Stop whose User-Name matches no account is still the authorized call's."""
+    w = world(embedded=embedded)
+    w.authorize("s1")
+    outcome = w.acct.record(ev(STOP, at=61, seconds=61, user="stranger"))
+    assert (outcome.result, outcome.client_id, outcome.cost) == ("charged", ACME.id, D("0.61"))
+    assert w.live_view(at=61) == (D("99.39"), D(0), 0)
+    w.assert_books_balance()
