@@ -450,6 +450,8 @@ class FakeLive:
         self.index: dict[tuple[str, str], str] = {}  # hold:{nas}:<identifier> -> uid
         self.applied: list[LiveEffect] = []
         self.seqs: dict[int, int] = {}  # {c:N}:seq, the last live sequence applied
+        self.gaps: list[int] = []  # clients whose effects did not follow their last sequence
+        self.unsequenced: list[int] = []  # clients whose effects came with no sequence
 
     def authorize(self, request: HoldRequest) -> Decision:
         """The AUTHORIZE script: ``decide`` on the client's live state, then the hold."""
@@ -520,7 +522,18 @@ class FakeLive:
         # the APPLY script, without its adoption of a hold kept under another uid (these
         # fakes always find the hold by its identifiers, so there is none to adopt)
         self.applied.extend(effects)
-        self.seqs.update(seqs or {})
+        for client_id in dict.fromkeys(
+            e.client_id for e in effects if not isinstance(e, NasReleased)
+        ):
+            # a client's effects go on top of the sequence before theirs; otherwise the real
+            # script answers 'gap' (or 'old') and the client is reloaded from the database
+            seq = (seqs or {}).get(client_id)
+            if seq is None:
+                self.unsequenced.append(client_id)
+            elif seq != self.seqs.get(client_id, 0) + 1:
+                self.gaps.append(client_id)
+            else:
+                self.seqs[client_id] = seq
         for effect in effects:
             if isinstance(effect, BalanceMoved):
                 self.balances[effect.client_id] = (

@@ -114,6 +114,10 @@ class World:
         assert set(by_cdr) <= set(cdrs)
         assert {i: c for i, c in cdrs.items() if c} == {i: c for i, c in by_cdr.items() if c}
         assert self.live_view()[0] == self.opening - self.charged()
+        if isinstance(self.live, FakeLive):
+            # each committed write reached the live state in its client's order, none lost
+            assert (self.live.gaps, self.live.unsequenced) == ([], [])
+            assert self.live.seqs == self.ledger.state.seqs
 
 
 def world(
