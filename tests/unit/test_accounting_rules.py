@@ -5,12 +5,15 @@ tests/integration and tests/e2e; here they run in milliseconds, one rule per row
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from billing_core.domain.accounting_packets import AccountingEvent, AcctStatus
 from billing_core.domain.identification import CallerFacts
@@ -404,6 +407,51 @@ def test_a_batch_that_keeps_conflicting_goes_to_the_caller_with_nothing_written(
     assert w.live_view()[0] == D("100.00")
 
 
+# A call's packets as the NAS sends them: (status, event time, Acct-Session-Time)
+ONE_CALL = ((START, 0, None), (INTERIM, 30, 30), (INTERIM, 45, 45), (STOP, 61, 61))
+
+
+@MODES
+@settings(max_examples=100, deadline=None)
+@given(
+    delays=st.tuples(*(st.lists(st.integers(0, 300), min_size=1, max_size=3) for _ in ONE_CALL)),
+    ties=st.randoms(use_true_random=False),
+    cuts=st.lists(st.booleans(), min_size=12, max_size=12),
+    authorized=st.booleans(),
+)
+def test_any_order_and_any_copies_of_a_calls_packets_charge_it_once(
+    embedded: bool,
+    delays: tuple[list[int], ...],
+    ties: random.Random,
+    cuts: list[bool],
+    authorized: bool,
+) -> None:
+    """Each packet sent once or more, each copy late by its own Acct-Delay-Time, all of them
+    recorded in the order they arrive, in group commits cut anywhere: one CDR, one charge."""
+    w = world(embedded=embedded)
+    if authorized:
+        w.authorize("s1", at=-1)
+    copies = [
+        ev(status, at=event_at + delay, seconds=seconds, delay=delay)
+        for (status, event_at, seconds), sent in zip(ONE_CALL, delays, strict=True)
+        for delay in sent
+    ]
+    ties.shuffle(copies)
+    copies.sort(key=lambda e: e.arrived)  # stable: copies arriving together stay shuffled
+    batch: list[AccountingEvent] = []
+    for packet, cut in zip(copies, cuts, strict=False):
+        batch.append(packet)
+        if cut:
+            w.acct.record_many(batch)
+            batch = []
+    w.acct.record_many(batch)
+    assert w.cdrs() == [(61, D("0.61"), "stop")]
+    assert len(w.ledger.state.charges) == 1
+    assert w.ledger.calls() == []
+    assert w.live_view(at=400) == (D("99.39"), D(0), 0)
+    w.assert_books_balance()
+
+
 # --- epochs ---------------------------------------------------------------------------------
 
 
@@ -730,6 +778,21 @@ def test_a_zero_second_stop_costs_nothing(final: bool, embedded: bool) -> None:
         assert [c.state for c in w.ledger.calls()] == ["held"]
         assert w.live_view() == (D("100.00"), D("36.000000"), 0)  # still counted, held
         assert w.live_view(at=HOLD_SECONDS + 1)[1] == D(0)  # until the hold lapses
+    w.assert_books_balance()
+
+
+def test_a_start_resent_after_a_zero_second_ending_opens_a_call_the_stale_rule_closes() -> None:
+    """README, zero_duration_stop: a zero-second ending leaves no CDR to compare a
+    retransmitted Start with, so the Start opens a call again; the stale rule closes it at
+    0 seconds. (A Kamailio Stop, with no Acct-Session-Time, that overtakes its Start is such
+    an ending: that call is never charged.)"""
+    w = world(max_call_length=60)
+    assert w.results(ev(START), ev(STOP, at=0)) == ["recorded", "ended"]
+    assert w.results(late(START, "s1", event_at=0, arrived_at=3)) == ["recorded"]
+    assert w.live_view(at=3)[2] == 1
+    assert w.acct.close_stale(T0 + timedelta(seconds=1 + 60 + STALE_GRACE)) == 1
+    assert w.cdrs() == [(0, D(0), "stale")]
+    assert w.live_view(at=400) == (D("100.00"), D(0), 0)
     w.assert_books_balance()
 
 
