@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +24,12 @@ from billing_core.adapters.db import current_revision, head_revision, make_engin
 from billing_core.adapters.errors import unavailable
 from billing_core.adapters.live_peek import peek
 from billing_core.adapters.redis_connect import authorizer
-from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
+from billing_core.adapters.redis_live import (
+    CHORES_LEASE_KEY,
+    CHORES_LEASE_MS,
+    RedisLiveState,
+    ResyncingLive,
+)
 from billing_core.adapters.secretbox import cipher_for
 from billing_core.adapters.sql_notify import daemon_source, record_event, set_event_source
 from billing_core.adapters.sql_store import SqlStore
@@ -461,17 +466,49 @@ def background_jobs(
     if running.events is not None:
         jobs.append(asyncio.create_task(every(1.0, stop, running.events.job, "events_count")))
     if running.primary:
+        chores = Chores(live, running.executor)
         jobs += [
-            asyncio.create_task(every(reap_every, stop, reap, "stale_reaper")),
             asyncio.create_task(every(2.0, stop, count_active, "active_calls")),
+            asyncio.create_task(every(1.0, stop, chores.renew, "chores_lease")),
+            asyncio.create_task(every(reap_every, stop, chores.only(reap), "stale_reaper")),
         ]
         if running.mailer is not None:
-            jobs.append(asyncio.create_task(every(1.0, stop, running.mailer.job, "mail_queue")))
+            mail = chores.only(running.mailer.job)
+            jobs.append(asyncio.create_task(every(1.0, stop, mail, "mail_queue")))
         if running.disconnector is not None:
-            jobs.append(
-                asyncio.create_task(every(1.0, stop, running.disconnector.job, "disconnects"))
-            )
+            cut = chores.only(running.disconnector.job)
+            jobs.append(asyncio.create_task(every(1.0, stop, cut, "disconnects")))
     return jobs
+
+
+class Chores:
+    """The deployment's chores (closing stale calls, Disconnect-Requests, the mail queue)
+    are done by one node at a time when the nodes share a Redis: the holder of a lease it
+    renews every second; another node takes over within the lease's 3 s when it stops or
+    loses Redis. Each chore is safe on several nodes at once (its rows are claimed in the
+    database), so without Redis every node does them; the lease only saves the work of the
+    others, which grows with the number of nodes. A node that cannot reach Redis does them
+    too: a Redis outage must not stop calls being closed or cut."""
+
+    def __init__(self, live: ResyncingLive | None, executor: Executor) -> None:
+        self._live = live
+        self._executor = executor
+        self.held = live is None
+
+    async def renew(self) -> None:
+        if self._live is not None:
+            loop = asyncio.get_running_loop()
+            held = await loop.run_in_executor(
+                self._executor, self._live.holds_lease, CHORES_LEASE_KEY, CHORES_LEASE_MS
+            )
+            self.held = held is not False
+
+    def only(self, chore: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            if self.held:
+                await chore()
+
+        return job
 
 
 def reload_nas(running: Running, config_path: Path | None) -> None:

@@ -358,6 +358,10 @@ return 1
 HEAL_LEASE_KEY = "radiusd:lease:heal"
 HEAL_LEASE_MS = 3000
 SWEEP_LEASE_KEY = "radiusd:lease:sweep"
+# the lease of the deployment's chores (closing stale calls, sending Disconnect-Requests and
+# queued mail): one node does them while it renews it; the others take over when it lapses
+CHORES_LEASE_KEY = "radiusd:lease:chores"
+CHORES_LEASE_MS = 3000
 
 # KEYS: bal, calls ; ARGV: now_ms
 VIEW = (
@@ -867,6 +871,14 @@ class ResyncingLive(RedisLiveState):
         # client -> (a sequence Redis lacked, when first seen lacking it)
         self._lagging: dict[int, tuple[int, float]] = {}
         self.missed = False  # the last apply did not reach Redis (billingctl warns)
+
+    def holds_lease(self, key: str, ms: int) -> bool | None:
+        """Take the lease ``key`` for ``ms`` milliseconds when it is free, or renew it when
+        this node holds it: whether this node holds it now; None when Redis is away."""
+        try:
+            return bool(self._lease(keys=[key], args=[self._node, ms]))
+        except REDIS_ERRORS:
+            return None
 
     def find_holds(self, keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[HeldCall | None]:
         try:

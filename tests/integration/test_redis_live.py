@@ -744,3 +744,35 @@ def test_a_stop_releases_the_hold_its_start_could_not_find(
     finally:
         a.close()
         b.close()
+
+
+def test_one_node_holds_the_chores_lease_and_redis_away_leaves_no_one_without_it(
+    pg_url: str, live_redis: RedisTarget
+) -> None:
+    """The deployment's chores (stale calls, Disconnect-Requests, mail) follow a lease: one
+    node holds it while it renews it, another takes it when it lapses; a node that cannot
+    reach Redis is told so (None), and does the chores itself rather than nobody."""
+    a, b = Stack(pg_url, live_redis), Stack(pg_url, live_redis)
+    lives = [a.live, b.live]
+    with socket.socket() as sock:  # a port where no Redis answers
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    away = ResyncingLive(
+        redis.Redis(port=port, socket_connect_timeout=0.2),
+        a.store.live_client,
+        clients=list,
+        marks=a.store,
+        ended=a.store.ended_legs,
+    )
+    key = "radiusd:lease:test-chores"
+    try:
+        assert lives[0].holds_lease(key, 300) is True
+        assert lives[1].holds_lease(key, 300) is False
+        assert lives[0].holds_lease(key, 300) is True  # renewed
+        time.sleep(0.4)  # a stopped renewing
+        assert lives[1].holds_lease(key, 300) is True
+        assert lives[0].holds_lease(key, 300) is False
+        assert away.holds_lease(key, 300) is None
+    finally:
+        a.close()
+        b.close()
