@@ -331,6 +331,7 @@ class AccountingTx(Protocol):
         hold_expires_at: datetime | None = None,
         last_seen_at: datetime | None = None,
         accounted: bool | None = None,
+        epoch: int | None = None,
     ) -> None: ...
 
     def link_leg(self, call: CallRecord, event: AccountingEvent) -> None:

@@ -266,6 +266,7 @@ class FakeAccountingTx:
         hold_expires_at: datetime | None = None,
         last_seen_at: datetime | None = None,
         accounted: bool | None = None,
+        epoch: int | None = None,
     ) -> None:
         # None leaves a column as it is (SqlAccountingTx.update_call)
         call = self.s.calls[call_id]
@@ -278,6 +279,7 @@ class FakeAccountingTx:
             else max_session_time,
             last_seen_at=call.last_seen_at if last_seen_at is None else last_seen_at,
             accounted=call.accounted if accounted is None else accounted,
+            epoch=call.epoch if epoch is None else epoch,
         )
         if hold_expires_at is not None:
             self.s.hold_expires[call_id] = hold_expires_at

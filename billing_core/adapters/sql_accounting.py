@@ -384,6 +384,7 @@ class SqlAccountingTx:
         hold_expires_at: datetime | None = None,
         last_seen_at: datetime | None = None,
         accounted: bool | None = None,
+        epoch: int | None = None,
     ) -> None:
         values = {
             key: value
@@ -394,6 +395,7 @@ class SqlAccountingTx:
                 ("hold_expires_at", hold_expires_at),
                 ("last_seen_at", last_seen_at),
                 ("accounted", accounted),
+                ("epoch", epoch),
             )
             if value is not None
         }

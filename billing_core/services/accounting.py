@@ -9,7 +9,7 @@ can always be rebuilt from it).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -43,6 +43,7 @@ from billing_core.ports import (
 
 _LEG_STATUSES = (AcctStatus.START, AcctStatus.INTERIM_UPDATE, AcctStatus.STOP, AcctStatus.FAILED)
 _CLOSED_BY_SERVER = ("stale", "accounting-on", "accounting-off")
+_LATE_EPOCHS = 4  # how far back a late Stop's leg is looked for (an Off, an On, each sent twice)
 _ATTEMPTS = 3  # a batch conflicting with concurrent transactions is run again, twice at most
 
 
@@ -188,6 +189,8 @@ class AccountingService:
             event.tags,
         )
         if event.status in (AcctStatus.STOP, AcctStatus.FAILED):
+            if leg_epoch != epoch:
+                identity = _late_leg(tx, identity)
             return self._stop(tx, event, identity, epoch, held, when, batch)
         if leg_epoch != epoch:
             return AcctOutcome("recorded")  # a late Start or Interim of a closed epoch
@@ -223,7 +226,7 @@ class AccountingService:
             self._activated(call, batch)  # created as it should be: nothing to update
             return AcctOutcome("recorded", call.client_id)
         tx.link_leg(call, event)
-        self._refresh(tx, call, event, when, batch)
+        self._refresh(tx, call, event, when, epoch, batch)
         return AcctOutcome("recorded", call.client_id)
 
     def _refresh(
@@ -232,6 +235,7 @@ class AccountingService:
         call: CallRecord,
         event: AccountingEvent,
         when: datetime,
+        epoch: int,
         batch: _Batch,
     ) -> None:
         longer = max(call.max_session_time, event.session_time or 0)
@@ -243,6 +247,10 @@ class AccountingService:
             max_session_time=longer if event.status == AcctStatus.INTERIM_UPDATE else None,
             last_seen_at=when,
             accounted=True,
+            # a call held before the NAS's last Accounting-On/Off (an authorization stores
+            # none) is of the epoch its accounting arrives in: the CDR a close gives it
+            # must be the leg its own Stop looks for
+            epoch=epoch if call.epoch != epoch else None,
         )
         self._activated(call, batch)
 
@@ -419,13 +427,17 @@ class AccountingService:
         self, tx: AccountingTx, nas_key: str, when: datetime, closed_by: str, batch: _Batch
     ) -> AcctOutcome:
         closed = 0
+        kept: list[CallRecord] = []
         for call in tx.calls_of_nas(nas_key):
             began = call.started_at or call.authorized_at or call.last_seen_at
             if began is not None and began >= when:
-                continue  # a call of the new boot: keep it
+                kept.append(call)  # a call of the new boot (an On that arrived late)
+                continue
             self._close_call(tx, call, closed_by, when, batch)
             closed += 1
-        tx.new_epoch(nas_key, when)
+        epoch = tx.new_epoch(nas_key, when)
+        for call in kept:  # its Stop, after the On, looks for its leg in the new epoch
+            tx.update_call(call.id, epoch=epoch)
         batch.effects.append(NasReleased(nas_key, when))
         tx.record_event(
             "nas_rebooted", nas_key=nas_key, detail={"status": closed_by, "closed_calls": closed}
@@ -521,6 +533,17 @@ def _opens(
         return when > last
     started = call.started_at if call is not None else None
     return started is not None and started > last
+
+
+def _late_leg(tx: AccountingTx, identity: LegIdentity) -> LegIdentity:
+    """A late Stop's leg: in the newest of the ``_LATE_EPOCHS`` epochs before the current one
+    that has it, as one reboot may start several (an Off then an On, an On sent again); else
+    in the epoch just before the current one."""
+    for epoch in range(identity.epoch, max(-1, identity.epoch - _LATE_EPOCHS), -1):
+        candidate = replace(identity, epoch=epoch)
+        if tx.find_legs(candidate):
+            return candidate
+    return identity
 
 
 def _unknown(tx: AccountingTx, event: AccountingEvent, identity: LegIdentity) -> AcctOutcome:

@@ -1,20 +1,18 @@
-"""Calls the server closed (stale, Accounting-On) and then their real Stop, after the NAS's
-epoch moved, on real SQLite and PostgreSQL: the double charges that the unit tests over the
-fakes found (tests/unit/test_accounting_rules.py), reproduced on the SQL adapter.
+"""Calls the server closed (stale, Accounting-On/Off) and then their real Stop, after the
+NAS's epoch moved, on real SQLite and PostgreSQL: each is corrected once, never charged
+twice. The unit tests over the fakes (tests/unit/test_accounting_rules.py) found these
+double charges; here they are held on the SQL adapter:
 
-A call's row keeps the epoch it was created in (SqlStore.authorize creates a held call in
-epoch 0; a call kept by a late Accounting-On keeps the old epoch); _close_call files the
-server's CDR under that epoch, so the real Stop, in the current epoch, finds no leg to
-correct and charges the call a second time. And an Accounting-On sent again moves the
-epoch again, so a late Stop looks in the wrong epoch for the leg the first one closed.
-Strict xfails: they pass, and fail the run, once the rule is fixed.
+- a held call (SqlStore.authorize stores it with no epoch) and a call kept by a late
+  Accounting-On move to the NAS's current epoch with their accounting, so the CDR a
+  server's close gives them is the leg their Stop looks for;
+- an Accounting-On sent again, or an Off then an On, start several epochs at one reboot: a
+  late Stop looks for its leg in the last epochs before the current one, newest first.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-
-import pytest
 
 from billing_core.adapters import admin
 from billing_core.adapters.db import make_engine
@@ -23,10 +21,6 @@ from billing_core.domain.identification import CallerFacts
 from billing_core.domain.policy import Accept
 
 from .test_sql_store import call, now, services, spec
-
-EPOCH_BUG = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="a call's row keeps the epoch it began in"
-)
 
 
 def event(
@@ -53,7 +47,6 @@ def event(
     )
 
 
-@EPOCH_BUG
 def test_an_authorized_call_closed_as_stale_after_an_accounting_on_is_corrected(
     db_url: str,
 ) -> None:
@@ -71,12 +64,10 @@ def test_an_authorized_call_closed_as_stale_after_an_accounting_on_is_corrected(
     )
     assert acct.close_stale(t + timedelta(seconds=30 + 7200 + 301)) == 1
     assert [(c["duration"], c["cost"]) for c in admin.list_cdrs(engine)] == [(30, "0.10")]
-    # today: "charged", a second CDR, the call charged 0.10 + 0.20
     assert acct.record(event(t, AcctStatus.STOP, "c1", 7600, seconds=61)).result == "corrected"
     assert admin.client_summary(engine, "Acme")["live_balance"] == "4.80"
 
 
-@EPOCH_BUG
 def test_a_call_kept_by_a_late_accounting_on_then_closed_is_corrected(db_url: str) -> None:
     engine = make_engine(db_url)
     admin.apply_provisioning(engine, spec("5.00"))
@@ -88,12 +79,10 @@ def test_a_call_kept_by_a_late_accounting_on_then_closed_is_corrected(db_url: st
     assert on.closed_calls == 1
     acct.record(event(t, AcctStatus.INTERIM_UPDATE, "new", 90, seconds=30))
     assert acct.close_stale(t + timedelta(seconds=90 + 3600 + 301)) == 1
-    # today: "charged", a second CDR of 0.30 beside the stale one's 0.10
     assert acct.record(event(t, AcctStatus.STOP, "new", 4000, seconds=180)).result == "corrected"
     assert admin.client_summary(engine, "Acme")["live_balance"] == "4.70"
 
 
-@EPOCH_BUG
 def test_a_late_stop_after_a_resent_accounting_on_corrects_the_closed_call(db_url: str) -> None:
     engine = make_engine(db_url)
     admin.apply_provisioning(engine, spec("5.00"))
@@ -109,7 +98,26 @@ def test_a_late_stop_after_a_resent_accounting_on_corrects_the_closed_call(db_ur
     # the same On re-sent 5 s later, its Acct-Delay-Time grown: a new authenticator
     assert acct.record(event(t, AcctStatus.ACCOUNTING_ON, "boot", 105, delay=5)).result == "closed"
     assert [(c["duration"], c["cost"]) for c in admin.list_cdrs(engine)] == [(45, "0.10")]
-    # today: "charged", a second CDR, the call charged 0.10 + 0.20
     late_stop = event(t, AcctStatus.STOP, "c1", 120, seconds=61, delay=59)
     assert acct.record(late_stop).result == "corrected"
+    assert admin.client_summary(engine, "Acme")["live_balance"] == "4.80"
+
+
+def test_a_late_stop_after_an_off_and_an_on_corrects_the_call_the_off_closed(db_url: str) -> None:
+    engine = make_engine(db_url)
+    admin.apply_provisioning(engine, spec("5.00"))
+    _store, _authz, acct = services(db_url)
+    t = now()
+    acct.record_many(
+        [
+            event(t, AcctStatus.START, "c1", 0),
+            event(t, AcctStatus.INTERIM_UPDATE, "c1", 45, seconds=45),
+            event(t, AcctStatus.ACCOUNTING_OFF, "down", 100),
+            event(t, AcctStatus.ACCOUNTING_ON, "up", 160),
+        ]
+    )
+    assert [(c["duration"], c["cost"]) for c in admin.list_cdrs(engine)] == [(45, "0.10")]
+    late_stop = event(t, AcctStatus.STOP, "c1", 200, seconds=70, delay=130)
+    assert acct.record(late_stop).result == "corrected"
+    assert [(c["duration"], c["cost"]) for c in admin.list_cdrs(engine)] == [(70, "0.20")]
     assert admin.client_summary(engine, "Acme")["live_balance"] == "4.80"

@@ -562,12 +562,11 @@ def test_a_late_stop_of_a_call_closed_at_zero_is_charged_by_its_correction() -> 
     w.assert_books_balance()
 
 
-# BUG (found by these fakes, reproduced on real SQLite): a call whose Start was recorded
-# before a late Accounting-On (one whose event time precedes the call's start) is kept as a
-# call of the new boot, but its row keeps the old epoch; closed later by the server (stale,
-# another On/Off), its CDR goes under the old epoch and its real Stop charges it again.
+# A call whose Start was recorded before a late Accounting-On (one whose event time precedes
+# the call's start) is kept as a call of the new boot, and moves to the new epoch: closed
+# later by the server (stale, another On/Off), its CDR is the leg its real Stop corrects.
+# (Found by these fakes: its row kept the old epoch, and the Stop charged it a second time.)
 @MODES
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="a kept call keeps the old epoch")
 def test_a_call_kept_by_a_late_accounting_on_is_later_corrected_by_its_stop(
     embedded: bool,
 ) -> None:
@@ -577,19 +576,17 @@ def test_a_call_kept_by_a_late_accounting_on_is_later_corrected_by_its_stop(
     w.results(ev(INTERIM, "new", 90, seconds=30))
     assert w.acct.close_stale(T0 + timedelta(seconds=90 + 61 + STALE_GRACE)) == 1
     assert w.cdrs() == [(0, D(0), "accounting-on"), (30, D("0.30"), "stale")]
-    # today: "charged", a second CDR of 1.20 beside the stale one's 0.30
     assert w.results(ev(STOP, "new", 500, seconds=120)) == ["corrected"]
     assert w.cdrs() == [(0, D(0), "accounting-on"), (120, D("1.20"), "stale")]
     assert w.charged() == D("1.20")
 
 
-# BUG (found by these fakes, reproduced on real SQLite and PostgreSQL): an Accounting-On
-# sent again (re-sent with a grown Acct-Delay-Time it has a new authenticator, which the
-# duplicate cache does not know; or sent to another node) moves the epoch a second time; a
-# late Stop of a call the first one closed is looked up in the epoch before the current
-# one only, finds no leg to correct, and is charged a second time.
+# An Accounting-On sent again (re-sent with a grown Acct-Delay-Time it has a new
+# authenticator, which the duplicate cache does not know; or sent to another node) moves the
+# epoch a second time; a late Stop of a call the first one closed still finds that leg: it
+# is looked for in the last epochs before the current one, the newest first. (Found by
+# these fakes: only the epoch just before was searched, and the Stop was charged again.)
 @MODES
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="a re-sent On moves the epoch")
 def test_a_late_stop_after_a_resent_accounting_on_corrects_the_closed_call(
     embedded: bool,
 ) -> None:
@@ -598,10 +595,27 @@ def test_a_late_stop_after_a_resent_accounting_on_corrects_the_closed_call(
     w.results(ev(START, "c1"), ev(INTERIM, "c1", 45, seconds=45), ev(ON, "boot", 100))
     assert w.results(late(ON, "boot", event_at=100, arrived_at=105)) == ["closed"]
     assert w.cdrs() == [(45, D("0.45"), "accounting-on")]
-    # today: "charged", a second CDR, the call charged 0.45 + 0.61
     assert w.results(late(STOP, "c1", event_at=61, arrived_at=120, seconds=61)) == ["corrected"]
     assert w.cdrs() == [(61, D("0.61"), "accounting-on")]
     assert w.charged() == D("0.61")
+
+
+@MODES
+def test_a_late_stop_after_an_off_and_an_on_corrects_the_call_the_off_closed(
+    embedded: bool,
+) -> None:
+    """A NAS restarted gracefully sends an Accounting-Off, then an Accounting-On when it is
+    back: two epochs at one reboot; a Stop of a call the Off closed, arriving after both,
+    corrects that call."""
+    w = world(embedded=embedded)
+    w.authorize("c1")
+    w.results(ev(START, "c1"), ev(INTERIM, "c1", 45, seconds=45))
+    assert w.results(ev(OFF, "down", 100), ev(ON, "up", 160)) == ["closed", "closed"]
+    assert w.cdrs() == [(45, D("0.45"), "accounting-off")]
+    assert w.results(late(STOP, "c1", event_at=70, arrived_at=200, seconds=70)) == ["corrected"]
+    assert w.cdrs() == [(70, D("0.70"), "accounting-off")]
+    assert w.charged() == D("0.70")
+    w.assert_books_balance()
 
 
 def test_a_reused_session_id_in_a_new_epoch_is_a_new_call() -> None:
@@ -699,18 +713,10 @@ def test_a_stale_authorized_call_releases_its_hold(embedded: bool) -> None:
     w.assert_books_balance()
 
 
-# BUG (found by these fakes, reproduced on real SQLite): SqlStore.authorize inserts the
-# held call with epoch 0 and nothing moves it to the NAS's epoch when its accounting
-# arrives; _close_call files the server's CDR under the call's epoch, so the real Stop
-# (current epoch) finds no leg to correct and charges the call a second time.
-EPOCH_0_HOLD = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="a held call is stored in epoch 0"
-)
-
-
-@pytest.mark.parametrize(
-    "embedded", [False, pytest.param(True, marks=EPOCH_0_HOLD)], ids=["redis", "embedded"]
-)
+# Without Redis an authorization stores its held call with no epoch of its own (0); its
+# accounting moves it to the NAS's epoch, so the CDR a server's close gives it is the leg
+# its real Stop corrects. (Found by these fakes: the Stop charged the call a second time.)
+@MODES
 def test_after_an_accounting_on_a_stale_authorized_call_is_corrected_by_its_stop(
     embedded: bool,
 ) -> None:
@@ -721,7 +727,6 @@ def test_after_an_accounting_on_a_stale_authorized_call_is_corrected_by_its_stop
     w.results(ev(START, "c1"), ev(INTERIM, "c1", 30, seconds=30))
     assert w.acct.close_stale(T0 + timedelta(seconds=31 + 3600 + STALE_GRACE)) == 1
     assert w.cdrs() == [(30, D("0.30"), "stale")]
-    # embedded today: "charged", a second CDR, the call charged 0.30 + 0.61
     assert w.results(ev(STOP, "c1", 4000, seconds=61)) == ["corrected"]
     assert w.cdrs() == [(61, D("0.61"), "stale")]
     assert w.charged() == D("0.61")
