@@ -19,8 +19,8 @@ from bench.procstat import status_kb
 
 
 def measure(url: str) -> dict[str, Any]:
-    from billing_core.adapters import sql_store
-    from billing_core.adapters.db import make_engine
+    from billing_core.adapters.sql import store as sql_store
+    from billing_core.adapters.sql.db import make_engine
 
     engine = make_engine(url)
     store = sql_store.SqlStore(engine)

@@ -35,8 +35,8 @@ from .client_queries import (
     tags_t,
 )
 from .secretbox import NoKeyCipher
-from .sql_disconnect import client_status_changed
-from .sql_store import (
+from .sql.disconnect import client_status_changed
+from .sql.store import (
     accounts_t,
     bump_catalog_version,
     bump_rates_version,
@@ -498,7 +498,7 @@ def list_sessions(
             query = query.where(clients_t.c.id == wanted)
         rows = list(conn.execute(query))
         keys: dict[int, list[str]] = {}
-        from .sql_store import call_keys_t
+        from .sql.store import call_keys_t
 
         if rows:
             for call_id, key in conn.execute(

@@ -35,9 +35,9 @@ from .client_queries import (
     rate_tables_t,
     tags_of,
 )
-from .models import ClientTemplateRow, table
-from .sql_disconnect import client_status_changed
-from .sql_store import (
+from .sql.disconnect import client_status_changed
+from .sql.models import ClientTemplateRow, table
+from .sql.store import (
     accounts_t,
     bump_catalog_version,
     call_keys_t,

@@ -22,8 +22,8 @@ from billing_core.domain.money import display as fmt
 from billing_core.errors import NotFoundError
 from billing_core.ports import LiveState
 
-from .models import ClientTagRow, InvoiceRow, NotifyStateRow, RateTableRow, TagRow, table
-from .sql_store import (
+from .sql.models import ClientTagRow, InvoiceRow, NotifyStateRow, RateTableRow, TagRow, table
+from .sql.store import (
     calls_t,
     clients_t,
     live_calls_condition,

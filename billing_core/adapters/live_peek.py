@@ -20,7 +20,7 @@ from billing_core.explain import LivePeek
 from billing_core.ports import LiveState
 
 from .redis_live import RedisLiveState, _keys
-from .sql_store import SqlStore, calls_t, live_calls_condition, live_t
+from .sql.store import SqlStore, calls_t, live_calls_condition, live_t
 
 
 def peek(live: LiveState, store: SqlStore, client: Client, now: datetime) -> LivePeek:

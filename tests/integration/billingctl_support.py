@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, insert
 
-from billing_core.adapters.db import make_engine
-from billing_core.adapters.sql_store import change_balance, transactions_t
+from billing_core.adapters.sql.db import make_engine
+from billing_core.adapters.sql.store import change_balance, transactions_t
 from billing_core.cli import main
 
 RATES_HEADER = "code,name,rate,setup_fee,min_volume,interval,grace_volume,effective_date,end_date\n"

@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select
 from billing_core.adapters.admin_clients import templates_t
 from billing_core.adapters.audit import audit_t
 from billing_core.adapters.client_queries import invoices_t
-from billing_core.adapters.sql_store import (
+from billing_core.adapters.sql.store import (
     SqlStore,
     accounts_t,
     calls_t,

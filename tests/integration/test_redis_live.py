@@ -19,9 +19,9 @@ from redis.cluster import RedisCluster
 from sqlalchemy import text
 
 from billing_core.adapters import admin
-from billing_core.adapters.db import make_engine
 from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
-from billing_core.adapters.sql_store import SqlStore
+from billing_core.adapters.sql.db import make_engine
+from billing_core.adapters.sql.store import SqlStore
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.identification import CallerFacts
 from billing_core.domain.model import Client, RejectReason

@@ -46,6 +46,7 @@ from billing_core.ports import (
     LockoutProbe,
 )
 
+from .accounting import SqlAccountingTx, add_keys
 from .models import (
     AccountRow,
     AcctEventRow,
@@ -63,7 +64,6 @@ from .models import (
     TransactionRow,
     table,
 )
-from .sql_accounting import SqlAccountingTx, add_keys
 
 accounts_t = table(AccountRow)
 auth_failures_t = table(AuthFailureRow)

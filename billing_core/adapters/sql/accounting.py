@@ -38,7 +38,7 @@ from billing_core.ports import (
     StoredLeg,
 )
 
-from .sql_bulk import LegKey, bulk_for, call_from, call_keys_t, calls_t, nas_epochs_t
+from .bulk_pg import LegKey, bulk_for, call_from, call_keys_t, calls_t, nas_epochs_t
 
 _LEG_STATUSES = frozenset(
     (AcctStatus.START, AcctStatus.INTERIM_UPDATE, AcctStatus.STOP, AcctStatus.FAILED)
@@ -118,7 +118,7 @@ class SqlAccountingTx:
         detail: Mapping[str, object] | None = None,
         dedupe: str | None = None,
     ) -> None:
-        from .sql_notify import write_event
+        from .notify import write_event
 
         write_event(
             self.conn, kind, client_id=client_id, nas_key=nas_key, detail=detail, dedupe=dedupe

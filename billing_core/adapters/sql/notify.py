@@ -36,7 +36,7 @@ from billing_core.errors import NotFoundError
 from billing_core.ports import LiveView
 
 from .models import EventRow, MailRow, NotifyStateRow, table
-from .sql_store import clients_t
+from .store import clients_t
 
 events_t = table(EventRow)
 mail_t = table(MailRow)

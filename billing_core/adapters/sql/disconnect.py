@@ -20,8 +20,8 @@ from sqlalchemy import Connection, Engine, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .models import AcctEventRow, DisconnectRow, table
-from .sql_notify import write_event
-from .sql_store import calls_t, clients_t, live_calls_condition
+from .notify import write_event
+from .store import calls_t, clients_t, live_calls_condition
 
 disconnect_t = table(DisconnectRow)
 acct_events_t = table(AcctEventRow)
