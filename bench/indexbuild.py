@@ -19,11 +19,12 @@ from bench.procstat import status_kb
 
 
 def measure(url: str) -> dict[str, Any]:
-    from billing_core.adapters.sql import store as sql_store
+    from billing_core.adapters.sql import catalog as sql_store
     from billing_core.adapters.sql.db import make_engine
+    from billing_core.adapters.sql.store import SqlStore
 
     engine = make_engine(url)
-    store = sql_store.SqlStore(engine)
+    store = SqlStore(engine)
     store.catalog_version()  # connect first: the connection is not the catalog's memory
     name = "RateTableIndex"  # the name load_catalog calls: wrapped to time it
     original = getattr(sql_store, name)

@@ -87,7 +87,8 @@ def _check_notifications(args: argparse.Namespace, client_ids: Sequence[int]) ->
     if not client_ids:
         return
     from billing_core.adapters.sql.notify import check_notifications
-    from billing_core.adapters.sql.store import SqlStore, utcnow
+    from billing_core.adapters.sql.store import SqlStore
+    from billing_core.adapters.sql.tables import utcnow
 
     live: LiveState = _live(args) or SqlStore(_engine(args))
     views = live.view(list(dict.fromkeys(client_ids)), utcnow())

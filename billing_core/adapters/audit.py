@@ -23,7 +23,7 @@ from billing_core.provisioning import CLIENT_FIELDS
 
 from .client_queries import tags_of
 from .sql.models import AuditRow, RateTableRow, table
-from .sql.store import accounts_t, clients_t, utcnow
+from .sql.tables import accounts_t, clients_t, utcnow
 
 audit_t = table(AuditRow)
 rate_tables_t = table(RateTableRow)

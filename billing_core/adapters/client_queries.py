@@ -23,14 +23,7 @@ from billing_core.errors import NotFoundError
 from billing_core.ports import LiveState
 
 from .sql.models import ClientTagRow, InvoiceRow, NotifyStateRow, RateTableRow, TagRow, table
-from .sql.store import (
-    calls_t,
-    clients_t,
-    live_calls_condition,
-    live_t,
-    transactions_t,
-    utcnow,
-)
+from .sql.tables import calls_t, clients_t, live_calls_condition, live_t, transactions_t, utcnow
 
 rate_tables_t = table(RateTableRow)
 tags_t = table(TagRow)

@@ -40,6 +40,7 @@ from typing import Any, Protocol, Self
 import orjson
 from redis.exceptions import NoScriptError
 
+from billing_core.domain.calls import CallState
 from billing_core.domain.model import RejectReason
 from billing_core.domain.money import ZERO, from_micros, to_micros
 from billing_core.domain.policy import Accept, Decision, Reject
@@ -48,6 +49,7 @@ from billing_core.ports import (
     BalanceMoved,
     HeldCall,
     HoldRequest,
+    LiveCall,
     LiveEffect,
     LiveView,
     LockoutProbe,
@@ -61,7 +63,8 @@ from .redis_connect import REDIS_ERRORS, SyncRedis, load_scripts, redis_client
 from .resp import RespConnection
 
 # One client's state as the database knows it: (live sequence, balance, accounted calls).
-ClientLoader = Callable[[int], tuple[int, Decimal, list[dict[str, Any]]]]
+# (``SqlLiveTruth.live_client``'s ``ClientTruth``)
+ClientLoader = Callable[[int], tuple[int, Decimal, Sequence[LiveCall]]]
 # Of a client's holds (NAS key, identifiers, authorized at): the (NAS key, identifier) pairs
 # whose call the database has a CDR of (``SqlStore.ended_legs``).
 EndedLegs = Callable[[int, Sequence[tuple[str, Sequence[str], datetime]]], set[tuple[str, str]]]
@@ -393,6 +396,23 @@ def _sha(script: str) -> str:
     return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
+def call_record(call: LiveCall) -> dict[str, Any]:
+    """A call the database recorded, as ``{c:N}:calls`` keeps it (the module's text)."""
+    expires = call.hold_expires_at
+    return {
+        "s": "a" if call.state == CallState.ACTIVE else "h",
+        "h": to_micros(call.hold),
+        "e": _ms(expires) if expires else 0,
+        "a": call.account_id or 0,
+        "c": call.called,
+        "n": call.nas_key,
+        "t": _ms(call.authorized_at) if call.authorized_at else 0,
+        "g": call.granted_seconds or 0,
+        "i": list(call.identifiers),
+        "x": 1,
+    }
+
+
 def _keys(client_id: int) -> list[str]:
     tag = f"{{c:{client_id}}}"
     return [f"{tag}:bal", f"{tag}:calls", f"{tag}:ids"]
@@ -680,7 +700,7 @@ class RedisLiveState:
         keys = _keys(client_id)
         ended = self._ended_holds(client_id) if replace else []
         seq, balance, calls = self._loader(client_id)
-        records = {call["uid"]: call["record"] for call in calls}
+        records = {call.uid: call_record(call) for call in calls}
         loaded = self._load(
             keys=[keys[0], keys[1], _seq_key(client_id), keys[2]],
             args=[
@@ -694,11 +714,11 @@ class RedisLiveState:
         if records:
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
-                for ident in call["identifiers"]:
-                    pipe.hset(keys[2], f"{call['nas_key']}|{ident}", call["uid"])
+                for ident in call.identifiers:
+                    pipe.hset(keys[2], f"{call.nas_key}|{ident}", call.uid)
                     pipe.set(
-                        index_key(call["nas_key"], ident),
-                        f"{client_id}|{call['uid']}",
+                        index_key(call.nas_key, ident),
+                        f"{client_id}|{call.uid}",
                         ex=HOLD_INDEX_SECONDS,
                     )
             pipe.execute()

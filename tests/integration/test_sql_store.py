@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 
 from billing_core.adapters import admin
 from billing_core.adapters.sql.db import current_revision, make_engine, upgrade
-from billing_core.adapters.sql.store import SqlStore, transactions_t
+from billing_core.adapters.sql.store import SqlStore
+from billing_core.adapters.sql.tables import transactions_t
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.identification import CallerFacts
 from billing_core.domain.model import RejectReason
@@ -300,7 +301,7 @@ def test_a_call_started_and_stopped_in_one_batch_is_charged_once_and_ended(db_ur
 def test_the_packets_are_stored_as_received(db_url: str) -> None:
     import json
 
-    from billing_core.adapters.sql.store import acct_events_t
+    from billing_core.adapters.sql.tables import acct_events_t
 
     engine = make_engine(db_url)
     admin.apply_provisioning(engine, spec("5.00"))

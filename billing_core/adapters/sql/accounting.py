@@ -21,14 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from billing_core.domain.accounting_packets import AccountingEvent, AcctStatus
+from billing_core.domain.accounting_packets import AccountingEvent
+from billing_core.domain.calls import LEG_STATUSES, OPENING, possible_epochs
 from billing_core.domain.money import ZERO
 from billing_core.ports import (
     CallRecord,
@@ -38,16 +39,9 @@ from billing_core.ports import (
     StoredLeg,
 )
 
-from .bulk_pg import LegKey, bulk_for, call_from, call_keys_t, calls_t, nas_epochs_t
-
-_LEG_STATUSES = frozenset(
-    (AcctStatus.START, AcctStatus.INTERIM_UPDATE, AcctStatus.STOP, AcctStatus.FAILED)
-)
-_OPENING = frozenset((AcctStatus.START, AcctStatus.INTERIM_UPDATE))
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from .bulk import LegKey, bulk_for, call_from
+from .notify import write_event
+from .tables import call_keys_t, calls_t, nas_epochs_t, utcnow
 
 
 def add_keys(conn: Connection, call_id: int, nas_key: str, identifiers: Sequence[str]) -> None:
@@ -118,32 +112,29 @@ class SqlAccountingTx:
         detail: Mapping[str, object] | None = None,
         dedupe: str | None = None,
     ) -> None:
-        from .notify import write_event
-
         write_event(
             self.conn, kind, client_id=client_id, nas_key=nas_key, detail=detail, dedupe=dedupe
         )
 
     # --- reading ahead -------------------------------------------------------------------------
     def prefetch(self, events: Sequence[AccountingEvent]) -> None:
-        legs = [e for e in events if e.status in _LEG_STATUSES and e.billable]
+        legs = [e for e in events if e.status in LEG_STATUSES and e.billable]
         if not legs:
             return
         self._read_epochs({e.nas_key for e in legs})
         self._read_calls({(e.nas_key, key) for e in legs for key in e.identifiers()})
-        triples = set()
-        for event in legs:
-            epoch, changed_at = self._epochs[event.nas_key]
-            triples.add((event.nas_key, epoch, event.acct_session_id))
-            if changed_at is not None:  # a late packet of the epoch before
-                triples.add((event.nas_key, epoch - 1, event.acct_session_id))
+        triples = {
+            (event.nas_key, epoch, event.acct_session_id)
+            for event in legs
+            for epoch in possible_epochs(*self._epochs[event.nas_key])
+        }
         self._read_legs(triples)
         # the calls the batch's Starts and Interims will create, named before the domain sees
         # them: those matching no call (a retransmitted Start wastes one id, never more)
         opening = {
             (e.nas_key, e.acct_session_id, e.conf_id, e.origin)
             for e in legs
-            if e.status in _OPENING and not self._matches(e.nas_key, e.identifiers())
+            if e.status in OPENING and not self._matches(e.nas_key, e.identifiers())
         }
         self._take_ids(len(opening))
 

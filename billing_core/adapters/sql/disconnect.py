@@ -19,12 +19,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .models import AcctEventRow, DisconnectRow, table
 from .notify import write_event
-from .store import calls_t, clients_t, live_calls_condition
-
-disconnect_t = table(DisconnectRow)
-acct_events_t = table(AcctEventRow)
+from .tables import acct_events_t, calls_t, clients_t, disconnect_t, live_calls_condition
 
 #: Why a call is cut: the status change or the overrun that asked for it.
 REASONS: tuple[str, ...] = ("client_stopped", "client_deleted", "account_disabled", "overrun")
