@@ -98,13 +98,13 @@ class ClosedBy(StrEnum):
 
 
 #: The NAS restarts (``CallMove.NEW_EPOCH``), by status, with the name they close calls by.
-NAS_RESTARTS: Mapping[int, ClosedBy] = {
-    AcctStatus.ACCOUNTING_ON: ClosedBy.ACCOUNTING_ON,
-    AcctStatus.ACCOUNTING_OFF: ClosedBy.ACCOUNTING_OFF,
+NAS_RESTARTS: Mapping[int, str] = {
+    AcctStatus.ACCOUNTING_ON: ClosedBy.ACCOUNTING_ON.value,
+    AcctStatus.ACCOUNTING_OFF: ClosedBy.ACCOUNTING_OFF.value,
 }
 #: Calls the server closed: a later Stop corrects their CDR (``CallMove.CORRECTED``).
 CLOSED_BY_SERVER: frozenset[str] = frozenset(
-    (ClosedBy.STALE, ClosedBy.ACCOUNTING_ON, ClosedBy.ACCOUNTING_OFF)
+    (ClosedBy.STALE.value, ClosedBy.ACCOUNTING_ON.value, ClosedBy.ACCOUNTING_OFF.value)
 )
 
 
