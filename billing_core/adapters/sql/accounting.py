@@ -29,7 +29,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from billing_core.domain.accounting_packets import AccountingEvent
-from billing_core.domain.calls import LEG_STATUSES, OPENING, possible_epochs
+from billing_core.domain.calls import LEG_STATUSES, OPENING, CallState, possible_epochs
 from billing_core.domain.money import ZERO
 from billing_core.ports import (
     CallRecord,
@@ -245,7 +245,7 @@ class SqlAccountingTx:
         rows = self.conn.execute(
             select(calls_t).where(
                 calls_t.c.accounted.is_(True),
-                calls_t.c.state == "active",
+                calls_t.c.state == CallState.ACTIVE.value,
                 calls_t.c.last_seen_at < longest,
             )
         )
@@ -267,7 +267,7 @@ class SqlAccountingTx:
             for row in self.conn.execute(
                 select(calls_t.c.id).where(
                     calls_t.c.accounted.is_(False),
-                    calls_t.c.state == "held",
+                    calls_t.c.state == CallState.HELD.value,
                     calls_t.c.hold_expires_at < before,
                 )
             )

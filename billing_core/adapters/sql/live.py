@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from billing_core.domain.calls import CallState
 from billing_core.domain.model import RejectReason
 from billing_core.domain.money import ZERO
 from billing_core.domain.policy import Accept, Decision, LiveSnapshot, Reject, decide
@@ -75,7 +76,7 @@ class _AuthStatements:
             .values(
                 {
                     **{name: bindparam(f"v_{name}") for name in given},
-                    "state": "held",
+                    "state": CallState.HELD.value,
                     "max_session_time": 0,
                     "charged": False,
                     "epoch": 0,
@@ -263,7 +264,10 @@ class SqlLiveState:
                 r.client_id: int(r.n)
                 for r in conn.execute(
                     select(calls_t.c.client_id, func.count().label("n"))
-                    .where(calls_t.c.client_id.in_(client_ids), calls_t.c.state == "active")
+                    .where(
+                        calls_t.c.client_id.in_(client_ids),
+                        calls_t.c.state == CallState.ACTIVE.value,
+                    )
                     .group_by(calls_t.c.client_id)
                 )
             }
@@ -276,6 +280,8 @@ class SqlLiveState:
         with self.engine.connect() as conn:
             return int(
                 conn.execute(
-                    select(func.count()).select_from(calls_t).where(calls_t.c.state == "active")
+                    select(func.count())
+                    .select_from(calls_t)
+                    .where(calls_t.c.state == CallState.ACTIVE.value)
                 ).scalar_one()
             )
