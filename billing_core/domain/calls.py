@@ -53,6 +53,8 @@ _ANY = frozenset(CallState)
 
 #: The call lifecycle: every move, the states it applies to, the state it leads to.
 LIFECYCLE: Mapping[CallMove, Step] = {
+    # a new call (not kept yet: closed) or a held one authorized again; an active call
+    # authorized again stays active, its hold computed afresh
     CallMove.AUTHORIZED: Step(frozenset((CallState.CLOSED, CallState.HELD)), CallState.HELD, True),
     CallMove.ACCOUNTED: Step(_ANY, CallState.ACTIVE, True),
     CallMove.REHELD: Step(_OPEN, CallState.HELD, True),
