@@ -3,7 +3,7 @@
 `python -m bench.indexbuild DATABASE_URL` loads the catalog as the daemon does
 (``SqlStore(engine).load_catalog()``: clients, accounts, every rate table indexed in a
 ``RateTableIndex``) and prints one JSON object: the whole load's seconds, the seconds spent
-inside ``RateTableIndex`` construction (timed by wrapping the name ``sql_store`` calls), the
+inside ``RateTableIndex`` construction (timed by wrapping the name ``sql/catalog.py`` calls), the
 number of rates, and the process's resident memory before, after (retained) and at peak.
 """
 
