@@ -26,7 +26,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.calls import LEG_STATUSES, OPENING, CallState, possible_epochs
@@ -41,21 +40,7 @@ from billing_core.ports import (
 
 from .bulk import LegKey, bulk_for, call_from
 from .notify import write_event
-from .tables import call_keys_t, calls_t, nas_epochs_t, utcnow
-
-
-def add_keys(conn: Connection, call_id: int, nas_key: str, identifiers: Sequence[str]) -> None:
-    """Record a call's identifiers (for the embedded live state's holds)."""
-    if identifiers:
-        ignore = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        conn.execute(
-            ignore(call_keys_t).on_conflict_do_nothing(),
-            [{"call_id": call_id, "nas_key": nas_key, "key": key} for key in identifiers],
-        )
-
-
-def call_record(row: Any) -> CallRecord:
-    return call_from(row._mapping)
+from .tables import calls_t, nas_epochs_t, utcnow
 
 
 def _leg_key(identity: LegIdentity) -> LegKey:
@@ -280,7 +265,7 @@ class SqlAccountingTx:
         """A call read outside the picture: the picture's copy when it has one."""
         known = self._calls.get(row.id)
         if known is None:
-            known = self._calls[row.id] = call_record(row)
+            known = self._calls[row.id] = call_from(row._mapping)
         return known
 
     # --- the domain's writes ---------------------------------------------------------------------

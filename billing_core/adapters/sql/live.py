@@ -32,7 +32,6 @@ from billing_core.domain.money import ZERO
 from billing_core.domain.policy import Accept, Decision, LiveSnapshot, Reject, decide
 from billing_core.ports import HeldCall, HoldRequest, LiveEffect, LiveView, LockoutProbe
 
-from .accounting import add_keys
 from .bulk import bulk_for
 from .db import database_reachable
 from .tables import (
@@ -166,7 +165,10 @@ class SqlLiveState:
                             **values,
                         },
                     ).scalar_one()
-                    add_keys(conn, call_id, request.nas_key, request.identifiers)
+                    if request.identifiers:  # the call's names, for a repeated request
+                        bulk_for(conn).insert_keys(
+                            [(call_id, request.nas_key, key) for key in request.identifiers]
+                        )
             elif own is not None:
                 conn.execute(st.delete_own, {"own_id": own})
             return decision
