@@ -12,7 +12,7 @@ if ARGV[2] ~= '' then
 end
 local ops = cjson.decode(ARGV[1])
 for _, op in ipairs(ops) do
-  if op.k == 'bal' then
+  if op.k == 'bal' then  -- domain.live_balance.moved (the sequence moved above)
     redis.call('INCRBY', KEYS[1], op.v)
   elseif op.k == 'act' then
     local held = adopt(KEYS[2], KEYS[3], op.u, op.n, op.i, op.a, op.c)

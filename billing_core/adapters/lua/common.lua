@@ -1,5 +1,6 @@
 -- Shared by the scripts that read a client's calls (loaded before them).
 local function decode(v) return cjson.decode(v) end
+-- a call that counts toward capacity and holds funds (domain.calls.counts)
 local function counts(c, now) return c.s == 'a' or (c.s == 'h' and c.e > now) end
 -- the authorization of the same call (NAS key, an identifier, account and number) held
 -- under another id, whose accounting did not find it: removed with its index entries, and

@@ -158,8 +158,10 @@ _PG_CORRECT = (
     f"FROM json_to_recordset(%s::json) AS v({_record(CORRECTION_COLUMNS)}) "
     f"WHERE d.id = v.id AND d.id = {_ids('int8')}"
 )
-# rows taken in client order (the document is sorted): two transactions never wait on
-# each other's balances crosswise; a client without a row gets one
+# domain.live_balance.moved in one statement: the balance moves by the amount and the live
+# sequence by one; a client without a row gets one (at sequence 1). Rows taken in client
+# order (the document is sorted): two transactions never wait on each other's balances
+# crosswise
 _PG_MOVE_BALANCES = (
     "INSERT INTO live_balances AS l (client_id, balance, seq, applied) "
     "SELECT (v->>0)::int4, (v->>1)::int8, 1, 0 FROM json_array_elements(%s::json) AS v "

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from billing_core.domain.calls import CallState
+from billing_core.domain.calls import CallMove, CallState, state_after
 from billing_core.domain.model import RejectReason
 from billing_core.domain.money import ZERO
 from billing_core.domain.policy import Accept, Decision, LiveSnapshot, Reject, decide
@@ -75,7 +75,7 @@ class _AuthStatements:
             .values(
                 {
                     **{name: bindparam(f"v_{name}") for name in given},
-                    "state": CallState.HELD.value,
+                    "state": state_after(CallMove.AUTHORIZED).value,
                     "max_session_time": 0,
                     "charged": False,
                     "epoch": 0,
