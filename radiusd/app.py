@@ -20,7 +20,6 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine
 
-from billing_core.adapters.db import current_revision, head_revision, make_engine
 from billing_core.adapters.errors import unavailable
 from billing_core.adapters.live_peek import peek
 from billing_core.adapters.redis_connect import authorizer
@@ -31,8 +30,9 @@ from billing_core.adapters.redis_live import (
     ResyncingLive,
 )
 from billing_core.adapters.secretbox import cipher_for
-from billing_core.adapters.sql_notify import daemon_source, record_event, set_event_source
-from billing_core.adapters.sql_store import SqlStore
+from billing_core.adapters.sql.db import current_revision, head_revision, make_engine
+from billing_core.adapters.sql.notify import daemon_source, record_event, set_event_source
+from billing_core.adapters.sql.store import SqlStore
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.errors import UserError
 from billing_core.ports import LiveState

@@ -105,9 +105,9 @@ async def _supervise(
 ) -> int:
     from prometheus_client import CollectorRegistry, multiprocess
 
-    from billing_core.adapters.db import make_engine
     from billing_core.adapters.redis_connect import redis_probe
-    from billing_core.adapters.sql_store import SqlStore
+    from billing_core.adapters.sql.db import make_engine
+    from billing_core.adapters.sql.store import SqlStore
 
     from .app import _bound_server
     from .httpd import start_http

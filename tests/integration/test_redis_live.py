@@ -19,16 +19,16 @@ from redis.cluster import RedisCluster
 from sqlalchemy import text
 
 from billing_core.adapters import admin
-from billing_core.adapters.db import make_engine
 from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
-from billing_core.adapters.sql_store import SqlStore
+from billing_core.adapters.sql.db import make_engine
+from billing_core.adapters.sql.store import SqlStore
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.identification import CallerFacts
 from billing_core.domain.model import Client, RejectReason
 from billing_core.domain.money import from_micros, to_micros
 from billing_core.domain.policy import Accept, GrantTerms, LiveSnapshot, Reject, decide
 from billing_core.domain.rating import Rate
-from billing_core.ports import Activated, BalanceMoved, HoldRequest, NasReleased
+from billing_core.ports import Activated, BalanceMoved, ClientTruth, HoldRequest, NasReleased
 from billing_core.provisioning import parse_provisioning
 from billing_core.services.accounting import AccountingService
 from billing_core.services.authorization import AuthorizationService, AuthorizeCall, CatalogCache
@@ -77,7 +77,7 @@ def rate(**kw: Any) -> Rate:
     return Rate(**fields)
 
 
-def no_loader(_client_id: int) -> tuple[int, Decimal, list[dict[str, Any]]]:
+def no_loader(_client_id: int) -> ClientTruth:
     raise AssertionError("the client should be loaded already")
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from billing_core.adapters import admin
-from billing_core.adapters.db import make_engine
+from billing_core.adapters.sql.db import make_engine
 from billing_core.domain.accounting_packets import AccountingEvent, AcctStatus
 from billing_core.domain.identification import CallerFacts
 from billing_core.domain.policy import Accept
