@@ -86,6 +86,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m bench",
         description="Measure the server against FreeRADIUS in one run; write BENCHMARKS.md.",
     )
+    # in this order: it is the order of --help
+    _load_options(p)
+    _server_options(p)
+    _run_options(p)
+    _two_node_options(p)
+    _output_options(p)
+    args = p.parse_args(argv)
+    if args.quick:
+        _apply_quick(args, sys.argv[1:] if argv is None else list(argv))
+    if args.output is None and not args.only and not args.quick:
+        args.output = ROOT / "BENCHMARKS.md"  # a quick run's numbers do not go there
+    return args
+
+
+def _load_options(p: argparse.ArgumentParser) -> None:
+    """How each scenario is driven: its time, the window, the pools."""
     p.add_argument("--duration", type=float, default=3.0, help="measured seconds per scenario")
     p.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds before a request is lost")
@@ -97,6 +113,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=60_000,
         help="requests/s the pre-encoded pools are sized for",
     )
+
+
+def _server_options(p: argparse.ArgumentParser) -> None:
+    """What runs against what: scenarios, targets, their databases and workers."""
     p.add_argument("--scenarios", default=",".join(scenarios.SCENARIOS))
     p.add_argument("--targets", default=",".join(ALL_TARGETS))
     p.add_argument("--postgres-url", default=DEFAULT_PG, help="admin URL (may CREATE DATABASE)")
@@ -117,6 +137,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="load",
         help="billingctl load with csv rate tables, or load + billingctl rates import",
     )
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """The data set and which parts of the run happen."""
     p.add_argument("--data", choices=("big", "small"), default="big", help="data set")
     p.add_argument("--no-cache", action="store_true", help="load the data again")
     p.add_argument("--no-profile", action="store_true")
@@ -138,6 +162,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a small run to check that it works: small data set, 1 s per measurement, "
         "no extras (options given explicitly win)",
     )
+
+
+def _two_node_options(p: argparse.ArgumentParser) -> None:
+    """The two-node scenario (issue 12)."""
     p.add_argument(
         "--node-workers",
         type=int,
@@ -153,6 +181,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "against the machine's noise and the order's)",
     )
     p.add_argument("--no-two-node", action="store_true", help="skip the two-node scenario")
+
+
+def _output_options(p: argparse.ArgumentParser) -> None:
+    """Where the report and the raw numbers go."""
     p.add_argument(
         "--output",
         type=Path,
@@ -160,16 +192,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the report (default: BENCHMARKS.md; with --only or --quick: stdout)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
-    args = p.parse_args(argv)
-    if args.quick:
-        words = sys.argv[1:] if argv is None else list(argv)
-        given = {word.split("=", 1)[0] for word in words if word.startswith("--")}
-        for name, value in QUICK.items():
-            if "--" + name.replace("_", "-") not in given:
-                setattr(args, name, value)
-    if args.output is None and not args.only and not args.quick:
-        args.output = ROOT / "BENCHMARKS.md"  # a quick run's numbers do not go there
-    return args
+
+
+def _apply_quick(args: argparse.Namespace, words: list[str]) -> None:
+    """--quick's values (``QUICK``), for each option not given on the command line."""
+    given = {word.split("=", 1)[0] for word in words if word.startswith("--")}
+    for name, value in QUICK.items():
+        if "--" + name.replace("_", "-") not in given:
+            setattr(args, name, value)
 
 
 QUICK = {
@@ -408,131 +438,178 @@ def _index_build(target: OurServer) -> IndexBuild:
 
 
 def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet) -> None:
-    """Half load, profile, big vs small latency and the index build, on the production
-    deployment (PostgreSQL with Redis when it ran, else PostgreSQL)."""
+    """Half load, credentials at one rate, profile, big vs small latency and the index
+    build, on the production deployment (PostgreSQL with Redis when it ran, else
+    PostgreSQL)."""
     if run.production is None:
         return
     prod = bench.targets[run.production]
     assert isinstance(prod, OurServer)
-    args = bench.args
     full = run.get(prod.name, "auth")
     auth_rate = full.result.rate if full is not None and full.result.rate > 0 else 500.0
     seconds = bench.seconds() + 0.5
+    _half_load(bench, run, prod, big, auth_rate, seconds)
+    _methods_at_one_rate(bench, run, prod, big, seconds)
+    if not bench.args.no_profile:
+        _profiles(bench, run, prod, big)
+    try:
+        _latency_big_and_small(bench, run, prod, big, small, auth_rate)
+        _catalog_build(run, prod)
+    finally:
+        prod.stop()
+        prod.cleanup()
 
-    # half load
+
+def _half_load(
+    bench: Bench,
+    run: Run,
+    prod: OurServer,
+    big: datagen.DataSet,
+    auth_rate: float,
+    seconds: float,
+) -> None:
+    """Authorization paced at half the rate the closed loop measured."""
     half = auth_rate / 2
     pool = bench.pool("auth", big, int(half * seconds * 1.2) + 64)
     run.half_load_rate = half
     run.half_load_quiet = procstat.wait_until_quiet()
     run.half_load = measure(prod, "auth", pool, _paced(bench.load, half), bench.checker)
 
-    # credentials at one offered rate (issue 14): closed loop, a costlier method also gets a
-    # lower rate and so smaller batches, which raise every part's CPU per request; paced
-    # alike, the difference is the method's own
+
+def _methods_at_one_rate(
+    bench: Bench, run: Run, prod: OurServer, big: datagen.DataSet, seconds: float
+) -> None:
+    """Credentials at one offered rate (issue 14): closed loop, a costlier method also gets a
+    lower rate and so smaller batches, which raise every part's CPU per request; paced
+    alike, the difference is the method's own."""
     closed = [run.get(prod.name, s) for s in METHOD_SCENARIOS]
     rates = [m.result.rate for m in closed if m is not None and m.result.rate > 0]
-    if len(rates) == len(METHOD_SCENARIOS):
-        rate = 0.6 * min(rates)
-        run.methods_rate = rate
-        for round_ in range(METHOD_ROUNDS):
-            order = METHOD_SCENARIOS if round_ % 2 == 0 else METHOD_SCENARIOS[::-1]
-            for scenario in order:
-                # new calls every time: a request sent again would find its own hold
-                pool = bench.pool(scenario, big, int(rate * seconds * 1.2) + 64)
-                procstat.wait_until_quiet()
-                run.methods.append(
-                    measure(prod, scenario, pool, _paced(bench.load, rate), bench.checker)
-                )
+    if len(rates) != len(METHOD_SCENARIOS):
+        return
+    rate = 0.6 * min(rates)
+    run.methods_rate = rate
+    for round_ in range(METHOD_ROUNDS):
+        order = METHOD_SCENARIOS if round_ % 2 == 0 else METHOD_SCENARIOS[::-1]
+        for scenario in order:
+            # new calls every time: a request sent again would find its own hold
+            pool = bench.pool(scenario, big, int(rate * seconds * 1.2) + 64)
+            procstat.wait_until_quiet()
+            run.methods.append(
+                measure(prod, scenario, pool, _paced(bench.load, rate), bench.checker)
+            )
 
-    # profile
-    if not args.no_profile:
-        if profiling.binary() is None:
-            run.profile_error = "py-spy is not installed (`make bench` installs it)"
-        else:
-            for scenario, title in (("auth", "Authorization"), ("acct", "Accounting")):
-                m = run.get(prod.name, scenario)
-                rate = m.result.rate if m is not None else 2000.0
-                spec = LoadSpec(
-                    duration=max(bench.load.duration, PROFILE_SECONDS),
-                    warmup=bench.load.warmup,
-                    timeout=bench.load.timeout,
-                    sockets=bench.load.sockets,
-                    lanes=bench.load.lanes,
-                )
-                jobs = scenarios.jobs_for(
-                    scenarios.SCENARIOS[scenario], rate * 1.5, spec.warmup + spec.duration + 0.5
-                )
-                pool = bench.pool(scenario, big, jobs)
-                recorders = {
-                    view: profiling.Recorder(
-                        prod.pid,
-                        spec.duration + 0.3,
-                        bench.workdir / f"profile-{scenario}-{view}.txt",
-                        gil=view == "cpu",
-                    )
-                    for view in ("cpu", "wall")
-                }
-                time.sleep(0.3)  # py-spy attaches
-                measured = measure(prod, scenario, pool, spec, bench.checker)
-                for view, recorder in recorders.items():
-                    profile = recorder.wait()
-                    if profile is None or profile.samples == 0:
-                        run.profile_error = f"py-spy recorded nothing: {recorder.error()}"
-                        continue
-                    run.profiles[f"{title}, {PROFILE_VIEWS[view]}"] = profile
-                    run.profile_runs[f"{title}, {PROFILE_VIEWS[view]}"] = measured
 
-    # latency with the big and the small data set, at the same light load: the big one
-    # last on the production server, the small one on a server started right after it
+def _profiles(bench: Bench, run: Run, prod: OurServer, big: datagen.DataSet) -> None:
+    """A py-spy profile of authorization and of accounting, each in both views."""
+    if profiling.binary() is None:
+        run.profile_error = "py-spy is not installed (`make bench` installs it)"
+        return
+    for scenario, title in (("auth", "Authorization"), ("acct", "Accounting")):
+        _profile(bench, run, prod, big, scenario, title)
+
+
+def _profile(
+    bench: Bench, run: Run, prod: OurServer, big: datagen.DataSet, scenario: str, title: str
+) -> None:
+    """One scenario, closed loop, with py-spy recording the CPU and the wall-time views."""
+    m = run.get(prod.name, scenario)
+    rate = m.result.rate if m is not None else 2000.0
+    spec = LoadSpec(
+        duration=max(bench.load.duration, PROFILE_SECONDS),
+        warmup=bench.load.warmup,
+        timeout=bench.load.timeout,
+        sockets=bench.load.sockets,
+        lanes=bench.load.lanes,
+    )
+    jobs = scenarios.jobs_for(
+        scenarios.SCENARIOS[scenario], rate * 1.5, spec.warmup + spec.duration + 0.5
+    )
+    pool = bench.pool(scenario, big, jobs)
+    recorders = {
+        view: profiling.Recorder(
+            prod.pid,
+            spec.duration + 0.3,
+            bench.workdir / f"profile-{scenario}-{view}.txt",
+            gil=view == "cpu",
+        )
+        for view in ("cpu", "wall")
+    }
+    time.sleep(0.3)  # py-spy attaches
+    measured = measure(prod, scenario, pool, spec, bench.checker)
+    for view, recorder in recorders.items():
+        profile = recorder.wait()
+        if profile is None or profile.samples == 0:
+            run.profile_error = f"py-spy recorded nothing: {recorder.error()}"
+            continue
+        run.profiles[f"{title}, {PROFILE_VIEWS[view]}"] = profile
+        run.profile_runs[f"{title}, {PROFILE_VIEWS[view]}"] = measured
+
+
+def _latency_big_and_small(
+    bench: Bench,
+    run: Run,
+    prod: OurServer,
+    big: datagen.DataSet,
+    small: datagen.DataSet,
+    auth_rate: float,
+) -> None:
+    """Latency with the big and the small data set, at the same light load: the big one
+    last on the production server (stopped after it), the small one on a server started
+    right after it."""
     light = min(max(auth_rate / 4, 50.0), 200.0)
     latency_spec = _paced(bench.load, light, warmup=1.0)
     count = int(light * (latency_spec.warmup + latency_spec.duration + 0.5) * 1.2) + 64
+    pool = bench.pool("auth", big, count)
+    procstat.wait_until_quiet()  # both latency runs start on a quiet machine
+    big_run = measure(prod, "auth", pool, latency_spec, bench.checker)
+    prod.stop()
+    bench.targets.pop(prod.name, None)
+    small_target = _small_server(bench, prod, small)
+    if bench.start(small_target, run):
+        pool = bench.pool("auth", small, count)
+        procstat.wait_until_quiet()
+        small_run = measure(small_target, "auth", pool, latency_spec, bench.checker)
+        run.latency = LatencyCompare(light, big_run.result, small_run.result)
+        small_target.stop()
+
+
+def _small_server(bench: Bench, prod: OurServer, small: datagen.DataSet) -> OurServer:
+    """The production deployment again, on a fresh database of the small data set."""
+    args = bench.args
+    database = prod.database
+    small_db: PostgresDatabase | SqliteDatabase = (
+        PostgresDatabase(
+            database.server,
+            f"bench_{bench.run_id:06x}_small",
+            database.loader,
+            cache=database.cache,
+        )
+        if isinstance(database, PostgresDatabase)
+        else SqliteDatabase(DataLoader(args.loader), cache=not args.no_cache)
+    )
+    return OurServer(
+        "ours-small",
+        f"{prod.label}, small data set",
+        bench.workdir / "ours-small",
+        log,
+        small_db,
+        small,
+        redis_url=prod.redis_url,
+        workers=prod.workers,
+    )
+
+
+def _catalog_build(run: Run, prod: OurServer) -> None:
+    """The catalog (prefix index) build, with no server under load."""
     try:
-        pool = bench.pool("auth", big, count)
-        procstat.wait_until_quiet()  # both latency runs start on a quiet machine
-        big_run = measure(prod, "auth", pool, latency_spec, bench.checker)
-        prod.stop()
-        bench.targets.pop(prod.name, None)
-        database = prod.database
-        small_db: PostgresDatabase | SqliteDatabase = (
-            PostgresDatabase(
-                database.server,
-                f"bench_{bench.run_id:06x}_small",
-                database.loader,
-                cache=database.cache,
-            )
-            if isinstance(database, PostgresDatabase)
-            else SqliteDatabase(DataLoader(args.loader), cache=not args.no_cache)
+        run.index_build = _index_build(prod)
+        ib = run.index_build
+        log(
+            f"catalog load: {ib.seconds:.1f} s ({ib.index_seconds:.1f} s indexing), "
+            f"+{ib.extra_rss_mb:.0f} MB retained"
         )
-        small_target = OurServer(
-            "ours-small",
-            f"{prod.label}, small data set",
-            bench.workdir / "ours-small",
-            log,
-            small_db,
-            small,
-            redis_url=prod.redis_url,
-            workers=prod.workers,
-        )
-        if bench.start(small_target, run):
-            pool = bench.pool("auth", small, count)
-            procstat.wait_until_quiet()
-            small_run = measure(small_target, "auth", pool, latency_spec, bench.checker)
-            run.latency = LatencyCompare(light, big_run.result, small_run.result)
-            small_target.stop()
-        # the index build, with no server under load
-        try:
-            run.index_build = _index_build(prod)
-            ib = run.index_build
-            log(
-                f"catalog load: {ib.seconds:.1f} s ({ib.index_seconds:.1f} s indexing), "
-                f"+{ib.extra_rss_mb:.0f} MB retained"
-            )
-        except (TargetError, subprocess.SubprocessError, ValueError, KeyError) as exc:
-            run.index_error = str(exc)
-    finally:
-        prod.stop()
-        prod.cleanup()
+    except (TargetError, subprocess.SubprocessError, ValueError, KeyError) as exc:
+        run.index_error = str(exc)
 
 
 # --- two nodes (issue 12) ----------------------------------------------------------------------

@@ -193,7 +193,16 @@ def write_sql(
         _main(directory, auth_port, acct_port, secret, connections)
     )
     (directory / "modules.conf").write_text(
-        f"""modules {{
+        _sql_modules(pg_host, pg_port, pg_user, pg_password, database, connections)
+    )
+    (directory / "site.conf").write_text(_sql_site(auth_port, acct_port))
+
+
+def _sql_modules(
+    pg_host: str, pg_port: int, pg_user: str, pg_password: str, database: str, connections: int
+) -> str:
+    """modules.conf of the SQL baseline: pap, expr, always ok and rlm_sql."""
+    return f"""modules {{
 	pap {{
 		normalise = yes
 	}}
@@ -202,7 +211,15 @@ def write_sql(
 	always ok {{
 		rcode = ok
 	}}
-	sql {{
+{_sql_module(pg_host, pg_port, pg_user, pg_password, database, connections)}}}
+"""
+
+
+def _sql_module(
+    pg_host: str, pg_port: int, pg_user: str, pg_password: str, database: str, connections: int
+) -> str:
+    """rlm_sql: the PostgreSQL connection, the stock tables, the pool, the stock queries."""
+    return f"""	sql {{
 		dialect = "postgresql"
 		driver = "rlm_sql_postgresql"
 		server = "{pg_host}"
@@ -213,6 +230,15 @@ def write_sql(
 		postgresql {{
 			send_application_name = yes
 		}}
+{_SQL_TABLES}{_sql_pool(connections)}		client_table = "nas"
+		group_attribute = "SQL-Group"
+		$INCLUDE ${{modconfdir}}/${{.:name}}/main/${{dialect}}/queries.conf
+	}}
+"""
+
+
+# the tables the stock queries.conf reads and writes: accounting, post-auth, authorize
+_SQL_TABLES = """\
 		acct_table1 = "radacct"
 		acct_table2 = "radacct"
 		postauth_table = "radpostauth"
@@ -222,6 +248,12 @@ def write_sql(
 		groupreply_table = "radgroupreply"
 		usergroup_table = "radusergroup"
 		delete_stale_sessions = yes
+"""
+
+
+def _sql_pool(connections: int) -> str:
+    """``connections`` connections, all opened at the start and kept."""
+    return f"""\
 		pool {{
 			start = {connections}
 			min = {connections}
@@ -232,15 +264,12 @@ def write_sql(
 			lifetime = 0
 			idle_timeout = 0
 		}}
-		client_table = "nas"
-		group_attribute = "SQL-Group"
-		$INCLUDE ${{modconfdir}}/${{.:name}}/main/${{dialect}}/queries.conf
-	}}
-}}
 """
-    )
-    (directory / "site.conf").write_text(
-        f"""server default {{
+
+
+def _sql_site(auth_port: int, acct_port: int) -> str:
+    """site.conf of the SQL baseline, as Debian's default site with ``sql`` enabled."""
+    return f"""server default {{
 {_listen(auth_port, acct_port)}
 	authorize {{
 		sql
@@ -265,7 +294,6 @@ def write_sql(
 	}}
 }}
 """
-    )
 
 
 def _dirs(directory: Path) -> None:

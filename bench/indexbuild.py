@@ -3,7 +3,7 @@
 `python -m bench.indexbuild DATABASE_URL` loads the catalog as the daemon does
 (``SqlStore(engine).load_catalog()``: clients, accounts, every rate table indexed in a
 ``RateTableIndex``) and prints one JSON object: the whole load's seconds, the seconds spent
-inside ``RateTableIndex`` construction (timed by wrapping the name ``sql_store`` calls), the
+inside ``RateTableIndex`` construction (timed by wrapping the name ``sql/catalog.py`` calls), the
 number of rates, and the process's resident memory before, after (retained) and at peak.
 """
 
@@ -19,11 +19,12 @@ from bench.procstat import status_kb
 
 
 def measure(url: str) -> dict[str, Any]:
-    from billing_core.adapters import sql_store
-    from billing_core.adapters.db import make_engine
+    from billing_core.adapters.sql import catalog as sql_store
+    from billing_core.adapters.sql.db import make_engine
+    from billing_core.adapters.sql.store import SqlStore
 
     engine = make_engine(url)
-    store = sql_store.SqlStore(engine)
+    store = SqlStore(engine)
     store.catalog_version()  # connect first: the connection is not the catalog's memory
     name = "RateTableIndex"  # the name load_catalog calls: wrapped to time it
     original = getattr(sql_store, name)

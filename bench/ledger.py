@@ -158,7 +158,7 @@ def read_cdrs(url: str) -> tuple[dict[str, list[tuple[Decimal, list[Decimal]]]],
         engine.dispose()
     by_id: dict[int, tuple[str, Decimal, list[Decimal]]] = {}
     for cdr_id, sid, cost, amount in rows:
-        # money columns hold integer micro-units (billing_core.adapters.models.MoneyType)
+        # money columns hold integer micro-units (billing_core.adapters.sql.models.MoneyType)
         entry = by_id.setdefault(cdr_id, (sid, from_micros(int(cost)), []))
         if amount is not None:
             entry[2].append(from_micros(int(amount)))

@@ -99,7 +99,7 @@ def data_code_key() -> str:
     digest = hashlib.sha256()
     core = ROOT / "billing_core"
     files = sorted((core / "adapters" / "migrations" / "versions").glob("*.py"))
-    files += [core / "adapters" / "models.py", core / "domain" / "model.py"]
+    files += [core / "adapters" / "sql" / "models.py", core / "domain" / "model.py"]
     for path in files:
         if path.exists():
             digest.update(path.name.encode())

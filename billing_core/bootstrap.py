@@ -19,14 +19,14 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from billing_core.adapters.db import current_revision, head_revision, make_engine
 from billing_core.adapters.errors import UnavailableOnOutage, raising_unavailable, unavailable
 from billing_core.adapters.live_peek import peek
 from billing_core.adapters.redis_connect import authorizer, redis_probe
-from billing_core.adapters.redis_live import ResyncingLive
+from billing_core.adapters.redis_live import CHORES_LEASE_KEY, CHORES_LEASE_MS, ResyncingLive
 from billing_core.adapters.secretbox import cipher_for
-from billing_core.adapters.sql_notify import daemon_source, record_event, set_event_source
-from billing_core.adapters.sql_store import SqlStore
+from billing_core.adapters.sql.db import current_revision, head_revision, make_engine
+from billing_core.adapters.sql.notify import daemon_source, record_event, set_event_source
+from billing_core.adapters.sql.store import SqlStore
 from billing_core.config import Config, SecurityConfig
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.model import Account, Client
@@ -160,6 +160,9 @@ class Components:
     health_checks: list[HealthCheck]
     peek: Callable[[Client, datetime], LivePeek]  # the trace's read of the live state
     event_source: str  # this process's name in the events it writes
+    # take or renew the deployment's chores lease in Redis: whether this node holds it now,
+    # None when Redis is away; None without Redis (every node does the chores)
+    chores_lease: Callable[[], bool | None] | None
 
     @property
     def engine(self) -> Engine:
@@ -223,6 +226,11 @@ def build(
         health_checks=health_checks(config, store, live),
         peek=functools.partial(peek, live, store),
         event_source=source,
+        chores_lease=(
+            functools.partial(redis_live.holds_lease, CHORES_LEASE_KEY, CHORES_LEASE_MS)
+            if redis_live is not None
+            else None
+        ),
     )
 
 

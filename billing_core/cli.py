@@ -86,8 +86,9 @@ def _check_notifications(args: argparse.Namespace, client_ids: Sequence[int]) ->
     the database, so the daemon doing the same at the same time changes nothing)."""
     if not client_ids:
         return
-    from billing_core.adapters.sql_notify import check_notifications
-    from billing_core.adapters.sql_store import SqlStore, utcnow
+    from billing_core.adapters.sql.notify import check_notifications
+    from billing_core.adapters.sql.store import SqlStore
+    from billing_core.adapters.sql.tables import utcnow
 
     live: LiveState = _live(args) or SqlStore(_engine(args))
     views = live.view(list(dict.fromkeys(client_ids)), utcnow())
@@ -98,7 +99,7 @@ def _engine(args: argparse.Namespace) -> Any:
     """The command's engine (one per run; ``main`` disposes it)."""
     engine = getattr(args, "_engine", None)
     if engine is None:
-        from billing_core.adapters.db import make_engine
+        from billing_core.adapters.sql.db import make_engine
 
         engine = make_engine(_database_url(args.config))
         args._engine = engine
@@ -200,7 +201,7 @@ def _print_one(row: dict[str, Any], fmt: str) -> None:
 
 # --- commands ----------------------------------------------------------------------------
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from billing_core.adapters.db import current_revision, upgrade
+    from billing_core.adapters.sql.db import current_revision, upgrade
 
     engine = _engine(args)
     upgrade(engine)
@@ -855,7 +856,7 @@ def cmd_live_rebuild(args: argparse.Namespace) -> int:
     with for_terminal("live rebuild", unit="clients") as progress:
         count = rebuild(_engine(args), url, cluster=_redis_cluster(args.config), progress=progress)
     if url:
-        from billing_core.adapters.sql_notify import record_event
+        from billing_core.adapters.sql.notify import record_event
 
         record_event(_engine(args), "live_rebuilt", detail={"clients": count, "by": "billingctl"})
         print(f"live state rebuilt from the database: {count} clients")
@@ -936,7 +937,7 @@ EVENT_COLUMNS = ("id", "at", "kind", "client", "nas", "detail")
 
 
 def cmd_events_list(args: argparse.Namespace) -> int:
-    from billing_core.adapters.sql_notify import list_events
+    from billing_core.adapters.sql.notify import list_events
 
     rows = list_events(
         _engine(args), client=args.client, kind=args.kind, since=args.since, limit=args.limit
@@ -951,7 +952,7 @@ MAIL_COLUMNS = ("id", "created_at", "client", "to", "status", "attempts", "sent_
 
 
 def cmd_mail_list(args: argparse.Namespace) -> int:
-    from billing_core.adapters.sql_notify import list_mail
+    from billing_core.adapters.sql.notify import list_mail
 
     rows = list_mail(_engine(args), client=args.client, status=args.status, limit=args.limit)
     columns = (*MAIL_COLUMNS, "last_error") if args.format == "csv" else MAIL_COLUMNS
@@ -1234,7 +1235,7 @@ def _money_parsers(groups: Any) -> None:
 
 
 def _event_kinds() -> tuple[str, ...]:
-    from billing_core.adapters.sql_notify import EVENT_KINDS
+    from billing_core.adapters.sql.notify import EVENT_KINDS
 
     return EVENT_KINDS
 

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.identification import AccountIndex
@@ -140,6 +140,32 @@ class LiveView:
     balance: Decimal
     held: Decimal
     active_calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCall:
+    """A call whose accounting the database recorded, as a live state kept outside the
+    database loads it (``LiveTruth.live_client``); how it is stored there is that adapter's
+    business."""
+
+    uid: str  # its id in the live state (``domain.calls.live_uid``)
+    nas_key: str
+    identifiers: tuple[str, ...]
+    state: str  # domain.calls.CallState: held | active
+    hold: Decimal
+    hold_expires_at: datetime | None
+    account_id: int | None
+    called: str
+    authorized_at: datetime | None
+    granted_seconds: int | None
+
+
+class ClientTruth(NamedTuple):
+    """One client's live state as the database knows it, as of one moment."""
+
+    seq: int  # the client's live sequence
+    balance: Decimal  # the ledger's sum
+    calls: list[LiveCall]
 
 
 class LiveState(Protocol):
@@ -345,6 +371,7 @@ class AccountingTx(Protocol):
         hold_expires_at: datetime | None = None,
         last_seen_at: datetime | None = None,
         accounted: bool | None = None,
+        epoch: int | None = None,
     ) -> None: ...
 
     def link_leg(self, call: CallRecord, event: AccountingEvent) -> None:

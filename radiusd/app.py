@@ -343,15 +343,44 @@ def job_schedule(running: Running, config: Config) -> list[tuple[float, Job, str
         (1.0, running.events.job, "events_count", False),
     ]
     if running.primary:
+        chores = Chores(core)
         reap_every = max(0.2, min(30.0, config.billing.stale_grace_seconds / 4))
         schedule += [
-            (reap_every, stale_reaper(core), "stale_reaper", False),
             (2.0, active_calls(running), "active_calls", False),
+            (1.0, chores.renew, "chores_lease", False),
+            (reap_every, chores.only(stale_reaper(core)), "stale_reaper", False),
         ]
         if running.mailer is not None:
-            schedule.append((1.0, running.mailer.job, "mail_queue", False))
-        schedule.append((1.0, running.disconnector.job, "disconnects", False))
+            schedule.append((1.0, chores.only(running.mailer.job), "mail_queue", False))
+        schedule.append((1.0, chores.only(running.disconnector.job), "disconnects", False))
     return schedule
+
+
+class Chores:
+    """The deployment's chores (closing stale calls, Disconnect-Requests, the mail queue)
+    are done by one node at a time when the nodes share a Redis: the holder of a lease it
+    renews every second; another node takes over within the lease's 3 s when it stops or
+    loses Redis. Each chore is safe on several nodes at once (its rows are claimed in the
+    database), so without Redis every node does them; the lease only saves the work of the
+    others, which grows with the number of nodes. A node that cannot reach Redis does them
+    too: a Redis outage must not stop calls being closed or cut."""
+
+    def __init__(self, core: Components) -> None:
+        self._core = core
+        self.held = core.chores_lease is None
+
+    async def renew(self) -> None:
+        lease = self._core.chores_lease
+        if lease is not None:
+            held = await _in_thread(self._core, lease)
+            self.held = held is not False
+
+    def only(self, chore: Job) -> Job:
+        async def job() -> None:
+            if self.held:
+                await chore()
+
+        return job
 
 
 def catalog_refresh(core: Components) -> Job:

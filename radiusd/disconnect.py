@@ -1,7 +1,7 @@
 """Disconnect-Request (RFC 5176): ask a NAS to end a call in progress.
 
 The packet is built and its answer checked here (sans-IO functions), and a background job
-of the primary process sends the queue (billing_core.adapters.sql_disconnect): for each
+of the primary process sends the queue (billing_core.adapters.sql.disconnect): for each
 row, a Disconnect-Request to the call's NAS on its ``coa_port`` with the NAS's secret,
 carrying User-Name, Acct-Session-Id, NAS-IP-Address, the call's h323-conf-id and
 Cisco-AVPair ``call-id`` as the NAS sent them, and a Message-Authenticator. It is sent up
@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
-from billing_core.adapters.sql_disconnect import (
+from billing_core.adapters.sql.disconnect import (
     WantedDisconnect,
     claim_disconnects,
     disconnect_done,

@@ -4,7 +4,7 @@
   Access-Accept held funds or accounting charged a call; a job checks those clients every
   second, and every client with a threshold every ``sweep_seconds`` (what billingctl or
   another node changed, a stale call's charge). The check is decided in the database
-  (billing_core.adapters.sql_notify), so nodes doing it at once fire a crossing once.
+  (billing_core.adapters.sql.notify), so nodes doing it at once fire a crossing once.
 - ``MailJob``: sends the mail queue through [smtp] (claimed rows only).
 - ``EventCounter``: counts the events this process wrote in ``radiusd_events_total``.
 """
@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from billing_core.adapters.smtp_mail import SmtpSettings, deliver_due
-from billing_core.adapters.sql_notify import (
+from billing_core.adapters.sql.notify import (
     check_notifications,
     clients_with_notifications,
     events_written_since,

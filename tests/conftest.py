@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from billing_core.adapters.db import make_engine, upgrade
 from billing_core.adapters.redis_connect import SyncRedis, redis_client
+from billing_core.adapters.sql.db import make_engine, upgrade
 from tests.redis_cluster import LocalCluster, running_cluster
 
 from .servers import PrivatePostgres, PrivateRedis

@@ -19,7 +19,8 @@ from billing_core.errors import UserError
 from billing_core.ports import SecretCipher, SecretUnavailable
 
 from .secretbox import NoKeyCipher
-from .sql_store import accounts_t, bump_catalog_version
+from .sql.catalog import bump_catalog_version
+from .sql.tables import accounts_t
 
 NO_KEY = (
     "security.secrets_key_file: chap and digest keep the password encrypted under the server"

@@ -35,14 +35,13 @@ from .client_queries import (
     tags_t,
 )
 from .secretbox import NoKeyCipher
-from .sql_disconnect import client_status_changed
-from .sql_store import (
+from .sql.catalog import bump_catalog_version, bump_rates_version
+from .sql.disconnect import client_status_changed
+from .sql.live import change_balance
+from .sql.tables import (
     accounts_t,
-    bump_catalog_version,
-    bump_rates_version,
     calls_t,
     cdrs_t,
-    change_balance,
     clients_t,
     live_calls_condition,
     live_t,
@@ -498,7 +497,7 @@ def list_sessions(
             query = query.where(clients_t.c.id == wanted)
         rows = list(conn.execute(query))
         keys: dict[int, list[str]] = {}
-        from .sql_store import call_keys_t
+        from .sql.tables import call_keys_t
 
         if rows:
             for call_id, key in conn.execute(

@@ -20,8 +20,9 @@ from billing_core.provisioning import validate_account
 from .account_secrets import secret_columns
 from .audit import AuditContext, account_snapshot, record
 from .client_queries import find_client
-from .sql_disconnect import account_disabled
-from .sql_store import accounts_t, bump_catalog_version, clients_t, utcnow
+from .sql.catalog import bump_catalog_version
+from .sql.disconnect import account_disabled
+from .sql.tables import accounts_t, clients_t, utcnow
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,11 +35,11 @@ from .client_queries import (
     rate_tables_t,
     tags_of,
 )
-from .models import ClientTemplateRow, table
-from .sql_disconnect import client_status_changed
-from .sql_store import (
+from .sql.catalog import bump_catalog_version
+from .sql.disconnect import client_status_changed
+from .sql.models import ClientTemplateRow, table
+from .sql.tables import (
     accounts_t,
-    bump_catalog_version,
     call_keys_t,
     calls_t,
     cdrs_t,

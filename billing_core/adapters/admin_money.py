@@ -28,7 +28,7 @@ from billing_core.errors import UserError
 
 from .audit import AuditContext, record
 from .client_queries import balances, find_client, invoices_t
-from .sql_store import cdrs_t, clients_t, transactions_t, utcnow
+from .sql.tables import cdrs_t, clients_t, transactions_t, utcnow
 
 KINDS = ("payment", "charge", "call")
 

@@ -22,8 +22,8 @@ from billing_core.errors import NotFoundError
 from billing_core.provisioning import CLIENT_FIELDS
 
 from .client_queries import tags_of
-from .models import AuditRow, RateTableRow, table
-from .sql_store import accounts_t, clients_t, utcnow
+from .sql.models import AuditRow, RateTableRow, table
+from .sql.tables import accounts_t, clients_t, utcnow
 
 audit_t = table(AuditRow)
 rate_tables_t = table(RateTableRow)

@@ -22,15 +22,8 @@ from billing_core.domain.money import display as fmt
 from billing_core.errors import NotFoundError
 from billing_core.ports import LiveState
 
-from .models import ClientTagRow, InvoiceRow, NotifyStateRow, RateTableRow, TagRow, table
-from .sql_store import (
-    calls_t,
-    clients_t,
-    live_calls_condition,
-    live_t,
-    transactions_t,
-    utcnow,
-)
+from .sql.models import ClientTagRow, InvoiceRow, NotifyStateRow, RateTableRow, TagRow, table
+from .sql.tables import calls_t, clients_t, live_calls_condition, live_t, transactions_t, utcnow
 
 rate_tables_t = table(RateTableRow)
 tags_t = table(TagRow)

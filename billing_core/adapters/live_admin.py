@@ -17,7 +17,8 @@ from billing_core.ports import BalanceMoved, LiveState
 from billing_core.progress import Progress
 
 from .redis_live import ResyncingLive
-from .sql_store import SqlStore, clients_t
+from .sql.store import SqlStore
+from .sql.tables import clients_t
 
 
 def open_live(engine: Engine, redis_url: str, *, cluster: bool = False) -> LiveState:

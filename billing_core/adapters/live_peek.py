@@ -19,8 +19,9 @@ from billing_core.domain.money import ZERO, from_micros
 from billing_core.explain import LivePeek
 from billing_core.ports import LiveState
 
-from .redis_live import RedisLiveState, _keys
-from .sql_store import SqlStore, calls_t, live_calls_condition, live_t
+from .redis_live import RedisLiveState, _keys, call_record
+from .sql.store import SqlStore
+from .sql.tables import calls_t, live_calls_condition, live_t
 
 
 def peek(live: LiveState, store: SqlStore, client: Client, now: datetime) -> LivePeek:
@@ -68,7 +69,7 @@ def _peek_redis(live: RedisLiveState, store: SqlStore, client_id: int, now: date
     raw_balance, raw_calls = pipe.execute()
     if raw_balance is None:  # not loaded yet: what the first use would load
         _seq, balance, loaded = store.live_client(client_id)
-        records = [call["record"] for call in loaded]
+        records = [call_record(call) for call in loaded]
         source = "database (not in redis yet)"
     else:
         balance = from_micros(int(raw_balance))

@@ -56,8 +56,9 @@ from billing_core.provisioning_file import read_rates_csv
 
 from .audit import AuditContext, record
 from .client_queries import rate_tables_t
-from .models import MoneyType, UTCDateTime
-from .sql_store import bump_catalog_version, bump_rates_version, clients_t, rates_t, utcnow
+from .sql.catalog import bump_catalog_version, bump_rates_version
+from .sql.models import MoneyType, UTCDateTime
+from .sql.tables import clients_t, rates_t, utcnow
 
 MODES = ("replace", "merge")
 SQLITE_CHUNK = 5000

@@ -19,6 +19,9 @@ Outside the client's slot, written in the same pipeline as the authorization scr
 - ``hold:{<NAS key>}:<identifier>`` -> "<client id>|<uid>": accounting finds the hold of a
   call; Accounting-On/Off finds the holds of a NAS key by scanning its entries (one slot)
 
+The scripts are ``billing_core/adapters/lua/*.lua``; the call record above is built here
+only (``call_record``, from the database's ``LiveCall``) and read by them.
+
 A client whose ``bal`` key is missing (a flushed or new Redis) is loaded from the database
 on first use, so the live state rebuilds itself client by client, also during traffic. A
 client whose effects did not all arrive (a node cut off from Redis, or killed between its
@@ -40,6 +43,7 @@ from typing import Any, Protocol, Self
 import orjson
 from redis.exceptions import NoScriptError
 
+from billing_core.domain.calls import CallState
 from billing_core.domain.model import RejectReason
 from billing_core.domain.money import ZERO, from_micros, to_micros
 from billing_core.domain.policy import Accept, Decision, Reject
@@ -48,6 +52,7 @@ from billing_core.ports import (
     BalanceMoved,
     HeldCall,
     HoldRequest,
+    LiveCall,
     LiveEffect,
     LiveView,
     LockoutProbe,
@@ -56,326 +61,37 @@ from billing_core.ports import (
     Released,
 )
 
-from . import resp
+from . import lua, resp
 from .redis_connect import REDIS_ERRORS, SyncRedis, load_scripts, redis_client
 from .resp import RespConnection
 
 # One client's state as the database knows it: (live sequence, balance, accounted calls).
-ClientLoader = Callable[[int], tuple[int, Decimal, list[dict[str, Any]]]]
+# (``SqlLiveTruth.live_client``'s ``ClientTruth``)
+ClientLoader = Callable[[int], tuple[int, Decimal, Sequence[LiveCall]]]
 # Of a client's holds (NAS key, identifiers, authorized at): the (NAS key, identifier) pairs
 # whose call the database has a CDR of (``SqlStore.ended_legs``).
 EndedLegs = Callable[[int, Sequence[tuple[str, Sequence[str], datetime]]], set[tuple[str, str]]]
 
 HOLD_INDEX_SECONDS = 2 * 86400
 
-_COMMON = r"""
-local function decode(v) return cjson.decode(v) end
-local function counts(c, now) return c.s == 'a' or (c.s == 'h' and c.e > now) end
--- the authorization of the same call (NAS key, an identifier, account and number) held
--- under another id, whose accounting did not find it: removed with its index entries, and
--- its record returned (nil if none)
-local function adopt(calls, ids, uid, nas, idents, account, called)
-  local found = nil
-  for _, k in ipairs(idents) do
-    local other = redis.call('HGET', ids, nas .. '|' .. k)
-    if other and other ~= uid then
-      local v = redis.call('HGET', calls, other)
-      if v then
-        local o = decode(v)
-        if o.x ~= 1 and o.a == account and o.c == called then
-          redis.call('HDEL', calls, other)
-          for _, kk in ipairs(o.i) do redis.call('HDEL', ids, o.n .. '|' .. kk) end
-          found = found or o
-        end
-      end
-    end
-  end
-  return found
-end
-"""
-
-# KEYS: bal, calls, ids [, lock: a login account with a password]
-# ARGV: now_ms, expires_ms, uid, account, called, nas, postpaid, credit, capacity, lb_threshold,
-#       lb_capacity, auth_only, rate, setup, min_volume, interval, grace, max_call_length,
-#       retention_ms, n_ids, ids..., acct_session_id
-AUTHORIZE = (
-    _COMMON
-    + r"""
-if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return {'reject', 'locked_out'} end
-local balraw = redis.call('GET', KEYS[1])
-if not balraw then return {'missing'} end
-local bal = tonumber(balraw)
-local now = tonumber(ARGV[1])
-local expires = tonumber(ARGV[2])
-local uid = ARGV[3]
-local account = tonumber(ARGV[4])
-local called = ARGV[5]
-local nas = ARGV[6]
-local postpaid = ARGV[7] == '1'
-local credit = tonumber(ARGV[8])
-local capacity = tonumber(ARGV[9])
-local lb_threshold = ARGV[10]
-local lb_capacity = tonumber(ARGV[11])
-local auth_only = ARGV[12] == '1'
-local rate = tonumber(ARGV[13])
-local setup = tonumber(ARGV[14])
-local minv = tonumber(ARGV[15])
-local interval = tonumber(ARGV[16])
-local grace = tonumber(ARGV[17])
-local mcl = tonumber(ARGV[18])
-local retention = tonumber(ARGV[19])
-local n_ids = tonumber(ARGV[20])
-
-local own = nil
-for i = 1, n_ids do
-  local found = redis.call('HGET', KEYS[3], nas .. '|' .. ARGV[20 + i])
-  if found then
-    local v = redis.call('HGET', KEYS[2], found)
-    if v then
-      local c = decode(v)
-      if c.a == account and c.c == called then own = found; break end
-    end
-  end
-end
-
-local held, count = 0, 0
-local all = redis.call('HGETALL', KEYS[2])
-for i = 1, #all, 2 do
-  local id, c = all[i], decode(all[i + 1])
-  if counts(c, now) then
-    if id ~= own then held = held + c.h; count = count + 1 end
-  elseif c.x ~= 1 and c.e + retention < now then
-    redis.call('HDEL', KEYS[2], id)
-    for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[3], c.n .. '|' .. k) end
-  end
-end
-
-local available = bal + credit
-local funds = available - held
-
-local function release_own()
-  if own then
-    local c = decode(redis.call('HGET', KEYS[2], own))
-    redis.call('HDEL', KEYS[2], own)
-    for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[3], c.n .. '|' .. k) end
-  end
-end
-
-if auth_only then
-  if (not postpaid) and available <= 0 then
-    if credit == 0 then return {'reject', 'zero_balance'} end
-    return {'reject', 'credit_limit'}
-  end
-  return {'accept', -1, 0, funds, 0}
-end
-
-local cap = capacity
-if lb_threshold ~= '' and lb_capacity >= 0 and available < tonumber(lb_threshold) then
-  cap = lb_capacity
-end
-if cap >= 0 and count >= cap then release_own(); return {'reject', 'capacity'} end
-
-local function billed(d)
-  if d <= 0 or d <= grace then return 0 end
-  if d <= minv then return minv end
-  local over = d - minv
-  return minv + math.floor((over + interval - 1) / interval) * interval
-end
-local function cost(d)
-  local b = billed(d)
-  if b == 0 then return 0 end
-  return setup + math.floor((2 * rate * b + 60) / 120)
-end
-
-local grant, hold = mcl, 0
-if not postpaid then
-  if available <= 0 then
-    release_own()
-    if credit == 0 then return {'reject', 'zero_balance'} end
-    return {'reject', 'credit_limit'}
-  end
-  local g1 = math.max(minv, interval)
-  if funds < cost(g1) then release_own(); return {'reject', 'insufficient_funds'} end
-  if cost(mcl) > funds then
-    local kmin = math.max(0, math.floor((g1 - minv + interval - 1) / interval))
-    local kmax = math.floor((mcl - minv) / interval)
-    grant = 0
-    if kmax >= kmin and cost(minv + kmin * interval) <= funds then
-      local lo, hi = kmin, kmax
-      while lo < hi do
-        local mid = math.floor((lo + hi + 1) / 2)
-        if cost(minv + mid * interval) <= funds then lo = mid else hi = mid - 1 end
-      end
-      grant = minv + lo * interval
-    end
-  end
-  if grant < 1 then release_own(); return {'reject', 'insufficient_funds'} end
-  hold = cost(grant)
-end
-
-local ids = {}
-for i = 1, n_ids do ids[i] = ARGV[20 + i] end
-local key = own or uid
-local record = {s = 'h', h = hold, e = expires, a = account, c = called, n = nas, t = now,
-                g = grant, i = ids, x = 0, q = ARGV[21 + n_ids]}
-if own then
-  local old = decode(redis.call('HGET', KEYS[2], own))
-  if old.s == 'a' then record.s = 'a' end
-  record.x = old.x
-  record.t = old.t
-end
-redis.call('HSET', KEYS[2], key, cjson.encode(record))
-for i = 1, n_ids do redis.call('HSET', KEYS[3], nas .. '|' .. ids[i], key) end
-return {'accept', grant, hold, funds, key}
-"""
-)
-
-# KEYS: lock, fail ; ARGV: failed (0/1), max failures, window seconds, lockout seconds
-LOCKOUT = r"""
-if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
-if ARGV[1] ~= '1' then return 0 end
-local n = redis.call('INCR', KEYS[2])
-if n == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
-if n >= tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[1], '1', 'EX', ARGV[4])
-  redis.call('DEL', KEYS[2])
-end
-return 0
-"""
-
-# KEYS: the hold's index keys (one NAS key, one slot) ; ARGV: value, seconds to live
-INDEX = r"""
-for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2]) end
-return #KEYS
-"""
-
-# KEYS: bal, calls, ids, seq ; ARGV: JSON list of operations, the live sequence they bring
-# the client to ('' for effects outside the ledger's order: an Accounting-On/Off's release).
-# 'missing': not loaded; 'old': already here (a load read them); 'gap': an earlier write's
-# effects never arrived, so these cannot go on top: the client is reloaded instead
-APPLY = (
-    _COMMON
-    + r"""
-if not redis.call('GET', KEYS[1]) then return 'missing' end
-if ARGV[2] ~= '' then
-  local seq = tonumber(ARGV[2])
-  local current = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if current >= seq then return 'old' end
-  if current ~= seq - 1 then return 'gap' end
-  redis.call('SET', KEYS[4], seq)
-end
-local ops = cjson.decode(ARGV[1])
-for _, op in ipairs(ops) do
-  if op.k == 'bal' then
-    redis.call('INCRBY', KEYS[1], op.v)
-  elseif op.k == 'act' then
-    local held = adopt(KEYS[2], KEYS[3], op.u, op.n, op.i, op.a, op.c)
-    local v = redis.call('HGET', KEYS[2], op.u)
-    local c
-    if v then c = decode(v) else
-      c = {h = op.h, a = op.a, c = op.c, n = op.n, t = 0, g = op.g, i = op.i, e = 0}
-      if held then c.h = held.h; c.g = held.g; c.t = held.t end
-      for _, k in ipairs(op.i) do redis.call('HSET', KEYS[3], op.n .. '|' .. k, op.u) end
-    end
-    c.s = 'a'; c.x = 1
-    redis.call('HSET', KEYS[2], op.u, cjson.encode(c))
-  elseif op.k == 'rehold' then
-    local v = redis.call('HGET', KEYS[2], op.u)
-    if v then
-      local c = decode(v); c.s = 'h'; c.e = op.e
-      redis.call('HSET', KEYS[2], op.u, cjson.encode(c))
-    end
-  elseif op.k == 'rel' then
-    local v = redis.call('HGET', KEYS[2], op.u)
-    if v then
-      local c = decode(v)
-      redis.call('HDEL', KEYS[2], op.u)
-      for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[3], c.n .. '|' .. k) end
-    end
-    if op.i then adopt(KEYS[2], KEYS[3], op.u, op.n, op.i, op.a, op.c) end
-  elseif op.k == 'relnas' then
-    local all = redis.call('HGETALL', KEYS[2])
-    for i = 1, #all, 2 do
-      local c = decode(all[i + 1])
-      if c.n == op.n and c.t < op.b then
-        redis.call('HDEL', KEYS[2], all[i])
-        for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[3], c.n .. '|' .. k) end
-      end
-    end
-  end
-end
-return 'ok'
-"""
-)
-
-# KEYS: bal, calls, seq, ids ; ARGV: balance micros, JSON {uid: record} of accounted calls,
-# replace (0: only when not loaded; 1: also over a state whose sequence is not newer), the
-# live sequence of the database's reading, JSON [uid] of holds whose call the database has
-# ended (their release never arrived). A load never takes a client back in sequence.
-LOAD = (
-    _COMMON
-    + r"""
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if ARGV[3] == '0' then return 0 end
-  if tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[4]) then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[3], ARGV[4])
-local all = redis.call('HGETALL', KEYS[2])
-for i = 1, #all, 2 do
-  local c = cjson.decode(all[i + 1])
-  if c.x == 1 then redis.call('HDEL', KEYS[2], all[i]) end
-end
-for _, uid in ipairs(cjson.decode(ARGV[5] or '[]')) do
-  local v = redis.call('HGET', KEYS[2], uid)
-  if v then
-    local c = cjson.decode(v)
-    if c.x ~= 1 then
-      redis.call('HDEL', KEYS[2], uid)
-      for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[4], c.n .. '|' .. k) end
-    end
-  end
-end
-for uid, record in pairs(cjson.decode(ARGV[2])) do
-  adopt(KEYS[2], KEYS[4], uid, record.n, record.i, record.a, record.c)
-  redis.call('HSET', KEYS[2], uid, cjson.encode(record))
-end
-return 1
-"""
-)
-
-# KEYS: the lease ; ARGV: this node's id, milliseconds to hold it. Taken when free or held by
-# this node already (then renewed): 1 when this node holds it now.
-LEASE = r"""
-local v = redis.call('GET', KEYS[1])
-if v and v ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
+# the scripts (billing_core/adapters/lua/*.lua); common.lua goes before those that use it
+AUTHORIZE = lua.script("common", "authorize")
+LOCKOUT = lua.script("lockout")
+INDEX = lua.script("index")
+APPLY = lua.script("common", "apply")
+LOAD = lua.script("common", "load")
+LEASE = lua.script("lease")
+VIEW = lua.script("common", "view")
 
 # the lease of the nodes' shared repairs: one node heals (renewing it every round while it
 # can reach Redis), one sweeps a period; a node that stops or loses Redis lets it lapse
 HEAL_LEASE_KEY = "radiusd:lease:heal"
 HEAL_LEASE_MS = 3000
 SWEEP_LEASE_KEY = "radiusd:lease:sweep"
-
-# KEYS: bal, calls ; ARGV: now_ms
-VIEW = (
-    _COMMON
-    + r"""
-local bal = redis.call('GET', KEYS[1])
-local held, active = 0, 0
-local all = redis.call('HGETALL', KEYS[2])
-local now = tonumber(ARGV[1])
-for i = 1, #all, 2 do
-  local c = decode(all[i + 1])
-  if counts(c, now) then held = held + c.h end
-  if c.s == 'a' then active = active + 1 end
-end
-if not bal then return {'missing', held, active} end
-return {bal, held, active}
-"""
-)
+# the lease of the deployment's chores (closing stale calls, sending Disconnect-Requests and
+# queued mail): one node does them while it renews it; the others take over when it lapses
+CHORES_LEASE_KEY = "radiusd:lease:chores"
+CHORES_LEASE_MS = 3000
 
 _REASONS = {reason.value: reason for reason in RejectReason}
 
@@ -387,6 +103,23 @@ def _ms(moment: datetime) -> int:
 def _sha(script: str) -> str:
     """The name Redis gives a script (EVALSHA)."""
     return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+
+def call_record(call: LiveCall) -> dict[str, Any]:
+    """A call the database recorded, as ``{c:N}:calls`` keeps it (the module's text)."""
+    expires = call.hold_expires_at
+    return {
+        "s": "a" if call.state == CallState.ACTIVE else "h",
+        "h": to_micros(call.hold),
+        "e": _ms(expires) if expires else 0,
+        "a": call.account_id or 0,
+        "c": call.called,
+        "n": call.nas_key,
+        "t": _ms(call.authorized_at) if call.authorized_at else 0,
+        "g": call.granted_seconds or 0,
+        "i": list(call.identifiers),
+        "x": 1,
+    }
 
 
 def _keys(client_id: int) -> list[str]:
@@ -676,7 +409,7 @@ class RedisLiveState:
         keys = _keys(client_id)
         ended = self._ended_holds(client_id) if replace else []
         seq, balance, calls = self._loader(client_id)
-        records = {call["uid"]: call["record"] for call in calls}
+        records = {call.uid: call_record(call) for call in calls}
         loaded = self._load(
             keys=[keys[0], keys[1], _seq_key(client_id), keys[2]],
             args=[
@@ -690,11 +423,11 @@ class RedisLiveState:
         if records:
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
-                for ident in call["identifiers"]:
-                    pipe.hset(keys[2], f"{call['nas_key']}|{ident}", call["uid"])
+                for ident in call.identifiers:
+                    pipe.hset(keys[2], f"{call.nas_key}|{ident}", call.uid)
                     pipe.set(
-                        index_key(call["nas_key"], ident),
-                        f"{client_id}|{call['uid']}",
+                        index_key(call.nas_key, ident),
+                        f"{client_id}|{call.uid}",
                         ex=HOLD_INDEX_SECONDS,
                     )
             pipe.execute()
@@ -867,6 +600,14 @@ class ResyncingLive(RedisLiveState):
         # client -> (a sequence Redis lacked, when first seen lacking it)
         self._lagging: dict[int, tuple[int, float]] = {}
         self.missed = False  # the last apply did not reach Redis (billingctl warns)
+
+    def holds_lease(self, key: str, ms: int) -> bool | None:
+        """Take the lease ``key`` for ``ms`` milliseconds when it is free, or renew it when
+        this node holds it: whether this node holds it now; None when Redis is away."""
+        try:
+            return bool(self._lease(keys=[key], args=[self._node, ms]))
+        except REDIS_ERRORS:
+            return None
 
     def find_holds(self, keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[HeldCall | None]:
         try:

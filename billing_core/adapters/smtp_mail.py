@@ -1,6 +1,6 @@
 """Sending the mail queue through a real SMTP server (the standard library's smtplib).
 
-Each round claims the due messages (see ``sql_notify.claim_mail``), sends each in its own
+Each round claims the due messages (see ``sql.notify.claim_mail``), sends each in its own
 SMTP session and records the result: sent; a temporary failure (the server unreachable,
 a 4xx answer, a timeout) queues it again after a backoff (doubling from ``retry_base``
 seconds up to ``retry_cap``); a permanent failure (a 5xx answer) or a message still
@@ -19,7 +19,7 @@ from email.utils import formatdate, make_msgid
 
 from sqlalchemy import Engine
 
-from .sql_notify import (
+from .sql.notify import (
     Mail,
     backoff,
     claim_mail,

@@ -9,7 +9,7 @@ can always be rebuilt from it).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -18,6 +18,22 @@ from billing_core.domain.accounting_packets import (
     AcctStatus,
     rating_moment,
     stop_duration,
+)
+from billing_core.domain.calls import (
+    CLOSED_BY_SERVER,
+    ENDING,
+    LEG_STATUSES,
+    NAS_RESTARTS,
+    CallMove,
+    ClosedBy,
+    late_epochs,
+    leg_epoch,
+    live_uid,
+    mark_of,
+    mark_start,
+    once,
+    start_mark,
+    state_after,
 )
 from billing_core.domain.dialled import digits_only
 from billing_core.domain.money import ZERO
@@ -41,8 +57,6 @@ from billing_core.ports import (
     StoredLeg,
 )
 
-_LEG_STATUSES = (AcctStatus.START, AcctStatus.INTERIM_UPDATE, AcctStatus.STOP, AcctStatus.FAILED)
-_CLOSED_BY_SERVER = ("stale", "accounting-on", "accounting-off")
 _ATTEMPTS = 3  # a batch conflicting with concurrent transactions is run again, twice at most
 
 
@@ -113,7 +127,7 @@ class AccountingService:
 
     def _record_many(self, events: Sequence[AccountingEvent]) -> list[AcctOutcome]:
         holds = self._live.find_holds(
-            [(e.nas_key, e.identifiers()) for e in events if e.status in _LEG_STATUSES]
+            [(e.nas_key, e.identifiers()) for e in events if e.status in LEG_STATUSES]
         )
         hold_of = iter(holds)
         batch = _Batch()
@@ -122,7 +136,7 @@ class AccountingService:
             tx.record_events(events)
             tx.prefetch(events)
             for event in events:
-                held = next(hold_of) if event.status in _LEG_STATUSES else None
+                held = next(hold_of) if event.status in LEG_STATUSES else None
                 outcomes.append(self._apply(tx, event, held, batch))
             self._sequence(tx, batch)
         if batch.effects:
@@ -146,7 +160,7 @@ class AccountingService:
             cap = self._catalog().max_call_length or self._max_call_length
             calls = tx.stale_calls(now, self._stale_grace, cap)
             for call in calls:
-                self._close_call(tx, call, "stale", now, batch)
+                self._close_call(tx, call, ClosedBy.STALE.value, now, batch)
                 tx.record_event(
                     "call_stale",
                     client_id=call.client_id,
@@ -166,64 +180,88 @@ class AccountingService:
         self, tx: AccountingTx, event: AccountingEvent, held: HeldCall | None, batch: _Batch
     ) -> AcctOutcome:
         when = event.event_time(self._max_delay)
-        if event.status in (AcctStatus.ACCOUNTING_ON, AcctStatus.ACCOUNTING_OFF):
-            closed_by = (
-                "accounting-on" if event.status == AcctStatus.ACCOUNTING_ON else "accounting-off"
-            )
+        closed_by = NAS_RESTARTS.get(event.status)
+        if closed_by is not None:
             return self._close_nas(tx, event.nas_key, when, closed_by, batch)
-        if event.status not in _LEG_STATUSES:
+        if event.status not in LEG_STATUSES:
             return AcctOutcome("recorded")
         if not event.billable:
             return AcctOutcome("not_billable")
         epoch, changed_at = tx.current_epoch(event.nas_key)
-        # a packet whose event time precedes the last Accounting-On/Off belongs to the epoch
-        # before it (a late Stop of a call the NAS reboot closed)
-        leg_epoch = epoch - 1 if changed_at is not None and when < changed_at else epoch
         identity = LegIdentity(
             event.nas_key,
-            leg_epoch,
+            leg_epoch(epoch, changed_at, when),
             event.acct_session_id,
             event.conf_id or "",
             event.origin or "",
             event.tags,
         )
-        if event.status in (AcctStatus.STOP, AcctStatus.FAILED):
+        if event.status in ENDING:
+            if identity.epoch != epoch:
+                identity = _late_leg(tx, identity)
             return self._stop(tx, event, identity, epoch, held, when, batch)
-        if leg_epoch != epoch:
+        return self._open(tx, event, identity, epoch, held, when, batch)
+
+    def _open(
+        self,
+        tx: AccountingTx,
+        event: AccountingEvent,
+        identity: LegIdentity,
+        epoch: int,
+        held: HeldCall | None,
+        when: datetime,
+        batch: _Batch,
+    ) -> AcctOutcome:
+        """A Start or Interim-Update: the call becomes (or stays) active."""
+        if identity.epoch != epoch:
             return AcctOutcome("recorded")  # a late Start or Interim of a closed epoch
         call = tx.find_call(event.nas_key, event.identifiers())
         if not _opens(event, when, tx.find_legs(identity), call):
             return AcctOutcome("recorded")  # a Start or Interim for a closed leg changes nothing
         if call is None:
-            owner = self._owner(event, held)
-            if owner is None:
-                return _unknown(tx, event, identity)
-            call = tx.create_call(
-                client_id=owner.client_id,
-                account_id=owner.account_id,
-                nas_key=event.nas_key,
-                epoch=epoch,
-                acct_session_id=event.acct_session_id,
-                conf_id=event.conf_id or "",
-                origin=event.origin or "",
-                called=owner.called,
-                identifiers=event.identifiers(),
-                state="active",
-                hold=held.hold if held else ZERO,
-                granted_seconds=held.granted_seconds if held else None,
-                authorized_at=held.authorized_at if held else None,
-                started_at=when if event.status == AcctStatus.START else None,
-                seen_at=when,
-                live_uid=held.uid if held else "",
-                max_session_time=event.session_time or 0
-                if event.status == AcctStatus.INTERIM_UPDATE
-                else 0,
-                tags=event.tags,
-            )
-            self._activated(call, batch)  # created as it should be: nothing to update
-            return AcctOutcome("recorded", call.client_id)
+            return self._create(tx, event, identity, epoch, held, when, batch)
         tx.link_leg(call, event)
-        self._refresh(tx, call, event, when, batch)
+        self._refresh(tx, call, event, when, epoch, batch)
+        return AcctOutcome("recorded", call.client_id)
+
+    def _create(
+        self,
+        tx: AccountingTx,
+        event: AccountingEvent,
+        identity: LegIdentity,
+        epoch: int,
+        held: HeldCall | None,
+        when: datetime,
+        batch: _Batch,
+    ) -> AcctOutcome:
+        """Accounting that matches no call creates one, for the client of its hold or of the
+        account it identifies."""
+        owner = self._owner(event, held)
+        if owner is None:
+            return _unknown(tx, event, identity)
+        call = tx.create_call(
+            client_id=owner.client_id,
+            account_id=owner.account_id,
+            nas_key=event.nas_key,
+            epoch=epoch,
+            acct_session_id=event.acct_session_id,
+            conf_id=event.conf_id or "",
+            origin=event.origin or "",
+            called=owner.called,
+            identifiers=event.identifiers(),
+            state=state_after(CallMove.ACCOUNTED).value,
+            hold=held.hold if held else ZERO,
+            granted_seconds=held.granted_seconds if held else None,
+            authorized_at=held.authorized_at if held else None,
+            started_at=when if event.status == AcctStatus.START else None,
+            seen_at=when,
+            live_uid=held.uid if held else "",
+            max_session_time=event.session_time or 0
+            if event.status == AcctStatus.INTERIM_UPDATE
+            else 0,
+            tags=event.tags,
+        )
+        self._activated(call, batch)  # created as it should be: nothing to update
         return AcctOutcome("recorded", call.client_id)
 
     def _refresh(
@@ -232,17 +270,22 @@ class AccountingService:
         call: CallRecord,
         event: AccountingEvent,
         when: datetime,
+        epoch: int,
         batch: _Batch,
     ) -> None:
         longer = max(call.max_session_time, event.session_time or 0)
         started = when if event.status == AcctStatus.START and call.started_at is None else None
         tx.update_call(
             call.id,
-            state="active",
+            state=state_after(CallMove.ACCOUNTED).value,
             started_at=started,
             max_session_time=longer if event.status == AcctStatus.INTERIM_UPDATE else None,
             last_seen_at=when,
             accounted=True,
+            # a call held before the NAS's last Accounting-On/Off (an authorization stores
+            # none) is of the epoch its accounting arrives in: the CDR a close gives it
+            # must be the leg its own Stop looks for
+            epoch=epoch if call.epoch != epoch else None,
         )
         self._activated(call, batch)
 
@@ -250,7 +293,7 @@ class AccountingService:
         batch.effects.append(
             Activated(
                 call.client_id,
-                _uid(call),
+                live_uid(call.id, call.live_uid),
                 call.hold,
                 call.granted_seconds,
                 call.account_id,
@@ -311,31 +354,13 @@ class AccountingService:
     ) -> AcctOutcome:
         call = tx.find_call(event.nas_key, event.identifiers()) if identity.epoch == epoch else None
         stored = tx.find_legs(identity)
-        started_at = call.started_at if call else None
-        if started_at is not None and stored and started_at <= _last_stop(stored):
-            started_at = None  # the call's Start is that of a leg already stopped
-        own = event.has_own_duration()
-        # the Start this Stop ends: the call's, else (a re-sent Stop, or one after the server
-        # closed the call) the last stored leg's, which its CDR keeps
-        mark = start_mark(started_at) if started_at else (_mark_of(stored[-1]) if stored else "")
-        if started_at is None and mark and not own:
-            started_at = datetime.fromtimestamp(int(mark) / 1_000_000, UTC)
-        duration = 0
-        if event.status == AcctStatus.STOP:
-            duration = stop_duration(event, started_at, self._max_delay)
-        once = f"{mark}/{duration}" if own else f"{mark}/t"
-        of_start = [leg for leg in stored if _mark_of(leg) == mark]
+        ending = self._ending(event, call, stored)
+        of_start = [leg for leg in stored if mark_of(leg.once) == ending.mark]
         if event.status == AcctStatus.STOP and of_start:
-            # identity and duration equal; without a duration of its own: the same Start
-            same = [leg for leg in of_start if leg.duration == duration] if own else of_start
-            if any(leg.closed_by == "stop" or leg.corrected for leg in same):
-                return AcctOutcome("duplicate", stored[0].client_id, ZERO, duration)
-            by_server = [
-                leg for leg in of_start if leg.closed_by in _CLOSED_BY_SERVER and not leg.corrected
-            ]
-            if by_server and duration > 0:
-                return self._correct(tx, by_server[0], duration, when, batch)
-        collision = bool(of_start) and duration > 0
+            repeated = self._repeated(tx, ending, of_start, stored[0].client_id, when, batch)
+            if repeated is not None:
+                return repeated
+        collision = bool(of_start) and ending.duration > 0
         if call is not None:
             owner = _Owner(call.client_id, call.account_id, call.called, None)
             tx.link_leg(call, event)
@@ -344,88 +369,167 @@ class AccountingService:
             if found is None:
                 return _unknown(tx, event, identity)
             owner = found
-        if duration == 0:
-            if event.zero_final:  # zero_duration_stop = "final": the call ends at once
-                if call is not None:
-                    tx.end_call(call.id)
-                    batch.effects.append(Released(call.client_id, _uid(call)))
-                elif held is not None:
-                    batch.effects.append(Released(held.client_id, held.uid))
-            elif call is not None:  # "retry": ends this leg only; held for another attempt
-                expires = when + timedelta(seconds=self._hold_seconds)
-                tx.update_call(call.id, state="held", hold_expires_at=expires, last_seen_at=when)
-                batch.effects.append(Rehold(call.client_id, _uid(call), expires))
-            return AcctOutcome("ended", owner.client_id, ZERO, 0)
+        if ending.duration == 0:
+            return self._ended(tx, event, call, held, owner.client_id, when, batch)
+        return self._charge_leg(
+            tx, event, identity, call, held, owner, ending, when, batch, collision=collision
+        )
+
+    def _ending(
+        self, event: AccountingEvent, call: CallRecord | None, stored: Sequence[StoredLeg]
+    ) -> _Ending:
+        """The leg a Stop or Failed ends: its Start, its duration, which Stop of it this is."""
+        started_at = call.started_at if call else None
+        if started_at is not None and stored and started_at <= _last_stop(stored):
+            started_at = None  # the call's Start is that of a leg already stopped
+        own = event.has_own_duration()
+        # the Start this Stop ends: the call's, else (a re-sent Stop, or one after the server
+        # closed the call) the last stored leg's, which its CDR keeps
+        mark = (
+            start_mark(started_at) if started_at else (mark_of(stored[-1].once) if stored else "")
+        )
+        if started_at is None and mark and not own:
+            started_at = mark_start(mark)
+        duration = 0
+        if event.status == AcctStatus.STOP:
+            duration = stop_duration(event, started_at, self._max_delay)
+        return _Ending(started_at, mark, duration, once(mark, duration if own else None), own)
+
+    def _repeated(
+        self,
+        tx: AccountingTx,
+        ending: _Ending,
+        of_start: Sequence[StoredLeg],
+        client_id: int,
+        when: datetime,
+        batch: _Batch,
+    ) -> AcctOutcome | None:
+        """A Stop of a leg already stored: a duplicate (identity and duration equal; without
+        a duration of its own: the same Start), or the correction of a call the server
+        closed; None when it is neither (a new leg)."""
+        same = (
+            [leg for leg in of_start if leg.duration == ending.duration] if ending.own else of_start
+        )
+        if any(leg.closed_by == ClosedBy.STOP.value or leg.corrected for leg in same):
+            return AcctOutcome("duplicate", client_id, ZERO, ending.duration)
+        by_server = [
+            leg for leg in of_start if leg.closed_by in CLOSED_BY_SERVER and not leg.corrected
+        ]
+        if by_server and ending.duration > 0:
+            return self._correct(tx, by_server[0], ending.duration, when, batch)
+        return None
+
+    def _ended(
+        self,
+        tx: AccountingTx,
+        event: AccountingEvent,
+        call: CallRecord | None,
+        held: HeldCall | None,
+        client_id: int,
+        when: datetime,
+        batch: _Batch,
+    ) -> AcctOutcome:
+        """A Stop of 0 s or a Failed: no CDR; the call ends (zero_duration_stop "final") or
+        is held again for another attempt ("retry")."""
+        if event.zero_final:  # CallMove.STOPPED
+            if call is not None:
+                tx.end_call(call.id)
+                batch.effects.append(Released(call.client_id, live_uid(call.id, call.live_uid)))
+            elif held is not None:
+                batch.effects.append(Released(held.client_id, held.uid))
+        elif call is not None:  # CallMove.REHELD: this leg ends; the call is held again
+            expires = when + timedelta(seconds=self._hold_seconds)
+            tx.update_call(
+                call.id,
+                state=state_after(CallMove.REHELD).value,
+                hold_expires_at=expires,
+                last_seen_at=when,
+            )
+            batch.effects.append(Rehold(call.client_id, live_uid(call.id, call.live_uid), expires))
+        return AcctOutcome("ended", client_id, ZERO, 0)
+
+    def _charge_leg(
+        self,
+        tx: AccountingTx,
+        event: AccountingEvent,
+        identity: LegIdentity,
+        call: CallRecord | None,
+        held: HeldCall | None,
+        owner: _Owner,
+        ending: _Ending,
+        when: datetime,
+        batch: _Batch,
+        *,
+        collision: bool,
+    ) -> AcctOutcome:
+        """A billable leg's Stop: rated, one CDR, charged in full; the call ends."""
+        duration = ending.duration
         authorized_at = call.authorized_at if call else (held.authorized_at if held else None)
         moment = self._moment(
             owner.client_id,
             authorized_at=authorized_at,
-            started_at=started_at,
+            started_at=ending.started_at,
             stopped_at=when,
             duration=duration,
         )
-        rate = self._rate(owner.client_id, owner.called, moment)
-        amount = cost(rate, duration) if rate is not None else ZERO
-        leg = ClosedLeg(
-            identity=identity,
-            client_id=owner.client_id,
-            account_id=owner.account_id,
-            call_id=call.id if call else None,
-            called=owner.called,
-            duration=duration,
-            billed_duration=billed(rate, duration) if rate is not None else 0,
-            cost=amount,
-            rate_code=rate.code if rate is not None else None,
-            rated_at=moment,
-            started_at=started_at or (when - timedelta(seconds=duration)),
-            stopped_at=when,
-            closed_by="stop",
-            once=once,
+        price = _Price.of(self._rate(owner.client_id, owner.called, moment), duration)
+        cdr_id = tx.store_leg(
+            ClosedLeg(
+                identity=identity,
+                client_id=owner.client_id,
+                account_id=owner.account_id,
+                call_id=call.id if call else None,
+                called=owner.called,
+                duration=duration,
+                billed_duration=price.billed,
+                cost=price.cost,
+                rate_code=price.code,
+                rated_at=moment,
+                started_at=ending.started_at or (when - timedelta(seconds=duration)),
+                stopped_at=when,
+                closed_by=ClosedBy.STOP.value,
+                once=ending.once,
+            )
         )
-        cdr_id = tx.store_leg(leg)
         if cdr_id is None:  # a concurrent copy stored it first
             return AcctOutcome("duplicate", owner.client_id, ZERO, duration)
-        if amount:
-            tx.charge(owner.client_id, -amount, cdr_id, f"call {event.acct_session_id}")
-            batch.effects.append(BalanceMoved(owner.client_id, -amount))
-        if call is not None:
+        _charge(tx, owner.client_id, price.cost, cdr_id, f"call {event.acct_session_id}", batch)
+        if call is not None:  # CallMove.STOPPED
             tx.end_call(call.id)
             batch.effects.append(_released(call))
         elif held is not None:
             batch.effects.append(Released(held.client_id, held.uid))
-        return AcctOutcome("charged", owner.client_id, amount, duration, collision=collision)
+        return AcctOutcome("charged", owner.client_id, price.cost, duration, collision=collision)
 
     def _correct(
         self, tx: AccountingTx, leg: StoredLeg, duration: int, when: datetime, batch: _Batch
     ) -> AcctOutcome:
         """A Stop for a call the server closed (stale, Accounting-On/Off): correct in place."""
-        rate = self._rate(leg.client_id, leg.called, leg.rated_at)
-        amount = cost(rate, duration) if rate is not None else ZERO
+        price = _Price.of(self._rate(leg.client_id, leg.called, leg.rated_at), duration)
         tx.correct_leg(
-            leg.id,
-            duration=duration,
-            billed_duration=billed(rate, duration) if rate is not None else 0,
-            cost=amount,
-            at=when,
+            leg.id, duration=duration, billed_duration=price.billed, cost=price.cost, at=when
         )
-        delta = amount - leg.cost
-        if delta:
-            tx.charge(leg.client_id, -delta, leg.id, f"correction of CDR {leg.id}")
-            batch.effects.append(BalanceMoved(leg.client_id, -delta))
-        return AcctOutcome("corrected", leg.client_id, amount, duration)
+        _charge(
+            tx, leg.client_id, price.cost - leg.cost, leg.id, f"correction of CDR {leg.id}", batch
+        )
+        return AcctOutcome("corrected", leg.client_id, price.cost, duration)
 
     # --- calls the server closes ---------------------------------------------------------------
     def _close_nas(
         self, tx: AccountingTx, nas_key: str, when: datetime, closed_by: str, batch: _Batch
     ) -> AcctOutcome:
         closed = 0
+        kept: list[CallRecord] = []
         for call in tx.calls_of_nas(nas_key):
             began = call.started_at or call.authorized_at or call.last_seen_at
             if began is not None and began >= when:
-                continue  # a call of the new boot: keep it
+                kept.append(call)  # a call of the new boot (an On that arrived late)
+                continue
             self._close_call(tx, call, closed_by, when, batch)
             closed += 1
-        tx.new_epoch(nas_key, when)
+        epoch = tx.new_epoch(nas_key, when)
+        for call in kept:  # its Stop, after the On, looks for its leg in the new epoch
+            tx.update_call(call.id, epoch=epoch)
         batch.effects.append(NasReleased(nas_key, when))
         tx.record_event(
             "nas_rebooted", nas_key=nas_key, detail={"status": closed_by, "closed_calls": closed}
@@ -446,8 +550,7 @@ class AccountingService:
                 stopped_at=when,
                 duration=duration,
             )
-            rate = self._rate(call.client_id, call.called, moment)
-            amount = cost(rate, duration) if rate is not None else ZERO
+            price = _Price.of(self._rate(call.client_id, call.called, moment), duration)
             cdr_id = tx.store_leg(
                 ClosedLeg(
                     identity=LegIdentity(
@@ -463,19 +566,19 @@ class AccountingService:
                     call_id=call.id,
                     called=call.called,
                     duration=duration,
-                    billed_duration=billed(rate, duration) if rate is not None else 0,
-                    cost=amount,
-                    rate_code=rate.code if rate is not None else None,
+                    billed_duration=price.billed,
+                    cost=price.cost,
+                    rate_code=price.code,
                     rated_at=moment,
                     started_at=call.started_at,
                     stopped_at=when,
                     closed_by=closed_by,
-                    once=f"{start_mark(call.started_at) if call.started_at else ''}/{duration}",
+                    once=once(start_mark(call.started_at) if call.started_at else "", duration),
                 )
             )
-            if cdr_id is not None and amount:
-                tx.charge(call.client_id, -amount, cdr_id, f"{closed_by} {call.acct_session_id}")
-                batch.effects.append(BalanceMoved(call.client_id, -amount))
+            if cdr_id is not None:
+                note = f"{closed_by} {call.acct_session_id}"
+                _charge(tx, call.client_id, price.cost, cdr_id, note, batch)
         tx.end_call(call.id)
         batch.effects.append(_released(call))
 
@@ -483,7 +586,7 @@ class AccountingService:
 def _released(call: CallRecord) -> Released:
     return Released(
         call.client_id,
-        _uid(call),
+        live_uid(call.id, call.live_uid),
         call.nas_key,
         tuple(sorted(call.keys)),
         call.account_id,
@@ -491,15 +594,42 @@ def _released(call: CallRecord) -> Released:
     )
 
 
-def start_mark(started_at: datetime) -> str:
-    """A leg's Start as text (microseconds since the epoch): part of its CDR's unique key."""
-    if started_at.tzinfo is None:
-        started_at = started_at.replace(tzinfo=UTC)
-    return str(round(started_at.timestamp() * 1_000_000))
+@dataclass(frozen=True, slots=True)
+class _Ending:
+    """The leg a Stop or Failed ends: its Start (None: unknown), the Start's mark, the
+    duration, which Stop of the leg this is (``domain.calls.once``), and whether the Stop
+    carried a duration of its own."""
+
+    started_at: datetime | None
+    mark: str
+    duration: int
+    once: str
+    own: bool
 
 
-def _mark_of(leg: StoredLeg) -> str:
-    return leg.once.split("/", 1)[0]
+@dataclass(frozen=True, slots=True)
+class _Price:
+    """A duration rated: cost, billed duration and the rate's code (no rate: free)."""
+
+    cost: Decimal
+    billed: int
+    code: str | None
+
+    @classmethod
+    def of(cls, rate: Rate | None, duration: int) -> _Price:
+        if rate is None:
+            return cls(ZERO, 0, None)
+        return cls(cost(rate, duration), billed(rate, duration), rate.code)
+
+
+def _charge(
+    tx: AccountingTx, client_id: int, amount: Decimal, cdr_id: int, note: str, batch: _Batch
+) -> None:
+    """Charge ``amount`` (none when zero) in the ledger and, after the commit, the live
+    balance."""
+    if amount:
+        tx.charge(client_id, -amount, cdr_id, note)
+        batch.effects.append(BalanceMoved(client_id, -amount))
 
 
 def _last_stop(stored: Sequence[StoredLeg]) -> datetime:
@@ -523,6 +653,16 @@ def _opens(
     return started is not None and started > last
 
 
+def _late_leg(tx: AccountingTx, identity: LegIdentity) -> LegIdentity:
+    """A late Stop's leg: in the newest of the epochs before the current one that has it
+    (``late_epochs``); else in the epoch just before the current one."""
+    for epoch in late_epochs(identity.epoch):
+        candidate = replace(identity, epoch=epoch)
+        if tx.find_legs(candidate):
+            return candidate
+    return identity
+
+
 def _unknown(tx: AccountingTx, event: AccountingEvent, identity: LegIdentity) -> AcctOutcome:
     """Accounting that matches no account: recorded, and one event per leg."""
     tx.record_event(
@@ -538,7 +678,3 @@ def _unknown(tx: AccountingTx, event: AccountingEvent, identity: LegIdentity) ->
         f"|{identity.conf_id}|{identity.origin}",
     )
     return AcctOutcome("unknown_account")
-
-
-def _uid(call: CallRecord) -> str:
-    return call.live_uid or f"db{call.id}"

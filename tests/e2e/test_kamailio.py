@@ -22,7 +22,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from billing_core.adapters.db import make_engine, upgrade
+from billing_core.adapters.sql.db import make_engine, upgrade
 
 from ..conftest import throwaway_database
 from .conftest import Daemon, make_daemon

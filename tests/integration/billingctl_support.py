@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, insert
 
-from billing_core.adapters.db import make_engine
-from billing_core.adapters.sql_store import change_balance, transactions_t
+from billing_core.adapters.sql.db import make_engine
+from billing_core.adapters.sql.live import change_balance
+from billing_core.adapters.sql.tables import transactions_t
 from billing_core.cli import main
 
 RATES_HEADER = "code,name,rate,setup_fee,min_volume,interval,grace_volume,effective_date,end_date\n"

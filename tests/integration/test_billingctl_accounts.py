@@ -7,7 +7,8 @@ import io
 import pytest
 from sqlalchemy import select
 
-from billing_core.adapters.sql_store import SqlStore, accounts_t
+from billing_core.adapters.sql.store import SqlStore
+from billing_core.adapters.sql.tables import accounts_t
 from billing_core.domain.identification import CallerFacts
 from billing_core.domain.model import check_password
 

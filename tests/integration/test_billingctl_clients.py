@@ -11,8 +11,8 @@ from sqlalchemy import func, insert, select
 from billing_core.adapters.admin_clients import templates_t
 from billing_core.adapters.audit import audit_t
 from billing_core.adapters.client_queries import invoices_t
-from billing_core.adapters.sql_store import (
-    SqlStore,
+from billing_core.adapters.sql.store import SqlStore
+from billing_core.adapters.sql.tables import (
     accounts_t,
     calls_t,
     cdrs_t,

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from billing_core.adapters.secretbox import AesGcmCipher
-from billing_core.adapters.sql_store import accounts_t
+from billing_core.adapters.sql.tables import accounts_t
 
 from .billingctl_support import Ctl, ctl
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from billing_core.adapters.sql_store import SqlStore
+from billing_core.adapters.sql.store import SqlStore
 
 from .billingctl_support import Ctl, csv_rows, ctl, generate_rates, rates_csv
 

@@ -15,10 +15,11 @@ from sqlalchemy import select
 
 from billing_core.adapters import admin
 from billing_core.adapters.account_secrets import rotate_key
-from billing_core.adapters.db import make_engine
 from billing_core.adapters.redis_live import AsyncAuthorizer, ResyncingLive
 from billing_core.adapters.secretbox import AesGcmCipher
-from billing_core.adapters.sql_store import SqlStore, accounts_t
+from billing_core.adapters.sql.db import make_engine
+from billing_core.adapters.sql.store import SqlStore
+from billing_core.adapters.sql.tables import accounts_t
 from billing_core.domain.credentials import Chap, chap_response
 from billing_core.domain.identification import CallerFacts
 from billing_core.domain.model import RejectReason

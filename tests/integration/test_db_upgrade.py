@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from billing_core.adapters.db import current_revision, head_revision, make_engine
+from billing_core.adapters.sql.db import current_revision, head_revision, make_engine
 
 from ..conftest import throwaway_database
 

@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from billing_core.adapters import admin
-from billing_core.adapters.sql_store import SqlStore, transactions_t
+from billing_core.adapters.sql.store import SqlStore
+from billing_core.adapters.sql.tables import transactions_t
 from billing_core.domain.accounting_packets import AccountingEvent, AcctStatus
 from billing_core.domain.identification import CallerFacts
 from billing_core.provisioning import parse_provisioning

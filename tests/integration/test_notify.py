@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from billing_core.adapters.smtp_mail import SmtpSettings, deliver_due
-from billing_core.adapters.sql_disconnect import disconnect_t, queue_overruns
-from billing_core.adapters.sql_notify import check_notifications, mail_t, record_event
-from billing_core.adapters.sql_store import calls_t
+from billing_core.adapters.sql.disconnect import queue_overruns
+from billing_core.adapters.sql.notify import check_notifications, record_event
+from billing_core.adapters.sql.tables import calls_t, disconnect_t, mail_t
 from billing_core.ports import LiveView
 
 from ..authorize import decide
@@ -289,7 +289,7 @@ def test_accounting_writes_its_events_in_its_transaction(db_url: str) -> None:
     from dataclasses import replace
 
     from billing_core.adapters import admin
-    from billing_core.adapters.db import make_engine
+    from billing_core.adapters.sql.db import make_engine
     from billing_core.domain.identification import CallerFacts
     from billing_core.domain.policy import Accept
 
@@ -313,7 +313,7 @@ def test_accounting_writes_its_events_in_its_transaction(db_url: str) -> None:
     assert acct.close_stale(datetime.now(UTC) + timedelta(hours=5)) == 1
 
     with store.engine.connect() as conn:
-        from billing_core.adapters.sql_notify import events_t
+        from billing_core.adapters.sql.tables import events_t
 
         rows = list(conn.execute(select(events_t).order_by(events_t.c.id)))
     assert [r.kind for r in rows] == ["unknown_account", "nas_rebooted", "call_stale"]

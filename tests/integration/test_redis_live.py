@@ -20,16 +20,16 @@ from redis.cluster import RedisCluster
 from sqlalchemy import text
 
 from billing_core.adapters import admin
-from billing_core.adapters.db import make_engine
 from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
-from billing_core.adapters.sql_store import SqlStore
+from billing_core.adapters.sql.db import make_engine
+from billing_core.adapters.sql.store import SqlStore
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.identification import CallerFacts
 from billing_core.domain.model import Client, RejectReason
 from billing_core.domain.money import from_micros, to_micros
 from billing_core.domain.policy import Accept, GrantTerms, LiveSnapshot, Reject, decide
 from billing_core.domain.rating import Rate
-from billing_core.ports import Activated, BalanceMoved, HoldRequest, NasReleased
+from billing_core.ports import Activated, BalanceMoved, ClientTruth, HoldRequest, NasReleased
 from billing_core.provisioning import parse_provisioning
 from billing_core.services.accounting import AccountingService
 from billing_core.services.authorization import AuthorizationService, AuthorizeCall, CatalogCache
@@ -78,7 +78,7 @@ def rate(**kw: Any) -> Rate:
     return Rate(**fields)
 
 
-def no_loader(_client_id: int) -> tuple[int, Decimal, list[dict[str, Any]]]:
+def no_loader(_client_id: int) -> ClientTruth:
     raise AssertionError("the client should be loaded already")
 
 
@@ -744,6 +744,38 @@ def test_a_stop_releases_the_hold_its_start_could_not_find(
         assert b.account("m2", 2, 60) == "charged"
         view = b.view()
         assert (view.balance, view.held, view.active_calls) == (Decimal("7.80"), 0, 0)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_one_node_holds_the_chores_lease_and_redis_away_leaves_no_one_without_it(
+    pg_url: str, live_redis: RedisTarget
+) -> None:
+    """The deployment's chores (stale calls, Disconnect-Requests, mail) follow a lease: one
+    node holds it while it renews it, another takes it when it lapses; a node that cannot
+    reach Redis is told so (None), and does the chores itself rather than nobody."""
+    a, b = Stack(pg_url, live_redis), Stack(pg_url, live_redis)
+    lives = [a.live, b.live]
+    with socket.socket() as sock:  # a port where no Redis answers
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    away = ResyncingLive(
+        redis.Redis(port=port, socket_connect_timeout=0.2),
+        a.store.live_client,
+        clients=list,
+        marks=a.store,
+        ended=a.store.ended_legs,
+    )
+    key = "radiusd:lease:test-chores"
+    try:
+        assert lives[0].holds_lease(key, 300) is True
+        assert lives[1].holds_lease(key, 300) is False
+        assert lives[0].holds_lease(key, 300) is True  # renewed
+        time.sleep(0.4)  # a stopped renewing
+        assert lives[1].holds_lease(key, 300) is True
+        assert lives[0].holds_lease(key, 300) is False
+        assert away.holds_lease(key, 300) is None
     finally:
         a.close()
         b.close()

@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 
 from billing_core.adapters import admin
-from billing_core.adapters.db import make_engine
-from billing_core.adapters.sql_store import SqlStore
+from billing_core.adapters.sql.db import make_engine
+from billing_core.adapters.sql.store import SqlStore
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.identification import CallerFacts
 from billing_core.ports import ClosedLeg, LedgerConflict, LegIdentity

@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import func, select
 
 from billing_core.adapters import admin
-from billing_core.adapters.db import current_revision, make_engine, upgrade
-from billing_core.adapters.sql_store import SqlStore, transactions_t
+from billing_core.adapters.sql.db import current_revision, make_engine, upgrade
+from billing_core.adapters.sql.store import SqlStore
+from billing_core.adapters.sql.tables import transactions_t
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.identification import CallerFacts
 from billing_core.domain.model import RejectReason
@@ -112,8 +113,8 @@ def test_migrations_are_idempotent_and_match_the_models(db_url: str) -> None:
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    from billing_core.adapters.db import _alembic_config
-    from billing_core.adapters.models import metadata
+    from billing_core.adapters.sql.db import _alembic_config
+    from billing_core.adapters.sql.models import metadata
 
     engine = make_engine(db_url)
     upgrade(engine)
@@ -302,7 +303,7 @@ def test_a_call_started_and_stopped_in_one_batch_is_charged_once_and_ended(db_ur
 def test_the_packets_are_stored_as_received(db_url: str) -> None:
     import json
 
-    from billing_core.adapters.sql_store import acct_events_t
+    from billing_core.adapters.sql.tables import acct_events_t
 
     engine = make_engine(db_url)
     admin.apply_provisioning(engine, spec("5.00"))
@@ -324,7 +325,7 @@ def test_a_leg_stored_first_by_another_transaction_rolls_the_batch_back_and_reru
     from collections.abc import Iterator
     from contextlib import contextmanager
 
-    from billing_core.adapters.sql_accounting import SqlAccountingTx
+    from billing_core.adapters.sql.accounting import SqlAccountingTx
 
     engine = make_engine(pg_url)
     admin.apply_provisioning(engine, spec("5.00"))
@@ -356,7 +357,7 @@ def test_a_leg_stored_first_by_another_transaction_rolls_the_batch_back_and_reru
 def test_the_batch_statements_reach_rows_through_indexes(pg_url: str) -> None:
     """With a carrier's million CDRs, a hash join over the table per batch would be the
     end of accounting: every lookup of a batch must be an index scan."""
-    from billing_core.adapters import sql_bulk
+    from billing_core.adapters.sql import bulk_pg as sql_bulk
 
     engine = make_engine(pg_url)
     admin.apply_provisioning(engine, spec("5.00"))

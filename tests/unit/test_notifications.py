@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from billing_core.adapters.sql_disconnect import WantedDisconnect
+from billing_core.adapters.sql.disconnect import WantedDisconnect
 from billing_core.config import ConfigError, NasConfig, Secret, parse_config
 from billing_core.domain.notifications import (
     LowBalance,

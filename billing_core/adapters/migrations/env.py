@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from billing_core.adapters.models import metadata
+from billing_core.adapters.sql.models import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only billingctl runs migrations

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from billing_core.domain.accounting_packets import AccountingEvent, AcctStatus
+from billing_core.domain.accounting_packets import AccountingEvent
+from billing_core.domain.calls import LEG_STATUSES, OPENING, CallState, possible_epochs
 from billing_core.domain.money import ZERO
 from billing_core.ports import (
     CallRecord,
@@ -38,30 +38,9 @@ from billing_core.ports import (
     StoredLeg,
 )
 
-from .sql_bulk import LegKey, bulk_for, call_from, call_keys_t, calls_t, nas_epochs_t
-
-_LEG_STATUSES = frozenset(
-    (AcctStatus.START, AcctStatus.INTERIM_UPDATE, AcctStatus.STOP, AcctStatus.FAILED)
-)
-_OPENING = frozenset((AcctStatus.START, AcctStatus.INTERIM_UPDATE))
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def add_keys(conn: Connection, call_id: int, nas_key: str, identifiers: Sequence[str]) -> None:
-    """Record a call's identifiers (for the embedded live state's holds)."""
-    if identifiers:
-        ignore = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        conn.execute(
-            ignore(call_keys_t).on_conflict_do_nothing(),
-            [{"call_id": call_id, "nas_key": nas_key, "key": key} for key in identifiers],
-        )
-
-
-def call_record(row: Any) -> CallRecord:
-    return call_from(row._mapping)
+from .bulk import LegKey, bulk_for, call_from
+from .notify import write_event
+from .tables import calls_t, nas_epochs_t, utcnow
 
 
 def _leg_key(identity: LegIdentity) -> LegKey:
@@ -118,32 +97,29 @@ class SqlAccountingTx:
         detail: Mapping[str, object] | None = None,
         dedupe: str | None = None,
     ) -> None:
-        from .sql_notify import write_event
-
         write_event(
             self.conn, kind, client_id=client_id, nas_key=nas_key, detail=detail, dedupe=dedupe
         )
 
     # --- reading ahead -------------------------------------------------------------------------
     def prefetch(self, events: Sequence[AccountingEvent]) -> None:
-        legs = [e for e in events if e.status in _LEG_STATUSES and e.billable]
+        legs = [e for e in events if e.status in LEG_STATUSES and e.billable]
         if not legs:
             return
         self._read_epochs({e.nas_key for e in legs})
         self._read_calls({(e.nas_key, key) for e in legs for key in e.identifiers()})
-        triples = set()
-        for event in legs:
-            epoch, changed_at = self._epochs[event.nas_key]
-            triples.add((event.nas_key, epoch, event.acct_session_id))
-            if changed_at is not None:  # a late packet of the epoch before
-                triples.add((event.nas_key, epoch - 1, event.acct_session_id))
+        triples = {
+            (event.nas_key, epoch, event.acct_session_id)
+            for event in legs
+            for epoch in possible_epochs(*self._epochs[event.nas_key])
+        }
         self._read_legs(triples)
         # the calls the batch's Starts and Interims will create, named before the domain sees
         # them: those matching no call (a retransmitted Start wastes one id, never more)
         opening = {
             (e.nas_key, e.acct_session_id, e.conf_id, e.origin)
             for e in legs
-            if e.status in _OPENING and not self._matches(e.nas_key, e.identifiers())
+            if e.status in OPENING and not self._matches(e.nas_key, e.identifiers())
         }
         self._take_ids(len(opening))
 
@@ -254,7 +230,7 @@ class SqlAccountingTx:
         rows = self.conn.execute(
             select(calls_t).where(
                 calls_t.c.accounted.is_(True),
-                calls_t.c.state == "active",
+                calls_t.c.state == CallState.ACTIVE.value,
                 calls_t.c.last_seen_at < longest,
             )
         )
@@ -276,7 +252,7 @@ class SqlAccountingTx:
             for row in self.conn.execute(
                 select(calls_t.c.id).where(
                     calls_t.c.accounted.is_(False),
-                    calls_t.c.state == "held",
+                    calls_t.c.state == CallState.HELD.value,
                     calls_t.c.hold_expires_at < before,
                 )
             )
@@ -289,7 +265,7 @@ class SqlAccountingTx:
         """A call read outside the picture: the picture's copy when it has one."""
         known = self._calls.get(row.id)
         if known is None:
-            known = self._calls[row.id] = call_record(row)
+            known = self._calls[row.id] = call_from(row._mapping)
         return known
 
     # --- the domain's writes ---------------------------------------------------------------------
@@ -384,6 +360,7 @@ class SqlAccountingTx:
         hold_expires_at: datetime | None = None,
         last_seen_at: datetime | None = None,
         accounted: bool | None = None,
+        epoch: int | None = None,
     ) -> None:
         values = {
             key: value
@@ -394,6 +371,7 @@ class SqlAccountingTx:
                 ("hold_expires_at", hold_expires_at),
                 ("last_seen_at", last_seen_at),
                 ("accounted", accounted),
+                ("epoch", epoch),
             )
             if value is not None
         }

@@ -18,7 +18,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
@@ -35,12 +35,7 @@ from billing_core.domain.notifications import (
 from billing_core.errors import NotFoundError
 from billing_core.ports import LiveView
 
-from .models import EventRow, MailRow, NotifyStateRow, table
-from .sql_store import clients_t
-
-events_t = table(EventRow)
-mail_t = table(MailRow)
-notify_state_t = table(NotifyStateRow)
+from .tables import clients_t, events_t, mail_t, notify_state_t, utcnow
 
 #: Every kind of event the log holds (README: the events log).
 EVENT_KINDS: tuple[str, ...] = (
@@ -75,10 +70,6 @@ def event_source() -> str:
 
 def daemon_source() -> str:
     return f"radiusd:{socket.gethostname()}:{os.getpid()}"[:64]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _ignore_conflicts(conn: Connection) -> Any:

@@ -19,12 +19,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .models import AcctEventRow, DisconnectRow, table
-from .sql_notify import write_event
-from .sql_store import calls_t, clients_t, live_calls_condition
+from billing_core.domain.calls import CallState
 
-disconnect_t = table(DisconnectRow)
-acct_events_t = table(AcctEventRow)
+from .notify import write_event
+from .tables import acct_events_t, calls_t, clients_t, disconnect_t, live_calls_condition
 
 #: Why a call is cut: the status change or the overrun that asked for it.
 REASONS: tuple[str, ...] = ("client_stopped", "client_deleted", "account_disabled", "overrun")
@@ -82,7 +80,7 @@ def queue_overruns(engine: Engine, now: datetime, grace_seconds: int) -> int:
             select(calls_t)
             .join(clients_t, clients_t.c.id == calls_t.c.client_id)
             .where(
-                calls_t.c.state == "active",
+                calls_t.c.state == CallState.ACTIVE.value,
                 calls_t.c.accounted.is_(True),
                 clients_t.c.postpaid.is_(False),
                 calls_t.c.granted_seconds.is_not(None),

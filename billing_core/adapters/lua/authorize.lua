@@ -1,0 +1,130 @@
+-- KEYS: bal, calls, ids [, lock: a login account with a password]
+-- ARGV: now_ms, expires_ms, uid, account, called, nas, postpaid, credit, capacity, lb_threshold,
+--       lb_capacity, auth_only, rate, setup, min_volume, interval, grace, max_call_length,
+--       retention_ms, n_ids, ids..., acct_session_id
+if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return {'reject', 'locked_out'} end
+local balraw = redis.call('GET', KEYS[1])
+if not balraw then return {'missing'} end
+local bal = tonumber(balraw)
+local now = tonumber(ARGV[1])
+local expires = tonumber(ARGV[2])
+local uid = ARGV[3]
+local account = tonumber(ARGV[4])
+local called = ARGV[5]
+local nas = ARGV[6]
+local postpaid = ARGV[7] == '1'
+local credit = tonumber(ARGV[8])
+local capacity = tonumber(ARGV[9])
+local lb_threshold = ARGV[10]
+local lb_capacity = tonumber(ARGV[11])
+local auth_only = ARGV[12] == '1'
+local rate = tonumber(ARGV[13])
+local setup = tonumber(ARGV[14])
+local minv = tonumber(ARGV[15])
+local interval = tonumber(ARGV[16])
+local grace = tonumber(ARGV[17])
+local mcl = tonumber(ARGV[18])
+local retention = tonumber(ARGV[19])
+local n_ids = tonumber(ARGV[20])
+
+local own = nil
+for i = 1, n_ids do
+  local found = redis.call('HGET', KEYS[3], nas .. '|' .. ARGV[20 + i])
+  if found then
+    local v = redis.call('HGET', KEYS[2], found)
+    if v then
+      local c = decode(v)
+      if c.a == account and c.c == called then own = found; break end
+    end
+  end
+end
+
+local held, count = 0, 0
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local id, c = all[i], decode(all[i + 1])
+  if counts(c, now) then
+    if id ~= own then held = held + c.h; count = count + 1 end
+  elseif c.x ~= 1 and c.e + retention < now then
+    redis.call('HDEL', KEYS[2], id)
+    for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[3], c.n .. '|' .. k) end
+  end
+end
+
+local available = bal + credit
+local funds = available - held
+
+local function release_own()
+  if own then
+    local c = decode(redis.call('HGET', KEYS[2], own))
+    redis.call('HDEL', KEYS[2], own)
+    for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[3], c.n .. '|' .. k) end
+  end
+end
+
+if auth_only then
+  if (not postpaid) and available <= 0 then
+    if credit == 0 then return {'reject', 'zero_balance'} end
+    return {'reject', 'credit_limit'}
+  end
+  return {'accept', -1, 0, funds, 0}
+end
+
+local cap = capacity
+if lb_threshold ~= '' and lb_capacity >= 0 and available < tonumber(lb_threshold) then
+  cap = lb_capacity
+end
+if cap >= 0 and count >= cap then release_own(); return {'reject', 'capacity'} end
+
+local function billed(d)
+  if d <= 0 or d <= grace then return 0 end
+  if d <= minv then return minv end
+  local over = d - minv
+  return minv + math.floor((over + interval - 1) / interval) * interval
+end
+local function cost(d)
+  local b = billed(d)
+  if b == 0 then return 0 end
+  return setup + math.floor((2 * rate * b + 60) / 120)
+end
+
+local grant, hold = mcl, 0
+if not postpaid then
+  if available <= 0 then
+    release_own()
+    if credit == 0 then return {'reject', 'zero_balance'} end
+    return {'reject', 'credit_limit'}
+  end
+  local g1 = math.max(minv, interval)
+  if funds < cost(g1) then release_own(); return {'reject', 'insufficient_funds'} end
+  if cost(mcl) > funds then
+    local kmin = math.max(0, math.floor((g1 - minv + interval - 1) / interval))
+    local kmax = math.floor((mcl - minv) / interval)
+    grant = 0
+    if kmax >= kmin and cost(minv + kmin * interval) <= funds then
+      local lo, hi = kmin, kmax
+      while lo < hi do
+        local mid = math.floor((lo + hi + 1) / 2)
+        if cost(minv + mid * interval) <= funds then lo = mid else hi = mid - 1 end
+      end
+      grant = minv + lo * interval
+    end
+  end
+  if grant < 1 then release_own(); return {'reject', 'insufficient_funds'} end
+  hold = cost(grant)
+end
+
+local ids = {}
+for i = 1, n_ids do ids[i] = ARGV[20 + i] end
+local key = own or uid
+local record = {s = 'h', h = hold, e = expires, a = account, c = called, n = nas, t = now,
+                g = grant, i = ids, x = 0, q = ARGV[21 + n_ids]}
+if own then
+  local old = decode(redis.call('HGET', KEYS[2], own))
+  if old.s == 'a' then record.s = 'a' end
+  record.x = old.x
+  record.t = old.t
+end
+redis.call('HSET', KEYS[2], key, cjson.encode(record))
+for i = 1, n_ids do redis.call('HSET', KEYS[3], nas .. '|' .. ids[i], key) end
+return {'accept', grant, hold, funds, key}
