@@ -13,8 +13,6 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from billing_core.adapters import admin
-from billing_core.adapters.account_secrets import rotate_key
 from billing_core.adapters.db import make_engine
 from billing_core.adapters.redis_live import AsyncAuthorizer, ResyncingLive
 from billing_core.adapters.secretbox import AesGcmCipher
@@ -25,7 +23,6 @@ from billing_core.domain.model import RejectReason
 from billing_core.domain.policy import Accept, Reject
 from billing_core.errors import UserError
 from billing_core.ports import LiveState, LockoutProbe
-from billing_core.provisioning import parse_provisioning
 from billing_core.services.authorization import (
     AuthorizationService,
     AuthorizeCall,
@@ -33,6 +30,9 @@ from billing_core.services.authorization import (
     CatalogCache,
     SecretCache,
 )
+from billingctl.adapters import admin
+from billingctl.adapters.account_secrets import rotate_key
+from billingctl.provisioning import parse_provisioning
 
 KEY = bytes(range(32))
 NEW_KEY = bytes(range(100, 132))

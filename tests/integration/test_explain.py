@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from billing_core.adapters.db import make_engine
-from billing_core.adapters.live_admin import open_live
 from billing_core.adapters.sql_store import SqlStore
 from billing_core.domain.identification import CallerFacts
 from billing_core.services.authorization import AuthorizationService, AuthorizeCall
+from billingctl.adapters.live_admin import open_live
 
 from .billingctl_support import Ctl
 

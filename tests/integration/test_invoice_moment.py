@@ -10,13 +10,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from billing_core.adapters import admin
 from billing_core.adapters.sql_store import SqlStore, transactions_t
 from billing_core.domain.accounting_packets import AccountingEvent, AcctStatus
 from billing_core.domain.identification import CallerFacts
-from billing_core.provisioning import parse_provisioning
 from billing_core.services.accounting import AccountingService
 from billing_core.services.authorization import CatalogCache
+from billingctl.adapters import admin
+from billingctl.provisioning import parse_provisioning
 
 from .billingctl_support import Ctl, ctl
 

@@ -287,10 +287,10 @@ def test_events_list_filters_and_status_changes_queue_disconnects(ctl: Ctl) -> N
 def test_accounting_writes_its_events_in_its_transaction(db_url: str) -> None:
     from dataclasses import replace
 
-    from billing_core.adapters import admin
     from billing_core.adapters.db import make_engine
     from billing_core.domain.identification import CallerFacts
     from billing_core.domain.policy import Accept
+    from billingctl.adapters import admin
 
     from .test_sql_store import call, services, spec, stop
 

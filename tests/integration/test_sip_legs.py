@@ -9,13 +9,13 @@ from decimal import Decimal
 
 import pytest
 
-from billing_core.adapters import admin
 from billing_core.adapters.db import make_engine
 from billing_core.adapters.sql_store import SqlStore
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.identification import CallerFacts
 from billing_core.ports import ClosedLeg, LedgerConflict, LegIdentity
 from billing_core.services.accounting import AccountingService
+from billingctl.adapters import admin
 
 from .test_sql_store import services, spec
 

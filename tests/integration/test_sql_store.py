@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from billing_core.adapters import admin
 from billing_core.adapters.db import current_revision, make_engine, upgrade
 from billing_core.adapters.sql_store import SqlStore, transactions_t
 from billing_core.domain.accounting_packets import AccountingEvent
@@ -18,9 +17,10 @@ from billing_core.domain.identification import CallerFacts
 from billing_core.domain.model import RejectReason
 from billing_core.domain.policy import Accept, Reject
 from billing_core.errors import UserError
-from billing_core.provisioning import parse_provisioning
 from billing_core.services.accounting import AccountingService
 from billing_core.services.authorization import AuthorizationService, AuthorizeCall, CatalogCache
+from billingctl.adapters import admin
+from billingctl.provisioning import parse_provisioning
 
 
 def now() -> datetime:

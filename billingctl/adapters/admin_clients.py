@@ -1,7 +1,7 @@
 """The Clients section: add, edit, delete, full delete, mass edit; client templates.
 
-Field values arrive validated by ``billing_core.provisioning.validate_client_fields`` (the
-same rules as ``load``), keyed by :data:`~billing_core.provisioning.CLIENT_FIELDS` name;
+Field values arrive validated by ``billingctl.provisioning.validate_client_fields`` (the
+same rules as ``load``), keyed by :data:`~billingctl.provisioning.CLIENT_FIELDS` name;
 here they are checked against the database (rate tables, unique names) and written, with
 the catalog version bumped and an audit entry, in one transaction per command.
 """
@@ -15,11 +15,25 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
+from billing_core.adapters.models import ClientTemplateRow, table
+from billing_core.adapters.sql_disconnect import client_status_changed
+from billing_core.adapters.sql_store import (
+    accounts_t,
+    bump_catalog_version,
+    call_keys_t,
+    calls_t,
+    cdrs_t,
+    clients_t,
+    live_calls_condition,
+    live_t,
+    transactions_t,
+    utcnow,
+)
 from billing_core.domain.money import ZERO
 from billing_core.domain.money import display as fmt
 from billing_core.errors import NotFoundError, UserError
 from billing_core.ports import LiveState
-from billing_core.provisioning import (
+from billingctl.provisioning import (
     CLIENT_DEFAULTS,
     TEMPLATE_FIELDS,
     check_low_balance,
@@ -34,20 +48,6 @@ from .client_queries import (
     invoices_t,
     rate_tables_t,
     tags_of,
-)
-from .models import ClientTemplateRow, table
-from .sql_disconnect import client_status_changed
-from .sql_store import (
-    accounts_t,
-    bump_catalog_version,
-    call_keys_t,
-    calls_t,
-    cdrs_t,
-    clients_t,
-    live_calls_condition,
-    live_t,
-    transactions_t,
-    utcnow,
 )
 
 templates_t = table(ClientTemplateRow)

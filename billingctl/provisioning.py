@@ -6,7 +6,7 @@ naming the path of the first offending field. Nothing is returned before the who
 document has been checked, so an invalid file is rejected whole.
 
 Rates given as ``csv: path`` are read through the ``read_csv`` callable supplied by the
-caller (``billing_core.provisioning_file`` reads them from disk); it yields
+caller (``billingctl.provisioning_file`` reads them from disk); it yields
 ``(line_number, row)`` for each data row, and errors there name the CSV and its line.
 """
 

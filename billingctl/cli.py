@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from billing_core.domain.money import parse_amount
 from billing_core.errors import ConfigFileError, UserError
 from billing_core.pipes import quiet_broken_pipe
-from billing_core.provisioning import RATE_COLUMNS
 from billing_core.version import package_version
+from billingctl.provisioning import RATE_COLUMNS
 
 if TYPE_CHECKING:
-    from billing_core.adapters.admin_clients import TagChange
-    from billing_core.adapters.audit import AuditContext
     from billing_core.config import Config
     from billing_core.ports import LiveState
+    from billingctl.adapters.admin_clients import TagChange
+    from billingctl.adapters.audit import AuditContext
 
 CONFIG_HELP = "config file (default: $RADIUSD_CONFIG, else config/radiusd.toml)"
 
@@ -111,7 +111,7 @@ def _live(args: argparse.Namespace) -> LiveState | None:
     url = _redis_url(args.config)
     if not url:
         return None
-    from billing_core.adapters.live_admin import open_live
+    from billingctl.adapters.live_admin import open_live
 
     return open_live(_engine(args), url, cluster=_redis_cluster(args.config))
 
@@ -120,7 +120,7 @@ def _payments_made(live: LiveState | None, moved: Sequence[tuple[int, Decimal, i
     """After the ledger committed: move the live balances in Redis too (CONTRACT §2)."""
     if live is None or not moved:
         return
-    from billing_core.adapters.live_admin import payment_made
+    from billingctl.adapters.live_admin import payment_made
 
     for client_id, amount, seq in moved:
         payment_made(live, client_id, amount, seq)
@@ -135,7 +135,7 @@ def _payments_made(live: LiveState | None, moved: Sequence[tuple[int, Decimal, i
 
 def _audit(args: argparse.Namespace) -> AuditContext:
     """Who runs which command, for the audit log."""
-    from billing_core.adapters.audit import AuditContext
+    from billingctl.adapters.audit import AuditContext
 
     action = getattr(args, "action", None)
     return AuditContext(f"{args.group} {action}" if action else str(args.group))
@@ -209,9 +209,9 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from billing_core.progress import for_terminal
-    from billing_core.provisioning import ProvisioningError
-    from billing_core.provisioning_file import load_provisioning_file
+    from billingctl.progress import for_terminal
+    from billingctl.provisioning import ProvisioningError
+    from billingctl.provisioning_file import load_provisioning_file
 
     progress = for_terminal(f"load {Path(args.file).name}", unit="rates and clients")
     with progress:
@@ -226,7 +226,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             f"{sum(len(t.rates) for t in spec.rate_tables)} rates, {len(spec.clients)} clients)"
         )
         return 0
-    from billing_core.adapters.admin import LiveMove, apply_provisioning
+    from billingctl.adapters.admin import LiveMove, apply_provisioning
 
     moved: list[LiveMove] = []
     progress.total = sum(len(t.rates) for t in spec.rate_tables) + len(spec.clients)
@@ -262,7 +262,7 @@ NOTIFY_COLUMNS = ("notify_client_below", "notify_admin_below")
 
 
 def cmd_clients_show(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin import client_summary
+    from billingctl.adapters.admin import client_summary
 
     _print_one(client_summary(_engine(args), args.client, live=_live(args)), args.format)
     return 0
@@ -279,7 +279,7 @@ def _client_filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_clients_list(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin import list_clients
+    from billingctl.adapters.admin import list_clients
 
     rows = list_clients(_engine(args), **_client_filters(args), live=_live(args))
     _print(
@@ -291,7 +291,7 @@ def cmd_clients_list(args: argparse.Namespace) -> int:
 
 
 def cmd_clients_export(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin import list_clients
+    from billingctl.adapters.admin import list_clients
 
     rows = list_clients(_engine(args), **_client_filters(args), live=_live(args))
     _write_csv(args.file, rows, CLIENT_COLUMNS)
@@ -300,7 +300,7 @@ def cmd_clients_export(args: argparse.Namespace) -> int:
 
 
 # Client fields as options: (field, metavar, help). Values are checked by
-# billing_core.provisioning.validate_client_fields; an empty value clears an optional field.
+# billingctl.provisioning.validate_client_fields; an empty value clears an optional field.
 CLIENT_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("status", "STATUS", "active, stop or deleted"),
     ("currency", "CODE", "3-letter currency code (default USD)"),
@@ -363,7 +363,7 @@ def _add_tag_options(parser: Any, *, edit: bool) -> None:
 
 
 def _client_fields(args: argparse.Namespace, *, template: bool = False) -> dict[str, object]:
-    from billing_core.provisioning import validate_client_fields
+    from billingctl.provisioning import validate_client_fields
 
     given = {
         name: getattr(args, name)
@@ -374,13 +374,13 @@ def _client_fields(args: argparse.Namespace, *, template: bool = False) -> dict[
 
 
 def _tags(values: Sequence[str] | None) -> tuple[str, ...] | None:
-    from billing_core.provisioning import check_tags
+    from billingctl.provisioning import check_tags
 
     return None if values is None else check_tags(values)
 
 
 def _tag_change(args: argparse.Namespace) -> TagChange:
-    from billing_core.adapters.admin_clients import TagChange
+    from billingctl.adapters.admin_clients import TagChange
 
     replace = _tags(args.tag)
     if args.no_tags:
@@ -393,13 +393,13 @@ def _tag_change(args: argparse.Namespace) -> TagChange:
 
 
 def _client_name(value: str) -> str:
-    from billing_core.provisioning import check_text
+    from billingctl.provisioning import check_text
 
     return check_text(value, "name")
 
 
 def cmd_clients_add(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_clients import add_client
+    from billingctl.adapters.admin_clients import add_client
 
     client = add_client(
         _engine(args),
@@ -418,13 +418,13 @@ def _nothing_given(fields: dict[str, object], tags: TagChange, *extra: object) -
 
 
 def cmd_clients_edit(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_clients import edit_client
+    from billingctl.adapters.admin_clients import edit_client
 
     return _edit(args, "client", args.client, edit_client, template=False)
 
 
 def cmd_clients_mass_edit(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_clients import mass_edit_clients
+    from billingctl.adapters.admin_clients import mass_edit_clients
 
     fields, tags = _client_fields(args), _tag_change(args)
     if _nothing_given(fields, tags):
@@ -439,7 +439,7 @@ def cmd_clients_mass_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_clients_delete(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_clients import delete_client
+    from billingctl.adapters.admin_clients import delete_client
 
     name, stopped = delete_client(_engine(args), args.client, audit=_audit(args))
     if stopped == 0:
@@ -453,7 +453,7 @@ def cmd_clients_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_clients_full_delete(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_clients import full_delete_client
+    from billingctl.adapters.admin_clients import full_delete_client
 
     if not args.yes:
         raise UserError(
@@ -486,7 +486,7 @@ TEMPLATE_COLUMNS = (
 
 
 def cmd_templates_add(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_clients import add_template
+    from billingctl.adapters.admin_clients import add_template
 
     shown = add_template(
         _engine(args),
@@ -500,7 +500,7 @@ def cmd_templates_add(args: argparse.Namespace) -> int:
 
 
 def cmd_templates_edit(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_clients import edit_template
+    from billingctl.adapters.admin_clients import edit_template
 
     return _edit(args, "template", args.template, edit_template, template=True)
 
@@ -522,7 +522,7 @@ def _edit(
 
 
 def cmd_templates_list(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_clients import list_templates
+    from billingctl.adapters.admin_clients import list_templates
 
     columns = (*TEMPLATE_COLUMNS, *NOTIFY_COLUMNS) if args.format == "csv" else TEMPLATE_COLUMNS
     _print(list_templates(_engine(args)), args.format, columns)
@@ -530,14 +530,14 @@ def cmd_templates_list(args: argparse.Namespace) -> int:
 
 
 def cmd_templates_show(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_clients import show_template
+    from billingctl.adapters.admin_clients import show_template
 
     _print_one(show_template(_engine(args), args.template), args.format)
     return 0
 
 
 def cmd_templates_delete(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_clients import delete_template
+    from billingctl.adapters.admin_clients import delete_template
 
     delete_template(_engine(args), args.template, audit=_audit(args))
     print(f"template {args.template} deleted (clients made from it keep their values)")
@@ -569,7 +569,7 @@ def _password(args: argparse.Namespace) -> str | None:
 
 
 def cmd_accounts_add(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_accounts import add_account
+    from billingctl.adapters.admin_accounts import add_account
 
     account = add_account(
         _engine(args),
@@ -589,14 +589,14 @@ def cmd_accounts_add(args: argparse.Namespace) -> int:
 
 
 def cmd_accounts_list(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_accounts import list_accounts
+    from billingctl.adapters.admin_accounts import list_accounts
 
     _print(list_accounts(_engine(args), args.client), args.format, ACCOUNT_COLUMNS)
     return 0
 
 
 def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
-    from billing_core.adapters.admin_accounts import AccountChange, edit_account
+    from billingctl.adapters.admin_accounts import AccountChange, edit_account
 
     account, changed = edit_account(
         _engine(args), args.account, AccountChange(enabled=enabled), audit=_audit(args)
@@ -607,7 +607,7 @@ def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
 
 
 def cmd_accounts_edit(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_accounts import AccountChange, edit_account
+    from billingctl.adapters.admin_accounts import AccountChange, edit_account
 
     change = AccountChange(
         ident=args.ident,
@@ -632,15 +632,15 @@ def cmd_accounts_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_accounts_show(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_accounts import show_account
+    from billingctl.adapters.admin_accounts import show_account
 
     _print_one(show_account(_engine(args), args.account), args.format)
     return 0
 
 
 def cmd_security_rotate_key(args: argparse.Namespace) -> int:
-    from billing_core.adapters.account_secrets import rotate_key
     from billing_core.adapters.secretbox import KeySettingError, cipher_for, read_key_file
+    from billingctl.adapters.account_secrets import rotate_key
 
     try:
         new_key = read_key_file(args.new_key_file, "--new-key-file")
@@ -663,7 +663,7 @@ def cmd_accounts_enable(args: argparse.Namespace) -> int:
 
 
 def cmd_accounts_delete(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_accounts import delete_account
+    from billingctl.adapters.admin_accounts import delete_account
 
     client = delete_account(_engine(args), args.account, audit=_audit(args))
     print(f"account {args.account} of {client} deleted")
@@ -674,8 +674,8 @@ def cmd_accounts_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_rates_import(args: argparse.Namespace) -> int:
-    from billing_core.adapters.rates_import import import_rates
-    from billing_core.progress import count_lines, for_terminal
+    from billingctl.adapters.rates_import import import_rates
+    from billingctl.progress import count_lines, for_terminal
 
     progress = for_terminal(f"rates import {Path(args.file).name}")
     if progress.enabled and Path(args.file).is_file():
@@ -699,21 +699,21 @@ def cmd_rates_import(args: argparse.Namespace) -> int:
 
 
 def cmd_rates_list(args: argparse.Namespace) -> int:
-    from billing_core.adapters.rates_import import list_rates
+    from billingctl.adapters.rates_import import list_rates
 
     _print(list_rates(_engine(args), args.table, args.code), args.format, RATE_COLUMNS)
     return 0
 
 
 def cmd_rates_show(args: argparse.Namespace) -> int:
-    from billing_core.adapters.rates_import import show_rate
+    from billingctl.adapters.rates_import import show_rate
 
     _print_one(show_rate(_engine(args), args.table, args.number), args.format)
     return 0
 
 
 def cmd_rates_tables(args: argparse.Namespace) -> int:
-    from billing_core.adapters.rates_import import list_rate_tables
+    from billingctl.adapters.rates_import import list_rate_tables
 
     columns = ("id", "name", "currency", "rates", "clients")
     _print(list_rate_tables(_engine(args)), args.format, columns)
@@ -722,7 +722,7 @@ def cmd_rates_tables(args: argparse.Namespace) -> int:
 
 # --- money ----------------------------------------------------------------------------------
 def cmd_payments_add(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin import LiveMove, add_payment
+    from billingctl.adapters.admin import LiveMove, add_payment
 
     live = _live(args)
     moved: list[LiveMove] = []
@@ -732,7 +732,7 @@ def cmd_payments_add(args: argparse.Namespace) -> int:
     _payments_made(live, moved)
     _check_notifications(args, [summary["id"]])
     if live is not None:
-        from billing_core.adapters.client_queries import client_summary
+        from billingctl.adapters.client_queries import client_summary
 
         summary = client_summary(_engine(args), str(summary["id"]), live=live)
     kind = "payment" if args.amount >= 0 else "charge"
@@ -757,7 +757,7 @@ TRANSACTION_COLUMNS = (
 
 
 def cmd_payments_list(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_money import list_transactions
+    from billingctl.adapters.admin_money import list_transactions
 
     rows = list_transactions(_engine(args), client=args.client, kinds=("payment", "charge"))
     _print(rows, args.format, TRANSACTION_COLUMNS)
@@ -765,7 +765,7 @@ def cmd_payments_list(args: argparse.Namespace) -> int:
 
 
 def _transactions(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from billing_core.adapters.admin_money import KINDS, list_transactions
+    from billingctl.adapters.admin_money import KINDS, list_transactions
 
     return list_transactions(
         _engine(args),
@@ -801,7 +801,7 @@ INVOICE_COLUMNS = (
 
 
 def cmd_invoices_generate(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_money import generate_invoice
+    from billingctl.adapters.admin_money import generate_invoice
 
     invoice = generate_invoice(_engine(args), args.client, args.until, audit=_audit(args))
     period = f"{invoice['period_start'] or 'start'}..{invoice['period_end']}"
@@ -814,7 +814,7 @@ def cmd_invoices_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_invoices_list(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin_money import list_invoices
+    from billingctl.adapters.admin_money import list_invoices
 
     _print(list_invoices(_engine(args), args.client), args.format, INVOICE_COLUMNS)
     return 0
@@ -822,7 +822,7 @@ def cmd_invoices_list(args: argparse.Namespace) -> int:
 
 # --- calls, settings, audit -----------------------------------------------------------------
 def cmd_sessions_list(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin import list_sessions
+    from billingctl.adapters.admin import list_sessions
 
     columns = ("acct_session_id", "client", "nas", "called", "state", "granted_seconds", "held")
     _print(list_sessions(_engine(args), args.client, live=_live(args)), args.format, columns)
@@ -830,7 +830,7 @@ def cmd_sessions_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cdrs_list(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin import list_cdrs
+    from billingctl.adapters.admin import list_cdrs
 
     columns = (
         "id",
@@ -848,8 +848,8 @@ def cmd_cdrs_list(args: argparse.Namespace) -> int:
 
 
 def cmd_live_rebuild(args: argparse.Namespace) -> int:
-    from billing_core.adapters.live_admin import rebuild
-    from billing_core.progress import for_terminal
+    from billingctl.adapters.live_admin import rebuild
+    from billingctl.progress import for_terminal
 
     url = _redis_url(args.config)
     with for_terminal("live rebuild", unit="clients") as progress:
@@ -865,8 +865,8 @@ def cmd_live_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_live_verify(args: argparse.Namespace) -> int:
-    from billing_core.adapters.live_admin import verify
     from billing_core.domain.money import display
+    from billingctl.adapters.live_admin import verify
 
     checked, drifts = verify(
         _engine(args), _redis_url(args.config), cluster=_redis_cluster(args.config)
@@ -890,7 +890,7 @@ def cmd_live_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_settings_show(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin import show_settings
+    from billingctl.adapters.admin import show_settings
 
     for name, value in show_settings(_engine(args), {"max_call_length": "(config file)"}).items():
         print(f"{name} = {value}")
@@ -898,7 +898,7 @@ def cmd_settings_show(args: argparse.Namespace) -> int:
 
 
 def cmd_settings_set(args: argparse.Namespace) -> int:
-    from billing_core.adapters.admin import update_setting
+    from billingctl.adapters.admin import update_setting
 
     if args.name != "max_call_length":
         raise UserError(f"unknown setting {args.name!r} (known: max_call_length)")
@@ -914,7 +914,7 @@ AUDIT_COLUMNS = ("id", "at", "actor", "command", "entity", "name", "client", "ch
 
 
 def cmd_audit_list(args: argparse.Namespace) -> int:
-    from billing_core.adapters.audit import list_audit
+    from billingctl.adapters.audit import list_audit
 
     rows = list_audit(_engine(args), client=args.client, entity_type=args.entity, limit=args.limit)
     if args.format == "csv":
@@ -1258,7 +1258,7 @@ def build_parser() -> argparse.ArgumentParser:
     _security_parser(groups)
     _rates_parser(groups)
     _money_parsers(groups)
-    from billing_core.explain_cli import add_explain_parser
+    from billingctl.commands.explain import add_explain_parser
 
     add_explain_parser(groups)
 
@@ -1332,7 +1332,7 @@ def build_parser() -> argparse.ArgumentParser:
 @quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from billing_core.provisioning import ProvisioningError
+    from billingctl.provisioning import ProvisioningError
 
     try:
         _config(args.config)  # every command checks the whole file first, as radiusd does

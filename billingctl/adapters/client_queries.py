@@ -17,13 +17,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from billing_core.domain.money import ZERO
-from billing_core.domain.money import display as fmt
-from billing_core.errors import NotFoundError
-from billing_core.ports import LiveState
-
-from .models import ClientTagRow, InvoiceRow, NotifyStateRow, RateTableRow, TagRow, table
-from .sql_store import (
+from billing_core.adapters.models import (
+    ClientTagRow,
+    InvoiceRow,
+    NotifyStateRow,
+    RateTableRow,
+    TagRow,
+    table,
+)
+from billing_core.adapters.sql_store import (
     calls_t,
     clients_t,
     live_calls_condition,
@@ -31,6 +33,10 @@ from .sql_store import (
     transactions_t,
     utcnow,
 )
+from billing_core.domain.money import ZERO
+from billing_core.domain.money import display as fmt
+from billing_core.errors import NotFoundError
+from billing_core.ports import LiveState
 
 rate_tables_t = table(RateTableRow)
 tags_t = table(TagRow)

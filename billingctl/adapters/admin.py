@@ -16,27 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
-from billing_core.domain.money import ZERO
-from billing_core.domain.money import display as fmt
-from billing_core.errors import UserError
-from billing_core.ports import SecretCipher
-from billing_core.progress import Progress
-from billing_core.provisioning import ClientSpec, ProvisioningSpec, RateTableSpec, rate_row
-
-from .account_secrets import secret_columns
-from .audit import AuditContext, audit_t, client_snapshot, record
-from .client_queries import (
-    client_summary,
-    client_tags_t,
-    find_client,
-    list_clients,
-    rate_tables_t,
-    tags_of,
-    tags_t,
-)
-from .secretbox import NoKeyCipher
-from .sql_disconnect import client_status_changed
-from .sql_store import (
+from billing_core.adapters.secretbox import NoKeyCipher
+from billing_core.adapters.sql_disconnect import client_status_changed
+from billing_core.adapters.sql_store import (
     accounts_t,
     bump_catalog_version,
     bump_rates_version,
@@ -50,6 +32,24 @@ from .sql_store import (
     settings_t,
     transactions_t,
     utcnow,
+)
+from billing_core.domain.money import ZERO
+from billing_core.domain.money import display as fmt
+from billing_core.errors import UserError
+from billing_core.ports import SecretCipher
+from billingctl.progress import Progress
+from billingctl.provisioning import ClientSpec, ProvisioningSpec, RateTableSpec, rate_row
+
+from .account_secrets import secret_columns
+from .audit import AuditContext, audit_t, client_snapshot, record
+from .client_queries import (
+    client_summary,
+    client_tags_t,
+    find_client,
+    list_clients,
+    rate_tables_t,
+    tags_of,
+    tags_t,
 )
 
 __all__ = [
@@ -498,7 +498,7 @@ def list_sessions(
             query = query.where(clients_t.c.id == wanted)
         rows = list(conn.execute(query))
         keys: dict[int, list[str]] = {}
-        from .sql_store import call_keys_t
+        from billing_core.adapters.sql_store import call_keys_t
 
         if rows:
             for call_id, key in conn.execute(

@@ -37,13 +37,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from billing_core.adapters.models import MoneyType, UTCDateTime
+from billing_core.adapters.sql_store import (
+    bump_catalog_version,
+    bump_rates_version,
+    clients_t,
+    rates_t,
+    utcnow,
+)
 from billing_core.domain.dialled import digits_only, normalize_number
 from billing_core.domain.money import display as fmt
 from billing_core.domain.money import to_micros
 from billing_core.domain.rating import Rate, RateTableIndex
 from billing_core.errors import NotFoundError, UserError
-from billing_core.progress import Progress
-from billing_core.provisioning import (
+from billingctl.progress import Progress
+from billingctl.provisioning import (
     RATE_COLUMNS,
     ProvisioningError,
     RateSpec,
@@ -52,12 +60,10 @@ from billing_core.provisioning import (
     rate_from_csv_row,
     rate_row,
 )
-from billing_core.provisioning_file import read_rates_csv
+from billingctl.provisioning_file import read_rates_csv
 
 from .audit import AuditContext, record
 from .client_queries import rate_tables_t
-from .models import MoneyType, UTCDateTime
-from .sql_store import bump_catalog_version, bump_rates_version, clients_t, rates_t, utcnow
 
 MODES = ("replace", "merge")
 SQLITE_CHUNK = 5000

@@ -18,11 +18,11 @@ PASSWORD_CHECKS = ("require", "skip", "stdin")
 def cmd_explain(args: argparse.Namespace) -> int:
     from billing_core.adapters.live_peek import peek
     from billing_core.adapters.sql_store import SqlStore
-    from billing_core.cli import _config, _engine, _live
     from billing_core.domain.identification import CallerFacts
     from billing_core.domain.nas import longest_first, match_source, nas_key
     from billing_core.explain import Explanation, explain, nas_step
     from billing_core.services.authorization import AuthorizationService, AuthorizeCall
+    from billingctl.cli import _config, _engine, _live
 
     config = _config(args.config)
     source = args.nas.strip()

@@ -12,11 +12,10 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, func, select
 
+from billing_core.adapters.redis_live import ResyncingLive
+from billing_core.adapters.sql_store import SqlStore, clients_t
 from billing_core.ports import BalanceMoved, LiveState
-from billing_core.progress import Progress
-
-from .redis_live import ResyncingLive
-from .sql_store import SqlStore, clients_t
+from billingctl.progress import Progress
 
 
 def open_live(engine: Engine, redis_url: str, *, cluster: bool = False) -> LiveState:

@@ -22,13 +22,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
+from billing_core.adapters.sql_store import cdrs_t, clients_t, transactions_t, utcnow
 from billing_core.domain.money import ZERO
 from billing_core.domain.money import display as fmt
 from billing_core.errors import UserError
 
 from .audit import AuditContext, record
 from .client_queries import balances, find_client, invoices_t
-from .sql_store import cdrs_t, clients_t, transactions_t, utcnow
 
 KINDS = ("payment", "charge", "call")
 

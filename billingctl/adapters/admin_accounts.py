@@ -12,16 +12,16 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
+from billing_core.adapters.sql_disconnect import account_disabled
+from billing_core.adapters.sql_store import accounts_t, bump_catalog_version, clients_t, utcnow
 from billing_core.domain.credentials import DEFAULT_METHODS, methods_text, parse_auth_methods
 from billing_core.errors import NotFoundError, UserError
 from billing_core.ports import SecretCipher
-from billing_core.provisioning import validate_account
+from billingctl.provisioning import validate_account
 
 from .account_secrets import secret_columns
 from .audit import AuditContext, account_snapshot, record
 from .client_queries import find_client
-from .sql_disconnect import account_disabled
-from .sql_store import accounts_t, bump_catalog_version, clients_t, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ def add_account(
     audit: AuditContext,
     cipher: SecretCipher | None = None,
 ) -> dict[str, Any]:
-    from .secretbox import NoKeyCipher
+    from billing_core.adapters.secretbox import NoKeyCipher
 
     spec = validate_account(
         name=name,
@@ -143,7 +143,7 @@ def edit_account(
     cipher: SecretCipher | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Apply ``change``; returns the account and the names of the fields that changed."""
-    from .secretbox import NoKeyCipher
+    from billing_core.adapters.secretbox import NoKeyCipher
 
     with engine.begin() as conn:
         row = _find_account(conn, name)
