@@ -40,6 +40,7 @@ from billing_core.ports import (
     Released,
     StoredLeg,
 )
+from billing_core.services.ledger import follow_ledger
 
 _LEG_STATUSES = (AcctStatus.START, AcctStatus.INTERIM_UPDATE, AcctStatus.STOP, AcctStatus.FAILED)
 _CLOSED_BY_SERVER = ("stale", "accounting-on", "accounting-off")
@@ -126,7 +127,7 @@ class AccountingService:
                 outcomes.append(self._apply(tx, event, held, batch))
             self._sequence(tx, batch)
         if batch.effects:
-            self._live.apply(batch.effects, tx.live_seqs)
+            follow_ledger(self._live, batch.effects, tx.live_seqs)
         return outcomes
 
     def _sequence(self, tx: AccountingTx, batch: _Batch) -> None:
@@ -158,7 +159,7 @@ class AccountingService:
             tx.purge_lapsed(now - timedelta(seconds=retention))
             self._sequence(tx, batch)
         if batch.effects:
-            self._live.apply(batch.effects, tx.live_seqs)
+            follow_ledger(self._live, batch.effects, tx.live_seqs)
         return len(calls)
 
     # --- one packet ------------------------------------------------------------------------------
