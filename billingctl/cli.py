@@ -12,6 +12,7 @@ operator can act on); each command group lives in ``billingctl.commands``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from billing_core.errors import UserError
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 @quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _complete(parser)
+    args = parser.parse_args(argv)
     from billingctl.provisioning import ProvisioningError
 
     try:
@@ -55,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         return code
     finally:
         context.dispose(args)
+
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Answer a shell's completion request (argcomplete sets ``_ARGCOMPLETE``) and exit;
+    otherwise return at once, without importing argcomplete."""
+    if "_ARGCOMPLETE" in os.environ:
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
 
 
 def _unreachable(exc: Exception) -> int | None:
