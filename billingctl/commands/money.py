@@ -118,7 +118,7 @@ INVOICE_COLUMNS = (
 
 
 def cmd_invoices_generate(args: argparse.Namespace) -> int:
-    from billingctl.adapters.admin_money import generate_invoice
+    from billingctl.services.money import generate_invoice
 
     invoice = generate_invoice(
         context.engine(args), args.client, args.until, audit=context.audit(args)
