@@ -188,13 +188,13 @@ def _nothing_given(fields: dict[str, object], tags: TagChange, *extra: object) -
 
 
 def cmd_clients_edit(args: argparse.Namespace) -> int:
-    from billingctl.adapters.admin_clients import edit_client
+    from billingctl.services.clients import edit_client
 
     return _edit(args, "client", args.client, edit_client, template=False)
 
 
 def cmd_clients_mass_edit(args: argparse.Namespace) -> int:
-    from billingctl.adapters.admin_clients import mass_edit_clients
+    from billingctl.services.clients import mass_edit_clients
 
     fields, tags = _client_fields(args), _tag_change(args)
     if _nothing_given(fields, tags):
@@ -211,7 +211,7 @@ def cmd_clients_mass_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_clients_delete(args: argparse.Namespace) -> int:
-    from billingctl.adapters.admin_clients import delete_client
+    from billingctl.services.clients import delete_client
 
     name, stopped = delete_client(context.engine(args), args.client, audit=context.audit(args))
     if stopped == 0:
@@ -225,7 +225,7 @@ def cmd_clients_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_clients_full_delete(args: argparse.Namespace) -> int:
-    from billingctl.adapters.admin_clients import full_delete_client
+    from billingctl.services.clients import full_delete_client
 
     if not args.yes:
         raise UserError(

@@ -38,8 +38,9 @@ def cmd_load(args: argparse.Namespace) -> int:
             f"{sum(len(t.rates) for t in spec.rate_tables)} rates, {len(spec.clients)} clients)"
         )
         return 0
-    from billingctl.adapters.admin import LiveMove, apply_provisioning
+    from billingctl.adapters.admin import LiveMove
     from billingctl.commands.money import payments_made
+    from billingctl.services.load import apply_provisioning
 
     moved: list[LiveMove] = []
     progress.total = sum(len(t.rates) for t in spec.rate_tables) + len(spec.clients)

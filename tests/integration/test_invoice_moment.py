@@ -17,6 +17,7 @@ from billing_core.services.accounting import AccountingService
 from billing_core.services.authorization import CatalogCache
 from billingctl.adapters import admin
 from billingctl.provisioning import parse_provisioning
+from billingctl.services import load
 
 from .billingctl_support import Ctl, ctl
 
@@ -76,7 +77,7 @@ def test_a_call_at_2359_whose_stop_arrives_after_midnight_stays_in_its_period(
     ctl: Ctl,
 ) -> None:
     engine = ctl.engine()
-    admin.apply_provisioning(engine, _spec())
+    load.apply_provisioning(engine, _spec())
     store = SqlStore(engine)
     catalog = CatalogCache(store, min_interval=0)
     acct = AccountingService(
@@ -127,7 +128,7 @@ def test_a_charge_dated_in_an_invoiced_period_goes_on_the_next_invoice(ctl: Ctl)
     """A Stop that arrives after its period was invoiced is billed once, on the next
     invoice (an issued invoice never changes), and never lost."""
     engine = ctl.engine()
-    admin.apply_provisioning(engine, _spec())
+    load.apply_provisioning(engine, _spec())
     store = SqlStore(engine)
     catalog = CatalogCache(store, min_interval=0)
     acct = AccountingService(

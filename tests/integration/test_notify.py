@@ -290,11 +290,11 @@ def test_accounting_writes_its_events_in_its_transaction(db_url: str) -> None:
     from billing_core.adapters.db import make_engine
     from billing_core.domain.identification import CallerFacts
     from billing_core.domain.policy import Accept
-    from billingctl.adapters import admin
+    from billingctl.services import load
 
     from .test_sql_store import call, services, spec, stop
 
-    admin.apply_provisioning(make_engine(db_url), spec("5.00"))
+    load.apply_provisioning(make_engine(db_url), spec("5.00"))
     store, authz, acct = services(db_url)
     assert isinstance(authz.authorize(call("c1")).decision, Accept)
     acct.record(replace(stop("c1", 0), status=1, session_time=None))

@@ -9,7 +9,13 @@ from decimal import Decimal
 import pytest
 
 from billing_core.errors import UserError
-from billing_core.ports import BalanceMoved, LiveEffect
+from billing_core.ports import BalanceMoved, LiveEffect, LiveView
+from billingctl.services.clients import (
+    account_flags_after,
+    accounts_in_service,
+    refuse_full_delete,
+    refuse_full_delete_live,
+)
 from billingctl.services.money import follow_payments, invoice_period
 
 
@@ -101,3 +107,43 @@ def test_a_live_state_that_missed_the_change_is_reported() -> None:
 
 def test_without_redis_the_database_is_the_live_state_and_nothing_follows() -> None:
     assert follow_payments(None, [(1, Decimal("1"), 1)]) is False
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "flags"),
+    [
+        ("active", "deleted", False),
+        ("stop", "deleted", False),
+        ("deleted", "active", True),
+        ("deleted", "stop", True),
+        ("active", "stop", None),  # flags set account by account survive
+        ("stop", "active", None),
+        ("active", "active", None),
+        ("deleted", "deleted", None),
+    ],
+)
+def test_accounts_follow_a_client_into_and_out_of_deleted(
+    old: str, new: str, flags: bool | None
+) -> None:
+    assert account_flags_after(old, new) is flags
+
+
+@pytest.mark.parametrize(
+    ("status", "serving"), [("active", True), ("stop", True), ("deleted", False)]
+)
+def test_a_new_account_serves_unless_its_client_is_deleted(status: str, serving: bool) -> None:
+    assert accounts_in_service(status) is serving
+
+
+def test_a_client_with_calls_in_progress_is_never_removed() -> None:
+    refuse_full_delete("Acme", calls_in_progress=0)
+    with pytest.raises(UserError, match=r"^client: Acme has 2 call\(s\) in progress; delete it"):
+        refuse_full_delete("Acme", calls_in_progress=2)
+    idle = LiveView(balance=Decimal("1"), held=Decimal("0"), active_calls=0)
+    refuse_full_delete_live("Acme", idle)
+    for busy in (
+        LiveView(balance=Decimal("1"), held=Decimal("0.5"), active_calls=0),
+        LiveView(balance=Decimal("1"), held=Decimal("0"), active_calls=1),
+    ):
+        with pytest.raises(UserError, match=r"in progress \(live state\)"):
+            refuse_full_delete_live("Acme", busy)
