@@ -1,23 +1,26 @@
-"""Accounts: how a client's calls are recognized (login, ip or ani, with a tech prefix).
+"""Accounts' SQL: how a client's calls are recognized (login, ip or ani, with a tech prefix).
 
-Validated with ``load``'s rules (``provisioning.validate_account``); passwords are stored
+Validated with ``load``'s rules (``provisioning.validate_account``) and decided by
+``billingctl.services.accounts``; passwords are stored
 in the form their methods need (``account_secrets``) and never shown or logged. Every
 change bumps the catalog version: the daemon identifies callers from its in-memory index.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from billing_core.adapters.sql_disconnect import account_disabled
+from billing_core.adapters import sql_disconnect
 from billing_core.adapters.sql_store import accounts_t, bump_catalog_version, clients_t, utcnow
-from billing_core.domain.credentials import DEFAULT_METHODS, methods_text, parse_auth_methods
+from billing_core.domain.credentials import DEFAULT_METHODS, AuthMethod, methods_text
 from billing_core.errors import NotFoundError, UserError
 from billing_core.ports import SecretCipher
-from billingctl.provisioning import validate_account
+from billingctl.provisioning import AccountSpec
 
 from .account_secrets import secret_columns
 from .audit import AuditContext, account_snapshot, record
@@ -38,6 +41,19 @@ class AccountChange:
     originate: bool | None = None
     terminate: bool | None = None
     new_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEdit:
+    """An edit decided (``billingctl.services.accounts.plan_edit``): the account as it
+    becomes, the methods its password may be proven by, whether its password goes, and
+    whether the stored methods go back to the default."""
+
+    spec: AccountSpec
+    methods: frozenset[AuthMethod]
+    clear_password: bool
+    reset_methods: bool
+    disables: bool  # an enabled account disabled: the daemon ends its calls
 
 
 def _find_account(conn: Connection, name: str) -> Any:
@@ -72,162 +88,143 @@ def _client_name(conn: Connection, client_id: int) -> str:
     )
 
 
-def add_account(
-    engine: Engine,
-    client: str,
-    name: str,
-    *,
-    ident: str,
-    value: str,
-    tech_prefix: str | None = None,
-    password: str | None = None,
-    auth_methods: str | None = None,
-    enabled: bool = True,
-    audit: AuditContext,
-    cipher: SecretCipher | None = None,
-) -> dict[str, Any]:
+@contextmanager
+def account_transaction(engine: Engine, name: str) -> Iterator[tuple[Connection, Any]]:
+    """One transaction and the account's row, read in it."""
+    with engine.begin() as conn:
+        yield conn, _find_account(conn, name)
+
+
+def new_secret(spec: AccountSpec, cipher: SecretCipher | None) -> dict[str, Any]:
+    """The credential columns of a new account."""
     from billing_core.adapters.secretbox import NoKeyCipher
 
-    spec = validate_account(
-        name=name,
-        ident=ident,
-        value=value,
-        tech_prefix=tech_prefix,
-        password=password,
-        auth_methods=auth_methods,
+    return secret_columns(spec.password, spec.auth_methods, cipher or NoKeyCipher())
+
+
+def insert_account(
+    conn: Connection,
+    owner: Any,
+    spec: AccountSpec,
+    secret: dict[str, Any],
+    *,
+    enabled: bool,
+    in_service: bool,
+    audit: AuditContext,
+) -> dict[str, Any]:
+    """A new account of the client ``owner`` (its name and identity unique), audited."""
+    if conn.execute(select(accounts_t.c.id).where(accounts_t.c.name == spec.name)).first():
+        raise UserError(f"name: an account named {spec.name!r} already exists")
+    _check_identity(conn, spec.ident, spec.value, spec.tech_prefix, exclude=None)
+    account_id = conn.execute(
+        insert(accounts_t)
+        .values(
+            client_id=owner.id,
+            name=spec.name,
+            ident=spec.ident,
+            value=spec.value,
+            tech_prefix=spec.tech_prefix,
+            **secret,
+            enabled=enabled,
+            originate=in_service,
+            terminate=in_service,
+        )
+        .returning(accounts_t.c.id)
+    ).scalar_one()
+    row = _find_account(conn, spec.name)
+    bump_catalog_version(conn)
+    record(
+        conn,
+        audit,
+        entity_type="account",
+        entity_id=account_id,
+        entity_name=spec.name,
+        before=None,
+        after=account_snapshot(row),
+        client_id=owner.id,
+        client_name=owner.name,
     )
-    secret = secret_columns(spec.password, spec.auth_methods, cipher or NoKeyCipher())
-    with engine.begin() as conn:
-        owner = find_client(conn, client)
-        if conn.execute(select(accounts_t.c.id).where(accounts_t.c.name == spec.name)).first():
-            raise UserError(f"name: an account named {spec.name!r} already exists")
-        _check_identity(conn, spec.ident, spec.value, spec.tech_prefix, exclude=None)
-        in_service = owner.status != "deleted"
-        account_id = conn.execute(
-            insert(accounts_t)
-            .values(
-                client_id=owner.id,
-                name=spec.name,
-                ident=spec.ident,
-                value=spec.value,
-                tech_prefix=spec.tech_prefix,
-                **secret,
-                enabled=enabled,
-                originate=in_service,
-                terminate=in_service,
-            )
-            .returning(accounts_t.c.id)
-        ).scalar_one()
-        row = _find_account(conn, spec.name)
+    return _account_dict(row, owner.name)
+
+
+def _edited_secret(
+    row: Any, change: AccountChange, edit: AccountEdit, cipher: SecretCipher
+) -> dict[str, Any]:
+    if edit.clear_password:
+        secret = secret_columns(None, edit.methods, cipher, row)
+        if edit.reset_methods:
+            secret["auth_methods"] = methods_text(DEFAULT_METHODS)
+        return secret
+    return secret_columns(
+        change.password, edit.methods, cipher, row, keep_password=change.password is None
+    )
+
+
+def write_edit(
+    conn: Connection,
+    row: Any,
+    change: AccountChange,
+    edit: AccountEdit,
+    *,
+    cipher: SecretCipher | None = None,
+) -> bool:
+    """Write an edit decided by ``billingctl.services.accounts.plan_edit`` (its name and
+    identity still unique); True when the password changed."""
+    from billing_core.adapters.secretbox import NoKeyCipher
+
+    spec = edit.spec
+    secret = _edited_secret(row, change, edit, cipher or NoKeyCipher())
+    if (
+        spec.name != row.name
+        and conn.execute(select(accounts_t.c.id).where(accounts_t.c.name == spec.name)).first()
+    ):
+        raise UserError(f"name: an account named {spec.name!r} already exists")
+    _check_identity(conn, spec.ident, spec.value, spec.tech_prefix, exclude=row.id)
+    values: dict[str, object] = {
+        "name": spec.name,
+        "ident": spec.ident,
+        "value": spec.value,
+        "tech_prefix": spec.tech_prefix,
+        **secret,
+    }
+    for key in ("enabled", "originate", "terminate"):
+        flag = getattr(change, key)
+        if flag is not None:
+            values[key] = flag
+    conn.execute(update(accounts_t).where(accounts_t.c.id == row.id).values(**values))
+    return "secret_version" in secret
+
+
+def account_disabled(conn: Connection, row: Any, name: str) -> None:
+    """Tell the daemon, in the edit's transaction: the event, a Disconnect-Request for each
+    of the account's calls."""
+    sql_disconnect.account_disabled(conn, row.id, name, row.client_id, utcnow())
+
+
+def record_edit(
+    conn: Connection, row: Any, name: str, *, password_changed: bool, audit: AuditContext
+) -> tuple[dict[str, Any], list[str]]:
+    """After an edit of the account ``row`` (now named ``name``): the account and the fields
+    that changed; when any did, the catalog moves on and the audit log gets the change."""
+    before = account_snapshot(row)
+    new_row = _find_account(conn, name)
+    after = account_snapshot(new_row, password_changed=password_changed)
+    changed = [key for key in after if before.get(key) != after.get(key)]
+    client_name = _client_name(conn, row.client_id)
+    if changed:
         bump_catalog_version(conn)
         record(
             conn,
             audit,
             entity_type="account",
-            entity_id=account_id,
-            entity_name=spec.name,
-            before=None,
-            after=account_snapshot(row),
-            client_id=owner.id,
-            client_name=owner.name,
+            entity_id=row.id,
+            entity_name=name,
+            before=before,
+            after=after,
+            client_id=row.client_id,
+            client_name=client_name,
         )
-        return _account_dict(row, owner.name)
-
-
-def edit_account(
-    engine: Engine,
-    name: str,
-    change: AccountChange,
-    *,
-    audit: AuditContext,
-    cipher: SecretCipher | None = None,
-) -> tuple[dict[str, Any], list[str]]:
-    """Apply ``change``; returns the account and the names of the fields that changed."""
-    from billing_core.adapters.secretbox import NoKeyCipher
-
-    with engine.begin() as conn:
-        row = _find_account(conn, name)
-        before = account_snapshot(row)
-        tech_prefix = row.tech_prefix
-        if change.tech_prefix is not None:
-            tech_prefix = change.tech_prefix or None
-        ident = change.ident or row.ident
-        has_password = row.password_hash is not None or row.secret_enc is not None
-        clear = change.clear_password or (change.ident is not None and ident != "login")
-        if clear and has_password and not change.clear_password:
-            raise UserError(
-                f"password: only allowed for ident login (give --no-password to drop it"
-                f" from {row.name!r})"
-            )
-        methods_given = change.auth_methods
-        if methods_given is not None:
-            try:
-                methods = parse_auth_methods(methods_given)
-            except ValueError as exc:
-                raise UserError(f"auth_methods: {exc}") from None
-            if ident != "login":
-                raise UserError("auth_methods: only allowed for ident login")
-        else:
-            methods = parse_auth_methods(row.auth_methods or "pap")
-        if clear:
-            methods = DEFAULT_METHODS if ident != "login" else methods
-        spec = validate_account(
-            name=change.new_name or row.name,
-            ident=ident,
-            value=change.value if change.value is not None else row.value,
-            tech_prefix=tech_prefix,
-            password=change.password,
-        )
-        if clear:
-            secret = secret_columns(None, methods, cipher or NoKeyCipher(), row)
-            if change.clear_password and change.auth_methods is None:
-                secret["auth_methods"] = methods_text(DEFAULT_METHODS)
-        else:
-            secret = secret_columns(
-                change.password,
-                methods,
-                cipher or NoKeyCipher(),
-                row,
-                keep_password=change.password is None,
-            )
-        if (
-            spec.name != row.name
-            and conn.execute(select(accounts_t.c.id).where(accounts_t.c.name == spec.name)).first()
-        ):
-            raise UserError(f"name: an account named {spec.name!r} already exists")
-        _check_identity(conn, spec.ident, spec.value, spec.tech_prefix, exclude=row.id)
-        values: dict[str, object] = {
-            "name": spec.name,
-            "ident": spec.ident,
-            "value": spec.value,
-            "tech_prefix": spec.tech_prefix,
-            **secret,
-        }
-        for key in ("enabled", "originate", "terminate"):
-            flag = getattr(change, key)
-            if flag is not None:
-                values[key] = flag
-        conn.execute(update(accounts_t).where(accounts_t.c.id == row.id).values(**values))
-        if row.enabled and change.enabled is False:
-            account_disabled(conn, row.id, spec.name, row.client_id, utcnow())
-        new_row = _find_account(conn, spec.name)
-        after = account_snapshot(new_row, password_changed="secret_version" in secret)
-        changed = [key for key in after if before.get(key) != after.get(key)]
-        if changed:
-            bump_catalog_version(conn)
-            client_name = _client_name(conn, row.client_id)
-            record(
-                conn,
-                audit,
-                entity_type="account",
-                entity_id=row.id,
-                entity_name=spec.name,
-                before=before,
-                after=after,
-                client_id=row.client_id,
-                client_name=client_name,
-            )
-        return _account_dict(new_row, _client_name(conn, row.client_id)), changed
+    return _account_dict(new_row, client_name), changed
 
 
 def delete_account(engine: Engine, name: str, *, audit: AuditContext) -> str:

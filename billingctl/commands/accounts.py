@@ -36,7 +36,7 @@ def _password(args: argparse.Namespace) -> str | None:
 
 
 def cmd_accounts_add(args: argparse.Namespace) -> int:
-    from billingctl.adapters.admin_accounts import add_account
+    from billingctl.services.accounts import add_account
 
     account = add_account(
         context.engine(args),
@@ -63,7 +63,8 @@ def cmd_accounts_list(args: argparse.Namespace) -> int:
 
 
 def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
-    from billingctl.adapters.admin_accounts import AccountChange, edit_account
+    from billingctl.adapters.admin_accounts import AccountChange
+    from billingctl.services.accounts import edit_account
 
     account, changed = edit_account(
         context.engine(args),
@@ -77,7 +78,8 @@ def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
 
 
 def cmd_accounts_edit(args: argparse.Namespace) -> int:
-    from billingctl.adapters.admin_accounts import AccountChange, edit_account
+    from billingctl.adapters.admin_accounts import AccountChange
+    from billingctl.services.accounts import edit_account
 
     change = AccountChange(
         ident=args.ident,

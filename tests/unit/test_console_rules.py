@@ -8,8 +8,11 @@ from decimal import Decimal
 
 import pytest
 
+from billing_core.domain.credentials import DEFAULT_METHODS
 from billing_core.errors import UserError
 from billing_core.ports import BalanceMoved, LiveEffect, LiveView
+from billingctl.adapters.admin_accounts import AccountChange
+from billingctl.services.accounts import plan_edit
 from billingctl.services.clients import (
     account_flags_after,
     accounts_in_service,
@@ -147,3 +150,66 @@ def test_a_client_with_calls_in_progress_is_never_removed() -> None:
     ):
         with pytest.raises(UserError, match=r"in progress \(live state\)"):
             refuse_full_delete_live("Acme", busy)
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str = "acme-sip"
+    ident: str = "login"
+    value: str = "acme"
+    tech_prefix: str | None = "99#"
+    password_hash: str | None = None
+    secret_enc: bytes | None = None
+    auth_methods: str | None = "pap,chap"
+    enabled: bool = True
+
+
+def test_an_edit_keeps_what_it_does_not_name() -> None:
+    edit = plan_edit(Account(), AccountChange(value="acme2"))
+    assert (edit.spec.name, edit.spec.ident, edit.spec.value) == ("acme-sip", "login", "acme2")
+    assert edit.spec.tech_prefix == "99#"
+    assert edit.methods == {"pap", "chap"}
+    assert not edit.clear_password and not edit.reset_methods and not edit.disables
+
+
+def test_an_empty_tech_prefix_removes_it_and_disabling_an_enabled_account_is_told() -> None:
+    edit = plan_edit(Account(), AccountChange(tech_prefix="", enabled=False))
+    assert edit.spec.tech_prefix is None
+    assert edit.disables
+    assert not plan_edit(Account(enabled=False), AccountChange(enabled=False)).disables
+
+
+def test_leaving_login_drops_the_methods_and_a_password_only_on_purpose() -> None:
+    edit = plan_edit(Account(), AccountChange(ident="ip", value="10.0.0.1"))
+    assert edit.clear_password and edit.methods == DEFAULT_METHODS and not edit.reset_methods
+    with pytest.raises(UserError, match=r"^password: only allowed for ident login \(give"):
+        plan_edit(Account(password_hash="x"), AccountChange(ident="ip", value="10.0.0.1"))
+    dropped = plan_edit(
+        Account(password_hash="x"), AccountChange(ident="ip", value="10.0.0.1", clear_password=True)
+    )
+    assert dropped.clear_password and dropped.methods == DEFAULT_METHODS
+
+
+def test_no_password_on_a_login_account_keeps_its_methods_but_stores_the_default() -> None:
+    edit = plan_edit(Account(password_hash="x"), AccountChange(clear_password=True))
+    assert edit.clear_password and edit.reset_methods
+    assert edit.methods == {"pap", "chap"}
+
+
+@pytest.mark.parametrize(
+    ("account", "methods", "message"),
+    [
+        (
+            Account(ident="ip", value="10.0.0.1"),
+            "chap",
+            "auth_methods: only allowed for ident login",
+        ),
+        (Account(), "telepathy", "auth_methods: "),
+    ],
+)
+def test_auth_methods_belong_to_login_accounts(
+    account: Account, methods: str, message: str
+) -> None:
+    with pytest.raises(UserError) as caught:
+        plan_edit(account, AccountChange(auth_methods=methods))
+    assert str(caught.value).startswith(message)
