@@ -22,6 +22,7 @@ from billing_core.adapters.sql_store import (
     accounts_t,
     bump_catalog_version,
     bump_rates_version,
+    call_keys_t,
     calls_t,
     cdrs_t,
     change_balance,
@@ -472,29 +473,9 @@ def list_sessions(
     """Calls in progress: from the database, plus (with Redis) the authorizations that hold
     funds in Redis and have no accounting yet."""
     now = utcnow()
-    held_only: list[dict[str, Any]] = []
     with engine.connect() as conn:
         wanted = find_client(conn, client).id if client else None
-        if live is not None and hasattr(live, "held_calls"):
-            names = {r.id: r.name for r in conn.execute(select(clients_t.c.id, clients_t.c.name))}
-            for hold in live.held_calls(now):
-                if wanted is not None and hold["client_id"] != wanted:
-                    continue
-                held_only.append(
-                    {
-                        "id": None,
-                        "acct_session_id": hold["acct_session_id"],
-                        "identifiers": sorted(hold["identifiers"]),
-                        "client": names.get(hold["client_id"], str(hold["client_id"])),
-                        "nas": hold["nas"],
-                        "called": hold["called"],
-                        "state": "held",
-                        "granted_seconds": hold["granted_seconds"],
-                        "held": fmt(hold["held"]),
-                        "authorized_at": _iso(hold["authorized_at"]),
-                        "started_at": None,
-                    }
-                )
+        held_only = _held_only(conn, live, wanted, now)
         query = (
             select(calls_t, clients_t.c.name.label("client_name"))
             .join(clients_t, clients_t.c.id == calls_t.c.client_id)
@@ -504,32 +485,63 @@ def list_sessions(
         if wanted is not None:
             query = query.where(clients_t.c.id == wanted)
         rows = list(conn.execute(query))
-        keys: dict[int, list[str]] = {}
-        from billing_core.adapters.sql_store import call_keys_t
+        keys = _call_keys(conn, [r.id for r in rows])
+    return [_session(r, keys.get(r.id, [])) for r in rows] + held_only
 
-        if rows:
-            for call_id, key in conn.execute(
-                select(call_keys_t.c.call_id, call_keys_t.c.key).where(
-                    call_keys_t.c.call_id.in_([r.id for r in rows])
-                )
-            ):
-                keys.setdefault(call_id, []).append(key)
+
+def _held_only(
+    conn: Connection, live: Any, wanted: int | None, now: datetime
+) -> list[dict[str, Any]]:
+    """The authorizations a live state in Redis holds without accounting yet (none when the
+    database is the live state: its calls table has them)."""
+    if live is None or not hasattr(live, "held_calls"):
+        return []
+    names = {r.id: r.name for r in conn.execute(select(clients_t.c.id, clients_t.c.name))}
     return [
         {
-            "id": r.id,
-            "acct_session_id": r.acct_session_id,
-            "identifiers": sorted(keys.get(r.id, [])),
-            "client": r.client_name,
-            "nas": r.nas_key,
-            "called": r.called,
-            "state": r.state,
-            "granted_seconds": r.granted_seconds,
-            "held": fmt(r.hold),
-            "authorized_at": _iso(r.authorized_at),
-            "started_at": _iso(r.started_at),
+            "id": None,
+            "acct_session_id": hold["acct_session_id"],
+            "identifiers": sorted(hold["identifiers"]),
+            "client": names.get(hold["client_id"], str(hold["client_id"])),
+            "nas": hold["nas"],
+            "called": hold["called"],
+            "state": "held",
+            "granted_seconds": hold["granted_seconds"],
+            "held": fmt(hold["held"]),
+            "authorized_at": _iso(hold["authorized_at"]),
+            "started_at": None,
         }
-        for r in rows
-    ] + held_only
+        for hold in live.held_calls(now)
+        if wanted is None or hold["client_id"] == wanted
+    ]
+
+
+def _call_keys(conn: Connection, call_ids: Sequence[int]) -> dict[int, list[str]]:
+    keys: dict[int, list[str]] = {}
+    if call_ids:
+        for call_id, key in conn.execute(
+            select(call_keys_t.c.call_id, call_keys_t.c.key).where(
+                call_keys_t.c.call_id.in_(call_ids)
+            )
+        ):
+            keys.setdefault(call_id, []).append(key)
+    return keys
+
+
+def _session(r: Any, keys: Sequence[str]) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "acct_session_id": r.acct_session_id,
+        "identifiers": sorted(keys),
+        "client": r.client_name,
+        "nas": r.nas_key,
+        "called": r.called,
+        "state": r.state,
+        "granted_seconds": r.granted_seconds,
+        "held": fmt(r.hold),
+        "authorized_at": _iso(r.authorized_at),
+        "started_at": _iso(r.started_at),
+    }
 
 
 def list_cdrs(engine: Engine, client: str | None = None) -> list[dict[str, Any]]:

@@ -13,8 +13,8 @@ from billingctl.provisioning import RATE_COLUMNS
 
 
 def cmd_rates_import(args: argparse.Namespace) -> int:
-    from billingctl.adapters.rates_import import import_rates
     from billingctl.progress import count_lines, for_terminal
+    from billingctl.services.rates import import_rates
 
     progress = for_terminal(f"rates import {Path(args.file).name}")
     if progress.enabled and Path(args.file).is_file():

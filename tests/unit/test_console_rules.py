@@ -20,6 +20,7 @@ from billingctl.services.clients import (
     refuse_full_delete_live,
 )
 from billingctl.services.money import follow_payments, invoice_period
+from billingctl.services.rates import creates_table, import_counts
 
 
 @dataclass(frozen=True)
@@ -213,3 +214,27 @@ def test_auth_methods_belong_to_login_accounts(
     with pytest.raises(UserError) as caught:
         plan_edit(account, AccountChange(auth_methods=methods))
     assert str(caught.value).startswith(message)
+
+
+def test_an_import_creates_a_table_only_when_given_its_currency() -> None:
+    assert creates_table("retail", None, "EUR") is True
+    assert creates_table("retail", "EUR", None) is False
+    assert creates_table("retail", "EUR", "EUR") is False
+    with pytest.raises(UserError, match=r"^no rate table named 'retail' \(give --currency"):
+        creates_table("retail", None, None)
+    with pytest.raises(UserError, match=r"^currency: rate table 'retail' is in EUR, not USD$"):
+        creates_table("retail", "EUR", "USD")
+
+
+@pytest.mark.parametrize(
+    ("mode", "staged", "before", "after", "counts"),
+    [
+        ("replace", 3, 5, 3, {"added": 3, "updated": 0, "removed": 5}),
+        ("merge", 3, 5, 6, {"added": 1, "updated": 2, "removed": 0}),
+        ("merge", 3, 0, 3, {"added": 3, "updated": 0, "removed": 0}),
+    ],
+)
+def test_an_import_counts_what_it_added_updated_and_removed(
+    mode: str, staged: int, before: int, after: int, counts: dict[str, int]
+) -> None:
+    assert import_counts(mode, staged, before, after) == counts
