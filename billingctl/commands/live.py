@@ -12,35 +12,24 @@ from billingctl.parsing import add_command, add_format, add_group
 
 
 def cmd_live_rebuild(args: argparse.Namespace) -> int:
-    from billingctl.adapters.live_admin import rebuild
     from billingctl.progress import for_terminal
+    from billingctl.services.live import rebuild
 
-    url = context.redis_url(args.config)
+    live = context.live(args)
     with for_terminal("live rebuild", unit="clients") as progress:
-        count = rebuild(
-            context.engine(args), url, cluster=context.redis_cluster(args.config), progress=progress
-        )
-    if url:
-        from billing_core.adapters.sql_notify import record_event
-
-        record_event(
-            context.engine(args), "live_rebuilt", detail={"clients": count, "by": "billingctl"}
-        )
-        print(f"live state rebuilt from the database: {count} clients")
-    else:
+        count = rebuild(context.engine(args), live, progress)
+    if count is None:
         print("the live state is the database itself (no redis.url): nothing to rebuild")
+    else:
+        print(f"live state rebuilt from the database: {count} clients")
     return 0
 
 
 def cmd_live_verify(args: argparse.Namespace) -> int:
     from billing_core.domain.money import display
-    from billingctl.adapters.live_admin import verify
+    from billingctl.services.live import verify
 
-    checked, drifts = verify(
-        context.engine(args),
-        context.redis_url(args.config),
-        cluster=context.redis_cluster(args.config),
-    )
+    checked, drifts = verify(context.engine(args), context.live_or_database(args))
     rows = [
         {
             "client_id": d.client_id,

@@ -19,6 +19,7 @@ from billingctl.services.clients import (
     refuse_full_delete,
     refuse_full_delete_live,
 )
+from billingctl.services.live import Drift, drifts
 from billingctl.services.money import follow_payments, invoice_period
 from billingctl.services.rates import creates_table, import_counts
 
@@ -238,3 +239,14 @@ def test_an_import_counts_what_it_added_updated_and_removed(
     mode: str, staged: int, before: int, after: int, counts: dict[str, int]
 ) -> None:
     assert import_counts(mode, staged, before, after) == counts
+
+
+def test_a_client_drifts_when_its_live_balance_is_not_its_ledger_sum() -> None:
+    def view(balance: str) -> LiveView:
+        return LiveView(balance=Decimal(balance), held=Decimal("0"), active_calls=0)
+
+    ledger = {2: Decimal("5.00"), 1: Decimal("1.50")}
+    found = drifts(ledger, {1: view("1.50"), 2: view("4.00")})
+    assert found == [Drift(2, Decimal("4.00"), Decimal("5.00"))]
+    assert found[0].difference == Decimal("-1.00")
+    assert drifts(ledger, {1: view("1.50"), 2: view("5.00")}) == []
