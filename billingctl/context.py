@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from billing_core.errors import ConfigFileError
@@ -103,15 +102,3 @@ def audit(args: argparse.Namespace) -> AuditContext:
 
     action = getattr(args, "action", None)
     return AuditContext(f"{args.group} {action}" if action else str(args.group))
-
-
-def check_notifications(args: argparse.Namespace, client_ids: Sequence[int]) -> None:
-    """After money moved: fire or re-arm the clients' low-balance notifications (decided in
-    the database, so the daemon doing the same at the same time changes nothing)."""
-    if not client_ids:
-        return
-    from billing_core.adapters.sql_notify import check_notifications as check
-    from billing_core.adapters.sql_store import utcnow
-
-    views = live_or_database(args).view(list(dict.fromkeys(client_ids)), utcnow())
-    check(engine(args), views, mail_enabled=mail_enabled(args.config))

@@ -31,7 +31,19 @@ def payments_made(
 
     if follow_payments(live, moved):
         print(MISSED_WARNING, file=sys.stderr)
-    context.check_notifications(args, [client_id for client_id, _amount, _seq in moved])
+    _check_notifications(args, [client_id for client_id, _amount, _seq in moved])
+
+
+def _check_notifications(args: argparse.Namespace, client_ids: Sequence[int]) -> None:
+    """After money moved: fire or re-arm the clients' low-balance notifications (decided in
+    the database, so the daemon doing the same at the same time changes nothing)."""
+    if not client_ids:
+        return
+    from billing_core.adapters.sql_notify import check_notifications as check
+    from billing_core.adapters.sql_store import utcnow
+
+    views = context.live_or_database(args).view(list(dict.fromkeys(client_ids)), utcnow())
+    check(context.engine(args), views, mail_enabled=context.mail_enabled(args.config))
 
 
 def cmd_payments_add(args: argparse.Namespace) -> int:
