@@ -140,6 +140,4 @@ def full_delete_client(
 
 
 def _tags(tags: TagChange | None) -> TagChange:
-    from billingctl.adapters.admin_clients import TagChange
-
-    return tags or TagChange()
+    return tags or admin_clients.TagChange()
