@@ -2,9 +2,11 @@
 
 Every change that authorization reads bumps the catalog version in the same transaction, so
 a running daemon picks it up within a second. Every change is recorded in the audit log in
-the same transaction (``audit.py``). Clients are read through ``client_queries``; the
-Clients section's other operations live in ``admin_clients``, accounts in
-``admin_accounts``, money in ``admin_money`` and rates in ``rates_import``.
+the same transaction (``audit.py``). The provisioning pieces here (rate tables, clients,
+accounts, payments) are run in one transaction by ``billingctl.services.load``, with the
+status rules of ``billingctl.services.clients``. Clients are read through
+``client_queries``; the Clients section's other operations live in ``admin_clients``,
+accounts in ``admin_accounts``, money in ``admin_money`` and rates in ``rates_import``.
 """
 
 from __future__ import annotations
