@@ -19,7 +19,7 @@ from billing_core.domain.identification import CallerFacts, canonical_ip
 from billing_core.domain.model import Account, Client, RejectReason
 from billing_core.domain.money import display, floor2
 from billing_core.domain.policy import Decision, LiveSnapshot, Reject, decide
-from billing_core.domain.rating import cost, first_grid_point
+from billing_core.domain.rating import Rate, cost, first_grid_point
 from billing_core.domain.replies import REJECT_REPLIES
 from billing_core.services.authorization import (
     AuthorizationService,
@@ -151,112 +151,132 @@ def explain(
     state read through ``peek`` (nothing is held). ``with_decision=False`` leaves out the
     last step (the daemon's trace adds its own real decision)."""
     out = explanation if explanation is not None else Explanation()
-    caller = request.caller
     prepared = service.prepare(request, verify_password=verify_password)
     outcome = prepared if isinstance(prepared, AuthOutcome) else None
-    account = prepared.account
-    client = prepared.client
+    account, client = prepared.account, prepared.client
     if account is None:
-        tried = [f"User-Name {caller.user_name!r}"] if caller.user_name else []
-        if caller.framed_ip:
-            tried.append(f"Framed-IP-Address {caller.framed_ip!r}")
-        if caller.calling:
-            tried.append(f"Calling-Station-Id {caller.calling!r}")
-        out.add(
-            "account",
-            "no enabled account matches "
-            + (", ".join(tried) or "the request")
-            + " (login, then ip, then ani; a tech prefix must start the called number)",
-            matched=False,
-        )
+        _no_account_step(out, request.caller)
     else:
-        by = _matched_by(account, caller)
-        prefix = f", tech prefix {account.tech_prefix!r}" if account.tech_prefix else ""
-        out.add(
-            "account",
-            f"{account.name!r} ({account.ident} {account.value!r}, matched by {by}{prefix})"
-            f" of client {client.name if client else '?'!r}",
-            matched=True,
-            account=account.name,
-            account_id=account.id,
-            ident=account.ident,
-            value=account.value,
-            matched_by=by,
-            tech_prefix=account.tech_prefix,
-            client=client.name if client else None,
-            client_id=account.client_id,
-        )
+        _account_step(out, account, client, request.caller)
         if account.ident == "login":
-            if not verify_password:
-                check, summary = "skipped", "skipped (--password-check skip)"
-            elif account.password_hash is None:
-                check, summary = "none", "the account has no password: nothing to check"
-            elif request.password is None:
-                check, summary = "missing", "missing: the request carries no User-Password"
-            elif outcome is not None and outcome.decision == Reject(RejectReason.BAD_PASSWORD):
-                check, summary = "wrong", "wrong"
-            else:
-                check, summary = "right", "right"
-            out.add("password", summary, check=check)
+            _password_step(out, account, request, outcome, verify_password=verify_password)
     if client is not None:
         out.add("status", f"client {client.name!r} is {client.status}", status=client.status)
     pending = prepared if isinstance(prepared, PendingHold) else None
     number = prepared.number
     if client is not None and (number is not None or pending is not None):
-        if number is None:
-            out.add("number", "no Called-Station-Id: authentication only", called=None)
-        else:
-            raw = caller.called or ""
-            out.add(
-                "number",
-                f"{raw!r} -> {number!r}"
-                + (
-                    f" (tech prefix {account.tech_prefix!r} stripped)"
-                    if account and account.tech_prefix
-                    else ""
-                ),
-                called=raw,
-                normalized=normalize_number(raw),
-                rated=digits_only(number),
-            )
+        _number_step(out, account, number, request.caller)
     if outcome is not None:
         if outcome.decision == Reject(RejectReason.NO_RATE) and client is not None:
-            table = client.rate_table_id
-            out.add(
-                "rate",
-                f"no rate for {number!r} in rate table {table} at {request.arrived.isoformat()}"
-                if table
-                else "the client has no rate table",
-                rate_table_id=table,
-            )
+            _no_rate_step(out, client, number, request.arrived)
         if with_decision:
             decision_step(out, outcome.decision, client)
         return out, outcome.decision
     assert pending is not None
+    decision = _pending_steps(out, pending, peek, request.arrived)
+    if with_decision:
+        decision_step(out, decision, pending.client)
+    return out, decision
+
+
+def _no_account_step(out: Explanation, caller: CallerFacts) -> None:
+    tried = [f"User-Name {caller.user_name!r}"] if caller.user_name else []
+    if caller.framed_ip:
+        tried.append(f"Framed-IP-Address {caller.framed_ip!r}")
+    if caller.calling:
+        tried.append(f"Calling-Station-Id {caller.calling!r}")
+    out.add(
+        "account",
+        "no enabled account matches "
+        + (", ".join(tried) or "the request")
+        + " (login, then ip, then ani; a tech prefix must start the called number)",
+        matched=False,
+    )
+
+
+def _account_step(
+    out: Explanation, account: Account, client: Client | None, caller: CallerFacts
+) -> None:
+    by = _matched_by(account, caller)
+    prefix = f", tech prefix {account.tech_prefix!r}" if account.tech_prefix else ""
+    out.add(
+        "account",
+        f"{account.name!r} ({account.ident} {account.value!r}, matched by {by}{prefix})"
+        f" of client {client.name if client else '?'!r}",
+        matched=True,
+        account=account.name,
+        account_id=account.id,
+        ident=account.ident,
+        value=account.value,
+        matched_by=by,
+        tech_prefix=account.tech_prefix,
+        client=client.name if client else None,
+        client_id=account.client_id,
+    )
+
+
+def _password_step(
+    out: Explanation,
+    account: Account,
+    request: AuthorizeCall,
+    outcome: AuthOutcome | None,
+    *,
+    verify_password: bool,
+) -> None:
+    if not verify_password:
+        check, summary = "skipped", "skipped (--password-check skip)"
+    elif account.password_hash is None:
+        check, summary = "none", "the account has no password: nothing to check"
+    elif request.password is None:
+        check, summary = "missing", "missing: the request carries no User-Password"
+    elif outcome is not None and outcome.decision == Reject(RejectReason.BAD_PASSWORD):
+        check, summary = "wrong", "wrong"
+    else:
+        check, summary = "right", "right"
+    out.add("password", summary, check=check)
+
+
+def _number_step(
+    out: Explanation, account: Account | None, number: str | None, caller: CallerFacts
+) -> None:
+    if number is None:
+        out.add("number", "no Called-Station-Id: authentication only", called=None)
+        return
+    raw = caller.called or ""
+    out.add(
+        "number",
+        f"{raw!r} -> {number!r}"
+        + (
+            f" (tech prefix {account.tech_prefix!r} stripped)"
+            if account and account.tech_prefix
+            else ""
+        ),
+        called=raw,
+        normalized=normalize_number(raw),
+        rated=digits_only(number),
+    )
+
+
+def _no_rate_step(out: Explanation, client: Client, number: str | None, arrived: datetime) -> None:
+    table = client.rate_table_id
+    out.add(
+        "rate",
+        f"no rate for {number!r} in rate table {table} at {arrived.isoformat()}"
+        if table
+        else "the client has no rate table",
+        rate_table_id=table,
+    )
+
+
+def _pending_steps(
+    out: Explanation, pending: PendingHold, peek: Peek, arrived: datetime
+) -> Decision:
+    """A request that got as far as the live state: its rate, balance, holds, capacity, and
+    the decision ``decide`` makes on them."""
     terms = pending.hold.terms
-    rate = terms.rate
-    if rate is not None:
-        g1 = first_grid_point(rate)
-        out.add(
-            "rate",
-            f"prefix {rate.code!r}{f' ({rate.name})' if rate.name else ''}:"
-            f" {display(rate.rate)}/min, setup"
-            f" {display(rate.setup_fee)}, {rate.min_volume}/{rate.interval} s, grace"
-            f" {rate.grace_volume} s; first grid point {g1} s costs {display(cost(rate, g1))}",
-            rate_table_id=pending.client.rate_table_id,
-            prefix=rate.code,
-            name=rate.name,
-            rate=display(rate.rate),
-            setup_fee=display(rate.setup_fee),
-            min_volume=rate.min_volume,
-            interval=rate.interval,
-            grace_volume=rate.grace_volume,
-            effective_date=rate.effective_date.isoformat(),
-            end_date=rate.end_date.isoformat() if rate.end_date else None,
-            first_grid_point=g1,
-            first_grid_cost=display(cost(rate, g1)),
-        )
-    live = peek(pending.client, request.arrived)
+    if terms.rate is not None:
+        _rate_step(out, terms.rate, pending.client)
+    live = peek(pending.client, arrived)
     c = pending.client
     available = live.balance + c.credit
     out.add(
@@ -277,20 +297,44 @@ def explain(
         held=display(live.held),
         funds=display(available - live.held),
     )
-    if rate is not None:
-        capacity = c.effective_capacity(available)
-        low = capacity is not None and capacity != c.capacity
-        out.add(
-            "capacity",
-            f"{live.calls} of "
-            + ("unlimited" if capacity is None else str(capacity))
-            + (" (the low-balance capacity)" if low else "")
-            + " in use",
-            in_use=live.calls,
-            capacity=capacity,
-            low_balance=low,
-        )
-    decision = decide(terms, LiveSnapshot(live.balance, live.held, live.calls))
-    if with_decision:
-        decision_step(out, decision, c)
-    return out, decision
+    if terms.rate is not None:
+        _capacity_step(out, c, available, live)
+    return decide(terms, LiveSnapshot(live.balance, live.held, live.calls))
+
+
+def _rate_step(out: Explanation, rate: Rate, client: Client) -> None:
+    g1 = first_grid_point(rate)
+    out.add(
+        "rate",
+        f"prefix {rate.code!r}{f' ({rate.name})' if rate.name else ''}:"
+        f" {display(rate.rate)}/min, setup"
+        f" {display(rate.setup_fee)}, {rate.min_volume}/{rate.interval} s, grace"
+        f" {rate.grace_volume} s; first grid point {g1} s costs {display(cost(rate, g1))}",
+        rate_table_id=client.rate_table_id,
+        prefix=rate.code,
+        name=rate.name,
+        rate=display(rate.rate),
+        setup_fee=display(rate.setup_fee),
+        min_volume=rate.min_volume,
+        interval=rate.interval,
+        grace_volume=rate.grace_volume,
+        effective_date=rate.effective_date.isoformat(),
+        end_date=rate.end_date.isoformat() if rate.end_date else None,
+        first_grid_point=g1,
+        first_grid_cost=display(cost(rate, g1)),
+    )
+
+
+def _capacity_step(out: Explanation, c: Client, available: Decimal, live: LivePeek) -> None:
+    capacity = c.effective_capacity(available)
+    low = capacity is not None and capacity != c.capacity
+    out.add(
+        "capacity",
+        f"{live.calls} of "
+        + ("unlimited" if capacity is None else str(capacity))
+        + (" (the low-balance capacity)" if low else "")
+        + " in use",
+        in_use=live.calls,
+        capacity=capacity,
+        low_balance=low,
+    )

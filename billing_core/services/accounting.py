@@ -56,6 +56,7 @@ from billing_core.ports import (
     Released,
     StoredLeg,
 )
+from billing_core.services.ledger import follow_ledger
 
 _ATTEMPTS = 3  # a batch conflicting with concurrent transactions is run again, twice at most
 
@@ -140,7 +141,7 @@ class AccountingService:
                 outcomes.append(self._apply(tx, event, held, batch))
             self._sequence(tx, batch)
         if batch.effects:
-            self._live.apply(batch.effects, tx.live_seqs)
+            follow_ledger(self._live, batch.effects, tx.live_seqs)
         return outcomes
 
     def _sequence(self, tx: AccountingTx, batch: _Batch) -> None:
@@ -172,7 +173,7 @@ class AccountingService:
             tx.purge_lapsed(now - timedelta(seconds=retention))
             self._sequence(tx, batch)
         if batch.effects:
-            self._live.apply(batch.effects, tx.live_seqs)
+            follow_ledger(self._live, batch.effects, tx.live_seqs)
         return len(calls)
 
     # --- one packet ------------------------------------------------------------------------------

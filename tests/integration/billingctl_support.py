@@ -1,4 +1,4 @@
-"""Running ``billingctl`` in-process (``billing_core.cli.main``) against a test database."""
+"""Running ``billingctl`` in-process (``billingctl.cli.main``) against a test database."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sqlalchemy import Engine, insert
 from billing_core.adapters.sql.db import make_engine
 from billing_core.adapters.sql.live import change_balance
 from billing_core.adapters.sql.tables import transactions_t
-from billing_core.cli import main
+from billingctl.cli import main
 
 RATES_HEADER = "code,name,rate,setup_fee,min_volume,interval,grace_volume,effective_date,end_date\n"
 

@@ -8,9 +8,6 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from billing_core.adapters.admin_clients import templates_t
-from billing_core.adapters.audit import audit_t
-from billing_core.adapters.client_queries import invoices_t
 from billing_core.adapters.sql.store import SqlStore
 from billing_core.adapters.sql.tables import (
     accounts_t,
@@ -23,6 +20,9 @@ from billing_core.adapters.sql.tables import (
 from billing_core.domain.model import RejectReason
 from billing_core.domain.money import ZERO
 from billing_core.domain.policy import check_client
+from billingctl.adapters.admin_clients import templates_t
+from billingctl.adapters.audit import audit_t
+from billingctl.adapters.client_queries import invoices_t
 
 from .billingctl_support import Ctl, add_call_charge, csv_rows, ctl, rates_csv
 

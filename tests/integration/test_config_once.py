@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from billing_core import cli
+from billingctl import cli
 from radiusd import __main__ as radiusd_main
 
 ROOT = Path(__file__).resolve().parents[2]

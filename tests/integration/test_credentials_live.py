@@ -13,8 +13,6 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from billing_core.adapters import admin
-from billing_core.adapters.account_secrets import rotate_key
 from billing_core.adapters.redis_live import AsyncAuthorizer, ResyncingLive
 from billing_core.adapters.secretbox import AesGcmCipher
 from billing_core.adapters.sql.db import make_engine
@@ -26,7 +24,6 @@ from billing_core.domain.model import RejectReason
 from billing_core.domain.policy import Accept, Reject
 from billing_core.errors import UserError
 from billing_core.ports import LiveState, LockoutProbe
-from billing_core.provisioning import parse_provisioning
 from billing_core.services.authorization import (
     AuthorizationService,
     AuthorizeCall,
@@ -34,6 +31,9 @@ from billing_core.services.authorization import (
     CatalogCache,
     SecretCache,
 )
+from billingctl.adapters.account_secrets import rotate_key
+from billingctl.provisioning import parse_provisioning
+from billingctl.services import load
 
 from ..authorize import decide
 
@@ -105,14 +105,14 @@ def check_lockout(authorize: Callable[[AuthorizeCall], AuthOutcome]) -> None:
 def test_provisioned_secrets_verify_and_guessing_locks_out_in_the_database(db_url: str) -> None:
     engine = make_engine(db_url)
     cipher = AesGcmCipher(KEY)
-    admin.apply_provisioning(engine, spec(), cipher=cipher)
+    load.apply_provisioning(engine, spec(), cipher=cipher)
     with engine.connect() as conn:
         rows = {r.name: r for r in conn.execute(select(accounts_t))}
     assert rows["hashed"].secret_enc is None and rows["hashed"].password_hash
     assert rows["sip"].password_hash is None and rows["sip"].secret_enc.startswith("v1$")
     assert b"s3cret".hex() not in rows["sip"].secret_enc
     # loading the same file again changes nothing (the same ciphertext stays)
-    admin.apply_provisioning(engine, spec(), cipher=cipher)
+    load.apply_provisioning(engine, spec(), cipher=cipher)
     with engine.connect() as conn:
         again = conn.execute(
             select(accounts_t.c.secret_enc).where(accounts_t.c.name == "sip")
@@ -134,7 +134,7 @@ def test_provisioned_secrets_verify_and_guessing_locks_out_in_the_database(db_ur
 
 def test_no_key_refuses_chap_with_one_line_naming_the_setting(sqlite_url: str) -> None:
     with pytest.raises(UserError) as info:
-        admin.apply_provisioning(make_engine(sqlite_url), spec())
+        load.apply_provisioning(make_engine(sqlite_url), spec())
     assert "security.secrets_key_file" in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -142,7 +142,7 @@ def test_no_key_refuses_chap_with_one_line_naming_the_setting(sqlite_url: str) -
 def test_rotate_key_reencrypts_in_one_transaction(db_url: str) -> None:
     engine = make_engine(db_url)
     old, new = AesGcmCipher(KEY), AesGcmCipher(NEW_KEY)
-    admin.apply_provisioning(engine, spec(), cipher=old)
+    load.apply_provisioning(engine, spec(), cipher=old)
     store = SqlStore(engine)
     auth = service(store, store, old)
     assert isinstance(decide(auth, call("sip", chap_secret=b"s3cret")).decision, Accept)
@@ -179,7 +179,7 @@ def test_lockout_in_redis_is_shared_and_folded_into_the_authorization(
 ) -> None:
     engine = make_engine(pg_url)
     cipher = AesGcmCipher(KEY)
-    admin.apply_provisioning(engine, spec(), cipher=cipher)
+    load.apply_provisioning(engine, spec(), cipher=cipher)
     store = SqlStore(engine)
     catalog = CatalogCache(store, min_interval=0)
 

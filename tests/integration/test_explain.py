@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from billing_core.adapters.live_admin import open_live
 from billing_core.adapters.sql.db import make_engine
 from billing_core.adapters.sql.store import SqlStore
 from billing_core.domain.identification import CallerFacts
 from billing_core.services.authorization import AuthorizationService, AuthorizeCall
+from billingctl.adapters.live_admin import open_live
 
 from .billingctl_support import Ctl
 

@@ -10,14 +10,15 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from billing_core.adapters import admin
 from billing_core.adapters.sql.store import SqlStore
 from billing_core.adapters.sql.tables import transactions_t
 from billing_core.domain.accounting_packets import AccountingEvent, AcctStatus
 from billing_core.domain.identification import CallerFacts
-from billing_core.provisioning import parse_provisioning
 from billing_core.services.accounting import AccountingService
 from billing_core.services.authorization import CatalogCache
+from billingctl.adapters import admin
+from billingctl.provisioning import parse_provisioning
+from billingctl.services import load
 
 from .billingctl_support import Ctl, ctl
 
@@ -77,7 +78,7 @@ def test_a_call_at_2359_whose_stop_arrives_after_midnight_stays_in_its_period(
     ctl: Ctl,
 ) -> None:
     engine = ctl.engine()
-    admin.apply_provisioning(engine, _spec())
+    load.apply_provisioning(engine, _spec())
     store = SqlStore(engine)
     catalog = CatalogCache(store, min_interval=0)
     acct = AccountingService(
@@ -128,7 +129,7 @@ def test_a_charge_dated_in_an_invoiced_period_goes_on_the_next_invoice(ctl: Ctl)
     """A Stop that arrives after its period was invoiced is billed once, on the next
     invoice (an issued invoice never changes), and never lost."""
     engine = ctl.engine()
-    admin.apply_provisioning(engine, _spec())
+    load.apply_provisioning(engine, _spec())
     store = SqlStore(engine)
     catalog = CatalogCache(store, min_interval=0)
     acct = AccountingService(

@@ -288,14 +288,14 @@ def test_events_list_filters_and_status_changes_queue_disconnects(ctl: Ctl) -> N
 def test_accounting_writes_its_events_in_its_transaction(db_url: str) -> None:
     from dataclasses import replace
 
-    from billing_core.adapters import admin
     from billing_core.adapters.sql.db import make_engine
     from billing_core.domain.identification import CallerFacts
     from billing_core.domain.policy import Accept
+    from billingctl.services import load
 
     from .test_sql_store import call, services, spec, stop
 
-    admin.apply_provisioning(make_engine(db_url), spec("5.00"))
+    load.apply_provisioning(make_engine(db_url), spec("5.00"))
     store, authz, acct = services(db_url)
     assert isinstance(decide(authz, call("c1")).decision, Accept)
     acct.record(replace(stop("c1", 0), status=1, session_time=None))

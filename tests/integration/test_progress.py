@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from billing_core.progress import Progress, for_terminal
+from billingctl.progress import Progress, for_terminal
 
 from .billingctl_support import generate_rates, rates_csv
 

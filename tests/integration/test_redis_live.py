@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from redis.cluster import RedisCluster
 from sqlalchemy import text
 
-from billing_core.adapters import admin
 from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
 from billing_core.adapters.sql.db import make_engine
 from billing_core.adapters.sql.store import SqlStore
@@ -30,9 +29,11 @@ from billing_core.domain.money import from_micros, to_micros
 from billing_core.domain.policy import Accept, GrantTerms, LiveSnapshot, Reject, decide
 from billing_core.domain.rating import Rate
 from billing_core.ports import Activated, BalanceMoved, ClientTruth, HoldRequest, NasReleased
-from billing_core.provisioning import parse_provisioning
 from billing_core.services.accounting import AccountingService
 from billing_core.services.authorization import AuthorizationService, AuthorizeCall, CatalogCache
+from billingctl.adapters import admin
+from billingctl.provisioning import parse_provisioning
+from billingctl.services import load
 from tests.conftest import RedisTarget
 
 
@@ -306,7 +307,7 @@ class Stack:
 
 def test_concurrent_holds_example_of_the_issue(pg_url: str, live_redis: RedisTarget) -> None:
     stack = Stack(pg_url, live_redis)
-    admin.apply_provisioning(stack.engine, provisioning("8.00"))
+    load.apply_provisioning(stack.engine, provisioning("8.00"))
     stack.catalog.refresh(force=True)
     stack.live.rebuild()
     assert stack.authorize("c1") == Accept(1800, Decimal("6.00"), Decimal("8.00"))
@@ -320,7 +321,7 @@ def test_concurrent_holds_example_of_the_issue(pg_url: str, live_redis: RedisTar
 
 def test_a_flushed_redis_is_rebuilt_from_the_database(pg_url: str, live_redis: RedisTarget) -> None:
     stack = Stack(pg_url, live_redis)
-    admin.apply_provisioning(stack.engine, provisioning("8.00"))
+    load.apply_provisioning(stack.engine, provisioning("8.00"))
     stack.catalog.refresh(force=True)
     stack.live.rebuild()
     assert isinstance(stack.authorize("c1"), Accept)
@@ -340,7 +341,7 @@ def test_live_balance_equals_the_ledger_after_traffic(
     pg_url: str, live_redis: RedisTarget, flush_between: bool
 ) -> None:
     stack = Stack(pg_url, live_redis)
-    admin.apply_provisioning(stack.engine, provisioning("100.00"))
+    load.apply_provisioning(stack.engine, provisioning("100.00"))
     stack.catalog.refresh(force=True)
     stack.live.rebuild()
     for i in range(20):
@@ -356,10 +357,10 @@ def test_live_balance_equals_the_ledger_after_traffic(
 def test_billingctl_live_verify_reports_drift_and_rebuild_repairs_it(
     pg_url: str, live_redis: RedisTarget, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from billing_core.cli import main
+    from billingctl.cli import main
 
     stack = Stack(pg_url, live_redis)
-    admin.apply_provisioning(stack.engine, provisioning("8.00"))
+    load.apply_provisioning(stack.engine, provisioning("8.00"))
     stack.catalog.refresh(force=True)
     stack.live.rebuild()
     stack.authorize("v1")
@@ -390,7 +391,7 @@ def test_billingctl_live_verify_reports_drift_and_rebuild_repairs_it(
 
 def started(pg_url: str, target: RedisTarget, balance: str = "8.00") -> Stack:
     stack = Stack(pg_url, target)
-    admin.apply_provisioning(stack.engine, provisioning(balance))
+    load.apply_provisioning(stack.engine, provisioning(balance))
     stack.catalog.refresh(force=True)
     return stack
 
@@ -673,7 +674,7 @@ def test_scripts_lost_by_one_master_are_loaded_and_each_effect_applied_once(
 def test_billingctl_on_a_cluster_that_does_not_answer_says_so_in_one_line(
     sqlite_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from billing_core.cli import main
+    from billingctl.cli import main
 
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))

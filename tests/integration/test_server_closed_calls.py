@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from billing_core.adapters import admin
 from billing_core.adapters.sql.db import make_engine
 from billing_core.domain.accounting_packets import AccountingEvent, AcctStatus
 from billing_core.domain.identification import CallerFacts
 from billing_core.domain.policy import Accept
+from billingctl.adapters import admin
+from billingctl.services import load
 
 from ..authorize import decide
 from .test_sql_store import call, now, services, spec
@@ -52,7 +53,7 @@ def test_an_authorized_call_closed_as_stale_after_an_accounting_on_is_corrected(
     db_url: str,
 ) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     _store, authz, acct = services(db_url)
     t = now()
     assert acct.record(event(t, AcctStatus.ACCOUNTING_ON, "boot", -10)).result == "closed"
@@ -71,7 +72,7 @@ def test_an_authorized_call_closed_as_stale_after_an_accounting_on_is_corrected(
 
 def test_a_call_kept_by_a_late_accounting_on_then_closed_is_corrected(db_url: str) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     _store, _authz, acct = services(db_url)
     t = now()
     acct.record_many([event(t, AcctStatus.START, "old", 0), event(t, AcctStatus.START, "new", 60)])
@@ -86,7 +87,7 @@ def test_a_call_kept_by_a_late_accounting_on_then_closed_is_corrected(db_url: st
 
 def test_a_late_stop_after_a_resent_accounting_on_corrects_the_closed_call(db_url: str) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     _store, _authz, acct = services(db_url)
     t = now()
     acct.record_many(
@@ -106,7 +107,7 @@ def test_a_late_stop_after_a_resent_accounting_on_corrects_the_closed_call(db_ur
 
 def test_a_late_stop_after_an_off_and_an_on_corrects_the_call_the_off_closed(db_url: str) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     _store, _authz, acct = services(db_url)
     t = now()
     acct.record_many(

@@ -9,13 +9,14 @@ from decimal import Decimal
 
 import pytest
 
-from billing_core.adapters import admin
 from billing_core.adapters.sql.db import make_engine
 from billing_core.adapters.sql.store import SqlStore
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.identification import CallerFacts
 from billing_core.ports import ClosedLeg, LedgerConflict, LegIdentity
 from billing_core.services.accounting import AccountingService
+from billingctl.adapters import admin
+from billingctl.services import load
 
 from .test_sql_store import services, spec
 
@@ -60,7 +61,7 @@ def results(acct: AccountingService, *events: AccountingEvent) -> list[str]:
 
 def test_a_reused_call_id_is_a_new_leg_charged_again(db_url: str) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     store, _authz, acct = services(db_url)
     first = results(acct, sip(1, 0), sip(1, 1), sip(2, 61))
     # a retransmitted Start (its event time before the Stop) changes nothing
@@ -78,7 +79,7 @@ def test_a_stop_resent_later_is_known_by_its_leg_not_by_its_duration(db_url: str
     """Without Acct-Session-Time the duration comes from the event times: a copy arriving
     later would compute a longer one."""
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     _store, _authz, acct = services(db_url)
     assert results(acct, sip(1, 0), sip(2, 61)) == ["recorded", "charged"]
     assert results(acct, sip(2, 75), sip(2, 200)) == ["duplicate", "duplicate"]
@@ -88,7 +89,7 @@ def test_a_stop_resent_later_is_known_by_its_leg_not_by_its_duration(db_url: str
 
 def test_other_tags_are_another_leg(db_url: str) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     _store, _authz, acct = services(db_url)
     assert results(acct, sip(1, 0), sip(2, 61)) == ["recorded", "charged"]
     # a second dialog on the same Call-ID (a fork, a reused Call-ID) started meanwhile
@@ -102,7 +103,7 @@ def test_other_tags_are_another_leg(db_url: str) -> None:
 
 def test_zero_duration_stop_final_ends_the_call_and_retry_holds_it_again(db_url: str) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     store, _authz, acct = services(db_url)
     # a BYE right after the 200: 0 s; final: the call is gone at once
     assert results(acct, sip(1, 0), sip(2, 0)) == ["recorded", "ended"]
@@ -138,7 +139,7 @@ def _leg(duration: int, once: str) -> ClosedLeg:
 
 def test_a_leg_is_stored_once_per_start(db_url: str) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     store = SqlStore(make_engine(db_url))
     with store.accounting() as tx:
         assert tx.store_leg(_leg(61, "1700000000000000/t")) is not None
@@ -154,7 +155,7 @@ def test_the_database_keeps_one_cdr_per_leg_and_start(pg_url: str) -> None:
     own durations; the copy committed while this transaction ran breaks the unique key
     (the leg and its Start) at the write, and the batch is run again (LedgerConflict)."""
     engine = make_engine(pg_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     store = SqlStore(make_engine(pg_url))
     other = SqlStore(make_engine(pg_url))
     with pytest.raises(LedgerConflict), store.accounting() as tx:

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from billing_core.adapters import admin
 from billing_core.adapters.sql.db import current_revision, make_engine, upgrade
 from billing_core.adapters.sql.store import SqlStore
 from billing_core.adapters.sql.tables import transactions_t
@@ -19,9 +18,11 @@ from billing_core.domain.identification import CallerFacts
 from billing_core.domain.model import RejectReason
 from billing_core.domain.policy import Accept, Reject
 from billing_core.errors import UserError
-from billing_core.provisioning import parse_provisioning
 from billing_core.services.accounting import AccountingService
 from billing_core.services.authorization import AuthorizationService, AuthorizeCall, CatalogCache
+from billingctl.adapters import admin
+from billingctl.provisioning import parse_provisioning
+from billingctl.services import load
 
 from ..authorize import decide
 
@@ -127,8 +128,8 @@ def test_migrations_are_idempotent_and_match_the_models(db_url: str) -> None:
 
 def test_load_is_idempotent_and_payments_apply_once(db_url: str) -> None:
     engine = make_engine(db_url)
-    first = admin.apply_provisioning(engine, spec())
-    second = admin.apply_provisioning(engine, spec())
+    first = load.apply_provisioning(engine, spec())
+    second = load.apply_provisioning(engine, spec())
     assert first["payments"] == 1
     assert second["payments"] == 0
     shown = admin.client_summary(engine, "Acme")
@@ -140,13 +141,13 @@ def test_load_is_idempotent_and_payments_apply_once(db_url: str) -> None:
 def test_unknown_rate_table_is_refused_and_nothing_written(db_url: str) -> None:
     engine = make_engine(db_url)
     with pytest.raises(UserError, match=r"clients\[0\]\.rate_table: unknown rate table 'nope'"):
-        admin.apply_provisioning(engine, spec(rate_table="nope"))
+        load.apply_provisioning(engine, spec(rate_table="nope"))
     assert admin.list_clients(engine, status="all") == []
 
 
 def test_prepaid_call_end_to_end_through_the_services(db_url: str) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("1.00"))
+    load.apply_provisioning(engine, spec("1.00"))
     _store, authz, acct = services(db_url)
     outcome = decide(authz, call())
     assert outcome.decision == Accept(600, Decimal("1.000000"), Decimal("1.000000"))
@@ -161,7 +162,7 @@ def test_prepaid_call_end_to_end_through_the_services(db_url: str) -> None:
 
 def test_a_duplicate_stop_is_charged_once(db_url: str) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     _store, _authz, acct = services(db_url)
     assert acct.record(stop("s9", 61)).result == "charged"
     # re-sent with a larger Acct-Delay-Time: same identity and duration
@@ -176,7 +177,7 @@ def test_a_duplicate_stop_is_charged_once(db_url: str) -> None:
 
 def test_holds_are_shared_between_concurrent_calls(db_url: str) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("1.00"))
+    load.apply_provisioning(engine, spec("1.00"))
     _store, authz, _acct = services(db_url)
     assert decide(authz, call("a")).decision == Accept(600, Decimal("1.00"), Decimal("1.00"))
     second = decide(authz, call("b")).decision
@@ -198,14 +199,14 @@ def test_holds_are_shared_between_concurrent_calls(db_url: str) -> None:
 def test_identity_rejections(
     db_url: str, user: str, password: bytes | None, reason: RejectReason
 ) -> None:
-    admin.apply_provisioning(make_engine(db_url), spec())
+    load.apply_provisioning(make_engine(db_url), spec())
     _store, authz, _acct = services(db_url)
     assert decide(authz, call(user=user, password=password)).decision == Reject(reason)
 
 
 def test_zero_balance_and_no_rate(db_url: str) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("0"))
+    load.apply_provisioning(engine, spec("0"))
     _store, authz, _acct = services(db_url)
     assert decide(authz, call()).decision == Reject(RejectReason.ZERO_BALANCE)
     admin.add_payment(engine, "Acme", Decimal("2.00"), "top-up")
@@ -226,7 +227,7 @@ def test_catalog_follows_changes_by_version(db_url: str) -> None:
     store = SqlStore(engine)
     cache = CatalogCache(store, min_interval=0)
     assert cache.current.clients == {}
-    admin.apply_provisioning(engine, spec())
+    load.apply_provisioning(engine, spec())
     assert cache.refresh() is True
     assert [c.name for c in cache.current.clients.values()] == ["Acme"]
     assert cache.refresh() is False
@@ -243,7 +244,7 @@ def test_sqlite_file_database_is_created_with_its_directory(tmp_path: Path) -> N
 
 def test_a_catalog_reload_rebuilds_only_the_rate_tables_that_changed(db_url: str) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec())
+    load.apply_provisioning(engine, spec())
     cache = CatalogCache(SqlStore(engine), min_interval=0)
     ((table_id, index),) = cache.current.rate_tables.items()
     admin.update_setting(engine, "max_call_length", "600")  # a change that is not a rate
@@ -255,7 +256,7 @@ def test_a_catalog_reload_rebuilds_only_the_rate_tables_that_changed(db_url: str
 
     new_rate = replace(rate, rate=Decimal("0.50"))
     changed = replace(changed, rate_tables=(replace(changed.rate_tables[0], rates=(new_rate,)),))
-    admin.apply_provisioning(engine, changed)
+    load.apply_provisioning(engine, changed)
     assert cache.refresh() is True
     rebuilt = cache.current.rate_tables[table_id]
     assert rebuilt is not index
@@ -283,7 +284,7 @@ def leg(session: str, status: int, seconds: int | None = None, **extra: Any) -> 
 
 def test_a_call_started_and_stopped_in_one_batch_is_charged_once_and_ended(db_url: str) -> None:
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     store, _authz, acct = services(db_url)
     batch = [leg("a", 1), leg("b", 1), leg("a", 3, 30), leg("a", 2, 61), leg("a", 2, 61)]
     results = [o.result for o in acct.record_many(batch)]
@@ -306,7 +307,7 @@ def test_the_packets_are_stored_as_received(db_url: str) -> None:
     from billing_core.adapters.sql.tables import acct_events_t
 
     engine = make_engine(db_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     _store, _authz, acct = services(db_url)
     attributes = {"User-Name": ["acme"], "Cisco-AVPair": ['h323-conf-id="x y"', "é\\n"]}
     acct.record_many([leg("a", 1, attributes=attributes)])
@@ -328,7 +329,7 @@ def test_a_leg_stored_first_by_another_transaction_rolls_the_batch_back_and_reru
     from billing_core.adapters.sql.accounting import SqlAccountingTx
 
     engine = make_engine(pg_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     store, _authz, other = services(pg_url)
     runs: list[int] = []
 
@@ -360,7 +361,7 @@ def test_the_batch_statements_reach_rows_through_indexes(pg_url: str) -> None:
     from billing_core.adapters.sql import bulk_pg as sql_bulk
 
     engine = make_engine(pg_url)
-    admin.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(engine, spec("5.00"))
     with engine.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO cdrs (client_id, nas_key, epoch, acct_session_id, conf_id, origin, "
@@ -400,7 +401,7 @@ def test_the_live_sequence_moves_with_every_ledger_write_and_marks_what_is_unapp
     engine = make_engine(db_url)
     store = SqlStore(engine)
     moved: list[admin.LiveMove] = []
-    admin.apply_provisioning(engine, spec("5.00"), payments_applied=moved)
+    load.apply_provisioning(engine, spec("5.00"), payments_applied=moved)
     assert moved == [(1, Decimal("5.00"), 1)]
     admin.add_payment(engine, "Acme", Decimal("-2.00"), "charge", applied=moved)
     assert moved[-1] == (1, Decimal("-2.00"), 2)
@@ -426,8 +427,8 @@ def test_reading_a_client_for_the_live_state_waits_for_its_writers_only(pg_url: 
 
     engine = make_engine(pg_url)
     store = SqlStore(engine)
-    admin.apply_provisioning(engine, spec("5.00"))
-    admin.apply_provisioning(
+    load.apply_provisioning(engine, spec("5.00"))
+    load.apply_provisioning(
         engine, spec(name="Other", payments=[{"id": "p2", "amount": "1.00"}], accounts=[])
     )
     other = make_engine(pg_url)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing_core.cli import build_parser, main
-from billing_core.provisioning import (
+from billingctl.cli import build_parser, main
+from billingctl.provisioning import (
     CLIENT_FIELDS,
     TEMPLATE_FIELDS,
     ProvisioningError,
@@ -213,7 +213,7 @@ def test_the_fast_rate_path_agrees_with_the_full_rules(
 ) -> None:
     """A valid row with a few cells changed or left out: the same RateSpec, or the same
     one-line error, as load's validation (the fast path takes the plain rows only)."""
-    from billing_core.provisioning import _columned, _csv_row, _rate
+    from billingctl.provisioning import _columned, _csv_row, _rate
 
     cells = {k: v for k, v in {**_VALID_ROW, **changed}.items() if k not in dropped}
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing_core.provisioning import (
+from billingctl.provisioning import (
     AccountSpec,
     ClientSpec,
     CompanySpec,
@@ -26,7 +26,7 @@ from billing_core.provisioning import (
     RateTableSpec,
     parse_provisioning,
 )
-from billing_core.provisioning_file import load_provisioning_file
+from billingctl.provisioning_file import load_provisioning_file
 
 CONTRACT_EXAMPLE = """\
 settings:

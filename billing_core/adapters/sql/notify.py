@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from billing_core.domain.events import EVENT_KINDS
 from billing_core.domain.notifications import (
     LowBalance,
     NotifyState,
@@ -36,24 +37,6 @@ from billing_core.errors import NotFoundError
 from billing_core.ports import LiveView
 
 from .tables import clients_t, events_t, mail_t, notify_state_t, utcnow
-
-#: Every kind of event the log holds (README: the events log).
-EVENT_KINDS: tuple[str, ...] = (
-    "low_balance",
-    "client_stopped",
-    "client_deleted",
-    "account_disabled",
-    "nas_rebooted",
-    "call_stale",
-    "unknown_account",
-    "lockout",
-    "live_rebuilt",
-    "live_healed",
-    "notification_failed",
-    "disconnect_ack",
-    "disconnect_nak",
-    "disconnect_timeout",
-)
 
 _source = "billingctl"
 

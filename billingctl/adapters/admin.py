@@ -2,26 +2,44 @@
 
 Every change that authorization reads bumps the catalog version in the same transaction, so
 a running daemon picks it up within a second. Every change is recorded in the audit log in
-the same transaction (``audit.py``). Clients are read through ``client_queries``; the
-Clients section's other operations live in ``admin_clients``, accounts in
-``admin_accounts``, money in ``admin_money`` and rates in ``rates_import``.
+the same transaction (``audit.py``). The provisioning pieces here (rate tables, clients,
+accounts, payments) are run in one transaction by ``billingctl.services.load``, with the
+status rules of ``billingctl.services.clients``. Clients are read through
+``client_queries``; the Clients section's other operations live in ``admin_clients``,
+accounts in ``admin_accounts``, money in ``admin_money`` and rates in ``rates_import``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
+from billing_core.adapters.sql import disconnect as sql_disconnect
+from billing_core.adapters.sql.catalog import bump_catalog_version, bump_rates_version
+from billing_core.adapters.sql.live import change_balance
+from billing_core.adapters.sql.tables import (
+    accounts_t,
+    call_keys_t,
+    calls_t,
+    cdrs_t,
+    clients_t,
+    live_calls_condition,
+    live_t,
+    rates_t,
+    settings_t,
+    transactions_t,
+    utcnow,
+)
 from billing_core.domain.money import ZERO
 from billing_core.domain.money import display as fmt
 from billing_core.errors import UserError
 from billing_core.ports import SecretCipher
-from billing_core.progress import Progress
-from billing_core.provisioning import ClientSpec, ProvisioningSpec, RateTableSpec, rate_row
+from billingctl.provisioning import ClientSpec, RateTableSpec, rate_row
 
 from .account_secrets import secret_columns
 from .audit import AuditContext, audit_t, client_snapshot, record
@@ -34,40 +52,28 @@ from .client_queries import (
     tags_of,
     tags_t,
 )
-from .secretbox import NoKeyCipher
-from .sql.catalog import bump_catalog_version, bump_rates_version
-from .sql.disconnect import client_status_changed
-from .sql.live import change_balance
-from .sql.tables import (
-    accounts_t,
-    calls_t,
-    cdrs_t,
-    clients_t,
-    live_calls_condition,
-    live_t,
-    rates_t,
-    settings_t,
-    transactions_t,
-    utcnow,
-)
 
 __all__ = [
     "add_payment",
     "add_transaction",
-    "apply_provisioning",
     "client_summary",
     "find_client",
     "list_cdrs",
     "list_clients",
     "list_sessions",
     "new_client_id",
+    "post_payments",
+    "record_client",
     "record_transaction",
+    "set_account_flags",
     "set_setting",
     "set_tags",
     "show_settings",
-    "sync_account_flags",
     "tags_of",
     "update_setting",
+    "upsert_accounts",
+    "upsert_client",
+    "upsert_rate_table",
 ]
 
 SETTINGS_DEFAULTS = {"max_call_length": None}
@@ -76,50 +82,11 @@ SETTINGS_DEFAULTS = {"max_call_length": None}
 LiveMove = tuple[int, Decimal, int]
 
 
-# --- provisioning ----------------------------------------------------------------------------
-def apply_provisioning(
-    engine: Engine,
-    spec: ProvisioningSpec,
-    audit: AuditContext | None = None,
-    *,
-    payments_applied: list[LiveMove] | None = None,
-    cipher: SecretCipher | None = None,
-    progress: Progress | None = None,
-) -> dict[str, int]:
-    """Upsert by natural key (names, payment ids) in one transaction.
-
-    The audit log gets one entry per changed setting, rate table and client (not per rate
-    row), and one per payment applied. ``payments_applied`` (if given) receives
-    (client id, amount, live sequence) of each payment applied, for a live state kept
-    outside the database (Redis) to follow once the transaction has committed."""
-    audit = audit or AuditContext("load")
-    cipher = cipher if cipher is not None else NoKeyCipher()
-    counts = {"rate_tables": 0, "rates": 0, "clients": 0, "accounts": 0, "payments": 0}
-    with engine.begin() as conn:
-        if spec.max_call_length is not None:
-            set_setting(conn, "max_call_length", str(spec.max_call_length), audit)
-        table_ids: dict[str, int] = {}
-        for table in spec.rate_tables:
-            table_ids[table.name] = _upsert_rate_table(conn, table, audit)
-            counts["rate_tables"] += 1
-            counts["rates"] += len(table.rates)
-            if progress is not None:
-                progress.advance(len(table.rates))
-        applied: list[LiveMove] = []
-        for index, client in enumerate(spec.clients):
-            _upsert_client(conn, client, index, table_ids, counts, audit, applied, cipher)
-            if progress is not None:
-                progress.advance()
-        bump_catalog_version(conn)
-    if payments_applied is not None:
-        payments_applied.extend(applied)
-    return counts
-
-
+# --- provisioning (billingctl.services.load runs these in one transaction) ---------------
 _RATE_VALUES = ("name", "rate", "setup_fee", "min_volume", "interval", "grace_volume", "end_date")
 
 
-def _upsert_rate_table(conn: Connection, table: RateTableSpec, audit: AuditContext) -> int:
+def upsert_rate_table(conn: Connection, table: RateTableSpec, audit: AuditContext) -> int:
     """The table's rates by (code, effective_date): new ones added, changed ones replaced."""
     old = conn.execute(
         select(rate_tables_t.c.id, rate_tables_t.c.currency).where(
@@ -182,27 +149,25 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _upsert_client(
-    conn: Connection,
-    spec: ClientSpec,
-    index: int,
-    table_ids: dict[str, int],
-    counts: dict[str, int],
-    audit: AuditContext,
-    applied: list[LiveMove],
-    cipher: SecretCipher,
-) -> None:
-    rate_table_id: int | None = None
-    if spec.rate_table is not None:
-        rate_table_id = table_ids.get(spec.rate_table)
-        if rate_table_id is None:
-            rate_table_id = conn.execute(
-                select(rate_tables_t.c.id).where(rate_tables_t.c.name == spec.rate_table)
-            ).scalar_one_or_none()
-        if rate_table_id is None:
-            raise UserError(f"clients[{index}].rate_table: unknown rate table {spec.rate_table!r}")
+def _rate_table_of(
+    conn: Connection, spec: ClientSpec, index: int, table_ids: dict[str, int]
+) -> int | None:
+    """The id of the client's rate table: one of this file's, else one in the database."""
+    if spec.rate_table is None:
+        return None
+    rate_table_id = table_ids.get(spec.rate_table)
+    if rate_table_id is None:
+        rate_table_id = conn.execute(
+            select(rate_tables_t.c.id).where(rate_tables_t.c.name == spec.rate_table)
+        ).scalar_one_or_none()
+    if rate_table_id is None:
+        raise UserError(f"clients[{index}].rate_table: unknown rate table {spec.rate_table!r}")
+    return int(rate_table_id)
+
+
+def _client_values(spec: ClientSpec, rate_table_id: int | None) -> dict[str, Any]:
     company = spec.company
-    values: dict[str, Any] = {
+    return {
         "name": spec.name,
         "status": spec.status,
         "currency": spec.currency,
@@ -227,10 +192,26 @@ def _upsert_client(
         "registration_id": company.registration_id,
         "account_details": company.account_details,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Upserted:
+    """A client written by ``upsert_client``: its id, and its status and audit snapshot
+    before (None: it is new)."""
+
+    client_id: int
+    old_status: str | None
+    before: dict[str, Any] | None
+
+
+def upsert_client(
+    conn: Connection, spec: ClientSpec, index: int, table_ids: dict[str, int]
+) -> Upserted:
+    """The client's row (by name) and tags, as the file gives them."""
+    values = _client_values(spec, _rate_table_of(conn, spec, index, table_ids))
     old = conn.execute(
         select(clients_t.c.id, clients_t.c.status).where(clients_t.c.name == spec.name)
     ).one_or_none()
-    before = None
     if old is None:
         chosen = new_client_id(conn)
         if chosen is not None:
@@ -239,14 +220,26 @@ def _upsert_client(
             insert(clients_t).values(**values).returning(clients_t.c.id)
         ).scalar_one()
         conn.execute(insert(live_t).values(client_id=client_id, balance=ZERO))
+        upserted = Upserted(int(client_id), None, None)
     else:
-        client_id = old.id
-        before = client_snapshot(conn, client_id)
-        conn.execute(update(clients_t).where(clients_t.c.id == client_id).values(**values))
-    counts["clients"] += 1
-    set_tags(conn, client_id, spec.tags)
+        upserted = Upserted(int(old.id), str(old.status), client_snapshot(conn, old.id))
+        conn.execute(update(clients_t).where(clients_t.c.id == old.id).values(**values))
+    set_tags(conn, upserted.client_id, spec.tags)
+    return upserted
+
+
+def upsert_accounts(
+    conn: Connection,
+    client_id: int,
+    spec: ClientSpec,
+    index: int,
+    *,
+    cipher: SecretCipher,
+    in_service: bool,
+) -> set[str]:
+    """The client's accounts (by name; a new one originates and terminates when
+    ``in_service``); returns the names of those whose password changed."""
     changed_passwords: set[str] = set()
-    in_service = spec.status != "deleted"
     for account in spec.accounts:
         owner = conn.execute(
             select(
@@ -277,30 +270,44 @@ def _upsert_client(
             )
         else:
             conn.execute(update(accounts_t).where(accounts_t.c.name == account.name).values(**row))
-        counts["accounts"] += 1
-    if old is not None:
-        sync_account_flags(conn, client_id, old.status, spec.status)
-        client_status_changed(conn, client_id, spec.name, old.status, spec.status, utcnow())
+    return changed_passwords
+
+
+def record_client(
+    conn: Connection,
+    audit: AuditContext,
+    client_id: int,
+    name: str,
+    before: dict[str, Any] | None,
+    changed_passwords: set[str],
+) -> None:
     record(
         conn,
         audit,
         entity_type="client",
         entity_id=client_id,
-        entity_name=spec.name,
+        entity_name=name,
         before=before,
         after=client_snapshot(conn, client_id, changed_passwords=frozenset(changed_passwords)),
         client_id=client_id,
-        client_name=spec.name,
+        client_name=name,
     )
+
+
+def post_payments(
+    conn: Connection, audit: AuditContext, client_id: int, spec: ClientSpec
+) -> list[LiveMove]:
+    """The file's payments of the client not applied before (by their id), each audited."""
+    applied: list[LiveMove] = []
     for payment in spec.payments:
         posted = add_transaction(
             conn, client_id, payment.amount, payment.note, external_id=payment.id
         )
         if posted is not None:
             transaction_id, seq = posted
-            counts["payments"] += 1
             applied.append((client_id, payment.amount, seq))
             record_transaction(conn, audit, transaction_id, client_id, spec.name)
+    return applied
 
 
 def new_client_id(conn: Connection) -> int | None:
@@ -316,12 +323,9 @@ def new_client_id(conn: Connection) -> int | None:
     return max((int(v) for v in highest if v is not None), default=0) + 1
 
 
-def sync_account_flags(conn: Connection, client_id: int, old_status: str, new_status: str) -> int:
-    """A client becoming deleted stops its accounts originating and terminating; one leaving
-    the deleted status gets them back. Returns the number of accounts changed."""
-    if (old_status == "deleted") == (new_status == "deleted"):
-        return 0
-    in_service = new_status != "deleted"
+def set_account_flags(conn: Connection, client_id: int, *, in_service: bool) -> int:
+    """Every account of the client originates and terminates, or neither does (which one:
+    ``billingctl.services.clients``). Returns the number of accounts."""
     return int(
         conn.execute(
             update(accounts_t)
@@ -329,6 +333,12 @@ def sync_account_flags(conn: Connection, client_id: int, old_status: str, new_st
             .values(originate=in_service, terminate=in_service)
         ).rowcount
     )
+
+
+def client_status_changed(conn: Connection, client_id: int, name: str, old: str, new: str) -> None:
+    """Tell the daemon, in the change's transaction: the event, and a Disconnect-Request
+    for each call of a client set to stop or deleted."""
+    sql_disconnect.client_status_changed(conn, client_id, name, old, new, utcnow())
 
 
 def set_tags(conn: Connection, client_id: int, tags: Sequence[str]) -> None:
@@ -464,29 +474,9 @@ def list_sessions(
     """Calls in progress: from the database, plus (with Redis) the authorizations that hold
     funds in Redis and have no accounting yet."""
     now = utcnow()
-    held_only: list[dict[str, Any]] = []
     with engine.connect() as conn:
         wanted = find_client(conn, client).id if client else None
-        if live is not None and hasattr(live, "held_calls"):
-            names = {r.id: r.name for r in conn.execute(select(clients_t.c.id, clients_t.c.name))}
-            for hold in live.held_calls(now):
-                if wanted is not None and hold["client_id"] != wanted:
-                    continue
-                held_only.append(
-                    {
-                        "id": None,
-                        "acct_session_id": hold["acct_session_id"],
-                        "identifiers": sorted(hold["identifiers"]),
-                        "client": names.get(hold["client_id"], str(hold["client_id"])),
-                        "nas": hold["nas"],
-                        "called": hold["called"],
-                        "state": "held",
-                        "granted_seconds": hold["granted_seconds"],
-                        "held": fmt(hold["held"]),
-                        "authorized_at": _iso(hold["authorized_at"]),
-                        "started_at": None,
-                    }
-                )
+        held_only = _held_only(conn, live, wanted, now)
         query = (
             select(calls_t, clients_t.c.name.label("client_name"))
             .join(clients_t, clients_t.c.id == calls_t.c.client_id)
@@ -496,32 +486,63 @@ def list_sessions(
         if wanted is not None:
             query = query.where(clients_t.c.id == wanted)
         rows = list(conn.execute(query))
-        keys: dict[int, list[str]] = {}
-        from .sql.tables import call_keys_t
+        keys = _call_keys(conn, [r.id for r in rows])
+    return [_session(r, keys.get(r.id, [])) for r in rows] + held_only
 
-        if rows:
-            for call_id, key in conn.execute(
-                select(call_keys_t.c.call_id, call_keys_t.c.key).where(
-                    call_keys_t.c.call_id.in_([r.id for r in rows])
-                )
-            ):
-                keys.setdefault(call_id, []).append(key)
+
+def _held_only(
+    conn: Connection, live: Any, wanted: int | None, now: datetime
+) -> list[dict[str, Any]]:
+    """The authorizations a live state in Redis holds without accounting yet (none when the
+    database is the live state: its calls table has them)."""
+    if live is None or not hasattr(live, "held_calls"):
+        return []
+    names = {r.id: r.name for r in conn.execute(select(clients_t.c.id, clients_t.c.name))}
     return [
         {
-            "id": r.id,
-            "acct_session_id": r.acct_session_id,
-            "identifiers": sorted(keys.get(r.id, [])),
-            "client": r.client_name,
-            "nas": r.nas_key,
-            "called": r.called,
-            "state": r.state,
-            "granted_seconds": r.granted_seconds,
-            "held": fmt(r.hold),
-            "authorized_at": _iso(r.authorized_at),
-            "started_at": _iso(r.started_at),
+            "id": None,
+            "acct_session_id": hold["acct_session_id"],
+            "identifiers": sorted(hold["identifiers"]),
+            "client": names.get(hold["client_id"], str(hold["client_id"])),
+            "nas": hold["nas"],
+            "called": hold["called"],
+            "state": "held",
+            "granted_seconds": hold["granted_seconds"],
+            "held": fmt(hold["held"]),
+            "authorized_at": _iso(hold["authorized_at"]),
+            "started_at": None,
         }
-        for r in rows
-    ] + held_only
+        for hold in live.held_calls(now)
+        if wanted is None or hold["client_id"] == wanted
+    ]
+
+
+def _call_keys(conn: Connection, call_ids: Sequence[int]) -> dict[int, list[str]]:
+    keys: dict[int, list[str]] = {}
+    if call_ids:
+        for call_id, key in conn.execute(
+            select(call_keys_t.c.call_id, call_keys_t.c.key).where(
+                call_keys_t.c.call_id.in_(call_ids)
+            )
+        ):
+            keys.setdefault(call_id, []).append(key)
+    return keys
+
+
+def _session(r: Any, keys: Sequence[str]) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "acct_session_id": r.acct_session_id,
+        "identifiers": sorted(keys),
+        "client": r.client_name,
+        "nas": r.nas_key,
+        "called": r.called,
+        "state": r.state,
+        "granted_seconds": r.granted_seconds,
+        "held": fmt(r.hold),
+        "authorized_at": _iso(r.authorized_at),
+        "started_at": _iso(r.started_at),
+    }
 
 
 def list_cdrs(engine: Engine, client: str | None = None) -> list[dict[str, Any]]:

@@ -17,13 +17,26 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
+from billing_core.adapters.sql.models import (
+    ClientTagRow,
+    InvoiceRow,
+    NotifyStateRow,
+    RateTableRow,
+    TagRow,
+    table,
+)
+from billing_core.adapters.sql.tables import (
+    calls_t,
+    clients_t,
+    live_calls_condition,
+    live_t,
+    transactions_t,
+    utcnow,
+)
 from billing_core.domain.money import ZERO
 from billing_core.domain.money import display as fmt
 from billing_core.errors import NotFoundError
 from billing_core.ports import LiveState
-
-from .sql.models import ClientTagRow, InvoiceRow, NotifyStateRow, RateTableRow, TagRow, table
-from .sql.tables import calls_t, clients_t, live_calls_condition, live_t, transactions_t, utcnow
 
 rate_tables_t = table(RateTableRow)
 tags_t = table(TagRow)

@@ -17,13 +17,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, or_, select
 
+from billing_core.adapters.sql.models import AuditRow, RateTableRow, table
+from billing_core.adapters.sql.tables import accounts_t, clients_t, utcnow
 from billing_core.domain.money import display
 from billing_core.errors import NotFoundError
-from billing_core.provisioning import CLIENT_FIELDS
+from billingctl.provisioning import CLIENT_FIELDS
 
 from .client_queries import tags_of
-from .sql.models import AuditRow, RateTableRow, table
-from .sql.tables import accounts_t, clients_t, utcnow
 
 audit_t = table(AuditRow)
 rate_tables_t = table(RateTableRow)

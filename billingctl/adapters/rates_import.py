@@ -1,9 +1,10 @@
 """Rate tables from the command line: bulk import of a rates CSV, listing, the rate now.
 
-``import_rates`` streams the CSV (CONTRACT §4 columns), validating every row with ``load``'s
-rules, into a temporary table: with ``COPY ... FROM STDIN`` on PostgreSQL, with chunked
-``executemany`` on SQLite. Only when the whole file is valid (and has no code repeated with
-the same effective date) does one statement move it into ``rates``:
+An import (run by ``billingctl.services.rates.import_rates``) streams the CSV (CONTRACT §4
+columns), validating every row with ``load``'s rules, into a temporary table: with
+``COPY ... FROM STDIN`` on PostgreSQL, with chunked ``executemany`` on SQLite. Only when the
+whole file is valid (and has no code repeated with the same effective date) does one
+statement move it into ``rates``:
 
 - ``replace``: the table's rates become exactly the file's;
 - ``merge``: upsert by (code, effective_date); rates the file does not name stay.
@@ -15,6 +16,7 @@ table (not one per rate). An error rolls everything back: nothing is written.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -37,30 +39,28 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from billing_core.adapters.sql.catalog import bump_catalog_version, bump_rates_version
+from billing_core.adapters.sql.models import MoneyType, UTCDateTime
+from billing_core.adapters.sql.tables import clients_t, rates_t, utcnow
 from billing_core.domain.dialled import digits_only, normalize_number
 from billing_core.domain.money import display as fmt
 from billing_core.domain.money import to_micros
 from billing_core.domain.rating import Rate, RateTableIndex
 from billing_core.errors import NotFoundError, UserError
-from billing_core.progress import Progress
-from billing_core.provisioning import (
+from billingctl.progress import Progress
+from billingctl.provisioning import (
     RATE_COLUMNS,
     ProvisioningError,
     RateSpec,
     check_code,
-    check_currency,
     rate_from_csv_row,
     rate_row,
 )
-from billing_core.provisioning_file import read_rates_csv
+from billingctl.provisioning_file import read_rates_csv
 
 from .audit import AuditContext, record
 from .client_queries import rate_tables_t
-from .sql.catalog import bump_catalog_version, bump_rates_version
-from .sql.models import MoneyType, UTCDateTime
-from .sql.tables import clients_t, rates_t, utcnow
 
-MODES = ("replace", "merge")
 SQLITE_CHUNK = 5000
 _CODE_MAX = 32
 _NAME_MAX = 128
@@ -223,99 +223,100 @@ def _check_repeats(conn: Connection, name: str) -> None:
     )
 
 
-def import_rates(
-    engine: Engine,
-    table: str,
-    path: Path,
-    *,
-    mode: str = "merge",
-    currency: str | None = None,
-    audit: AuditContext,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Import ``path`` into rate table ``table`` (created when ``currency`` is given and the
-    table does not exist). Returns counts: rows, before, after, added, updated, removed."""
-    if mode not in MODES:
-        raise UserError(f"mode: must be one of {', '.join(MODES)}")
-    if currency is not None:
-        currency = check_currency(currency)
-    name = path.name
-    if not path.is_file():
-        raise UserError(f"{name}: cannot read: no such file")
+@contextmanager
+def import_transaction(engine: Engine) -> Iterator[Connection]:
+    """The import's one transaction: an error anywhere rolls everything back."""
     with engine.begin() as conn:
-        row = _find_table(conn, table)
-        created = row is None
-        if row is None:
-            if currency is None:
-                raise NotFoundError(f"no rate table named {table!r} (give --currency to create it)")
-            conn.execute(insert(rate_tables_t).values(name=table, currency=currency))
-            row = _require_table(conn, table)
-        elif currency is not None and currency != row.currency:
-            raise UserError(f"currency: rate table {table!r} is in {row.currency}, not {currency}")
-        table_id = row.id
-        staging_t.create(conn)
-        rows = _validated(path, name)
-        if progress is not None:
-            rows = progress.track(rows)
-        if conn.dialect.name == "postgresql":
-            staged = _stage_postgresql(conn, rows)
-        else:
-            staged = _stage_sqlite(conn, rows)
-        if staged == 0:
-            raise UserError(f"{name}: has no rates (a header and no rows)")
-        if progress is not None:
-            progress.stage("merging into the table")
-        _check_repeats(conn, name)
-        before = _count(conn, table_id)
-        source = select(
-            literal(table_id, Integer), *(staging_t.c[c] for c in _VALUE_COLUMNS)
-        ).where(true())  # SQLite needs a WHERE to parse INSERT ... SELECT ... ON CONFLICT
-        target = ["rate_table_id", *_VALUE_COLUMNS]
-        if mode == "replace":
-            conn.execute(delete(rates_t).where(rates_t.c.rate_table_id == table_id))
-            conn.execute(insert(rates_t).from_select(target, source))
-        else:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            upsert = dialect.insert(rates_t).from_select(target, source)
-            conn.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=["rate_table_id", "code", "effective_date"],
-                    set_={c: upsert.excluded[c] for c in _UPDATED_COLUMNS},
-                )
+        yield conn
+
+
+def find_table(conn: Connection, name: str) -> Any:
+    """The rate table named ``name`` (id, currency), or None."""
+    return _find_table(conn, name)
+
+
+def create_table(conn: Connection, name: str, currency: str) -> Any:
+    conn.execute(insert(rate_tables_t).values(name=name, currency=currency))
+    return _require_table(conn, name)
+
+
+def stage(conn: Connection, path: Path, progress: Progress | None = None) -> int:
+    """Stream the CSV, every row validated, into the staging table; the number of rows.
+    Refused when it has no rows or repeats a code with the same effective date."""
+    name = path.name
+    staging_t.create(conn)
+    rows = _validated(path, name)
+    if progress is not None:
+        rows = progress.track(rows)
+    if conn.dialect.name == "postgresql":
+        staged = _stage_postgresql(conn, rows)
+    else:
+        staged = _stage_sqlite(conn, rows)
+    if staged == 0:
+        raise UserError(f"{name}: has no rates (a header and no rows)")
+    if progress is not None:
+        progress.stage("merging into the table")
+    _check_repeats(conn, name)
+    return staged
+
+
+def count_rates(conn: Connection, table_id: int) -> int:
+    return _count(conn, table_id)
+
+
+def move_staged(conn: Connection, table_id: int, mode: str) -> None:
+    """One statement moves the staged rates into the table: ``replace`` its rates by them,
+    or ``merge`` them by (code, effective_date); then the daemon is told (versions)."""
+    source = select(literal(table_id, Integer), *(staging_t.c[c] for c in _VALUE_COLUMNS)).where(
+        true()
+    )  # SQLite needs a WHERE to parse INSERT ... SELECT ... ON CONFLICT
+    target = ["rate_table_id", *_VALUE_COLUMNS]
+    if mode == "replace":
+        conn.execute(delete(rates_t).where(rates_t.c.rate_table_id == table_id))
+        conn.execute(insert(rates_t).from_select(target, source))
+    else:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        upsert = dialect.insert(rates_t).from_select(target, source)
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["rate_table_id", "code", "effective_date"],
+                set_={c: upsert.excluded[c] for c in _UPDATED_COLUMNS},
             )
-        after = _count(conn, table_id)
-        if conn.dialect.name == "sqlite":
-            staging_t.drop(conn)
-        bump_rates_version(conn, table_id)
-        bump_catalog_version(conn)
-        if mode == "replace":
-            counts = {"added": after, "updated": 0, "removed": before}
-        else:
-            counts = {"added": after - before, "updated": staged - (after - before), "removed": 0}
-        result = {
-            "table": table,
-            "currency": row.currency,
-            "file": name,
-            "mode": mode,
-            "rows": staged,
-            "before": before,
-            "after": after,
-            **counts,
-        }
-        record(
-            conn,
-            audit,
-            entity_type="rate_table",
-            entity_id=table_id,
-            entity_name=table,
-            before=None if created else {"currency": row.currency, "rates": before},
-            after={
-                "currency": row.currency,
-                "rates": after,
-                "import": {"file": name, "mode": mode, "rows": staged, **counts},
-            },
         )
-    return result
+
+
+def finish_import(conn: Connection, table_id: int) -> None:
+    """The staging table dropped (SQLite: PostgreSQL drops it at commit) and the versions
+    moved, so the daemon reloads the table."""
+    if conn.dialect.name == "sqlite":
+        staging_t.drop(conn)
+    bump_rates_version(conn, table_id)
+    bump_catalog_version(conn)
+
+
+def record_import(
+    conn: Connection, audit: AuditContext, row: Any, result: dict[str, Any], *, created: bool
+) -> None:
+    """One audit entry for the table (not one per rate)."""
+    counts = {k: result[k] for k in ("added", "updated", "removed")}
+    record(
+        conn,
+        audit,
+        entity_type="rate_table",
+        entity_id=row.id,
+        entity_name=result["table"],
+        before=None if created else {"currency": row.currency, "rates": result["before"]},
+        after={
+            "currency": row.currency,
+            "rates": result["after"],
+            "import": {
+                "file": result["file"],
+                "mode": result["mode"],
+                "rows": result["rows"],
+                **counts,
+            },
+        },
+    )
 
 
 # --- reading -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ naming the path of the first offending field. Nothing is returned before the who
 document has been checked, so an invalid file is rejected whole.
 
 Rates given as ``csv: path`` are read through the ``read_csv`` callable supplied by the
-caller (``billing_core.provisioning_file`` reads them from disk); it yields
+caller (``billingctl.provisioning_file`` reads them from disk); it yields
 ``(line_number, row)`` for each data row, and errors there name the CSV and its line.
 """
 
@@ -435,14 +435,7 @@ class _Seen:
 def _client(value: object, path: str, currency_of: Mapping[str, str], seen: _Seen) -> ClientSpec:
     fields = _mapping(value, path, _CLIENT_KEYS)
 
-    name_path = f"{path}.name"
-    name = _name(fields.get("name"), name_path)
-    if name in seen.clients:
-        raise ProvisioningError(
-            name_path, f"duplicate client name {_show(name)} (also at {seen.clients[name]})"
-        )
-    seen.clients[name] = path
-
+    name = _client_name(fields.get("name"), path, seen)
     status = _choice(fields.get("status"), f"{path}.status", _STATUSES, default="active")
     currency = _currency(fields.get("currency"), f"{path}.currency")
     timezone = _timezone(fields.get("timezone"), f"{path}.timezone")
@@ -455,27 +448,10 @@ def _client(value: object, path: str, currency_of: Mapping[str, str], seen: _See
         default="disconnect",
     )
     postpaid = _flag(fields.get("postpaid"), f"{path}.postpaid", default=False)
-    credit_value = fields.get("credit")
-    credit = (
-        Decimal(0)
-        if credit_value is None
-        else _amount(credit_value, f"{path}.credit", int_digits=_CREDIT_INT_DIGITS)
+    credit = _credit(fields.get("credit"), f"{path}.credit")
+    rate_table = _client_rate_table(
+        fields.get("rate_table"), f"{path}.rate_table", currency, currency_of
     )
-
-    rate_table: str | None = None
-    table_value = fields.get("rate_table")
-    if table_value is not None:
-        table_path = f"{path}.rate_table"
-        rate_table = _name(table_value, table_path)
-        table_currency = currency_of.get(rate_table)
-        # A name not in this file must already be in the database: the applier checks it.
-        if table_currency is not None and table_currency != currency:
-            raise ProvisioningError(
-                table_path,
-                f"rate table {_show(rate_table)} is in {table_currency},"
-                f" the client's currency is {currency}",
-            )
-
     capacity_value = fields.get("capacity")
     capacity = None if capacity_value is None else _whole(capacity_value, f"{path}.capacity", 0)
     low_balance = _low_balance(fields.get("low_balance"), f"{path}.low_balance")
@@ -511,6 +487,40 @@ def _client(value: object, path: str, currency_of: Mapping[str, str], seen: _See
         notify_client_below=notify["notify_client_below"],
         notify_admin_below=notify["notify_admin_below"],
     )
+
+
+def _client_name(value: object, path: str, seen: _Seen) -> str:
+    """The client's name, unique in the file."""
+    name_path = f"{path}.name"
+    name = _name(value, name_path)
+    if name in seen.clients:
+        raise ProvisioningError(
+            name_path, f"duplicate client name {_show(name)} (also at {seen.clients[name]})"
+        )
+    seen.clients[name] = path
+    return name
+
+
+def _credit(value: object, path: str) -> Decimal:
+    return Decimal(0) if value is None else _amount(value, path, int_digits=_CREDIT_INT_DIGITS)
+
+
+def _client_rate_table(
+    value: object, path: str, currency: str, currency_of: Mapping[str, str]
+) -> str | None:
+    """The client's rate table, in the client's currency when it is one of this file's (a
+    name not in this file must already be in the database: the applier checks it)."""
+    if value is None:
+        return None
+    rate_table = _name(value, path)
+    table_currency = currency_of.get(rate_table)
+    if table_currency is not None and table_currency != currency:
+        raise ProvisioningError(
+            path,
+            f"rate table {_show(rate_table)} is in {table_currency},"
+            f" the client's currency is {currency}",
+        )
+    return rate_table
 
 
 def _low_balance(value: object, path: str) -> LowBalanceSpec | None:

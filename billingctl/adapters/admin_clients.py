@@ -1,7 +1,8 @@
-"""The Clients section: add, edit, delete, full delete, mass edit; client templates.
+"""The Clients section's SQL: add, the pieces of an edit and of a full delete (run by
+``billingctl.services.clients``, which holds the rules), client templates.
 
-Field values arrive validated by ``billing_core.provisioning.validate_client_fields`` (the
-same rules as ``load``), keyed by :data:`~billing_core.provisioning.CLIENT_FIELDS` name;
+Field values arrive validated by ``billingctl.provisioning.validate_client_fields`` (the
+same rules as ``load``), keyed by :data:`~billingctl.provisioning.CLIENT_FIELDS` name;
 here they are checked against the database (rate tables, unique names) and written, with
 the catalog version bumped and an audit entry, in one transaction per command.
 """
@@ -9,36 +10,17 @@ the catalog version bumped and an audit entry, in one transaction per command.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
-from billing_core.domain.money import ZERO
-from billing_core.domain.money import display as fmt
-from billing_core.errors import NotFoundError, UserError
-from billing_core.ports import LiveState
-from billing_core.provisioning import (
-    CLIENT_DEFAULTS,
-    TEMPLATE_FIELDS,
-    check_low_balance,
-)
-
-from .admin import new_client_id, set_tags, sync_account_flags
-from .audit import AuditContext, client_snapshot, jsonable, record
-from .client_queries import (
-    client_summary,
-    client_tags_t,
-    find_client,
-    invoices_t,
-    rate_tables_t,
-    tags_of,
-)
-from .sql.catalog import bump_catalog_version
-from .sql.disconnect import client_status_changed
-from .sql.models import ClientTemplateRow, table
-from .sql.tables import (
+from billing_core.adapters.sql.catalog import bump_catalog_version
+from billing_core.adapters.sql.models import ClientTemplateRow, table
+from billing_core.adapters.sql.tables import (
     accounts_t,
     call_keys_t,
     calls_t,
@@ -47,7 +29,25 @@ from .sql.tables import (
     live_calls_condition,
     live_t,
     transactions_t,
-    utcnow,
+)
+from billing_core.domain.money import ZERO
+from billing_core.domain.money import display as fmt
+from billing_core.errors import NotFoundError, UserError
+from billingctl.provisioning import (
+    CLIENT_DEFAULTS,
+    TEMPLATE_FIELDS,
+    check_low_balance,
+)
+
+from .admin import new_client_id, set_tags
+from .audit import AuditContext, client_snapshot, jsonable, record
+from .client_queries import (
+    client_summary,
+    client_tags_t,
+    find_client,
+    invoices_t,
+    rate_tables_t,
+    tags_of,
 )
 
 templates_t = table(ClientTemplateRow)
@@ -168,18 +168,47 @@ def add_client(
     return client_summary(engine, str(client_id))
 
 
-def _edit(
+@contextmanager
+def client_transaction(engine: Engine, name_or_id: str) -> Iterator[tuple[Connection, Any]]:
+    """One transaction and the client's row, read in it."""
+    with engine.begin() as conn:
+        yield conn, find_client(conn, name_or_id)
+
+
+def client_id(engine: Engine, name_or_id: str) -> int:
+    with engine.connect() as conn:
+        return int(find_client(conn, name_or_id).id)
+
+
+def find_clients(conn: Connection, keys: Sequence[str]) -> list[Any]:
+    """The clients named (by name or id), each once, in the order given."""
+    rows: list[Any] = []
+    for key in keys:
+        try:
+            row = find_client(conn, key)
+        except NotFoundError:
+            raise NotFoundError(f"ID: no client {key!r}; nothing changed") from None
+        if all(r.id != row.id for r in rows):
+            rows.append(row)
+    return rows
+
+
+def snapshot(conn: Connection, client_id: int) -> dict[str, Any]:
+    """The client as the audit log shows it."""
+    shown = client_snapshot(conn, client_id)
+    assert shown is not None
+    return shown
+
+
+def write_edit(
     conn: Connection,
     row: Any,
     fields: Mapping[str, object],
     *,
     new_name: str | None,
     tags: TagChange,
-    audit: AuditContext,
-) -> list[str]:
-    """Apply an edit to one client in ``conn``'s transaction: the fields that changed."""
-    before = client_snapshot(conn, row.id)
-    assert before is not None
+) -> None:
+    """Write an edit's fields, name and tags to one client, checked against each other."""
     check_currency = "currency" in fields or "rate_table" in fields
     merged = {**_fields_of(conn, row, ("currency", "rate_table")), **fields}
     if "low_balance_threshold" in fields or "low_balance_capacity" in fields:
@@ -203,13 +232,14 @@ def _edit(
         conn.execute(update(clients_t).where(clients_t.c.id == row.id).values(**columns))
     if tags:
         set_tags(conn, row.id, tags.apply(tags_of(conn, [row.id])[row.id]))
-    if "status" in fields:
-        sync_account_flags(conn, row.id, row.status, str(fields["status"]))
-        client_status_changed(
-            conn, row.id, new_name or row.name, row.status, str(fields["status"]), utcnow()
-        )
-    after = client_snapshot(conn, row.id)
-    assert after is not None
+
+
+def record_edit(
+    conn: Connection, client_id: int, before: dict[str, Any], audit: AuditContext
+) -> list[str]:
+    """After an edit: the fields that changed; when any did, the catalog moves on (the
+    daemon reloads) and the audit log gets the change."""
+    after = snapshot(conn, client_id)
     changed = [key for key in after if before.get(key) != after.get(key)]
     if changed:
         bump_catalog_version(conn)
@@ -217,131 +247,65 @@ def _edit(
             conn,
             audit,
             entity_type="client",
-            entity_id=row.id,
+            entity_id=client_id,
             entity_name=after["name"],
             before=before,
             after=after,
-            client_id=row.id,
+            client_id=client_id,
             client_name=after["name"],
         )
     return changed
 
 
-def edit_client(
-    engine: Engine,
-    name_or_id: str,
-    fields: Mapping[str, object],
-    *,
-    new_name: str | None = None,
-    tags: TagChange | None = None,
-    audit: AuditContext,
-) -> tuple[dict[str, Any], list[str]]:
-    """Change the fields given; returns the client and the names of the fields that changed."""
-    with engine.begin() as conn:
-        row = find_client(conn, name_or_id)
-        changed = _edit(conn, row, fields, new_name=new_name, tags=tags or TagChange(), audit=audit)
-    return client_summary(engine, str(row.id)), changed
+def count_accounts(conn: Connection, client_id: int) -> int:
+    return int(
+        conn.execute(select(func.count()).where(accounts_t.c.client_id == client_id)).scalar_one()
+    )
 
 
-def mass_edit_clients(
-    engine: Engine,
-    clients: Sequence[str],
-    fields: Mapping[str, object],
-    *,
-    tags: TagChange | None = None,
-    audit: AuditContext,
-) -> list[tuple[str, list[str]]]:
-    """The same change to many clients in one transaction: all of them or none."""
-    with engine.begin() as conn:
-        rows: list[Any] = []
-        for key in clients:
-            try:
-                row = find_client(conn, key)
-            except NotFoundError:
-                raise NotFoundError(f"ID: no client {key!r}; nothing changed") from None
-            if all(r.id != row.id for r in rows):
-                rows.append(row)
-        return [
-            (
-                row.name,
-                _edit(conn, row, fields, new_name=None, tags=tags or TagChange(), audit=audit),
-            )
-            for row in rows
-        ]
-
-
-def delete_client(engine: Engine, name_or_id: str, *, audit: AuditContext) -> tuple[str, int]:
-    """Status deleted: authorization rejects its calls and its accounts neither originate nor
-    terminate; the accounts, ledger and CDRs stay. Returns (name, accounts stopped)."""
-    with engine.begin() as conn:
-        row = find_client(conn, name_or_id)
-        if row.status == "deleted":
-            return row.name, 0
-        _edit(conn, row, {"status": "deleted"}, new_name=None, tags=TagChange(), audit=audit)
-        stopped = conn.execute(
-            select(func.count()).where(accounts_t.c.client_id == row.id)
+def calls_in_progress(conn: Connection, client_id: int, now: datetime) -> int:
+    """The client's calls in progress as the database knows them."""
+    return int(
+        conn.execute(
+            select(func.count()).where(calls_t.c.client_id == client_id, live_calls_condition(now))
         ).scalar_one()
-        return row.name, int(stopped)
+    )
 
 
-def full_delete_client(
-    engine: Engine, name_or_id: str, *, audit: AuditContext, live: LiveState | None = None
-) -> dict[str, Any]:
-    """Remove the client and everything that belongs to it, in one transaction.
-
-    Refused while the client has calls in progress (their accounting would find no client),
-    as the database or, when given, the live state in Redis knows them."""
-    now = utcnow()
-    if live is not None:
-        with engine.connect() as conn:
-            client_id = find_client(conn, name_or_id).id
-        view = live.view([client_id], now)[client_id]
-        if view.active_calls or view.held:
-            raise UserError(
-                f"client: {name_or_id} has calls in progress (live state); delete it first"
-                " (clients delete) and full-delete once they have ended"
-            )
-    with engine.begin() as conn:
-        row = find_client(conn, name_or_id)
-        in_progress = conn.execute(
-            select(func.count()).where(calls_t.c.client_id == row.id, live_calls_condition(now))
-        ).scalar_one()
-        if in_progress:
-            raise UserError(
-                f"client: {row.name} has {in_progress} call(s) in progress;"
-                " delete it first (clients delete) and full-delete once they have ended"
-            )
-        before = client_snapshot(conn, row.id)
-        assert before is not None
-        live = conn.execute(
-            select(live_t.c.balance).where(live_t.c.client_id == row.id)
-        ).scalar_one_or_none()
-        removed: dict[str, Any] = {"name": row.name}
-        call_ids = select(calls_t.c.id).where(calls_t.c.client_id == row.id)
-        conn.execute(delete(call_keys_t).where(call_keys_t.c.call_id.in_(call_ids)))
-        for label, tbl in (
-            ("calls", calls_t),
-            ("cdrs", cdrs_t),
-            ("transactions", transactions_t),
-            ("invoices", invoices_t),
-            ("accounts", accounts_t),
-            ("tags", client_tags_t),
-            ("live_balance", live_t),
-        ):
-            removed[label] = conn.execute(delete(tbl).where(tbl.c.client_id == row.id)).rowcount
-        conn.execute(delete(clients_t).where(clients_t.c.id == row.id))
-        bump_catalog_version(conn)
-        record(
-            conn,
-            audit,
-            entity_type="client",
-            entity_id=row.id,
-            entity_name=row.name,
-            before={**before, "live_balance": fmt(live) if live is not None else None},
-            after=None,
-            client_id=row.id,
-            client_name=row.name,
-        )
+def remove_client(conn: Connection, row: Any, *, audit: AuditContext) -> dict[str, Any]:
+    """Remove the client and everything that belongs to it (its calls, CDRs, ledger,
+    invoices, accounts, tags, live balance), audited with its last state. Returns its name
+    and the counts removed by kind."""
+    before = snapshot(conn, row.id)
+    live = conn.execute(
+        select(live_t.c.balance).where(live_t.c.client_id == row.id)
+    ).scalar_one_or_none()
+    removed: dict[str, Any] = {"name": row.name}
+    call_ids = select(calls_t.c.id).where(calls_t.c.client_id == row.id)
+    conn.execute(delete(call_keys_t).where(call_keys_t.c.call_id.in_(call_ids)))
+    for label, tbl in (
+        ("calls", calls_t),
+        ("cdrs", cdrs_t),
+        ("transactions", transactions_t),
+        ("invoices", invoices_t),
+        ("accounts", accounts_t),
+        ("tags", client_tags_t),
+        ("live_balance", live_t),
+    ):
+        removed[label] = conn.execute(delete(tbl).where(tbl.c.client_id == row.id)).rowcount
+    conn.execute(delete(clients_t).where(clients_t.c.id == row.id))
+    bump_catalog_version(conn)
+    record(
+        conn,
+        audit,
+        entity_type="client",
+        entity_id=row.id,
+        entity_name=row.name,
+        before={**before, "live_balance": fmt(live) if live is not None else None},
+        after=None,
+        client_id=row.id,
+        client_name=row.name,
+    )
     removed.pop("live_balance")
     return removed
 

@@ -1,7 +1,7 @@
 """Money seen by the operator: the ledger (transactions) and invoices.
 
-An invoice bills a client's call charges of a period: from the day after its last-invoiced
-date (or from the beginning) through ``--until``, days as in the client's time zone, each
+An invoice bills a client's call charges of a period (which period:
+``billingctl.services.money.invoice_period``), days as in the client's time zone, each
 charge dated by its call's billed moment (the moment ``bill_events_by`` rates it at, kept on
 the CDR), not by when its Stop reached the ledger: a call at 23:59 on the period's last day
 whose Stop arrives after midnight stays in that period. A charge dated in a period that was
@@ -14,21 +14,21 @@ invoice changes neither the ledger nor the live balance.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, Select, func, insert, select, update
 
+from billing_core.adapters.sql.tables import cdrs_t, clients_t, transactions_t
 from billing_core.domain.money import ZERO
 from billing_core.domain.money import display as fmt
-from billing_core.errors import UserError
 
 from .audit import AuditContext, record
 from .client_queries import balances, find_client, invoices_t
-from .sql.tables import cdrs_t, clients_t, transactions_t, utcnow
 
 KINDS = ("payment", "charge", "call")
 
@@ -83,88 +83,95 @@ def list_transactions(
     ]
 
 
-def generate_invoice(
-    engine: Engine, client: str, until: date, *, audit: AuditContext, now: datetime | None = None
-) -> dict[str, Any]:
-    """One invoice for the call charges since the last-invoiced date through ``until``."""
-    now = now or utcnow()
+@contextmanager
+def client_transaction(engine: Engine, client: str) -> Iterator[tuple[Connection, Any]]:
+    """One transaction and the client's row, read in it."""
     with engine.begin() as conn:
-        row = find_client(conn, client)
-        today = now.astimezone(_zone(row.timezone)).date()
-        if until >= today:
-            raise UserError(
-                f"until: {until.isoformat()} has not ended yet in the client's time zone"
-                f" ({row.timezone}, today is {today.isoformat()}); invoice up to yesterday"
-            )
-        start = None
-        if row.last_invoiced is not None:
-            if until <= row.last_invoiced:
-                raise UserError(
-                    f"until: {row.name} is invoiced through {row.last_invoiced.isoformat()}"
-                    " already; give a later day"
-                )
-            start = row.last_invoiced + timedelta(days=1)
-        # a charge is dated by its call's billed moment (the CDR's rating moment, set by
-        # bill_events_by), else by when it reached the ledger; no lower bound: a charge dated
-        # in a period invoiced before it arrived is carried on this invoice, never lost
-        moment = func.coalesce(cdrs_t.c.rated_at, transactions_t.c.created_at)
-        due = (
-            select(transactions_t.c.id)
-            .select_from(transactions_t.outerjoin(cdrs_t, cdrs_t.c.id == transactions_t.c.cdr_id))
-            .where(
-                transactions_t.c.client_id == row.id,
-                transactions_t.c.kind == "call",
-                transactions_t.c.invoice_id.is_(None),
-                moment < day_start(until + timedelta(days=1), row.timezone),
-            )
+        yield conn, find_client(conn, client)
+
+
+def _due_charges(row: Any, until: date) -> Select[tuple[int]]:
+    """The client's call charges not invoiced yet, dated up to the end of ``until`` in its
+    time zone: by the call's billed moment (the CDR's rating moment, set by bill_events_by),
+    else by when the charge reached the ledger. No lower bound: a charge dated in a period
+    invoiced before it arrived is carried on the next invoice, never lost."""
+    moment = func.coalesce(cdrs_t.c.rated_at, transactions_t.c.created_at)
+    return (
+        select(transactions_t.c.id)
+        .select_from(transactions_t.outerjoin(cdrs_t, cdrs_t.c.id == transactions_t.c.cdr_id))
+        .where(
+            transactions_t.c.client_id == row.id,
+            transactions_t.c.kind == "call",
+            transactions_t.c.invoice_id.is_(None),
+            moment < day_start(until + timedelta(days=1), row.timezone),
         )
-        invoice_id = conn.execute(
-            insert(invoices_t)
-            .values(
-                client_id=row.id,
-                period_start=start,
-                period_end=until,
-                total=ZERO,
-                charges=0,
-                currency=row.currency,
-                created_at=now,
-            )
-            .returning(invoices_t.c.id)
-        ).scalar_one()
-        # the charges linked are exactly the charges summed (one statement: a charge that
-        # arrives meanwhile is either in both or in neither)
-        amounts = conn.execute(
-            update(transactions_t)
-            .where(transactions_t.c.id.in_(due.scalar_subquery()))
-            .values(invoice_id=invoice_id)
-            .returning(transactions_t.c.amount)
-        ).scalars()
-        charges = [Decimal(amount) for amount in amounts]
-        total = -sum(charges, ZERO)
-        conn.execute(
-            update(invoices_t)
-            .where(invoices_t.c.id == invoice_id)
-            .values(total=total, charges=len(charges))
-        )
-        conn.execute(update(clients_t).where(clients_t.c.id == row.id).values(last_invoiced=until))
-        invoice = _invoice_dict(_find_invoice(conn, invoice_id), row.name)
-        record(
-            conn,
-            audit,
-            entity_type="invoice",
-            entity_id=invoice_id,
-            entity_name=None,
-            before=None,
-            after={
-                **{k: v for k, v in invoice.items() if k not in {"id", "client"}},
-                "last_invoiced": until,
-                "previous_last_invoiced": row.last_invoiced,
-            },
+    )
+
+
+def issue_invoice(
+    conn: Connection,
+    row: Any,
+    period: tuple[date | None, date],
+    *,
+    audit: AuditContext,
+    now: datetime,
+) -> dict[str, Any]:
+    """Write the invoice of ``period`` (start, None: from the beginning; end) for the
+    client ``row`` in ``conn``'s transaction: its charges linked, its total, the client's
+    last-invoiced date moved to the period's end, the audit entry."""
+    start, until = period
+    invoice_id = conn.execute(
+        insert(invoices_t)
+        .values(
             client_id=row.id,
-            client_name=row.name,
+            period_start=start,
+            period_end=until,
+            total=ZERO,
+            charges=0,
+            currency=row.currency,
+            created_at=now,
         )
-        invoice["fixed_balance"] = fmt(balances(conn, [row.id], now)[row.id]["fixed"])
+        .returning(invoices_t.c.id)
+    ).scalar_one()
+    # the charges linked are exactly the charges summed (one statement: a charge that
+    # arrives meanwhile is either in both or in neither)
+    amounts = conn.execute(
+        update(transactions_t)
+        .where(transactions_t.c.id.in_(_due_charges(row, until).scalar_subquery()))
+        .values(invoice_id=invoice_id)
+        .returning(transactions_t.c.amount)
+    ).scalars()
+    charges = [Decimal(amount) for amount in amounts]
+    conn.execute(
+        update(invoices_t)
+        .where(invoices_t.c.id == invoice_id)
+        .values(total=-sum(charges, ZERO), charges=len(charges))
+    )
+    conn.execute(update(clients_t).where(clients_t.c.id == row.id).values(last_invoiced=until))
+    invoice = _invoice_dict(_find_invoice(conn, invoice_id), row.name)
+    _record_invoice(conn, audit, invoice, row, until)
+    invoice["fixed_balance"] = fmt(balances(conn, [row.id], now)[row.id]["fixed"])
     return invoice
+
+
+def _record_invoice(
+    conn: Connection, audit: AuditContext, invoice: dict[str, Any], row: Any, until: date
+) -> None:
+    record(
+        conn,
+        audit,
+        entity_type="invoice",
+        entity_id=invoice["id"],
+        entity_name=None,
+        before=None,
+        after={
+            **{k: v for k, v in invoice.items() if k not in {"id", "client"}},
+            "last_invoiced": until,
+            "previous_last_invoiced": row.last_invoiced,
+        },
+        client_id=row.id,
+        client_name=row.name,
+    )
 
 
 def _find_invoice(conn: Connection, invoice_id: int) -> Any:

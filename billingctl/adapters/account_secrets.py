@@ -13,14 +13,13 @@ from typing import Any
 
 from sqlalchemy import Engine, select, update
 
+from billing_core.adapters.secretbox import NoKeyCipher
+from billing_core.adapters.sql.catalog import bump_catalog_version
+from billing_core.adapters.sql.tables import accounts_t
 from billing_core.domain.credentials import methods_text, needs_secret
 from billing_core.domain.model import check_password, hash_password
 from billing_core.errors import UserError
 from billing_core.ports import SecretCipher, SecretUnavailable
-
-from .secretbox import NoKeyCipher
-from .sql.catalog import bump_catalog_version
-from .sql.tables import accounts_t
 
 NO_KEY = (
     "security.secrets_key_file: chap and digest keep the password encrypted under the server"

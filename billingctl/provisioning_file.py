@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from billing_core.provisioning import (
+from billingctl.provisioning import (
     RATE_COLUMNS,
     RATE_REQUIRED_COLUMNS,
     ProvisioningError,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing_core.errors import UserError
+from billingctl import context
 
 PASSWORD_CHECKS = ("require", "skip", "stdin")
 
@@ -18,13 +19,12 @@ PASSWORD_CHECKS = ("require", "skip", "stdin")
 def cmd_explain(args: argparse.Namespace) -> int:
     from billing_core.adapters.live_peek import peek
     from billing_core.adapters.sql.store import SqlStore
-    from billing_core.cli import _config, _engine, _live
     from billing_core.domain.identification import CallerFacts
     from billing_core.domain.nas import longest_first, match_source, nas_key
     from billing_core.explain import Explanation, explain, nas_step
     from billing_core.services.authorization import AuthorizationService, AuthorizeCall
 
-    config = _config(args.config)
+    config = context.config(args.config)
     source = args.nas.strip()
     try:
         ipaddress.ip_address(source.split("%", 1)[0])
@@ -38,9 +38,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     key = nas_key(entry.name, (), source) if entry is not None else None
     nas_step(explanation, source, (entry.name, str(entry.address)) if entry else None, key)
     if entry is not None and key is not None:
-        engine = _engine(args)
+        engine = context.engine(args)
         store = SqlStore(engine)
-        live = _live(args) or store
+        live = context.live(args) or store
         catalog = store.load_catalog()
         service = AuthorizationService(
             lambda: catalog,
@@ -72,7 +72,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_explain_parser(groups: Any) -> None:
+def register(groups: Any) -> None:
     text = "the decision the daemon would make now for a caller, step by step (holds nothing)"
     parser = groups.add_parser("explain", help=text, description=text)
     parser.set_defaults(func=cmd_explain)

@@ -1,0 +1,1 @@
+"""The console's SQL: operator operations and listings over the daemon's schema."""

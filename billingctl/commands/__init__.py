@@ -1,0 +1,1 @@
+"""One module per command group: its parser and its ``cmd_*`` functions."""
