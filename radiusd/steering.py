@@ -7,7 +7,7 @@ of the load (measured: two workers, eight sources, a 6:2 split was as likely as 
 classic BPF program attached to the group (SO_ATTACH_REUSEPORT_CBPF) picks socket
 ``Identifier mod N`` instead. A switch numbers its requests one after another, so they
 spread evenly; a retransmission keeps its source and Identifier, so it reaches the same
-worker and that worker's duplicate cache, as before.
+worker and that worker's duplicate cache.
 
 The kernel runs the program on the UDP payload; a datagram too short to hold an
 Identifier ends the program with 0 (socket 0, which drops it as malformed), and an index

@@ -1,7 +1,7 @@
 """The accounting transaction on SQL: a unit of work, read in bulk and written in bulk.
 
-A batch of Accounting-Requests (a group commit) used to cost about five statements per
-packet. Here the statements are per batch instead:
+A batch of Accounting-Requests (a group commit) costs a few statements per batch, not per
+packet:
 
 - ``prefetch`` reads, before the domain walks the batch, everything its packets can look
   up: the NAS epochs, the calls matching any of their identifiers (locked, in id order, on
