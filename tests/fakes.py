@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from billing_core.domain.accounting_packets import AccountingEvent
+from billing_core.domain.calls import counts
 from billing_core.domain.identification import AccountIndex
 from billing_core.domain.model import Account, Client
 from billing_core.domain.money import ZERO
@@ -616,13 +617,6 @@ class FakeEmbeddedLive:
         # live_balances.balance: the payments, moved by every ledger row in its transaction
         return self.opening.get(client_id, ZERO) + self.ledger.balance(client_id)
 
-    @staticmethod
-    def _counts(call: CallRecord, expires: datetime | None, now: datetime) -> bool:
-        # sql_store.live_calls_condition: active, or held and not lapsed
-        return call.state == "active" or (
-            call.state == "held" and expires is not None and expires > now
-        )
-
     def authorize(self, request: HoldRequest) -> Decision:
         client_id = request.terms.client.id
         with self.ledger.accounting() as tx:
@@ -643,7 +637,7 @@ class FakeEmbeddedLive:
                 for c in s.calls.values()
                 if c.client_id == client_id
                 and (own is None or c.id != own.id)
-                and self._counts(c, s.hold_expires.get(c.id), request.now)
+                and counts(c.state, s.hold_expires.get(c.id), request.now)
             ]
             snapshot = LiveSnapshot(
                 self._balance(client_id), sum((c.hold for c in others), ZERO), len(others)
@@ -707,7 +701,7 @@ class FakeEmbeddedLive:
                     (
                         c.hold
                         for c in calls
-                        if c.client_id == cid and self._counts(c, expires.get(c.id), now)
+                        if c.client_id == cid and counts(c.state, expires.get(c.id), now)
                     ),
                     ZERO,
                 ),
