@@ -24,15 +24,29 @@ from billing_core.adapters.live_peek import peek
 from billing_core.adapters.redis_connect import authorizer, redis_probe
 from billing_core.adapters.redis_live import CHORES_LEASE_KEY, CHORES_LEASE_MS, ResyncingLive
 from billing_core.adapters.secretbox import cipher_for
+from billing_core.adapters.smtp_mail import SmtpOutbox, SmtpSettings
 from billing_core.adapters.sql.db import current_revision, head_revision, make_engine
-from billing_core.adapters.sql.notify import daemon_source, record_event, set_event_source
+from billing_core.adapters.sql.disconnect import SqlDisconnectQueue
+from billing_core.adapters.sql.notify import (
+    SqlNotificationLog,
+    daemon_source,
+    record_event,
+    set_event_source,
+)
 from billing_core.adapters.sql.store import SqlStore
-from billing_core.config import Config, SecurityConfig
+from billing_core.config import Config, SecurityConfig, SmtpConfig
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.model import Account, Client
 from billing_core.errors import Dependency, UserError
 from billing_core.explain import LivePeek
-from billing_core.ports import LiveAuthorizer, LiveState, SecretCipher
+from billing_core.ports import (
+    DisconnectQueue,
+    LiveAuthorizer,
+    LiveState,
+    NotificationLog,
+    Outbox,
+    SecretCipher,
+)
 from billing_core.services.accounting import AccountingService, AcctOutcome
 from billing_core.services.authorization import AuthorizationService, CatalogCache, SecretCache
 from billing_core.services.live_threads import LiveInThread
@@ -163,6 +177,11 @@ class Components:
     # take or renew the deployment's chores lease in Redis: whether this node holds it now,
     # None when Redis is away; None without Redis (every node does the chores)
     chores_lease: Callable[[], bool | None] | None
+    # the background jobs' stores: notifications and events, the mail queue's sender (None
+    # without [smtp] host), the Disconnect-Request queue
+    notifications: NotificationLog
+    outbox: Outbox | None
+    disconnects: DisconnectQueue
 
     @property
     def engine(self) -> Engine:
@@ -231,7 +250,26 @@ def build(
             if redis_live is not None
             else None
         ),
+        notifications=SqlNotificationLog(database.engine),
+        outbox=mail_outbox(config.smtp, database.engine),
+        disconnects=SqlDisconnectQueue(database.engine),
     )
+
+
+def mail_outbox(smtp: SmtpConfig, engine: Engine) -> Outbox | None:
+    """The mail queue's sender through [smtp]; None when no host is set (mail stays queued)."""
+    if not smtp.host:
+        return None
+    settings = SmtpSettings(
+        host=smtp.host,
+        port=smtp.port,
+        sender=smtp.sender,
+        starttls=smtp.starttls,
+        username=smtp.username,
+        password=smtp.password.reveal(),
+        timeout_seconds=smtp.timeout_seconds,
+    )
+    return SmtpOutbox(engine, settings)
 
 
 def _live_authorizer(config: Config, live: LiveState, database: Database) -> LiveAuthorizer:

@@ -418,3 +418,58 @@ class Ledger(Protocol):
     def accounting(self) -> AbstractContextManager[AccountingTx]: ...
 
     def reachable(self) -> bool: ...
+
+
+# --- the daemon's background jobs (notifications, the mail queue, Disconnect-Requests) ---------
+@dataclass(frozen=True, slots=True)
+class WantedDisconnect:
+    """A queued Disconnect-Request, claimed by this process."""
+
+    id: int
+    reason: str
+    call_id: int
+    client_id: int | None
+    nas_key: str
+    acct_session_id: str
+    conf_id: str
+    attributes: dict[str, list[str]]  # the call's last Accounting-Request, as received
+
+
+class NotificationLog(Protocol):
+    """The notification state and the events log, as the notification jobs use them."""
+
+    def clients_with_notifications(self) -> set[int]: ...
+
+    def check(self, views: Mapping[int, LiveView], *, mail_enabled: bool) -> Sequence[object]:
+        """Move the clients' notification state; the notifications that fired."""
+        ...
+
+    def events_written_since(
+        self, source: str, after_id: int | None
+    ) -> tuple[dict[str, int], int]: ...
+
+
+class Outbox(Protocol):
+    """The mail queue's sender: the due mail sent, counted by outcome."""
+
+    def deliver_due(self, now: datetime) -> dict[str, int]: ...
+
+
+class DisconnectQueue(Protocol):
+    """Calls to cut: queued by a rule (past their grant), claimed by one sender, answered."""
+
+    def requeue_stuck(self, before: datetime) -> int: ...
+
+    def queue_overruns(self, now: datetime, grace_seconds: int) -> int: ...
+
+    def claim(self, now: datetime) -> list[WantedDisconnect]: ...
+
+    def done(
+        self,
+        wanted: WantedDisconnect,
+        result: str,
+        now: datetime,
+        *,
+        error_cause: int | None = None,
+        nas_name: str = "",
+    ) -> None: ...

@@ -39,7 +39,7 @@ from .handler import Handler
 from .httpd import HEALTH_EVERY, Health, health_probe, start_http
 from .logging import get_logger
 from .metrics import Metrics
-from .notify import EventCounter, MailJob, smtp_settings
+from .notify import EventCounter, MailJob
 from .notify import Notifier as BalanceNotifier
 from .sdnotify import Notifier
 from .trace import Tracer
@@ -98,12 +98,12 @@ async def start(
     state and runs the stale reaper; the supervisor serves HTTP for all of them."""
     metrics = metrics or Metrics()
     core = await open_components(config)
-    events = EventCounter(core.engine, core.event_source, metrics)
+    events = EventCounter(core.notifications, core.event_source, metrics)
     await _in_thread(core, events.run_once)  # from here on, ours are counted
     committer = start_committer(core, metrics)
     codec, codecs = load_codecs(config)
     handler = Handler(codec, core.authorization.authorize, committer.submit, metrics, codecs=codecs)
-    notifier = BalanceNotifier(core.engine, core.live, mail_enabled=bool(config.smtp.host))
+    notifier = BalanceNotifier(core.notifications, core.live, mail_enabled=core.outbox is not None)
     handler.notify = notifier.nudge
     server = RadiusServer(
         codec,
@@ -134,9 +134,9 @@ async def start(
         health,
         notifier,
         events,
-        MailJob(core.engine, smtp_settings(config.smtp)) if config.smtp.host else None,
+        MailJob(core.outbox) if core.outbox is not None else None,
         Disconnector(
-            core.engine, config.nas, metrics, grace_seconds=config.billing.stale_grace_seconds
+            core.disconnects, config.nas, metrics, grace_seconds=config.billing.stale_grace_seconds
         ),
     )
 

@@ -22,16 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine
-
-from billing_core.adapters.sql.disconnect import (
-    WantedDisconnect,
-    claim_disconnects,
-    disconnect_done,
-    queue_overruns,
-    requeue_stuck,
-)
 from billing_core.config import NasConfig
+from billing_core.ports import DisconnectQueue, WantedDisconnect
 
 from .logging import get_logger
 from .metrics import Metrics
@@ -251,7 +243,7 @@ class Disconnector:
 
     def __init__(
         self,
-        engine: Engine,
+        queue: DisconnectQueue,
         nas: Sequence[NasConfig],
         metrics: Metrics,
         *,
@@ -260,7 +252,7 @@ class Disconnector:
         timeout: float = 2.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._engine = engine
+        self._queue = queue
         self.nas: Mapping[str, NasConfig] = {n.name: n for n in nas}
         self._metrics = metrics
         self._grace = grace_seconds
@@ -274,9 +266,9 @@ class Disconnector:
     def _claim(self) -> list[WantedDisconnect]:
         now = self._clock()
         # rows claimed by a sender that died (a send takes tries x timeout at most)
-        requeue_stuck(self._engine, now - timedelta(seconds=self._tries * self._timeout + 30))
-        queue_overruns(self._engine, now, self._grace)
-        return claim_disconnects(self._engine, now)
+        self._queue.requeue_stuck(now - timedelta(seconds=self._tries * self._timeout + 30))
+        self._queue.queue_overruns(now, self._grace)
+        return self._queue.claim(now)
 
     async def job(self) -> None:
         loop = asyncio.get_running_loop()
@@ -291,9 +283,7 @@ class Disconnector:
         call = call_of(wanted)
         host = destination(nas, call) if nas is not None else None
         if nas is None or not nas.coa_port or host is None:
-            await loop.run_in_executor(
-                None, lambda: disconnect_done(self._engine, wanted, "off", self._clock())
-            )
+            await loop.run_in_executor(None, lambda: self._queue.done(wanted, "off", self._clock()))
             return
         answer = await send_disconnect(
             host, nas.coa_port, call, nas.secret.bytes(), tries=self._tries, timeout=self._timeout
@@ -302,8 +292,8 @@ class Disconnector:
         cause = answer.error_cause if answer is not None else None
         await loop.run_in_executor(
             None,
-            lambda: disconnect_done(
-                self._engine, wanted, result, self._clock(), error_cause=cause, nas_name=name
+            lambda: self._queue.done(
+                wanted, result, self._clock(), error_cause=cause, nas_name=name
             ),
         )
         self._metrics.disconnects.labels(result).inc()

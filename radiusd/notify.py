@@ -3,8 +3,8 @@
 - ``Notifier``: the request path only adds a client id to a set (``nudge``) when an
   Access-Accept held funds or accounting charged a call; a job checks those clients every
   second, and every client with a threshold every ``sweep_seconds`` (what billingctl or
-  another node changed, a stale call's charge). The check is decided in the database
-  (billing_core.adapters.sql.notify), so nodes doing it at once fire a crossing once.
+  another node changed, a stale call's charge). The check is decided in the database (the
+  ``NotificationLog`` port), so nodes doing it at once fire a crossing once.
 - ``MailJob``: sends the mail queue through [smtp] (claimed rows only).
 - ``EventCounter``: counts the events this process wrote in ``radiusd_events_total``.
 """
@@ -15,31 +15,10 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine
-
-from billing_core.adapters.smtp_mail import SmtpSettings, deliver_due
-from billing_core.adapters.sql.notify import (
-    check_notifications,
-    clients_with_notifications,
-    events_written_since,
-)
-from billing_core.config import SmtpConfig
-from billing_core.ports import LiveState
+from billing_core.ports import LiveState, NotificationLog, Outbox
 
 from .logging import get_logger
 from .metrics import Metrics
-
-
-def smtp_settings(config: SmtpConfig) -> SmtpSettings:
-    return SmtpSettings(
-        host=config.host,
-        port=config.port,
-        sender=config.sender,
-        starttls=config.starttls,
-        username=config.username,
-        password=config.password.reveal(),
-        timeout_seconds=config.timeout_seconds,
-    )
 
 
 class Notifier:
@@ -47,14 +26,14 @@ class Notifier:
 
     def __init__(
         self,
-        engine: Engine,
+        log: NotificationLog,
         live: LiveState,
         *,
         mail_enabled: bool,
         sweep_seconds: float = 30.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._engine = engine
+        self._log = log
         self._live = live
         self._mail_enabled = mail_enabled
         self._sweep_seconds = sweep_seconds
@@ -73,14 +52,14 @@ class Notifier:
         """In a thread: check the nudged clients (all watched ones on a sweep). Returns how
         many notifications fired."""
         if sweep or rewatch:
-            self._watched = frozenset(clients_with_notifications(self._engine))
+            self._watched = frozenset(self._log.clients_with_notifications())
         ids = set(self._watched) if sweep else set()
         pending, self._pending = self._pending, set()
         ids |= pending & self._watched
         if not ids:
             return 0
         views = self._live.view(sorted(ids), self._clock())
-        fired = check_notifications(self._engine, views, mail_enabled=self._mail_enabled)
+        fired = self._log.check(views, mail_enabled=self._mail_enabled)
         return len(fired)
 
     async def job(self) -> None:
@@ -102,13 +81,12 @@ class Notifier:
 
 
 class MailJob:
-    def __init__(self, engine: Engine, settings: SmtpSettings) -> None:
-        self._engine = engine
-        self._settings = settings
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
 
     async def job(self) -> None:
         counts = await asyncio.get_running_loop().run_in_executor(
-            None, deliver_due, self._engine, self._settings, datetime.now(UTC)
+            None, self._outbox.deliver_due, datetime.now(UTC)
         )
         if any(counts.values()):
             get_logger("radiusd").info("mail_queue", **counts)
@@ -118,14 +96,14 @@ class EventCounter:
     """``radiusd_events_total{kind}``: the events written by this process, read back from
     the log after they committed (an event rolled back with its cause is never counted)."""
 
-    def __init__(self, engine: Engine, source: str, metrics: Metrics) -> None:
-        self._engine = engine
+    def __init__(self, log: NotificationLog, source: str, metrics: Metrics) -> None:
+        self._log = log
         self._source = source
         self._metrics = metrics
         self._last: int | None = None
 
     def run_once(self) -> None:
-        counts, self._last = events_written_since(self._engine, self._source, self._last)
+        counts, self._last = self._log.events_written_since(self._source, self._last)
         for kind, count in counts.items():
             self._metrics.events.labels(kind).inc(count)
 

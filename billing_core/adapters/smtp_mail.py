@@ -120,3 +120,14 @@ def deliver_due(engine: Engine, settings: SmtpSettings, now: datetime) -> dict[s
             mail_sent(engine, mail, now)
             counts["sent"] += 1
     return counts
+
+
+class SmtpOutbox:
+    """``Outbox``: the mail queue on ``engine`` sent through ``settings``."""
+
+    def __init__(self, engine: Engine, settings: SmtpSettings) -> None:
+        self._engine = engine
+        self._settings = settings
+
+    def deliver_due(self, now: datetime) -> dict[str, int]:
+        return deliver_due(self._engine, self._settings, now)

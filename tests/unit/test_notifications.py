@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from billing_core.adapters.sql.disconnect import WantedDisconnect
 from billing_core.config import ConfigError, NasConfig, Secret, parse_config
 from billing_core.domain.notifications import (
     LowBalance,
@@ -21,6 +20,7 @@ from billing_core.domain.notifications import (
     message,
     transition,
 )
+from billing_core.ports import WantedDisconnect
 from radiusd.disconnect import (
     DisconnectCall,
     build_request,

@@ -12,7 +12,6 @@ with its Error-Cause, ``timeout``) with its event in one transaction.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +19,7 @@ from sqlalchemy import Connection, Engine, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from billing_core.domain.calls import CallState
+from billing_core.ports import WantedDisconnect
 
 from .notify import write_event
 from .tables import acct_events_t, calls_t, clients_t, disconnect_t, live_calls_condition
@@ -89,18 +89,6 @@ def queue_overruns(engine: Engine, now: datetime, grace_seconds: int) -> int:
         )
         rows = [_row(call, "overrun", now) for call in conn.execute(query)]
         return _insert_ignoring(conn, rows)
-
-
-@dataclass(frozen=True, slots=True)
-class WantedDisconnect:
-    id: int
-    reason: str
-    call_id: int
-    client_id: int | None
-    nas_key: str
-    acct_session_id: str
-    conf_id: str
-    attributes: dict[str, list[str]]  # the call's last Accounting-Request, as received
 
 
 def requeue_stuck(engine: Engine, before: datetime) -> int:
@@ -238,3 +226,32 @@ def account_disabled(
         detail={"account": account_name, "disconnects_queued": queued},
         at=now,
     )
+
+
+class SqlDisconnectQueue:
+    """``DisconnectQueue`` on the database: the functions above on one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def requeue_stuck(self, before: datetime) -> int:
+        return requeue_stuck(self._engine, before)
+
+    def queue_overruns(self, now: datetime, grace_seconds: int) -> int:
+        return queue_overruns(self._engine, now, grace_seconds)
+
+    def claim(self, now: datetime) -> list[WantedDisconnect]:
+        return claim_disconnects(self._engine, now)
+
+    def done(
+        self,
+        wanted: WantedDisconnect,
+        result: str,
+        now: datetime,
+        *,
+        error_cause: int | None = None,
+        nas_name: str = "",
+    ) -> None:
+        disconnect_done(
+            self._engine, wanted, result, now, error_cause=error_cause, nas_name=nas_name
+        )

@@ -526,3 +526,19 @@ def list_mail(
 def backoff(attempts: int, base: float, cap: float) -> timedelta:
     """The wait before attempt ``attempts + 1``: base, 2 base, 4 base ... at most cap."""
     return timedelta(seconds=min(cap, base * (2 ** min(attempts, 30))))
+
+
+class SqlNotificationLog:
+    """``NotificationLog`` on the database: the functions above on one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def clients_with_notifications(self) -> set[int]:
+        return clients_with_notifications(self._engine)
+
+    def check(self, views: Mapping[int, LiveView], *, mail_enabled: bool) -> list[Fired]:
+        return check_notifications(self._engine, views, mail_enabled=mail_enabled)
+
+    def events_written_since(self, source: str, after_id: int | None) -> tuple[dict[str, int], int]:
+        return events_written_since(self._engine, source, after_id)
