@@ -116,7 +116,7 @@ async def start(
         codecs=codecs,
     )
     transports = await bind_radius(config, server)
-    health = health_probe(core.health_checks, metrics.up)
+    health = health_probe(core.health_checks, metrics.dependency_up)
     http = None
     if serve_http:
         http = await start_http(config.server.metrics_listen, metrics.registry, health)

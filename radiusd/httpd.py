@@ -7,22 +7,23 @@ import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from billing_core.config import ListenAddress
 
 Health = Callable[[], Awaitable[list[str]]]  # names of unreachable parts
 HealthCheck = tuple[str, Callable[[], bool]]  # a part's name, and its check (True: reachable)
+Report = Callable[[str, bool], None]  # a part's name and whether it answered: the gauge's feed
 
 HEALTH_TIMEOUT = 2.0  # seconds a part may take to answer /healthz before it counts as down
 HEALTH_EVERY = 5.0  # seconds between the probes that feed radiusd_dependency_up
 
 
 def health_probe(
-    checks: Sequence[HealthCheck], up: Gauge, *, timeout: float = HEALTH_TIMEOUT
+    checks: Sequence[HealthCheck], report: Report, *, timeout: float = HEALTH_TIMEOUT
 ) -> Health:
     """/healthz: the names of the unreachable parts (database, redis), none when healthy;
-    each part's ``up`` gauge set on the way.
+    each part's state ``report``-ed on the way (``radiusd_dependency_up``).
 
     The parts are checked at once, each in a thread, and one that does not answer within
     ``timeout`` (a server that accepts connections but hangs) is unreachable too. Its check
@@ -44,7 +45,7 @@ def health_probe(
         results = await asyncio.gather(*(probe(name, check) for name, check in parts))
         down: list[str] = []
         for (name, _check), ok in zip(parts, results, strict=True):
-            up.labels(name).set(1 if ok else 0)
+            report(name, ok)
             if not ok:
                 down.append(name)
         return down

@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import bisect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
+
+DEPENDENCY_UP = ("radiusd_dependency_up", "1 when a dependency is reachable")
 
 
 class Metrics:
@@ -85,8 +89,7 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         self.up = Gauge(
-            "radiusd_dependency_up",
-            "1 when a dependency is reachable",
+            *DEPENDENCY_UP,
             ["dependency"],
             registry=r,
             multiprocess_mode="mostrecent",
@@ -156,6 +159,9 @@ class Metrics:
         return found
 
     # --- per request, applied once per loop turn --------------------------------------------
+    def dependency_up(self, name: str, ok: bool) -> None:
+        self.up.labels(name).set(1 if ok else 0)
+
     def answered(self, kind: str, result: str, seconds: float) -> None:
         """A request answered (radiusd_requests_total) in ``seconds`` (the duration)."""
         counted = self.child(self.requests, kind, result)
@@ -226,3 +232,22 @@ def _observe_all(child: Any, values: list[float]) -> None:
     total.inc(sum(values))
     for index, count in hits.items():
         buckets[index].inc(count)
+
+
+class DependencyStates(Collector):
+    """``radiusd_dependency_up`` as the workers' supervisor serves it: its own probe's last
+    results, read at each scrape. (A gauge of the supervisor's would not reach /metrics:
+    prometheus-client chose in-process values when the supervisor imported it, before the
+    multiprocess directory existed, and /metrics serves only the workers' files.)"""
+
+    def __init__(self) -> None:
+        self._states: dict[str, bool] = {}
+
+    def set(self, name: str, ok: bool) -> None:
+        self._states[name] = ok
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(*DEPENDENCY_UP, labels=["dependency"])
+        for name, ok in sorted(self._states.items()):
+            family.add_metric([name], 1.0 if ok else 0.0)
+        yield family

@@ -24,6 +24,7 @@ import time
 from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from billing_core.config import Config, load_config
 
@@ -31,8 +32,11 @@ from .app import HANDLED_SIGNALS, _bound_server
 from .httpd import HEALTH_EVERY, Health, health_probe, start_http
 from .logging import configure, get_logger
 from .loop import run
-from .metrics import Metrics
+from .metrics import DependencyStates
 from .sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 RESTART_PAUSE = 1.0
 CANNOT_START = 3  # a worker's exit code when it cannot bind its ports: restarting cannot help
@@ -172,17 +176,15 @@ class Workers:
         return codes
 
 
-def _dependency_probe(config: Config) -> Health:
+def _dependency_probe(config: Config, registry: CollectorRegistry) -> Health:
     """/healthz and radiusd_dependency_up for every worker: the bootstrap's checks, on an
-    engine and a Redis client of the supervisor's own."""
-    from prometheus_client import CollectorRegistry
-
+    engine and a Redis client of the supervisor's own, their states served from
+    ``registry`` (the workers serve no HTTP and do not probe)."""
     from billing_core.bootstrap import health_checks
 
-    own = Metrics(CollectorRegistry())  # the dependency gauge, written to the shared directory
-    if not config.redis.url.reveal():
-        own.up.labels("redis").set(1)  # the supervisor reports both dependencies
-    return health_probe(health_checks(config), own.up)
+    states = DependencyStates()
+    registry.register(states)
+    return health_probe(health_checks(config), states.set)
 
 
 async def _supervise(
@@ -196,7 +198,7 @@ async def _supervise(
     log = get_logger("radiusd")
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    health = _dependency_probe(config)
+    health = _dependency_probe(config, registry)
     http = await start_http(config.server.metrics_listen, registry, health)  # may fail: first
     workers = Workers(config.server.workers, config_path, trace)
     workers.start()

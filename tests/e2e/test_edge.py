@@ -920,6 +920,13 @@ def test_two_workers_share_the_ports_and_one_metrics_endpoint(
     assert answered == 250
     assert total(sampled, "radiusd_requests_total", result="duplicate") >= 10
     assert daemon.http("/healthz") == (200, "ok\n")
+    # the dependencies of this deployment, as a single process reports them: no Redis here
+    health = {
+        dict(labels)["dependency"]: up
+        for (name, labels), up in metrics(daemon).items()
+        if name == "radiusd_dependency_up"
+    }
+    assert health == {"database": 1.0}
     assert count_rows(sqlite_url, "SELECT count(*) FROM acct_events") == 130
 
     assert daemon.stop() == 0
