@@ -38,14 +38,13 @@ from .disconnect import Disconnector
 from .handler import Handler
 from .httpd import HEALTH_EVERY, Health, health_probe, start_http
 from .logging import get_logger
+from .loop import HANDLED_SIGNALS, bound_server
 from .metrics import Metrics
 from .notify import EventCounter, MailJob, smtp_settings
 from .notify import Notifier as BalanceNotifier
 from .sdnotify import Notifier
 from .trace import Tracer
 from .transport import NasTable, RadiusProtocol, RadiusServer
-
-HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1})
 
 
 @dataclass
@@ -217,7 +216,7 @@ def log_started(
         "started",
         auth=_bound(transports[0]),
         acct=_bound(transports[1]),
-        metrics=_bound_server(http) if http else "supervisor",
+        metrics=bound_server(http) if http else "supervisor",
         database=core.engine.dialect.name,
         live_state="redis" if core.redis_live is not None else "database",
         nas=len(config.nas),
@@ -272,11 +271,6 @@ def start_failure(exc: BaseException) -> str:
 
 def _bound(transport: asyncio.DatagramTransport) -> str:
     host, port = transport.get_extra_info("sockname")[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _bound_server(server: asyncio.Server) -> str:
-    host, port = server.sockets[0].getsockname()[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
