@@ -197,7 +197,7 @@ def _accounts(conn: Connection, clients: dict[int, Client]) -> list[Account]:
             secret_version,
             enabled,
             originate,
-        ) in rows.tuples()
+        ) in rows
     ]
 
 
