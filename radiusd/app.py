@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import signal
@@ -114,6 +115,7 @@ async def start(
         duplicate_size=config.server.duplicate_cache_size,
         codecs=codecs,
     )
+    await check_live_state(core)
     transports = await bind_radius(config, server)
     health = health_probe(core.health_checks, metrics.up)
     http = None
@@ -161,6 +163,24 @@ async def open_components(config: Config) -> Components:
 async def _in_thread(core: Components, work: Callable[..., Any], *args: Any) -> Any:
     """``work`` in a database thread."""
     return await asyncio.get_running_loop().run_in_executor(core.database.executor, work, *args)
+
+
+async def check_live_state(core: Components) -> None:
+    """Before the first answer: every client whose Redis state is behind the sequence the
+    database marked applied (a Redis restored from an older snapshot) is reloaded, so that
+    no request is decided on it. Missing clients are left to load on first use, lagging
+    ones to the healer. A Redis that does not answer is left to the periodic sweep (the
+    daemon starts: accounting goes on without Redis)."""
+    live = core.redis_live
+    if live is None:
+        return
+    try:
+        reloaded = await _in_thread(core, functools.partial(live.sweep, claim=False))
+    except Exception as exc:  # noqa: BLE001 - the start goes on; the sweep retries
+        get_logger("radiusd").warning("live_check_failed", error=f"{type(exc).__name__}: {exc}")
+        return
+    if reloaded:
+        get_logger("radiusd").info("live_state_swept", clients=reloaded, at="start")
 
 
 def start_committer(
