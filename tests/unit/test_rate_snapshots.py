@@ -116,10 +116,11 @@ def _broken(snapshot: Snapshot) -> list[tuple[str, Snapshot]]:
         ("a naive moment", with_head(plans=naive)),
         ("an interval of 0", with_head(plans=no_interval)),
         ("a plan missing a field", with_head(plans=[plan[:7] for plan in head["plans"]])),
+        ("prefixes not UTF-8", snapshot._replace(codes=b"\xff" + snapshot.codes[1:])),
     ]
 
 
-@pytest.mark.parametrize("case", range(12))
+@pytest.mark.parametrize("case", range(13))
 def test_a_snapshot_that_does_not_check_is_refused(case: int) -> None:
     snapshot = encode(sample())
     assert snapshot is not None and decode(snapshot) is not None

@@ -77,18 +77,24 @@ def decode(snapshot: Snapshot) -> RateTableIndex | None:
     ids.frombytes(snapshot.plan_ids)
     if sys.byteorder != "little":
         ids.byteswap()
-    codes = snapshot.codes.decode() if count else ""
-    listed = codes.split("\n") if count else []
+    try:
+        listed = snapshot.codes.decode().split("\n") if count else []
+    except UnicodeDecodeError:
+        return None
     if len(listed) != count:
         return None
     if count and (min(ids) < MULTI or max(ids) >= len(plans)):
         return None
-    by_code: dict[str, int | tuple[int, ...]] = dict(zip(listed, ids, strict=True))
-    if len(by_code) != count:  # a prefix twice
-        return None
-    if ids.count(MULTI) != len(multi) or any(by_code.get(code) != MULTI for code in multi):
+    if ids.count(MULTI) != len(multi) or set(_multi_codes(listed, ids, len(multi))) != set(multi):
         return None
     if any(not found or not all(0 <= i < len(plans) for i in found) for found in multi.values()):
+        return None
+    # one int object per plan, shared by its prefixes (as the index built from rows has)
+    numbers = [*range(len(plans)), MULTI]  # numbers[MULTI] is MULTI
+    by_code: dict[str, int | tuple[int, ...]] = dict(
+        zip(listed, map(numbers.__getitem__, ids), strict=True)
+    )
+    if len(by_code) != count:  # a prefix twice
         return None
     by_code.update(multi)
     return RateTableIndex.restore(by_code, plans, size)
@@ -106,6 +112,15 @@ def _plan_out(plan: _Plan) -> list[Any]:
         start.isoformat(),
         end.isoformat() if end is not None else None,
     ]
+
+
+def _multi_codes(listed: list[str], ids: array[int], count: int) -> list[str]:
+    """The prefixes whose plan number is MULTI (``count`` of them: few)."""
+    found, at = [], -1
+    for _ in range(count):
+        at = ids.index(MULTI, at + 1)
+        found.append(listed[at])
+    return found
 
 
 def _plans_in(raw_plans: Sequence[Sequence[Any]]) -> list[_Plan]:
