@@ -463,11 +463,19 @@ def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet)
     if not bench.args.no_profile:
         _profiles(bench, run, prod, big)
     try:
-        _latency_big_and_small(bench, run, prod, big, small, auth_rate)
+        run.latency = _latency_big_and_small(bench, run, prod, big, small, auth_rate)
         _catalog_build(run, prod)
     finally:
         prod.stop()
         prod.cleanup()
+    embedded = bench.targets.get("ours-sqlite")
+    sqlite_auth = run.get("ours-sqlite", "auth")
+    if isinstance(embedded, OurServer) and sqlite_auth is not None:
+        rate = sqlite_auth.result.rate if sqlite_auth.result.rate > 0 else 100.0
+        try:
+            run.latency_embedded = _latency_big_and_small(bench, run, embedded, big, small, rate)
+        finally:
+            embedded.stop()
 
 
 def _half_load(
@@ -562,10 +570,10 @@ def _latency_big_and_small(
     big: datagen.DataSet,
     small: datagen.DataSet,
     auth_rate: float,
-) -> None:
+) -> LatencyCompare | None:
     """Latency with the big and the small data set, at the same light load: the big one
-    last on the production server (stopped after it), the small one on a server started
-    right after it."""
+    last on ``prod`` (stopped after it), the small one on a server of the same deployment
+    started right after it."""
     light = min(max(auth_rate / 4, 50.0), 200.0)
     latency_spec = _paced(bench.load, light, warmup=1.0)
     count = int(light * (latency_spec.warmup + latency_spec.duration + 0.5) * 1.2) + 64
@@ -575,12 +583,13 @@ def _latency_big_and_small(
     prod.stop()
     bench.targets.pop(prod.name, None)
     small_target = _small_server(bench, prod, small)
-    if bench.start(small_target, run):
-        pool = bench.pool("auth", small, count)
-        procstat.wait_until_quiet()
-        small_run = measure(small_target, "auth", pool, latency_spec, bench.checker)
-        run.latency = LatencyCompare(light, big_run.result, small_run.result)
-        small_target.stop()
+    if not bench.start(small_target, run):
+        return None
+    pool = bench.pool("auth", small, count)
+    procstat.wait_until_quiet()
+    small_run = measure(small_target, "auth", pool, latency_spec, bench.checker)
+    small_target.stop()
+    return LatencyCompare(light, big_run.result, small_run.result)
 
 
 def _small_server(bench: Bench, prod: OurServer, small: datagen.DataSet) -> OurServer:
@@ -597,10 +606,11 @@ def _small_server(bench: Bench, prod: OurServer, small: datagen.DataSet) -> OurS
         if isinstance(database, PostgresDatabase)
         else SqliteDatabase(DataLoader(args.loader), cache=not args.no_cache)
     )
+    name = "ours-small" if prod.name != "ours-sqlite" else "ours-sqlite-small"
     return OurServer(
-        "ours-small",
+        name,
         f"{prod.label}, small data set",
-        bench.workdir / "ours-small",
+        bench.workdir / name,
         log,
         small_db,
         small,

@@ -105,6 +105,7 @@ class Run:
     half_load_rate: float | None = None
     half_load_quiet: tuple[float, float] | None = None  # (seconds waited, busy share)
     latency: LatencyCompare | None = None
+    latency_embedded: LatencyCompare | None = None  # the same on ours-sqlite (issue 19)
     index_build: IndexBuild | None = None
     index_error: str | None = None
     profiles: dict[str, Profile] = field(default_factory=dict)
