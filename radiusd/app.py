@@ -115,7 +115,7 @@ async def start(
         duplicate_size=config.server.duplicate_cache_size,
         codecs=codecs,
     )
-    await check_live_state(core)
+    await check_live_state(core, metrics)
     transports = await bind_radius(config, server)
     health = health_probe(core.health_checks, metrics.up)
     http = None
@@ -165,7 +165,7 @@ async def _in_thread(core: Components, work: Callable[..., Any], *args: Any) -> 
     return await asyncio.get_running_loop().run_in_executor(core.database.executor, work, *args)
 
 
-async def check_live_state(core: Components) -> None:
+async def check_live_state(core: Components, metrics: Metrics) -> None:
     """Before the first answer: every client whose Redis state is behind the sequence the
     database marked applied (a Redis restored from an older snapshot) is reloaded, so that
     no request is decided on it. Missing clients are left to load on first use, lagging
@@ -179,7 +179,8 @@ async def check_live_state(core: Components) -> None:
     except Exception as exc:  # noqa: BLE001 - the start goes on; the sweep retries
         get_logger("radiusd").warning("live_check_failed", error=f"{type(exc).__name__}: {exc}")
         return
-    if reloaded:
+    if reloaded:  # counted as the sweep's are; each such client delays the start by a load
+        metrics.live_healed.inc(reloaded)
         get_logger("radiusd").info("live_state_swept", clients=reloaded, at="start")
 
 

@@ -249,6 +249,8 @@ def test_clients_missing_or_behind_in_redis_at_start_are_decided_by_the_ledger(
     finally:
         bravo.close()
         settle(finish, threads, failures)
+    swept = [e for e in daemon.log_events("live_state_swept") if e.get("at") == "start"]
+    assert [e["clients"] for e in swept] == [1], swept  # Bravo, before the first answer
     assert grants == [
         (100, Decimal("1.00")),
         (90, Decimal("0.90")),
