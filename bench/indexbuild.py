@@ -2,9 +2,11 @@
 
 `python -m bench.indexbuild DATABASE_URL` loads the catalog as the daemon does
 (``SqlStore(engine).load_catalog()``: clients, accounts, every rate table indexed in a
-``RateTableIndex``) and prints one JSON object: the whole load's seconds, the seconds spent
-inside ``RateTableIndex`` construction (timed by wrapping the name ``sql/catalog.py`` calls), the
-number of rates, and the process's resident memory before, after (retained) and at peak.
+``RateTableIndex``, from the rows) and prints one JSON object: the whole load's seconds, the
+seconds spent inside ``RateTableIndex`` construction (timed by wrapping the name
+``sql/catalog.py`` calls), the number of rates, and the process's resident memory before,
+after (retained) and at peak; then the seconds of a load from the rate index snapshots
+(``snapshot_seconds``: a restart's).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def measure(url: str) -> dict[str, Any]:
 
     engine = make_engine(url)
     store = SqlStore(engine)
+    store.rate_snapshots = False  # from the rows, as a first start after a rates change
     store.catalog_version()  # connect first: the connection is not the catalog's memory
     name = "RateTableIndex"  # the name load_catalog calls: wrapped to time it
     original = getattr(sql_store, name)
@@ -46,13 +49,21 @@ def measure(url: str) -> dict[str, Any]:
     after = status_kb_or_zero("VmRSS")
     peak = status_kb_or_zero("VmHWM")
     rates = sum(getattr(t, "size", 0) for t in catalog.rate_tables.values())
+    tables, clients = len(catalog.rate_tables), len(catalog.clients)
+    del catalog
+    store.rate_snapshots = True  # then from the snapshots (written first if missing), a restart
+    store.load_catalog()
+    started = time.perf_counter()
+    store.load_catalog()
+    snapshot_seconds = time.perf_counter() - started
     engine.dispose()
     return {
         "seconds": seconds,
         "index_seconds": sum(index_seconds),
-        "tables": len(catalog.rate_tables),
+        "snapshot_seconds": snapshot_seconds,
+        "tables": tables,
         "rates": rates,
-        "clients": len(catalog.clients),
+        "clients": clients,
         "rss_before_kb": before,
         "rss_after_kb": after,
         "rss_peak_kb": peak,

@@ -46,8 +46,12 @@ class TargetInfo:
     label: str
     started: bool
     error: str | None = None
-    start_seconds: float | None = None  # the daemon's start, a Redis rebuild before it excluded
-    rebuild_seconds: float | None = None  # billingctl live rebuild before the start (Redis)
+    # ours: a restart's launch to its first correct Access-Accept, Redis empty (the lazy
+    # path); others: the launch to ready, a Redis rebuild before it excluded
+    start_seconds: float | None = None
+    # ours: the first start on the loaded database (no rate index snapshot yet), as above
+    first_start_seconds: float | None = None
+    rebuild_seconds: float | None = None  # billingctl live rebuild (ours: after the start)
     load_seconds: float | None = None
     load_cached: bool | None = None
     notes: list[str] = field(default_factory=list)
@@ -61,6 +65,7 @@ class IndexBuild:
     tables: int
     extra_rss_mb: float
     peak_extra_mb: float
+    snapshot_seconds: float | None = None  # the same catalog from the rate index snapshots
 
 
 @dataclass
@@ -100,6 +105,7 @@ class Run:
     half_load_rate: float | None = None
     half_load_quiet: tuple[float, float] | None = None  # (seconds waited, busy share)
     latency: LatencyCompare | None = None
+    latency_embedded: LatencyCompare | None = None  # the same on ours-sqlite (issue 19)
     index_build: IndexBuild | None = None
     index_error: str | None = None
     profiles: dict[str, Profile] = field(default_factory=dict)

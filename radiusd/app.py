@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import signal
@@ -38,14 +39,13 @@ from .disconnect import Disconnector
 from .handler import Handler
 from .httpd import HEALTH_EVERY, Health, health_probe, start_http
 from .logging import get_logger
+from .loop import HANDLED_SIGNALS, bound_server
 from .metrics import Metrics
 from .notify import EventCounter, MailJob
 from .notify import Notifier as BalanceNotifier
 from .sdnotify import Notifier
 from .trace import Tracer
 from .transport import NasTable, RadiusProtocol, RadiusServer
-
-HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1})
 
 
 @dataclass
@@ -115,6 +115,7 @@ async def start(
         duplicate_size=config.server.duplicate_cache_size,
         codecs=codecs,
     )
+    await check_live_state(core, metrics)
     transports = await bind_radius(config, server)
     health = health_probe(core.health_checks, metrics.dependency_up)
     http = None
@@ -162,6 +163,25 @@ async def open_components(config: Config) -> Components:
 async def _in_thread(core: Components, work: Callable[..., Any], *args: Any) -> Any:
     """``work`` in a database thread."""
     return await asyncio.get_running_loop().run_in_executor(core.database.executor, work, *args)
+
+
+async def check_live_state(core: Components, metrics: Metrics) -> None:
+    """Before the first answer: every client whose Redis state is behind the sequence the
+    database marked applied (a Redis restored from an older snapshot) is reloaded, so that
+    no request is decided on it. Missing clients are left to load on first use, lagging
+    ones to the healer. A Redis that does not answer is left to the periodic sweep (the
+    daemon starts: accounting goes on without Redis)."""
+    live = core.redis_live
+    if live is None:
+        return
+    try:
+        reloaded = await _in_thread(core, functools.partial(live.sweep, claim=False))
+    except Exception as exc:  # noqa: BLE001 - the start goes on; the sweep retries
+        get_logger("radiusd").warning("live_check_failed", error=f"{type(exc).__name__}: {exc}")
+        return
+    if reloaded:  # counted as the sweep's are; each such client delays the start by a load
+        metrics.live_healed.inc(reloaded)
+        get_logger("radiusd").info("live_state_swept", clients=reloaded, at="start")
 
 
 def start_committer(
@@ -217,7 +237,7 @@ def log_started(
         "started",
         auth=_bound(transports[0]),
         acct=_bound(transports[1]),
-        metrics=_bound_server(http) if http else "supervisor",
+        metrics=bound_server(http) if http else "supervisor",
         database=core.engine.dialect.name,
         live_state="redis" if core.redis_live is not None else "database",
         nas=len(config.nas),
@@ -272,11 +292,6 @@ def start_failure(exc: BaseException) -> str:
 
 def _bound(transport: asyncio.DatagramTransport) -> str:
     host, port = transport.get_extra_info("sockname")[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _bound_server(server: asyncio.Server) -> str:
-    host, port = server.sockets[0].getsockname()[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

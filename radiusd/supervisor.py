@@ -28,10 +28,9 @@ from typing import TYPE_CHECKING
 
 from billing_core.config import Config, load_config
 
-from .app import HANDLED_SIGNALS, _bound_server
 from .httpd import HEALTH_EVERY, Health, health_probe, start_http
 from .logging import configure, get_logger
-from .loop import run
+from .loop import HANDLED_SIGNALS, bound_server, run
 from .metrics import DependencyStates
 from .sdnotify import Notifier
 
@@ -198,11 +197,18 @@ async def _supervise(
     log = get_logger("radiusd")
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    health = _dependency_probe(config, registry)
+    # the probe is made once the workers are starting: it imports the billing side (half a
+    # second), which the workers import too, each in its own process
+    probe: list[Health] = []
+
+    async def health() -> list[str]:
+        return await probe[0]()
+
     http = await start_http(config.server.metrics_listen, registry, health)  # may fail: first
     workers = Workers(config.server.workers, config_path, trace)
     workers.start()
-    log.info("supervisor_started", workers=len(workers.processes), metrics=_bound_server(http))
+    probe.append(_dependency_probe(config, registry))
+    log.info("supervisor_started", workers=len(workers.processes), metrics=bound_server(http))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

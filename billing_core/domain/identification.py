@@ -28,6 +28,9 @@ class Identified:
 
 
 def canonical_ip(text: str) -> str | None:
+    stripped = text.strip()
+    if _plain_ipv4(stripped):  # the common case, without ipaddress's objects (start-up)
+        return stripped
     try:
         addr = ipaddress.ip_address(text.strip())
     except ValueError:
@@ -35,6 +38,20 @@ def canonical_ip(text: str) -> str | None:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return str(addr.ipv4_mapped)
     return str(addr)
+
+
+def _plain_ipv4(text: str) -> bool:
+    """Four decimal octets without leading zeros: an IPv4 address written as ``ipaddress``
+    writes it."""
+    parts = text.split(".")
+    return len(parts) == 4 and all(
+        part.isascii()
+        and part.isdigit()
+        and len(part) <= 3
+        and (part[0] != "0" or part == "0")
+        and int(part) <= 255
+        for part in parts
+    )
 
 
 class AccountIndex:
@@ -55,7 +72,9 @@ class AccountIndex:
             index.setdefault((account.ident, value), []).append(account)
         # longest tech prefix first; accounts without one last
         self._index = {
-            key: tuple(sorted(items, key=lambda a: -len(a.tech_prefix or "")))
+            key: (items[0],)
+            if len(items) == 1
+            else tuple(sorted(items, key=lambda a: -len(a.tech_prefix or "")))
             for key, items in index.items()
         }
 

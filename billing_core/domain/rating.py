@@ -134,6 +134,23 @@ class RateTableIndex:
                     )
         return None
 
+    def parts(self) -> tuple[dict[str, int | tuple[int, ...]], list[_Plan], int]:
+        """What the index is made of (prefix -> plan number or numbers, newest first; the
+        plans; the number of rates), for a snapshot (``restore`` builds it back)."""
+        return self._by_code, self._plans, self.size
+
+    @classmethod
+    def restore(
+        cls, by_code: dict[str, int | tuple[int, ...]], plans: list[_Plan], size: int
+    ) -> RateTableIndex:
+        """The index ``parts`` described; the caller vouches that every plan number exists."""
+        index = cls.__new__(cls)
+        index._by_code = by_code
+        index._plans = plans
+        index._max_len = max(map(len, by_code), default=0)
+        index.size = size
+        return index
+
 
 class RateIndexBuilder:
     """Builds a RateTableIndex row by row, without a Rate object per row (a million rows)."""

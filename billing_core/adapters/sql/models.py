@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -97,6 +98,23 @@ class RateTableRow(Base):
     # (0003) moved by every change to the table's rates: a catalog reload rebuilds only the
     # indexes of the tables whose version moved
     rates_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class RateIndexSnapshot(Base):
+    """(0008) A rate table's in-memory index, compact, for the ``rates_version`` it was built
+    from: a daemon starts from it instead of reading and indexing every rate row again.
+    Written by the daemon that built the index from the rows; any other version is ignored
+    (and replaced). Not the truth: dropping every row only makes the next start slower."""
+
+    __tablename__ = "rate_index_snapshots"
+    rate_table_id: Mapped[int] = mapped_column(
+        ForeignKey("rate_tables.id", ondelete="CASCADE"), primary_key=True
+    )
+    rates_version: Mapped[int] = mapped_column(BigInteger)
+    format: Mapped[int] = mapped_column(Integer)
+    plans: Mapped[str] = mapped_column(Text)  # JSON: the price plans, the multi-period codes
+    codes: Mapped[bytes] = mapped_column(LargeBinary)  # UTF-8 prefixes joined by newlines
+    plan_ids: Mapped[bytes] = mapped_column(LargeBinary)  # int32 little-endian, one a prefix
 
 
 class RateRow(Base):

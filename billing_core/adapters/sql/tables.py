@@ -26,6 +26,7 @@ from .models import (
     MailRow,
     NasEpochRow,
     NotifyStateRow,
+    RateIndexSnapshot,
     RateRow,
     RateTableRow,
     Setting,
@@ -48,6 +49,7 @@ mail_t = table(MailRow)
 nas_epochs_t = table(NasEpochRow)
 notify_state_t = table(NotifyStateRow)
 rate_tables_t = table(RateTableRow)
+rate_snapshots_t = table(RateIndexSnapshot)
 rates_t = table(RateRow)
 settings_t = table(Setting)
 transactions_t = table(TransactionRow)
