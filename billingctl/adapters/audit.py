@@ -54,8 +54,13 @@ class AuditContext:
     actor: str = field(default_factory=current_actor)
 
 
+_PLAIN = frozenset({str, int, bool, float})
+
+
 def jsonable(value: Any) -> Any:
     """A snapshot value as JSON: amounts as decimal strings, days and times in ISO form."""
+    if value is None or type(value) in _PLAIN:
+        return value
     if isinstance(value, Decimal):
         return display(value)
     if isinstance(value, datetime | date):

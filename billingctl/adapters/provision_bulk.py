@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 
 from billing_core.adapters.sql.bulk import bulk_for
 from billing_core.adapters.sql.tables import (
@@ -36,7 +36,7 @@ from .admin import LiveMove, _client_values, new_client_id
 from .audit import AuditContext, ClientSnapshot, audit_t, entry_values, snapshots_of
 from .client_queries import client_tags_t, rate_tables_t, tags_of, tags_t
 
-__all__ = ["BatchResult", "ClientBatch", "rate_table_ids", "write_batch"]
+__all__ = ["BatchResult", "ClientBatch", "insert_rows", "rate_table_ids", "write_batch"]
 
 #: IN lists are cut to this many values (SQLite's limit on bound values is 32766).
 _IN_CHUNK = 5000
@@ -56,6 +56,34 @@ _ACCOUNT_WRITE = (
 def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (all with the same keys): COPY on PostgreSQL (a server-side cost per
+    row several times lower than one INSERT each), executemany on SQLite. Values go through
+    the columns' bind processing either way, so they are stored as an INSERT stores them."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), list(rows))
+        return
+    names = list(rows[0])
+    columns = [table.c[name] for name in names]
+    processors = [column.type.bind_processor(conn.dialect) for column in columns]
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    quoted = ", ".join(f'"{name}"' for name in names)
+    with (
+        driver.cursor() as cursor,
+        cursor.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as copy,
+    ):
+        for row in rows:
+            copy.write_row(
+                [
+                    row[name] if process is None else process(row[name])
+                    for name, process in zip(names, processors, strict=True)
+                ]
+            )
 
 
 def rate_table_ids(
@@ -126,9 +154,7 @@ def write_batch(conn: Connection, batch: ClientBatch) -> BatchResult:
     result = BatchResult()
     entries = _client_entries(conn, batch, plan)
     _write_payments(conn, batch, plan, entries, result)
-    rows = [row for per_client in entries for row in per_client]
-    if rows:
-        conn.execute(insert(audit_t), rows)
+    insert_rows(conn, audit_t, [row for per_client in entries for row in per_client])
     return result
 
 
@@ -206,8 +232,7 @@ def _write_tags(conn: Connection, batch: ClientBatch, plan: _Plan) -> None:
         for client_id, tags in wanted.items()
         for tag in tags
     ]
-    if links:
-        conn.execute(insert(client_tags_t), links)
+    insert_rows(conn, client_tags_t, links)
     plan.touched.update(wanted)
 
 
@@ -243,8 +268,7 @@ def _write_accounts(conn: Connection, batch: ClientBatch, plan: _Plan) -> None:
             elif any(getattr(owner, key) != row[key] for key in _ACCOUNT_WRITE):
                 updates.append({**row, "b_id": owner.id})
                 plan.touched.update({client_id, int(owner.client_id)})
-    if inserts:
-        conn.execute(insert(accounts_t), inserts)
+    insert_rows(conn, accounts_t, inserts)
     if updates:
         conn.execute(update(accounts_t).where(accounts_t.c.id == bindparam("b_id")), updates)
 
