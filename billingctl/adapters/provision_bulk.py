@@ -267,7 +267,9 @@ def _write_accounts(conn: Connection, batch: ClientBatch, plan: _Plan) -> None:
                 plan.touched.add(client_id)
             elif any(getattr(owner, key) != row[key] for key in _ACCOUNT_WRITE):
                 updates.append({**row, "b_id": owner.id})
-                plan.touched.update({client_id, int(owner.client_id)})
+                # an account taken from another client shows in this client's entry only,
+                # as when clients were written one at a time
+                plan.touched.add(client_id)
     insert_rows(conn, accounts_t, inserts)
     if updates:
         conn.execute(update(accounts_t).where(accounts_t.c.id == bindparam("b_id")), updates)
