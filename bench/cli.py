@@ -770,12 +770,17 @@ def _paced(spec: LoadSpec, rate: float, warmup: float | None = None) -> LoadSpec
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    wanted_scenarios = [s for s in args.scenarios.split(",") if s]
-    for s in wanted_scenarios:
+def _wanted_scenarios(args: argparse.Namespace) -> list[str]:
+    wanted = [s for s in args.scenarios.split(",") if s]
+    for s in wanted:
         if s not in scenarios.SCENARIOS:
             raise SystemExit(f"unknown scenario {s!r} (one of {', '.join(scenarios.SCENARIOS)})")
+    return wanted
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    wanted_scenarios = _wanted_scenarios(args)
     wanted_targets = [t for t in args.targets.split(",") if t]
     bench = Bench(args)
     try:
