@@ -152,7 +152,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--only",
-        choices=("two-node",),
+        choices=("two-node", "load"),
         default="",
         help="run only this part (its report goes to stdout, or to --output if given)",
     )
@@ -790,12 +790,17 @@ def _paced(spec: LoadSpec, rate: float, warmup: float | None = None) -> LoadSpec
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    wanted_scenarios = [s for s in args.scenarios.split(",") if s]
-    for s in wanted_scenarios:
+def _wanted_scenarios(args: argparse.Namespace) -> list[str]:
+    wanted = [s for s in args.scenarios.split(",") if s]
+    for s in wanted:
         if s not in scenarios.SCENARIOS:
             raise SystemExit(f"unknown scenario {s!r} (one of {', '.join(scenarios.SCENARIOS)})")
+    return wanted
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    wanted_scenarios = _wanted_scenarios(args)
     wanted_targets = [t for t in args.targets.split(",") if t]
     bench = Bench(args)
     try:
@@ -804,6 +809,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - reported; the SQLite and static runs go on
         log(f"PostgreSQL unreachable at {args.postgres_url}: {exc}")
         bench.pg = None
+    if args.only == "load":
+        return _load_only(bench, args)
     big = datagen.generate(datagen.BIG if args.data == "big" else datagen.SMALL)
     small = datagen.generate(datagen.SMALL) if not args.only else big
     run = Run(
@@ -849,6 +856,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"wrote {args.output}")
     if args.json is not None:
         args.json.write_text(json.dumps(_raw(run), indent=1, default=str))
+    return 0
+
+
+def _load_only(bench: Bench, args: argparse.Namespace) -> int:
+    """``--only load``: billingctl load's times (bench/loadtime.py), to stdout or --output."""
+    from bench import loadtime
+
+    try:
+        timings = loadtime.measure(bench.pg, bench.workdir, log)
+    finally:
+        if bench.pg is not None:
+            bench.pg.close()
+        shutil.rmtree(bench.workdir, ignore_errors=True)
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    header = (
+        f"`python -m bench --only load` on {started}; {platform.node() or 'this machine'}, "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end."
+    )
+    text = loadtime.render(timings, header)
+    if args.output is None:
+        print(text)
+    else:
+        args.output.write_text(text)
+        log(f"wrote {args.output}")
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -54,8 +54,13 @@ class AuditContext:
     actor: str = field(default_factory=current_actor)
 
 
+_PLAIN = frozenset({str, int, bool, float})
+
+
 def jsonable(value: Any) -> Any:
     """A snapshot value as JSON: amounts as decimal strings, days and times in ISO form."""
+    if value is None or type(value) in _PLAIN:
+        return value
     if isinstance(value, Decimal):
         return display(value)
     if isinstance(value, datetime | date):
@@ -80,25 +85,52 @@ def record(
     client_name: str | None = None,
 ) -> bool:
     """Write one entry; nothing when before and after are equal (no change). True if written."""
+    values = entry_values(
+        audit,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        entity_name=entity_name,
+        before=before,
+        after=after,
+        client_id=client_id,
+        client_name=client_name,
+    )
+    if values is None:
+        return False
+    conn.execute(insert(audit_t).values(**values))
+    return True
+
+
+def entry_values(
+    audit: AuditContext,
+    *,
+    entity_type: str,
+    entity_id: object,
+    entity_name: str | None,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    client_id: int | None = None,
+    client_name: str | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any] | None:
+    """The audit row ``record`` writes (None when before and after are equal), for a caller
+    that writes many at once."""
     before_json = None if before is None else jsonable(before)
     after_json = None if after is None else jsonable(after)
     if before_json is not None and before_json == after_json:
-        return False
-    conn.execute(
-        insert(audit_t).values(
-            at=utcnow(),
-            actor=audit.actor[:128],
-            command=audit.command[:64],
-            entity_type=entity_type,
-            entity_id=None if entity_id is None else str(entity_id),
-            entity_name=entity_name,
-            client_id=client_id,
-            client_name=client_name,
-            before=None if before_json is None else json.dumps(before_json, sort_keys=True),
-            after=None if after_json is None else json.dumps(after_json, sort_keys=True),
-        )
-    )
-    return True
+        return None
+    return {
+        "at": at or utcnow(),
+        "actor": audit.actor[:128],
+        "command": audit.command[:64],
+        "entity_type": entity_type,
+        "entity_id": None if entity_id is None else str(entity_id),
+        "entity_name": entity_name,
+        "client_id": client_id,
+        "client_name": client_name,
+        "before": None if before_json is None else json.dumps(before_json, sort_keys=True),
+        "after": None if after_json is None else json.dumps(after_json, sort_keys=True),
+    }
 
 
 # --- snapshots ---------------------------------------------------------------------------------
@@ -150,6 +182,62 @@ def client_snapshot(
         )
     ]
     return jsonable(snapshot)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSnapshot:
+    """A client's row as read, and its snapshot as ``client_snapshot`` makes it."""
+
+    row: Mapping[str, Any]
+    snapshot: dict[str, Any]
+
+
+def snapshots_of(
+    conn: Connection,
+    client_ids: Sequence[int],
+    *,
+    changed_passwords: Mapping[int, set[str]] | None = None,
+) -> dict[int, ClientSnapshot]:
+    """``client_snapshot`` of many clients in a few statements (those that exist)."""
+    changed = changed_passwords or {}
+    out: dict[int, ClientSnapshot] = {}
+    table_names = {
+        int(r.id): str(r.name)
+        for r in conn.execute(select(rate_tables_t.c.id, rate_tables_t.c.name))
+    }
+    for start in range(0, len(client_ids), _SNAPSHOT_CHUNK):
+        chunk = list(client_ids[start : start + _SNAPSHOT_CHUNK])
+        accounts: dict[int, list[dict[str, Any]]] = {cid: [] for cid in chunk}
+        for a in conn.execute(
+            select(accounts_t)
+            .where(accounts_t.c.client_id.in_(chunk))
+            .order_by(accounts_t.c.client_id, accounts_t.c.name)
+        ):
+            names = changed.get(a.client_id, ())
+            accounts[a.client_id].append(account_snapshot(a, password_changed=a.name in names))
+        tags = tags_of(conn, chunk)
+        for row in conn.execute(select(clients_t).where(clients_t.c.id.in_(chunk))):
+            snapshot = _client_fields(row, table_names)
+            snapshot["tags"] = tags[row.id]
+            snapshot["accounts"] = accounts[row.id]
+            out[int(row.id)] = ClientSnapshot(dict(row._mapping), jsonable(snapshot))
+    return out
+
+
+_SNAPSHOT_CHUNK = 2000
+
+
+def _client_fields(row: Any, table_names: Mapping[int, str]) -> dict[str, Any]:
+    snapshot: dict[str, Any] = {}
+    for column in SNAPSHOT_COLUMNS:
+        value = getattr(row, column)
+        if column == "rate_table_id":
+            snapshot["rate_table"] = None if value is None else table_names.get(value)
+        elif column in {"postpaid", "hidden_numbers", "autoinvoicing"}:
+            snapshot[column] = bool(value)
+        else:
+            snapshot[column] = value
+    return snapshot
 
 
 # --- reading -----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from billing_core.adapters.secretbox import NoKeyCipher
 from billing_core.adapters.sql.catalog import bump_catalog_version
-from billingctl.adapters import admin
+from billingctl.adapters import admin, provision_bulk
 from billingctl.adapters.audit import AuditContext
 from billingctl.services.clients import accounts_in_service, status_changed
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from billing_core.ports import SecretCipher
     from billingctl.adapters.admin import LiveMove
     from billingctl.progress import Progress
-    from billingctl.provisioning import ClientSpec, ProvisioningSpec
+    from billingctl.provisioning import ProvisioningSpec
 
 
 def apply_provisioning(
@@ -49,41 +49,44 @@ def apply_provisioning(
             counts["rates"] += len(table.rates)
             if progress is not None:
                 progress.advance(len(table.rates))
-        for index, client in enumerate(spec.clients):
-            moved = _load_client(conn, client, index, table_ids, audit, cipher)
-            counts["clients"] += 1
-            counts["accounts"] += len(client.accounts)
-            counts["payments"] += len(moved)
-            applied += moved
-            if progress is not None:
-                progress.advance()
+        applied += _load_clients(conn, spec, table_ids, audit, cipher, progress, counts)
         bump_catalog_version(conn)
     if payments_applied is not None:
         payments_applied.extend(applied)
     return counts
 
 
-def _load_client(
+#: Clients written per round of set-based statements (``provision_bulk``): a few
+#: statements per table each round, the progress line moved once per round.
+BATCH_CLIENTS = 500
+
+
+def _load_clients(
     conn: Connection,
-    spec: ClientSpec,
-    index: int,
+    spec: ProvisioningSpec,
     table_ids: dict[str, int],
     audit: AuditContext,
     cipher: SecretCipher,
+    progress: Progress | None,
+    counts: dict[str, int],
 ) -> list[LiveMove]:
-    """One client of the file with its accounts and payments; the payments applied."""
-    upserted = admin.upsert_client(conn, spec, index, table_ids)
-    changed_passwords = admin.upsert_accounts(
-        conn,
-        upserted.client_id,
-        spec,
-        index,
-        cipher=cipher,
-        in_service=accounts_in_service(spec.status),
-    )
-    if upserted.old_status is not None:
-        status_changed(conn, upserted.client_id, spec.name, upserted.old_status, spec.status)
-    admin.record_client(
-        conn, audit, upserted.client_id, spec.name, upserted.before, changed_passwords
-    )
-    return admin.post_payments(conn, audit, upserted.client_id, spec)
+    """The file's clients with their accounts and payments, a batch at a time, in file
+    order; the payments applied."""
+    clients = spec.clients
+    ids = provision_bulk.rate_table_ids(conn, clients, table_ids)
+    applied: list[LiveMove] = []
+    for first in range(0, len(clients), BATCH_CLIENTS):
+        batch = clients[first : first + BATCH_CLIENTS]
+        result = provision_bulk.write_batch(
+            conn,
+            provision_bulk.ClientBatch(
+                batch, first, ids, cipher, audit, accounts_in_service, status_changed
+            ),
+        )
+        applied += result.applied
+        counts["clients"] += len(batch)
+        counts["accounts"] += sum(len(c.accounts) for c in batch)
+        counts["payments"] += len(result.applied)
+        if progress is not None:
+            progress.advance(len(batch))
+    return applied

@@ -756,6 +756,29 @@ def test_loader_yaml_dates_and_merge_keys(tmp_path: Path) -> None:
     assert [r.code for r in rates] == ["1", "2"]
 
 
+_YAML_SHAPES = [
+    "settings: {max_call_length: 3600}\nclients: [{name: A, postpaid: true, credit: '1.5'}]\n",
+    "a: &x {k: [1, 2.5, null, ~, yes, 'no', 2026-01-01, 2026-01-01 06:00:00+02:00]}\n"
+    "b: {<<: *x, j: !!str 7}\nc: [*x, *x]\n1: one\n0x10: sixteen\n",
+    "- !!set {a, b}\n- !!binary aGk=\n- !!omap [{a: 1}]\n- {1.5: x, null: y}\n- ''\n",
+    "plain\n",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", _YAML_SHAPES)
+def test_loader_builds_yaml_as_pyyaml_does(tmp_path: Path, text: str) -> None:
+    """The direct build of strings, lists and mappings (the fast path after parsing) gives
+    what PyYAML's own safe constructor gives, with either parser."""
+    import yaml
+
+    from billingctl import provisioning_file
+
+    expected = yaml.load(text, Loader=yaml.SafeLoader)
+    assert provisioning_file._load_yaml(text, "p.yaml") == expected
+    assert provisioning_file._read_yaml(yaml.SafeLoader, text, "p.yaml") == expected
+
+
 # --- property: amounts round-trip exactly --------------------------------------------------
 
 
