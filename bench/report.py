@@ -279,12 +279,15 @@ def _start_rows(run: Run, prod: str) -> list[list[str]]:
         measured = "–" if seconds is None else f"{seconds:.1f} s"
         if seconds is not None and first is not None:
             measured += f" (first start after the load: {first:.1f} s)"
+        # both must answer in time: the first start after billingctl and any restart
+        worst = None if seconds is None else max(seconds, first or 0.0)
         rows.append(
             [
-                f"a restart's first correct Access-Accept, {deployment}, live state empty",
+                f"first correct Access-Accept after a start or a restart, {deployment}, "
+                "live state empty",
                 measured,
                 f"≤ {bound:.0f} s",
-                _verdict(None if seconds is None else seconds <= bound),
+                _verdict(None if worst is None else worst <= bound),
             ]
         )
     return rows
@@ -638,8 +641,8 @@ def render(run: Run) -> str:
     )
     out += [
         "",
-        "Ours: *first start* is the first on the loaded database (every rate index built from "
-        "its rows, then its snapshot stored), *start* a restart (the snapshots read), each "
+        "Ours: *first start* is the first on the loaded database (`billingctl load` stored "
+        "every rate table's index snapshot), *start* a restart, each "
         "timed from the launch of `radiusd serve` to the first correct Access-Accept from "
         "every worker, with Redis emptied and not rebuilt (clients load on first use); then "
         "`billingctl live rebuild` (*live rebuild s*) fills Redis for the scenarios' steady "

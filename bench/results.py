@@ -49,7 +49,7 @@ class TargetInfo:
     # ours: a restart's launch to its first correct Access-Accept, Redis empty (the lazy
     # path); others: the launch to ready, a Redis rebuild before it excluded
     start_seconds: float | None = None
-    # ours: the first start on the loaded database (no rate index snapshot yet), as above
+    # ours: the first start on the loaded database (as billingctl load left it), as above
     first_start_seconds: float | None = None
     rebuild_seconds: float | None = None  # billingctl live rebuild (ours: after the start)
     load_seconds: float | None = None

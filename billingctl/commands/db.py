@@ -41,6 +41,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     from billingctl.adapters.admin import LiveMove
     from billingctl.commands.money import payments_made
     from billingctl.services.load import apply_provisioning
+    from billingctl.services.rates import write_index_snapshots
 
     moved: list[LiveMove] = []
     progress.total = sum(len(t.rates) for t in spec.rate_tables) + len(spec.clients)
@@ -54,6 +55,9 @@ def cmd_load(args: argparse.Namespace) -> int:
             cipher=context.cipher(args),
             progress=progress,
         )
+        if spec.rate_tables:
+            progress.stage("writing rate index snapshots")
+            write_index_snapshots(context.engine(args))
     payments_made(args, context.live(args), moved)
     print("loaded " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     return 0

@@ -14,7 +14,7 @@ from billingctl.provisioning import RATE_COLUMNS
 
 def cmd_rates_import(args: argparse.Namespace) -> int:
     from billingctl.progress import count_lines, for_terminal
-    from billingctl.services.rates import import_rates
+    from billingctl.services.rates import import_rates, write_index_snapshots
 
     progress = for_terminal(f"rates import {Path(args.file).name}")
     if progress.enabled and Path(args.file).is_file():
@@ -29,6 +29,8 @@ def cmd_rates_import(args: argparse.Namespace) -> int:
             audit=context.audit(args),
             progress=progress,
         )
+        progress.stage("writing the rate index snapshot")
+        write_index_snapshots(context.engine(args))
     print(
         f"{result['table']}: {result['rows']} rates from {result['file']} ({result['mode']}):"
         f" {result['added']} added, {result['updated']} updated, {result['removed']} removed;"

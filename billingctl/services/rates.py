@@ -40,6 +40,15 @@ def import_counts(mode: str, staged: int, before: int, after: int) -> dict[str, 
     return {"added": after - before, "updated": staged - (after - before), "removed": 0}
 
 
+def write_index_snapshots(engine: Engine) -> int:
+    """After rates changed: store the rate index snapshot of every table lacking one at its
+    current version, so that the first start after the change reads snapshots, not rows
+    (a million prefixes: seconds saved on every node's start); the number written."""
+    from billing_core.adapters.sql.catalog import SqlCatalog
+
+    return SqlCatalog(engine).write_missing_snapshots()
+
+
 def import_rates(
     engine: Engine,
     table: str,

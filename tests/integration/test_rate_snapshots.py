@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -18,6 +19,10 @@ from billing_core.adapters.sql.store import SqlStore
 from billing_core.adapters.sql.tables import rate_snapshots_t, rate_tables_t, rates_t
 from billingctl.provisioning import parse_provisioning
 from billingctl.services import load
+
+from .billingctl_support import Ctl, ctl, generate_rates, rates_csv
+
+__all__ = ["ctl"]  # the fixture
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -104,3 +109,44 @@ def test_without_snapshots_the_rows_are_read_and_nothing_is_written(db_url: str)
     store.rate_snapshots = False
     assert price(store, "44") == Decimal("0.20")
     assert snapshots(store) == []
+
+
+def test_billingctl_writes_the_snapshots_so_a_first_start_reads_no_rows(
+    ctl: Ctl, tmp_path: Path
+) -> None:
+    """After ``load`` and ``rates import`` every rate table has the snapshot of its current
+    version, so the first start after them builds no index from rows (seconds for a million
+    prefixes on every node)."""
+    document = tmp_path / "p.yaml"
+    document.write_text(
+        "rate_tables:\n  - name: retail\n    currency: USD\n    rates:\n"
+        "      - {code: '44', rate: '0.20', effective_date: '2026-01-01T00:00:00Z'}\n",
+        encoding="utf-8",
+    )
+    ctl("load", str(document))
+    wholesale = tmp_path / "w.csv"
+    wholesale.write_text(rates_csv(generate_rates(300)), encoding="utf-8")
+    ctl("rates", "import", "wholesale", str(wholesale), "--currency", "USD")
+    store = SqlStore(make_engine(ctl.url))
+    with store.engine.connect() as conn:
+        tables = {
+            name: (int(table_id), int(version))
+            for name, table_id, version in conn.execute(
+                select(rate_tables_t.c.name, rate_tables_t.c.id, rate_tables_t.c.rates_version)
+            )
+        }
+    versions = set(tables.values())
+    assert len(versions) == 2 and set(snapshots(store)) == versions
+    with store.engine.begin() as conn:  # the rows gone: only the snapshots can answer
+        conn.execute(delete(rates_t))
+    catalog = store.load_catalog()
+    retail = catalog.rate_tables[tables["retail"][0]].lookup("4420", NOW)
+    wholesale_rate = catalog.rate_tables[tables["wholesale"][0]].lookup("10001234", NOW)
+    assert retail is not None and retail.rate == Decimal("0.20")
+    assert wholesale_rate is not None and wholesale_rate.rate == Decimal("0.0100")
+    assert set(snapshots(store)) == versions  # nothing built, nothing written at the start
+
+    # a second import changes rates: the version moves and its snapshot follows
+    wholesale.write_text(rates_csv(generate_rates(10, rate="0.0300")), encoding="utf-8")
+    ctl("rates", "import", "wholesale", str(wholesale), "--mode", "replace")
+    assert len(snapshots(store)) == 2 and set(snapshots(store)) != versions

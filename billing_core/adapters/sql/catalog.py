@@ -22,6 +22,7 @@ from .tables import (
     accounts_t,
     catalog_version_t,
     clients_t,
+    rate_snapshots_t,
     rate_tables_t,
     settings_t,
 )
@@ -127,6 +128,29 @@ class SqlCatalog:
             rate_tables=by_table,
             rate_versions=versions,
             max_call_length=int(mcl) if mcl is not None else None,
+        )
+
+    def write_missing_snapshots(self) -> int:
+        """Build from the rows, and store, the snapshot of every rate table that has none
+        at its current version (what ``billingctl`` runs after changing rates, so that the
+        first start after it reads snapshots too); the number written."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")  # as load_catalog
+            versions = {
+                int(row.id): int(row.rates_version)
+                for row in conn.execute(select(rate_tables_t.c.id, rate_tables_t.c.rates_version))
+            }
+            stored = {
+                (int(table_id), int(version))
+                for table_id, version in conn.execute(
+                    select(rate_snapshots_t.c.rate_table_id, rate_snapshots_t.c.rates_version)
+                )
+            }
+            missing = [t for t, v in versions.items() if (t, v) not in stored]
+            built = _load_rates(conn, missing) if missing else {}
+        return rate_snapshots.write(
+            self.engine, [(table_id, versions[table_id], built[table_id]) for table_id in built]
         )
 
     def _rate_indexes(
