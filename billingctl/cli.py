@@ -17,7 +17,7 @@ import sys
 
 from billing_core.errors import UserError
 from billing_core.pipes import quiet_broken_pipe
-from billing_core.version import package_version
+from billing_core.version import VersionAction
 from billingctl import context
 from billingctl.commands import accounts, calls, clients, db, explain, live, money, rates, settings
 from billingctl.parsing import Parser
@@ -31,7 +31,7 @@ GROUPS = (db, clients, accounts, rates, money, explain, calls, settings, live)
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="billingctl", description="Operate the VoIP billing database")
     parser.add_argument("--config", help=CONFIG_HELP)
-    parser.add_argument("--version", action="version", version=f"billingctl {package_version()}")
+    parser.add_argument("--version", action=VersionAction)
     groups = parser.add_subparsers(dest="group", required=True, parser_class=Parser)
     for group in GROUPS:
         group.register(groups)

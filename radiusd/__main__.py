@@ -8,7 +8,7 @@ import sys
 
 from billing_core.config import ConfigError, load_config, render_effective, resolve_config_path
 from billing_core.pipes import quiet_broken_pipe
-from billing_core.version import package_version
+from billing_core.version import VersionAction
 
 from .logging import configure
 from .loop import run
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radiusd", description="RADIUS authorization and accounting server for VoIP carriers"
     )
-    parser.add_argument("--version", action="version", version=f"radiusd {package_version()}")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("serve", "run the daemon in the foreground until SIGTERM/SIGINT"),
