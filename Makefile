@@ -47,7 +47,7 @@ e2e: deps $(STAMP)
 	$(BIN)/pytest -q -n $(TEST_WORKERS) tests/e2e
 
 test: deps lint
-	$(BIN)/pytest -q -n $(TEST_WORKERS) tests
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 # make bench: our server and FreeRADIUS measured in one run; writes BENCHMARKS.md (bench/).
 #   BENCH_REDIS_URL  a Redis database the benchmark owns (it is emptied); empty: no Redis run

@@ -32,6 +32,15 @@ POSTGRES_URL_VAR = "RADIUSD_TEST_POSTGRES_URL"
 REDIS_URL_VAR = "RADIUSD_TEST_REDIS_URL"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first (the real daemon's, and those marked ``slow``), the rest in
+    their order: xdist hands tests out in this order, so a long one never starts last and
+    holds the run's end while the other workers are idle."""
+    items.sort(
+        key=lambda item: 0 if "e2e" in item.keywords or item.get_closest_marker("slow") else 1
+    )
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
     """An admin URL of a PostgreSQL server: the given one, else the session's own."""

@@ -13,6 +13,7 @@ an authorization answers show the live state the daemon sees exactly.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import random
@@ -23,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -368,35 +369,32 @@ def money(value: object) -> Decimal:
     return Decimal(str(value))
 
 
-# --------------------------------------------------------------------------- 1. PostgreSQL
-
-
-SENDERS = 4
-OPENING = Decimal("500.00")
-MAX_CALL = 120  # every grant: the funds are far larger, so nobody is ever refused
-
-
-def test_postgresql_stopped_mid_traffic_and_started_again(stack: Stack, tmp_path: Path) -> None:
-    daemon, postgres = stack.daemon, stack.postgres
-    with_redis = stack.redis is not None
-    names = ["Alpha", "Bravo"]
-    provision(daemon, tmp_path, provisioning(MAX_CALL, {n.lower(): str(OPENING) for n in names}))
-    daemon.start()
-    pid = daemon.process.pid if daemon.process else None
-
+def senders(
+    daemon: Daemon,
+    plan: Sequence[tuple[str, Callable[[int], int]]],
+    *,
+    tries: int = 80,
+    network: str = "10.0.1",
+    prefix: str = "",
+) -> tuple[threading.Event, list[list[Call]], list[BaseException], list[threading.Thread]]:
+    """One thread per (client, duration of its n-th call), each a switch of its own (NAS
+    ``network``.N) placing whole calls one after another until told to finish; a request
+    is re-sent every 0.25 s, at most ``tries`` sends (20 s: longer than a restart). Call
+    ids are ``prefix`` (else the client's name) - thread - n."""
     finish = threading.Event()
-    calls: list[list[Call]] = [[] for _ in range(SENDERS)]
+    calls: list[list[Call]] = [[] for _ in plan]
     failures: list[BaseException] = []
 
-    def sender(index: int) -> None:
-        switch = Switch(daemon, f"10.0.0.{index + 1}", delay_on_retry=index % 2 == 1)
+    def run(index: int) -> None:
+        client, duration = plan[index]
+        nas = f"{network}.{index + 1}"
+        switch = Switch(daemon, nas, tries=tries, delay_on_retry=index % 2 == 1)
         try:
             for n in itertools.count():
                 if finish.is_set():
                     return
-                call = Call(
-                    names[index % 2], f"out-{index}-{n}", duration=1 + (7 * n + 13 * index) % 90
-                )
+                session = f"{prefix or client.lower()}-{index}-{n}"
+                call = Call(client, session, duration=duration(n))
                 calls[index].append(call)
                 place_call(switch, call)
                 if call.abandoned:
@@ -407,9 +405,46 @@ def test_postgresql_stopped_mid_traffic_and_started_again(stack: Stack, tmp_path
         finally:
             switch.close()
 
-    threads = [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(SENDERS)]
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(plan))]
     for thread in threads:
         thread.start()
+    return finish, calls, failures, threads
+
+
+def settle(
+    finish: threading.Event, threads: list[threading.Thread], failures: list[BaseException]
+) -> None:
+    finish.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures, failures
+    assert not any(t.is_alive() for t in threads), "a sender is still waiting for a reply"
+
+
+# --------------------------------------------------------------------------- 1. PostgreSQL
+
+
+SENDERS = 4
+OPENING = Decimal("500.00")
+MAX_CALL = 120  # every grant: the funds are far larger, so nobody is ever refused
+
+
+def _outage_duration(index: int, n: int) -> int:
+    return 1 + (7 * n + 13 * index) % 90
+
+
+def test_postgresql_stopped_mid_traffic_and_started_again(stack: Stack, tmp_path: Path) -> None:
+    daemon, postgres = stack.daemon, stack.postgres
+    with_redis = stack.redis is not None
+    names = ["Alpha", "Bravo"]
+    provision(daemon, tmp_path, provisioning(MAX_CALL, {n.lower(): str(OPENING) for n in names}))
+    daemon.start()
+    pid = daemon.process.pid if daemon.process else None
+
+    plan = [(names[i % 2], functools.partial(_outage_duration, i)) for i in range(SENDERS)]
+    finish, calls, failures, threads = senders(
+        daemon, plan, tries=40, network="10.0.0", prefix="out"
+    )
     try:
         time.sleep(1.0)
         before = sum(1 for c in itertools.chain(*calls) if c.stop and c.stop.answered)
@@ -437,11 +472,7 @@ def test_postgresql_stopped_mid_traffic_and_started_again(stack: Stack, tmp_path
             place_call(probe, during)
         time.sleep(1.0)
     finally:
-        finish.set()
-        for thread in threads:
-            thread.join(timeout=60)
-    assert not failures, failures
-    assert not any(t.is_alive() for t in threads), "a sender is still waiting for a reply"
+        settle(finish, threads, failures)
     assert daemon.process is not None and daemon.process.pid == pid
     assert daemon.process.poll() is None, "the daemon died"
 

@@ -19,7 +19,6 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -46,55 +45,13 @@ from .test_outages import (
     place_call,
     provision,
     provisioning,
+    senders,
+    settle,
     shown,
 )
 
 OPENING = Decimal("500.00")
 MAX_CALL = 120  # every grant while the funds are large (0.60 a minute: 0.01 a second)
-
-
-def senders(
-    daemon: Daemon, plan: list[tuple[str, Callable[[int], int]]], *, tries: int = 80
-) -> tuple[threading.Event, list[list[Call]], list[BaseException], list[threading.Thread]]:
-    """One thread per (client, duration of its n-th call), each a switch of its own placing
-    whole calls one after another until told to finish; a request is re-sent every 0.25 s,
-    at most ``tries`` sends (20 s: longer than a restart)."""
-    finish = threading.Event()
-    calls: list[list[Call]] = [[] for _ in plan]
-    failures: list[BaseException] = []
-
-    def run(index: int) -> None:
-        client, duration = plan[index]
-        switch = Switch(daemon, f"10.0.1.{index + 1}", tries=tries, delay_on_retry=index % 2 == 1)
-        try:
-            for n in itertools.count():
-                if finish.is_set():
-                    return
-                call = Call(client, f"{client.lower()}-{index}-{n}", duration=duration(n))
-                calls[index].append(call)
-                place_call(switch, call)
-                if call.abandoned:
-                    return
-                time.sleep(0.02)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            failures.append(exc)
-        finally:
-            switch.close()
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(plan))]
-    for thread in threads:
-        thread.start()
-    return finish, calls, failures, threads
-
-
-def settle(
-    finish: threading.Event, threads: list[threading.Thread], failures: list[BaseException]
-) -> None:
-    finish.set()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not failures, failures
-    assert not any(t.is_alive() for t in threads), "a sender is still waiting for a reply"
 
 
 def charged_once(daemon: Daemon, every: list[Call]) -> dict[str, Decimal]:

@@ -20,6 +20,7 @@ import itertools
 import struct
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pyrad import packet as rp
@@ -39,6 +40,8 @@ from radiusd.codec import (
 )
 from radiusd.metrics import Metrics
 from radiusd.transport import NasTable, RadiusServer
+
+pytestmark = pytest.mark.slow
 
 D: Any = load_dictionary()
 CODEC = Codec(D)
