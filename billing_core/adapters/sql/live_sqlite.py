@@ -94,7 +94,7 @@ class SqliteLiveState(SqlLiveState):
                 cursor.execute("COMMIT")
             except BaseException as exc:
                 self._abandon(conn)
-                if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+                if isinstance(exc, sqlite3.OperationalError):  # as SQLAlchemy takes it
                     raise Unavailable("database") from exc
                 raise
             finally:
