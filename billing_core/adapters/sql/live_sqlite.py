@@ -58,7 +58,9 @@ _AUTHORIZED = state_after(CallMove.AUTHORIZED).value
 def _stamp(moment: datetime) -> str:
     """A moment as SQLAlchemy stores a UTC timestamp column on SQLite (naive UTC, always
     with microseconds), so that comparisons in SQL see one format."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(" ", "microseconds")  # strftime: 3× the CPU
 
 
 def _own_call_sql(keys: int) -> str:
@@ -123,8 +125,9 @@ class SqliteLiveState(SqlLiveState):
             return Reject(RejectReason.LOCKED_OUT)
         balance = self._read_balance(cursor, client_id)
         own = self._find_own(cursor, request) if request.identifiers else None
+        now = _stamp(request.now)
         held, count = cursor.execute(
-            _HELD, (client_id, _ACTIVE, _HELD_STATE, _stamp(request.now), own or 0)
+            _HELD, (client_id, _ACTIVE, _HELD_STATE, now, own or 0)
         ).fetchone()
         snapshot = LiveSnapshot(balance, from_micros(held) if held is not None else ZERO, count)
         decision = decide(request.terms, snapshot)
@@ -135,7 +138,7 @@ class SqliteLiveState(SqlLiveState):
                 to_micros(decision.hold),
                 decision.grant_seconds,
                 _stamp(request.now + timedelta(seconds=request.hold_seconds)),
-                _stamp(request.now),
+                now,
             )
             if own is not None:
                 cursor.execute(_UPDATE_OWN, (*grant, own))
