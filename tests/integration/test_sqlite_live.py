@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
+from billing_core.adapters.sql.bulk import bulk_for
 from billing_core.adapters.sql.db import make_engine
 from billing_core.adapters.sql.live import SqlLiveState, change_balance
 from billing_core.adapters.sql.live_sqlite import SqliteLiveState
@@ -166,3 +167,41 @@ def test_a_failed_batch_writes_nothing_and_the_next_one_works(sqlite_url: str) -
     assert _rows(engine)[0] == []
     assert isinstance(live.authorize_many([good])[0], Accept)
     assert len(_rows(engine)[0]) == 1
+
+
+def test_accountings_lookups_reach_calls_and_cdrs_through_indexes(sqlite_url: str) -> None:
+    """A row-value IN reaches no index on SQLite: accounting scanned every call in
+    progress and every CDR ever stored, per batch. Each lookup must be an index search."""
+    _provisioned(sqlite_url)
+    engine = make_engine(sqlite_url)
+    rows = "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 3000) "
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            rows + "INSERT INTO cdrs (client_id, nas_key, epoch, acct_session_id, conf_id, "
+            "origin, called, duration, billed_duration, cost, rated_at, stopped_at, closed_by, "
+            "created_at, once, tags) SELECT 1, 'nas', 0, 's' || n, '', '', '1', 1, 1, 0, "
+            "'2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000', 'stop', "
+            "'2026-01-01 00:00:00.000000', 1, '' FROM g"
+        )
+        conn.exec_driver_sql(
+            rows + "INSERT INTO calls (id, client_id, nas_key, acct_session_id, conf_id, origin, "
+            "called, state, hold, max_session_time, charged, epoch, live_uid, accounted, tags) "
+            "SELECT n, 1, 'nas', 's' || n, '', '', '1', 'active', 0, 0, 0, 0, '', 1, '' FROM g"
+        )
+        conn.exec_driver_sql(
+            rows + "INSERT INTO call_keys (call_id, nas_key, key) SELECT n, 'nas', 's' || n FROM g"
+        )
+    seen: list[tuple[str, Any]] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: seen.append((a[2], a[3])))
+    with engine.begin() as conn:
+        bulk = bulk_for(conn)
+        assert [c.id for c, _n, _k in bulk.calls([("nas", "s5"), ("nas", "s7")])] == [5, 7]
+        assert len(bulk.legs([("nas", 0, "s5"), ("other", 1, "s6")])) == 1
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        for sql, params in seen[-2:]:
+            plan = [row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + sql, params)]
+            assert not [step for step in plan if step.startswith("SCAN ") and "ROWS" not in step], (
+                sql,
+                plan,
+            )
