@@ -450,7 +450,7 @@ def _index_build(target: OurServer) -> IndexBuild:
 def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet) -> None:
     """Half load, credentials at one rate, profile, big vs small latency and the index
     build, on the production deployment (PostgreSQL with Redis when it ran, else
-    PostgreSQL)."""
+    PostgreSQL, else the embedded default)."""
     if run.production is None:
         return
     prod = bench.targets[run.production]
@@ -896,7 +896,7 @@ def main_run(
     for target in bench.make_targets(wanted_targets, big, run):
         bench.start(target, run)
     running = [bench.targets[n] for n in wanted_targets if n in bench.targets]
-    for prod in ("ours-pg-redis", "ours-pg"):
+    for prod in ("ours-pg-redis", "ours-pg", "ours-sqlite"):  # the embedded default alone
         if prod in bench.targets:
             run.production = prod
             break

@@ -27,6 +27,7 @@ from billing_core.adapters.secretbox import cipher_for
 from billing_core.adapters.smtp_mail import SmtpOutbox, SmtpSettings
 from billing_core.adapters.sql.db import current_revision, head_revision, make_engine
 from billing_core.adapters.sql.disconnect import SqlDisconnectQueue
+from billing_core.adapters.sql.live_sqlite import SqliteLiveState
 from billing_core.adapters.sql.notify import (
     SqlNotificationLog,
     daemon_source,
@@ -49,7 +50,7 @@ from billing_core.ports import (
 )
 from billing_core.services.accounting import AccountingService, AcctOutcome
 from billing_core.services.authorization import AuthorizationService, CatalogCache, SecretCache
-from billing_core.services.live_threads import LiveInThread
+from billing_core.services.live_threads import BatchedLiveInThread, LiveInThread
 
 HealthCheck = tuple[Dependency, Callable[[], bool]]  # a part of /healthz: True when reachable
 
@@ -119,12 +120,13 @@ def live_state(
     clients: Callable[[], list[int]] | None = None,
 ) -> LiveState:
     """The live state every process shares: Redis (one server, or the Cluster ``redis_url``
-    is a node of) when a URL is set, else the database's own. Nothing is rebuilt here: a
+    is a node of) when a URL is set, else the database's own (on SQLite with its check-and-hold
+    batched: ``SqliteLiveState``). Nothing is rebuilt here: a
     client missing from Redis is loaded on first use, and one whose effects did not all
     reach it is healed by the daemon's background job. ``clients``: the ids the sweep walks
     (default: every client of the ledger)."""
-    if not redis_url:
-        return store
+    if not redis_url:  # on SQLite, the embedded default's batched check-and-hold
+        return SqliteLiveState(store.engine) if store.engine.dialect.name == "sqlite" else store
     return ResyncingLive.from_url(
         redis_url,
         store.live_client,
@@ -275,7 +277,8 @@ def mail_outbox(smtp: SmtpConfig, engine: Engine) -> Outbox | None:
 def _live_authorizer(config: Config, live: LiveState, database: Database) -> LiveAuthorizer:
     """How the event loop reaches the live state's check-and-hold: on Redis, one pipelined
     asynchronous connection (no thread hand-off; a client missing from Redis is loaded in a
-    thread); on the database's own live state, a database thread per call."""
+    thread); on the database's own live state, a database thread per call (on SQLite, per
+    batch of the calls that arrived meanwhile)."""
     if isinstance(live, ResyncingLive):
         loaded = live
         return UnavailableOnOutage(
@@ -284,6 +287,12 @@ def _live_authorizer(config: Config, live: LiveState, database: Database) -> Liv
                 lambda cid: loaded.load_client(cid, replace=False),
                 cluster=config.redis.cluster,
             )
+        )
+    if isinstance(live, SqliteLiveState):
+        return BatchedLiveInThread(
+            raising_unavailable(live.authorize_many),
+            raising_unavailable(live.auth_lockout),
+            database.executor,
         )
     return LiveInThread(
         raising_unavailable(live.authorize),

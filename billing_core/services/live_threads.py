@@ -4,11 +4,13 @@ in a database thread."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
 from billing_core.domain.policy import Decision
 from billing_core.ports import HoldRequest, LockoutProbe
+
+MAX_BATCH = 128  # check-and-holds in one transaction at most
 
 
 class LiveInThread:
@@ -31,3 +33,58 @@ class LiveInThread:
     async def auth_lockout(self, probe: LockoutProbe) -> bool:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._auth_lockout, probe)
+
+
+class BatchedLiveInThread(LiveInThread):
+    """``LiveInThread`` whose check-and-holds are batched: the requests that arrive while a
+    batch is in the database thread go together as the next one (``authorize_many``: one
+    transaction, one commit), so the commit's cost is shared and no request waits for more
+    than the batch before it and its own."""
+
+    def __init__(
+        self,
+        authorize_many: Callable[[Sequence[HoldRequest]], list[Decision]],
+        auth_lockout: Callable[[LockoutProbe], bool],
+        executor: Executor | None = None,
+        *,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        super().__init__(lambda request: authorize_many([request])[0], auth_lockout, executor)
+        self._authorize_many = authorize_many
+        self._max_batch = max_batch
+        self._pending: list[tuple[HoldRequest, asyncio.Future[Decision]]] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    async def authorize(self, request: HoldRequest) -> Decision:
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        batch: list[tuple[HoldRequest, asyncio.Future[Decision]]] = []
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                requests = [request for request, _ in batch]
+                try:
+                    decisions = await loop.run_in_executor(
+                        self._executor, self._authorize_many, requests
+                    )
+                except Exception as exc:  # noqa: BLE001 - every request of the batch gets it
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), decision in zip(batch, decisions, strict=True):
+                    if not future.done():
+                        future.set_result(decision)
+                batch = []
+        finally:
+            self._draining = None
+            for _, future in batch + self._pending:  # cancelled: nobody answers them
+                future.cancel()
+            self._pending = []

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import redis
+from pyrad import packet as rp
 from sqlalchemy import select
 
 from billing_core.adapters.sql.db import make_engine
@@ -267,3 +268,51 @@ def test_clients_missing_or_behind_in_redis_at_start_are_decided_by_the_ledger(
     charged["Bravo"] += Decimal("498.70")  # the manual charge
     live_equals_ledger(daemon, names, charged)
     assert daemon.billingctl("live", "verify", check=False).returncode == 0
+
+
+HOLDING = 8  # concurrent calls, each holding 1.20 (120 s at 0.60 a minute): all the funds
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_the_embedded_default_keeps_every_hold_across_a_restart_and_sees_payments(
+    daemon: Daemon, backend: tuple[str, str], tmp_path: Path
+) -> None:
+    """Holds decided together (one batch, one transaction) are all kept by a SIGTERM
+    restart; a payment billingctl adds while the daemon runs counts at the next
+    Access-Request."""
+    provision(daemon, tmp_path, provisioning(MAX_CALL, {"alpha": str(HOLDING * Decimal("1.20"))}))
+    daemon.start()
+    answers: list[Exchange | None] = [None] * HOLDING
+
+    def hold(n: int) -> None:  # each call from a switch of its own, all at once
+        switch = Switch(daemon, f"10.0.6.{n + 1}")
+        answers[n] = switch.ask(
+            lambda i, _d: auth_packet(i, user="alpha", session=f"held-{n}", nas_ip=switch.nas_ip),
+            accounting=False,
+        )
+        switch.close()
+
+    threads = [threading.Thread(target=hold, args=(n,)) for n in range(HOLDING)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert [a.grant if a is not None else None for a in answers] == [MAX_CALL] * HOLDING
+    assert daemon.stop() == 0  # SIGTERM
+    daemon.start()
+    held = json.loads(daemon.billingctl("sessions", "list", "--format", "json").stdout)
+    assert len(held) == HOLDING, held
+    switch = Switch(daemon, "10.0.6.100")
+    assert funds_of(switch, "alpha").credit == 0
+    refused = switch.ask(
+        lambda i, _d: auth_packet(i, user="alpha", session="one-more", nas_ip=switch.nas_ip),
+        accounting=False,
+    )
+    assert refused.code == rp.AccessReject, refused
+    daemon.billingctl("payments", "add", "Alpha", "--", "0.60")  # while the daemon runs
+    paid = switch.ask(
+        lambda i, _d: auth_packet(i, user="alpha", session="paid", nas_ip=switch.nas_ip),
+        accounting=False,
+    )
+    switch.close()
+    assert paid.code == ACCESS_ACCEPT and paid.grant == 60, paid

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from billing_core.adapters.sql.db import current_revision, make_engine, upgrade
 from billing_core.adapters.sql.store import SqlStore
 from billing_core.adapters.sql.tables import transactions_t
+from billing_core.bootstrap import live_state
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.identification import CallerFacts
 from billing_core.domain.model import RejectReason
@@ -72,11 +73,12 @@ def spec(balance: str = "1.00", **client: Any) -> Any:
 def services(url: str) -> tuple[SqlStore, AuthorizationService, AccountingService]:
     store = SqlStore(make_engine(url))
     catalog = CatalogCache(store, min_interval=0)
+    live = live_state(store, "")  # the daemon's: on SQLite, the batched SqliteLiveState
     authz = AuthorizationService(
-        lambda: catalog.current, store, max_call_length=7200, auth_hold_seconds=180
+        lambda: catalog.current, live, max_call_length=7200, auth_hold_seconds=180
     )
     acct = AccountingService(
-        lambda: catalog.current, store, store, auth_hold_seconds=180, max_acct_delay_seconds=86400
+        lambda: catalog.current, store, live, auth_hold_seconds=180, max_acct_delay_seconds=86400
     )
     return store, authz, acct
 

@@ -47,9 +47,13 @@ class _CoreStatements:
             select(calls_t, call_keys_t.c.nas_key.label("k_nas"), call_keys_t.c.key.label("k_key"))
             .join(call_keys_t, call_keys_t.c.call_id == calls_t.c.id)
             .where(
+                # SQLite's planner reaches no index through a row-value IN: without the
+                # per-column lists it scanned every call in progress (EXPLAIN; issue 18)
+                call_keys_t.c.nas_key.in_(bindparam("nas_keys", expanding=True)),
+                call_keys_t.c.key.in_(bindparam("keys", expanding=True)),
                 tuple_(call_keys_t.c.nas_key, call_keys_t.c.key).in_(
                     bindparam("pairs", expanding=True)
-                )
+                ),
             )
             .order_by(calls_t.c.id)
         )
@@ -57,9 +61,13 @@ class _CoreStatements:
             select(cdrs_t, calls_t.c.live_uid)
             .outerjoin(calls_t, calls_t.c.id == cdrs_t.c.call_id)
             .where(
+                # as above: without them, every CDR ever stored was scanned per batch
+                cdrs_t.c.nas_key.in_(bindparam("nas_keys", expanding=True)),
+                cdrs_t.c.epoch.in_(bindparam("epochs", expanding=True)),
+                cdrs_t.c.acct_session_id.in_(bindparam("sessions", expanding=True)),
                 tuple_(cdrs_t.c.nas_key, cdrs_t.c.epoch, cdrs_t.c.acct_session_id).in_(
                     bindparam("triples", expanding=True)
-                )
+                ),
             )
             .order_by(cdrs_t.c.id)
         )
@@ -126,7 +134,14 @@ class SqliteBulk:
         return [(row.nas_key, int(row.epoch), row.changed_at) for row in rows]
 
     def calls(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[CallRecord, str, str]]:
-        rows = self.conn.execute(self.sql.find_calls, {"pairs": list(pairs)})
+        rows = self.conn.execute(
+            self.sql.find_calls,
+            {
+                "pairs": list(pairs),
+                "nas_keys": sorted({n for n, _ in pairs}),
+                "keys": sorted({k for _, k in pairs}),
+            },
+        )
         return [
             (
                 call_from(row._mapping),
@@ -137,7 +152,15 @@ class SqliteBulk:
         ]
 
     def legs(self, triples: Sequence[tuple[str, int, str]]) -> list[tuple[LegKey, StoredLeg]]:
-        rows = self.conn.execute(self.sql.find_legs, {"triples": list(triples)})
+        rows = self.conn.execute(
+            self.sql.find_legs,
+            {
+                "triples": list(triples),
+                "nas_keys": sorted({n for n, _, _ in triples}),
+                "epochs": sorted({e for _, e, _ in triples}),
+                "sessions": sorted({a for _, _, a in triples}),
+            },
+        )
         return [
             (
                 (row.nas_key, row.epoch, row.acct_session_id, row.conf_id, row.origin, row.tags),
