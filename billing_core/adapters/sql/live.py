@@ -1,9 +1,11 @@
 """The live state on the database itself (``LiveState``), for the embedded default (no
 Redis): holds and calls in progress are the ``calls`` table, balances ``live_balances``.
 
-Works unchanged on PostgreSQL and SQLite. Check-and-hold runs in one transaction that first
-locks the client's live-balance row (``FOR UPDATE`` on PostgreSQL; on SQLite every write
-transaction is ``BEGIN IMMEDIATE``), so two processes can never hold the same money.
+Check-and-hold first locks the client's live-balance row, so two processes can never hold
+the same money. On PostgreSQL it is one statement, the stored function
+``billing_authorize`` (migration 0009: the policy's twin in SQL, the lock, the hold); on
+SQLite a transaction of the statements below (every write transaction is
+``BEGIN IMMEDIATE``) that calls ``domain.policy.decide``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from billing_core.domain.calls import CallMove, CallState, state_after
 from billing_core.domain.model import RejectReason
-from billing_core.domain.money import ZERO
+from billing_core.domain.money import ZERO, from_micros, to_micros
 from billing_core.domain.policy import Accept, Decision, LiveSnapshot, Reject, decide
 from billing_core.ports import HeldCall, HoldRequest, LiveEffect, LiveView, LockoutProbe
 
@@ -90,6 +92,60 @@ class _AuthStatements:
         self.delete_own = delete(calls_t).where(calls_t.c.id == bindparam("own_id"))
 
 
+def _micros(amount: Decimal | None) -> int | None:
+    return None if amount is None else to_micros(amount)
+
+
+def _naive(moment: datetime) -> datetime:
+    """As the timestamp columns hold it: UTC without a zone."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+_PG_AUTHORIZE = text(
+    "SELECT reason, grant_seconds, hold, funds FROM billing_authorize("
+    ":client_id, :account_id, :lock_check, :now, :nas_key, CAST(:keys AS text[]), :called,"
+    " :acct_session_id, :uid, :hold_expires_at, :credit, :postpaid, :capacity,"
+    " :low_threshold, :low_capacity, :rate, :setup, :min_volume, :step, :grace, :mcl)"
+)
+
+
+def pg_authorize_params(request: HoldRequest) -> dict[str, Any]:
+    """The arguments of ``billing_authorize`` for a request: money in micro-units."""
+    client, rate = request.terms.client, request.terms.rate
+    return {
+        "client_id": client.id,
+        "account_id": request.account_id,
+        "lock_check": request.lock_check,
+        "now": _naive(request.now),
+        "nas_key": request.nas_key,
+        "keys": list(request.identifiers),
+        "called": request.called,
+        "acct_session_id": request.acct_session_id,
+        "uid": request.uid,
+        "hold_expires_at": _naive(request.now + timedelta(seconds=request.hold_seconds)),
+        "credit": to_micros(client.credit),
+        "postpaid": client.postpaid,
+        "capacity": client.capacity,
+        "low_threshold": _micros(client.low_balance_threshold),
+        "low_capacity": client.low_balance_capacity,
+        "rate": None if rate is None else to_micros(rate.rate),
+        "setup": None if rate is None else to_micros(rate.setup_fee),
+        "min_volume": None if rate is None else rate.min_volume,
+        "step": None if rate is None else rate.interval,
+        "grace": None if rate is None else rate.grace_volume,
+        "mcl": request.terms.max_call_length,
+    }
+
+
+def pg_decision(
+    reason: str | None, seconds: int | None, hold: int | None, funds: int | None
+) -> Decision:
+    """``billing_authorize``'s answer as the policy's ``Decision``."""
+    if reason is not None:
+        return Reject(RejectReason(reason))
+    return Accept(seconds, from_micros(hold or 0), None if funds is None else from_micros(funds))
+
+
 _AUTH_PG = _AuthStatements(postgresql.insert, lock=True)
 _AUTH_SQLITE = _AuthStatements(sqlite.insert, lock=False)
 _LOCKED = select(auth_failures_t.c.locked_until).where(
@@ -120,6 +176,8 @@ class SqlLiveState:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._pg = engine.dialect.name == "postgresql"
+        # the one statement is its own transaction: no BEGIN and COMMIT round trips
+        self._single = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def _auth(self) -> _AuthStatements:
@@ -129,6 +187,13 @@ class SqlLiveState:
         return database_reachable(self.engine)
 
     def authorize(self, request: HoldRequest) -> Decision:
+        if self._pg:  # one statement: billing_authorize (migration 0009)
+            with self._single.connect() as conn:
+                row = conn.execute(_PG_AUTHORIZE, pg_authorize_params(request)).one()
+            return pg_decision(*row)
+        return self._authorize_in_python(request)
+
+    def _authorize_in_python(self, request: HoldRequest) -> Decision:
         client_id = request.terms.client.id
         st = self._auth
         with self.engine.begin() as conn:
