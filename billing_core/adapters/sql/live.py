@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -176,8 +177,12 @@ class SqlLiveState:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._pg = engine.dialect.name == "postgresql"
-        # the one statement is its own transaction: no BEGIN and COMMIT round trips
-        self._single = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @cached_property
+    def _single(self) -> Engine:
+        """The engine for one statement that is its own transaction: no BEGIN and COMMIT
+        round trips around it."""
+        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def _auth(self) -> _AuthStatements:
