@@ -131,6 +131,64 @@ END
 $$;
 """
 
+# The lookups by identifier, one identifier at a time: equality on every column of the index
+# they use, so that the plan a session caches (planned while the tables were small) is an
+# index probe still when they are large, never a scan of a NAS's calls or CDRs.
+_OWN_CALL = """
+CREATE OR REPLACE FUNCTION billing_own_call(
+    p_nas_key text, p_keys text[], p_account_id int, p_called text
+) RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_key text;
+    v_id bigint;
+    v_own bigint;
+BEGIN
+    FOREACH v_key IN ARRAY p_keys LOOP
+        FOR v_id IN
+            SELECT k.call_id FROM call_keys k WHERE k.nas_key = p_nas_key AND k.key = v_key
+        LOOP
+            SELECT c.id INTO v_own FROM calls c
+            WHERE c.id = v_id AND c.account_id = p_account_id AND c.called = p_called;
+            IF FOUND THEN
+                RETURN v_own;
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+"""
+
+# a CDR of the client's call under one of the identifiers, in the NAS key's current epoch,
+# written at or after p_now (the uq_cdrs_leg_once index: NAS key, epoch, Acct-Session-Id)
+_CHARGED_SINCE = """
+CREATE OR REPLACE FUNCTION billing_charged_since(
+    p_nas_key text, p_keys text[], p_client_id int, p_now timestamp
+) RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_key text;
+    v_epoch int;
+BEGIN
+    IF cardinality(p_keys) = 0 THEN
+        RETURN false;
+    END IF;
+    SELECT e.epoch INTO v_epoch FROM nas_epochs e WHERE e.nas_key = p_nas_key;
+    v_epoch := coalesce(v_epoch, 0);
+    FOREACH v_key IN ARRAY p_keys LOOP
+        IF EXISTS (
+            SELECT 1 FROM cdrs
+            WHERE cdrs.nas_key = p_nas_key AND cdrs.epoch = v_epoch
+                AND cdrs.acct_session_id = v_key
+                AND cdrs.client_id = p_client_id AND cdrs.created_at >= p_now
+        ) THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$$;
+"""
+
 # SqlLiveState.authorize on PostgreSQL: one statement, one round trip. The client's live
 # balance row is locked first (created at zero when missing), so the check and the hold of
 # one client are one step; the own call (same NAS key, an identifier, account and number)
@@ -167,12 +225,7 @@ BEGIN
         SELECT balance INTO STRICT v_balance FROM live_balances
             WHERE client_id = p_client_id FOR UPDATE;
     END IF;
-    IF cardinality(p_keys) > 0 THEN
-        SELECT c.id INTO v_own FROM calls c JOIN call_keys k ON k.call_id = c.id
-        WHERE k.nas_key = p_nas_key AND k.key = ANY (p_keys)
-            AND c.account_id = p_account_id AND c.called = p_called
-        LIMIT 1;
-    END IF;
+    v_own := billing_own_call(p_nas_key, p_keys, p_account_id, p_called);
     SELECT coalesce(sum(c.hold), 0), count(*) INTO v_held, v_count FROM calls c
     WHERE c.client_id = p_client_id
         AND (c.state = 'active' OR (c.state = 'held' AND c.hold_expires_at > p_now))
@@ -197,15 +250,7 @@ BEGIN
         WHERE id = v_own;
         RETURN;
     END IF;
-    IF cardinality(p_keys) > 0 AND EXISTS (
-        SELECT 1 FROM cdrs
-        WHERE cdrs.nas_key = p_nas_key
-            AND cdrs.epoch = coalesce(
-                (SELECT e.epoch FROM nas_epochs e WHERE e.nas_key = p_nas_key), 0)
-            AND cdrs.acct_session_id = ANY (p_keys)
-            AND cdrs.client_id = p_client_id
-            AND cdrs.created_at >= p_now
-    ) THEN
+    IF billing_charged_since(p_nas_key, p_keys, p_client_id, p_now) THEN
         RETURN;  -- its call was charged after this request came: a late twin holds nothing
     END IF;
     INSERT INTO calls (
@@ -227,6 +272,8 @@ $$;
 _FUNCTIONS = (
     "billing_authorize(int, int, boolean, timestamp, text, text[], text, text, text, "
     "timestamp, bigint, boolean, int, bigint, int, bigint, bigint, int, int, int, int)",
+    "billing_own_call(text, text[], int, text)",
+    "billing_charged_since(text, text[], int, timestamp)",
     "billing_decide(bigint, bigint, int, bigint, boolean, int, bigint, int, bigint, bigint, "
     "int, int, int, int)",
     "billing_grant(bigint, bigint, int, int, int, bigint, int)",
@@ -237,7 +284,7 @@ _FUNCTIONS = (
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for ddl in (_COST, _GRANT, _DECIDE, _AUTHORIZE):
+    for ddl in (_COST, _GRANT, _DECIDE, _OWN_CALL, _CHARGED_SINCE, _AUTHORIZE):
         op.execute(ddl)
 
 
