@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cached_property
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import (
     Connection,
     Engine,
@@ -28,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from billing_core.domain.calls import CallMove, CallState, state_after
 from billing_core.domain.model import RejectReason
@@ -102,11 +103,32 @@ def _naive(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-_PG_AUTHORIZE = text(
-    "SELECT reason, grant_seconds, hold, funds FROM billing_authorize("
-    ":client_id, :account_id, :lock_check, :now, :nas_key, CAST(:keys AS text[]), :called,"
-    " :acct_session_id, :uid, :hold_expires_at, :credit, :postpaid, :capacity,"
-    " :low_threshold, :low_capacity, :rate, :setup, :min_volume, :step, :grace, :mcl)"
+_PG_ARGS = [
+    "client_id",
+    "account_id",
+    "lock_check",
+    "now",
+    "nas_key",
+    "keys",
+    "called",
+    "acct_session_id",
+    "uid",
+    "hold_expires_at",
+    "credit",
+    "postpaid",
+    "capacity",
+    "low_threshold",
+    "low_capacity",
+    "rate",
+    "setup",
+    "min_volume",
+    "step",
+    "grace",
+    "mcl",
+]
+#: in psycopg's own parameter style: run on the driver's connection, past SQLAlchemy
+_PG_AUTHORIZE = "SELECT reason, grant_seconds, hold, funds FROM billing_authorize({})".format(
+    ", ".join(f"%({name})s" for name in _PG_ARGS)
 )
 
 
@@ -178,12 +200,6 @@ class SqlLiveState:
         self.engine = engine
         self._pg = engine.dialect.name == "postgresql"
 
-    @cached_property
-    def _single(self) -> Engine:
-        """The engine for one statement that is its own transaction: no BEGIN and COMMIT
-        round trips around it."""
-        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
-
     @property
     def _auth(self) -> _AuthStatements:
         return _AUTH_PG if self._pg else _AUTH_SQLITE
@@ -193,10 +209,33 @@ class SqlLiveState:
 
     def authorize(self, request: HoldRequest) -> Decision:
         if self._pg:  # one statement: billing_authorize (migration 0009)
-            with self._single.connect() as conn:
-                row = conn.execute(_PG_AUTHORIZE, pg_authorize_params(request)).one()
-            return pg_decision(*row)
+            return pg_decision(*self._run_single(_PG_AUTHORIZE, pg_authorize_params(request)))
         return self._authorize_in_python(request)
+
+    def _run_single(self, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """One statement that is its own transaction, on the driver's connection (checked
+        out of the engine's pool, pinged as any other): no BEGIN and COMMIT round trips,
+        none of SQLAlchemy's statement and result handling, about 0.15 ms of CPU a
+        request. A driver error comes out as SQLAlchemy's (an outage as
+        ``OperationalError``, the connection discarded), as the rest of the adapter's."""
+        pooled = self.engine.raw_connection()
+        driver = cast(psycopg.Connection[Any], pooled.driver_connection)
+        try:
+            driver.autocommit = True
+            try:
+                row = driver.execute(sql, params, prepare=True).fetchone()
+            finally:
+                driver.autocommit = False
+        except psycopg.Error as exc:
+            lost = isinstance(exc, psycopg.OperationalError) or driver.closed
+            if lost:
+                pooled.invalidate(exc)
+            raise DBAPIError.instance(
+                sql, params, exc, psycopg.Error, connection_invalidated=lost
+            ) from exc
+        finally:
+            pooled.close()
+        return cast(tuple[Any, ...], row)  # the function returns one row
 
     def _authorize_in_python(self, request: HoldRequest) -> Decision:
         client_id = request.terms.client.id
