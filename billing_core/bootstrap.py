@@ -27,6 +27,7 @@ from billing_core.adapters.secretbox import cipher_for
 from billing_core.adapters.smtp_mail import SmtpOutbox, SmtpSettings
 from billing_core.adapters.sql.db import current_revision, head_revision, make_engine
 from billing_core.adapters.sql.disconnect import SqlDisconnectQueue
+from billing_core.adapters.sql.live import SqlLiveState
 from billing_core.adapters.sql.notify import (
     SqlNotificationLog,
     daemon_source,
@@ -49,7 +50,7 @@ from billing_core.ports import (
 )
 from billing_core.services.accounting import AccountingService, AcctOutcome
 from billing_core.services.authorization import AuthorizationService, CatalogCache, SecretCache
-from billing_core.services.live_threads import LiveInThread
+from billing_core.services.live_threads import BatchedLiveInThread, LiveInThread
 
 HealthCheck = tuple[Dependency, Callable[[], bool]]  # a part of /healthz: True when reachable
 
@@ -284,6 +285,12 @@ def _live_authorizer(config: Config, live: LiveState, database: Database) -> Liv
                 lambda cid: loaded.load_client(cid, replace=False),
                 cluster=config.redis.cluster,
             )
+        )
+    if isinstance(live, SqlLiveState) and not database.sqlite:  # one statement per batch
+        return BatchedLiveInThread(
+            raising_unavailable(live.authorize_many),
+            raising_unavailable(live.auth_lockout),
+            database.executor,
         )
     return LiveInThread(
         raising_unavailable(live.authorize),

@@ -327,3 +327,30 @@ def admin_balance(engine: Engine, balance: Decimal) -> None:
             text("UPDATE live_balances SET balance = :b WHERE client_id = 1"),
             {"b": to_micros(balance)},
         )
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    balance=st.integers(0, 3_000_000).map(from_micros),
+    capacity=st.one_of(st.none(), st.integers(0, 3)),
+    calls=st.lists(st.sampled_from(["a", "b", "c", ""]), min_size=1, max_size=8),
+)
+def test_a_batch_in_one_statement_decides_as_one_request_after_another(
+    pg_store: SqlStore, balance: Decimal, capacity: int | None, calls: list[str]
+) -> None:
+    """authorize_many (the daemon's batches on PostgreSQL): the decisions and the holds of
+    the requests one after another, twins of one call in the same batch held once."""
+    engine = pg_store.engine
+    terms = GrantTerms(client(capacity=capacity), rate(), 3600)
+    at = datetime.now(UTC).replace(microsecond=0)
+    requests = [
+        hold_request(terms, (key,) if key else (), at, uid=f"u{n}") for n, key in enumerate(calls)
+    ]
+    _reset(engine, balance, [], at)
+    one_by_one = [pg_store._authorize_in_python(r) for r in requests]
+    expected = sorted(_calls(engine))
+    _reset(engine, balance, [], at)
+    assert pg_store.authorize_many(requests) == one_by_one
+    assert sorted(_calls(engine)) == expected
