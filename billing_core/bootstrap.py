@@ -27,6 +27,7 @@ from billing_core.adapters.secretbox import cipher_for
 from billing_core.adapters.smtp_mail import SmtpOutbox, SmtpSettings
 from billing_core.adapters.sql.db import current_revision, head_revision, make_engine
 from billing_core.adapters.sql.disconnect import SqlDisconnectQueue
+from billing_core.adapters.sql.live import SqlLiveState
 from billing_core.adapters.sql.live_sqlite import SqliteLiveState
 from billing_core.adapters.sql.notify import (
     SqlNotificationLog,
@@ -50,7 +51,11 @@ from billing_core.ports import (
 )
 from billing_core.services.accounting import AccountingService, AcctOutcome
 from billing_core.services.authorization import AuthorizationService, CatalogCache, SecretCache
-from billing_core.services.live_threads import BatchedLiveInThread, LiveInThread
+from billing_core.services.live_threads import (
+    BatchedLiveInThread,
+    LiveInThread,
+    LoopTurnBatches,
+)
 
 HealthCheck = tuple[Dependency, Callable[[], bool]]  # a part of /healthz: True when reachable
 
@@ -288,8 +293,14 @@ def _live_authorizer(config: Config, live: LiveState, database: Database) -> Liv
                 cluster=config.redis.cluster,
             )
         )
-    if isinstance(live, SqliteLiveState):
+    if isinstance(live, SqliteLiveState):  # one writer: one batch at a time
         return BatchedLiveInThread(
+            raising_unavailable(live.authorize_many),
+            raising_unavailable(live.auth_lockout),
+            database.executor,
+        )
+    if isinstance(live, SqlLiveState) and not database.sqlite:  # one statement per batch
+        return LoopTurnBatches(
             raising_unavailable(live.authorize_many),
             raising_unavailable(live.auth_lockout),
             database.executor,

@@ -88,3 +88,52 @@ class BatchedLiveInThread(LiveInThread):
             for _, future in batch + self._pending:  # cancelled: nobody answers them
                 future.cancel()
             self._pending = []
+
+
+class LoopTurnBatches(LiveInThread):
+    """``LiveAuthorizer`` for PostgreSQL's live state: the check-and-holds of one loop turn
+    go to a database thread together, as one call of ``authorize_many`` (one statement, one
+    round trip and one commit for the batch): the thread hand-off, the pool's checkout and
+    the commit are paid once per batch, not per request. Several batches may be in flight
+    (PostgreSQL takes them concurrently; SQLite, one writer, has ``BatchedLiveInThread``)."""
+
+    def __init__(
+        self,
+        authorize_many: Callable[[list[HoldRequest]], list[Decision]],
+        auth_lockout: Callable[[LockoutProbe], bool],
+        executor: Executor | None = None,
+    ) -> None:
+        super().__init__(lambda request: authorize_many([request])[0], auth_lockout, executor)
+        self._many = authorize_many
+        self._pending: list[tuple[HoldRequest, asyncio.Future[Decision]]] = []
+
+    async def authorize(self, request: HoldRequest) -> Decision:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Decision] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._send, loop)
+        self._pending.append((request, answer))
+        return await answer
+
+    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending, []
+        done = loop.run_in_executor(self._executor, self._many, [r for r, _ in batch])
+        done.add_done_callback(lambda result: _settle(batch, result))
+
+
+def _settle(
+    batch: list[tuple[HoldRequest, asyncio.Future[Decision]]],
+    result: asyncio.Future[list[Decision]],
+) -> None:
+    """Each request's decision, or the batch's error, to each waiting request."""
+    waiting = [(n, answer) for n, (_request, answer) in enumerate(batch) if not answer.done()]
+    if result.cancelled():  # the loop is closing
+        for _n, answer in waiting:
+            answer.cancel()
+        return
+    error = result.exception()
+    for n, answer in waiting:
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(result.result()[n])

@@ -1,9 +1,11 @@
 """The live state on the database itself (``LiveState``), for the embedded default (no
 Redis): holds and calls in progress are the ``calls`` table, balances ``live_balances``.
 
-Works unchanged on PostgreSQL and SQLite. Check-and-hold runs in one transaction that first
-locks the client's live-balance row (``FOR UPDATE`` on PostgreSQL; on SQLite every write
-transaction is ``BEGIN IMMEDIATE``), so two processes can never hold the same money.
+Check-and-hold first locks the client's live-balance row, so two processes can never hold
+the same money. On PostgreSQL it is one statement, the stored function
+``billing_authorize`` (migration 0009: the policy's twin in SQL, the lock, the hold); on
+SQLite a transaction of the statements below (every write transaction is
+``BEGIN IMMEDIATE``) that calls ``domain.policy.decide``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
+import orjson
+import psycopg
 from sqlalchemy import (
     Connection,
     Engine,
@@ -25,10 +29,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from billing_core.domain.calls import CallMove, CallState, state_after
 from billing_core.domain.model import RejectReason
-from billing_core.domain.money import ZERO
+from billing_core.domain.money import ZERO, from_micros, to_micros
 from billing_core.domain.policy import Accept, Decision, LiveSnapshot, Reject, decide
 from billing_core.ports import HeldCall, HoldRequest, LiveEffect, LiveView, LockoutProbe
 
@@ -90,6 +95,125 @@ class _AuthStatements:
         self.delete_own = delete(calls_t).where(calls_t.c.id == bindparam("own_id"))
 
 
+def _micros(amount: Decimal | None) -> int | None:
+    return None if amount is None else to_micros(amount)
+
+
+def _naive(moment: datetime) -> datetime:
+    """As the timestamp columns hold it: UTC without a zone."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+_PG_ARGS = [
+    "client_id",
+    "account_id",
+    "lock_check",
+    "now",
+    "nas_key",
+    "keys",
+    "called",
+    "acct_session_id",
+    "uid",
+    "hold_expires_at",
+    "credit",
+    "postpaid",
+    "capacity",
+    "low_threshold",
+    "low_capacity",
+    "rate",
+    "setup",
+    "min_volume",
+    "step",
+    "grace",
+    "mcl",
+]
+#: in psycopg's own parameter style: run on the driver's connection, past SQLAlchemy
+_PG_AUTHORIZE = "SELECT reason, grant_seconds, hold, funds FROM billing_authorize({})".format(
+    ", ".join(f"%({name})s" for name in _PG_ARGS)
+)
+
+
+_PG_TYPES = {
+    "client_id": "int",
+    "account_id": "int",
+    "lock_check": "boolean",
+    "now": "timestamp",
+    "nas_key": "text",
+    "keys": "text[]",
+    "called": "text",
+    "acct_session_id": "text",
+    "uid": "text",
+    "hold_expires_at": "timestamp",
+    "credit": "bigint",
+    "postpaid": "boolean",
+    "capacity": "int",
+    "low_threshold": "bigint",
+    "low_capacity": "int",
+    "rate": "bigint",
+    "setup": "bigint",
+    "min_volume": "int",
+    "step": "int",
+    "grace": "int",
+    "mcl": "int",
+}
+#: a batch of check-and-holds in one statement (one round trip, one commit): the requests
+#: travel as one JSON document, each runs billing_authorize in the document's order
+_PG_AUTHORIZE_MANY = (
+    "SELECT a.i, d.reason, d.grant_seconds, d.hold, d.funds"
+    " FROM json_to_recordset(%s::json) AS a(i int, {}) CROSS JOIN LATERAL"
+    " billing_authorize({}) AS d"
+).format(
+    ", ".join(f"{name} {kind}" for name, kind in _PG_TYPES.items()),
+    ", ".join(f"a.{name}" for name in _PG_ARGS),
+)
+
+
+def pg_authorize_document(requests: Sequence[HoldRequest]) -> tuple[str, list[int]]:
+    """The JSON document of a batch, in client order (every batch locks its clients' rows
+    in the same order: two batches never wait for each other in a cycle), and the order
+    of the requests in it."""
+    order = sorted(range(len(requests)), key=lambda i: requests[i].terms.client.id)
+    rows = [{"i": n, **pg_authorize_params(requests[i])} for n, i in enumerate(order)]
+    return orjson.dumps(rows).decode(), order
+
+
+def pg_authorize_params(request: HoldRequest) -> dict[str, Any]:
+    """The arguments of ``billing_authorize`` for a request: money in micro-units."""
+    client, rate = request.terms.client, request.terms.rate
+    return {
+        "client_id": client.id,
+        "account_id": request.account_id,
+        "lock_check": request.lock_check,
+        "now": _naive(request.now),
+        "nas_key": request.nas_key,
+        "keys": list(request.identifiers),
+        "called": request.called,
+        "acct_session_id": request.acct_session_id,
+        "uid": request.uid,
+        "hold_expires_at": _naive(request.now + timedelta(seconds=request.hold_seconds)),
+        "credit": to_micros(client.credit),
+        "postpaid": client.postpaid,
+        "capacity": client.capacity,
+        "low_threshold": _micros(client.low_balance_threshold),
+        "low_capacity": client.low_balance_capacity,
+        "rate": None if rate is None else to_micros(rate.rate),
+        "setup": None if rate is None else to_micros(rate.setup_fee),
+        "min_volume": None if rate is None else rate.min_volume,
+        "step": None if rate is None else rate.interval,
+        "grace": None if rate is None else rate.grace_volume,
+        "mcl": request.terms.max_call_length,
+    }
+
+
+def pg_decision(
+    reason: str | None, seconds: int | None, hold: int | None, funds: int | None
+) -> Decision:
+    """``billing_authorize``'s answer as the policy's ``Decision``."""
+    if reason is not None:
+        return Reject(RejectReason(reason))
+    return Accept(seconds, from_micros(hold or 0), None if funds is None else from_micros(funds))
+
+
 _AUTH_PG = _AuthStatements(postgresql.insert, lock=True)
 _AUTH_SQLITE = _AuthStatements(sqlite.insert, lock=False)
 _LOCKED = select(auth_failures_t.c.locked_until).where(
@@ -129,6 +253,51 @@ class SqlLiveState:
         return database_reachable(self.engine)
 
     def authorize(self, request: HoldRequest) -> Decision:
+        if self._pg:  # one statement: billing_authorize (migration 0009)
+            return pg_decision(*self._run_one(_PG_AUTHORIZE, pg_authorize_params(request)))
+        return self._authorize_in_python(request)
+
+    def authorize_many(self, requests: Sequence[HoldRequest]) -> list[Decision]:
+        """Check-and-hold of several requests, each as ``authorize`` decides it; on
+        PostgreSQL one statement for them all (a failure fails them all: nothing held)."""
+        if not self._pg:
+            return [self.authorize(request) for request in requests]
+        document, order = pg_authorize_document(requests)
+        rows = self._run_single(_PG_AUTHORIZE_MANY, (document,))
+        found = {order[n]: pg_decision(*answer) for n, *answer in rows}
+        return [found[i] for i in range(len(requests))]  # one row each
+
+    def _run_one(self, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        return self._run_single(sql, params)[0]
+
+    def _run_single(
+        self, sql: str, params: Mapping[str, Any] | Sequence[Any]
+    ) -> list[tuple[Any, ...]]:
+        """One statement that is its own transaction, on the driver's connection (checked
+        out of the engine's pool, pinged as any other): no BEGIN and COMMIT round trips,
+        none of SQLAlchemy's statement and result handling, about 0.15 ms of CPU a
+        request. A driver error comes out as SQLAlchemy's (an outage as
+        ``OperationalError``, the connection discarded), as the rest of the adapter's."""
+        pooled = self.engine.raw_connection()
+        driver = cast(psycopg.Connection[Any], pooled.driver_connection)
+        try:
+            driver.autocommit = True
+            try:
+                rows = driver.execute(sql, params, prepare=True).fetchall()
+            finally:
+                driver.autocommit = False
+        except psycopg.Error as exc:
+            lost = isinstance(exc, psycopg.OperationalError) or driver.closed
+            if lost:
+                pooled.invalidate(exc)
+            raise DBAPIError.instance(
+                sql, params, exc, psycopg.Error, connection_invalidated=lost
+            ) from exc
+        finally:
+            pooled.close()
+        return rows
+
+    def _authorize_in_python(self, request: HoldRequest) -> Decision:
         client_id = request.terms.client.id
         st = self._auth
         with self.engine.begin() as conn:
