@@ -189,7 +189,7 @@ _KEY_AT = len(CALL_READ) + 1  # the matched key's column in _PG_FIND_CALLS (its 
 _HOLD_AT = CALL_READ.index("hold")
 _TIMES_AT = tuple(CALL_READ.index(n) for n in ("authorized_at", "started_at", "last_seen_at"))
 # CallRecord's fields before ``keys``, by their column in CALL_READ; ``tags`` comes after
-_ORDER = tuple(CALL_READ.index(f.name) for f in fields(CallRecord)[: -2])
+_ORDER = tuple(CALL_READ.index(f.name) for f in fields(CallRecord)[:-2])
 _TAGS_AT = CALL_READ.index("tags")
 
 
