@@ -13,7 +13,7 @@ invalidated as SQLAlchemy would. The columns written are the tables' own (``_col
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -28,7 +28,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from billing_core.domain.money import from_micros, to_micros
 from billing_core.ports import CallRecord, StoredLeg
 
-from .bulk import CALL_READ, CORRECTED, LegKey, Row, aware, call_from
+from .bulk import CALL_READ, CORRECTED, LegKey, Row, aware
 from .models import MoneyType, UTCDateTime
 from .tables import acct_events_t, calls_t, cdrs_t, transactions_t
 
@@ -191,6 +191,7 @@ _TIMES_AT = tuple(CALL_READ.index(n) for n in ("authorized_at", "started_at", "l
 # CallRecord's fields before ``keys``, by their column in CALL_READ; ``tags`` comes after
 _ORDER = tuple(CALL_READ.index(f.name) for f in fields(CallRecord)[:-2])
 _TAGS_AT = CALL_READ.index("tags")
+_NEW_CALL: Callable[..., CallRecord] = CallRecord  # positional: the row's values in _ORDER
 
 
 def _call_record(row: Sequence[Any], keys: frozenset[str]) -> CallRecord:
@@ -199,7 +200,7 @@ def _call_record(row: Sequence[Any], keys: frozenset[str]) -> CallRecord:
     values[_HOLD_AT] = from_micros(values[_HOLD_AT])
     for at in _TIMES_AT:
         values[at] = aware(values[at])
-    return CallRecord(*[values[at] for at in _ORDER], keys, values[_TAGS_AT])
+    return _NEW_CALL(*[values[at] for at in _ORDER], keys, values[_TAGS_AT])
 
 
 class PgBulk:
