@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from billing_core.adapters.sql.db import current_revision, make_engine, upgrade
 from billing_core.adapters.sql.store import SqlStore
-from billing_core.adapters.sql.tables import transactions_t
+from billing_core.adapters.sql.tables import clients_t, transactions_t
 from billing_core.bootstrap import live_state
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.identification import CallerFacts
@@ -448,3 +448,61 @@ def test_reading_a_client_for_the_live_state_waits_for_its_writers_only(pg_url: 
     reader.join(timeout=10)
     assert result and result[0][0] == 2
     other.dispose()
+
+
+def test_batch_times_in_any_offset_are_stored_as_utc(pg_url: str) -> None:
+    """The PostgreSQL batch writer sends times with their offset (orjson's own format) and
+    stores them AT TIME ZONE 'UTC': a time given at +02:00 is read back as the same instant,
+    and a call found by two identifiers comes back once per row with both of them."""
+    from datetime import timezone
+
+    from billing_core.adapters.sql.bulk_pg import PgBulk
+
+    load.apply_provisioning(make_engine(pg_url), spec())
+    store, _auth, _acct = services(pg_url)
+    client_id = store.engine.connect().execute(select(func.min(clients_t.c.id))).scalar_one()
+    instant = datetime(2026, 3, 1, 12, 0, 5, 250000, tzinfo=UTC)
+    plus_two = instant.astimezone(timezone(timedelta(hours=2)))
+    with store.engine.begin() as conn:
+        bulk = PgBulk(conn)
+        (call_id,) = bulk.call_ids(1)
+        bulk.insert_calls([_call_row(call_id, client_id, plus_two)])
+        bulk.insert_keys([(call_id, "nas", "s1"), (call_id, "nas", "c1")])
+        bulk.update_calls(("last_seen_at",), [{"id": call_id, "last_seen_at": plus_two}])
+        found = bulk.calls([("nas", "s1"), ("nas", "c1")])
+    assert sorted((record.id, key) for record, _nas, key in found) == [
+        (call_id, "c1"),
+        (call_id, "s1"),
+    ]
+    record = found[0][0]
+    assert found[1][0] is record
+    assert record.keys == frozenset(("s1", "c1"))
+    assert record.started_at == instant and record.started_at.utcoffset() == timedelta(0)
+    assert record.last_seen_at == instant
+    assert record.hold == Decimal("1.5") and record.tags == "a;b"
+
+
+def _call_row(call_id: int, client_id: int, at: datetime) -> dict[str, Any]:
+    return {
+        "id": call_id,
+        "client_id": client_id,
+        "account_id": None,
+        "nas_key": "nas",
+        "acct_session_id": "s1",
+        "conf_id": "c1",
+        "origin": "",
+        "called": "1555",
+        "state": "active",
+        "hold": Decimal("1.5"),
+        "granted_seconds": 60,
+        "authorized_at": None,
+        "started_at": at,
+        "last_seen_at": at,
+        "hold_expires_at": None,
+        "max_session_time": 0,
+        "charged": False,
+        "epoch": 0,
+        "live_uid": "",
+        "accounted": True,
+        "tags": "a;b",
+    }

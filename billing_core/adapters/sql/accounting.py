@@ -148,7 +148,11 @@ class SqlAccountingTx:
             known = self._calls.get(call_id)
             if known is None:
                 if call_id not in self._ended:
-                    self._calls[call_id] = replace(record, keys=frozenset(matched[call_id]))
+                    keys = matched[call_id]
+                    # PostgreSQL's reader gives each call with the keys it matched already
+                    self._calls[call_id] = (
+                        record if record.keys == keys else replace(record, keys=frozenset(keys))
+                    )
             else:
                 self._calls[call_id] = replace(known, keys=known.keys | matched[call_id])
 
