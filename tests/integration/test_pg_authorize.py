@@ -15,12 +15,11 @@ from sqlalchemy import Engine, text
 
 from billing_core.adapters.sql.db import make_engine
 from billing_core.adapters.sql.store import SqlStore
-from billing_core.domain.model import Client
 from billing_core.domain.money import from_micros, to_micros
 from billing_core.domain.policy import Accept, Decision, GrantTerms, LiveSnapshot, decide
-from billing_core.domain.rating import Rate
 from billing_core.ports import HoldRequest
 from billingctl.services import load
+from tests import builders
 
 from ..authorize import decide as run_authorization
 from .test_sql_store import call, services, spec, stop
@@ -30,38 +29,8 @@ amounts = st.integers(min_value=-5_000_000, max_value=20_000_000).map(from_micro
 NAS = "nas|10.0.0.1"
 
 
-def client(**kw: Any) -> Client:
-    fields: dict[str, Any] = {
-        "id": 1,
-        "name": "Acme",
-        "status": "active",
-        "currency": "USD",
-        "locale": None,
-        "postpaid": False,
-        "credit": Decimal(0),
-        "rate_table_id": 1,
-        "capacity": None,
-        "low_balance_threshold": None,
-        "low_balance_capacity": None,
-        "bill_events_by": "disconnect",
-    }
-    fields.update(kw)
-    return Client(**fields)
-
-
-def rate(**kw: Any) -> Rate:
-    fields: dict[str, Any] = {
-        "code": "1",
-        "name": "",
-        "rate": Decimal("0.10"),
-        "setup_fee": Decimal(0),
-        "min_volume": 60,
-        "interval": 60,
-        "grace_volume": 0,
-        "effective_date": EPOCH,
-    }
-    fields.update(kw)
-    return Rate(**fields)
+client = builders.client
+rate = builders.rate
 
 
 def hold_request(

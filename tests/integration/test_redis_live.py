@@ -34,6 +34,7 @@ from billing_core.services.authorization import AuthorizationService, AuthorizeC
 from billingctl.adapters import admin
 from billingctl.provisioning import parse_provisioning
 from billingctl.services import load
+from tests import builders
 from tests.conftest import RedisTarget
 
 
@@ -46,37 +47,11 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def client(**kw: Any) -> Client:
-    fields: dict[str, Any] = {
-        "id": 7,
-        "name": "c",
-        "status": "active",
-        "currency": "USD",
-        "locale": None,
-        "postpaid": False,
-        "credit": Decimal(0),
-        "rate_table_id": 1,
-        "capacity": None,
-        "low_balance_threshold": None,
-        "low_balance_capacity": None,
-        "bill_events_by": "disconnect",
-    }
-    fields.update(kw)
-    return Client(**fields)
+    return builders.client(**{"id": 7, "name": "c", **kw})
 
 
 def rate(**kw: Any) -> Rate:
-    fields: dict[str, Any] = {
-        "code": "1",
-        "name": "",
-        "rate": Decimal("0.20"),
-        "setup_fee": Decimal(0),
-        "min_volume": 60,
-        "interval": 60,
-        "grace_volume": 0,
-        "effective_date": EPOCH,
-    }
-    fields.update(kw)
-    return Rate(**fields)
+    return builders.rate(**{"rate": Decimal("0.20"), **kw})
 
 
 def no_loader(_client_id: int) -> ClientTruth:
