@@ -859,13 +859,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(bench.workdir, ignore_errors=True)
     run.seconds = time.monotonic() - _started
-    text = (
-        report.render_latency_only(run)
-        if args.only == "latency"
-        else report.render_two_node_only(run)
-        if args.only
-        else report.render(run)
-    )
+    _write_report(args, run)
+    return 0
+
+
+def _write_report(args: argparse.Namespace, run: Run) -> None:
+    """The report of what ran (a part's section alone with ``--only``), and the raw numbers."""
+    renders = {"latency": report.render_latency_only, "two-node": report.render_two_node_only}
+    text = renders.get(args.only, report.render)(run)
     if args.output is None:
         print(text)
     else:
@@ -873,7 +874,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"wrote {args.output}")
     if args.json is not None:
         args.json.write_text(json.dumps(_raw(run), indent=1, default=str))
-    return 0
 
 
 def _load_only(bench: Bench, args: argparse.Namespace) -> int:
