@@ -340,6 +340,7 @@ def _client_entries(
                 client_id=client_id,
                 client_name=client.name,
                 at=now,
+                as_json=True,
             )
         entries.append([] if entry is None else [entry])
     return entries
