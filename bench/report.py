@@ -217,15 +217,17 @@ def _targets(run: Run) -> list[str]:
     rows += _start_rows(run, prod)
     rows += _two_node_rows(run)
     rows += _methods_rows(run)
+    rows += _cpu_rows(run)
     return [
         f"Judged on **{_label(run, prod)}**, the production deployment measured in this run "
         "(the two-node rows: on the deployments of the two-node section; the credential rows:"
-        " paced at one rate, from their section).",
+        " paced at one rate, from their section; the CPU rows of issue 18: on the deployment "
+        "they name, closed loop, from the Results table).",
         "“≈” targets pass at or above the number.",
         "",
         *_table(
             [
-                "target (issue 4; issue 12 for two nodes, 14 for credentials)",
+                "target (issue 4; 12 for two nodes, 14 for credentials, 18 for CPU)",
                 "measured",
                 "required",
                 "verdict",
@@ -233,6 +235,63 @@ def _targets(run: Run) -> list[str]:
             rows,
         ),
     ]
+
+
+#: Issue 18: (what, our target, scenario, bound of its whole-system CPU per request, that is
+#: our server's plus the PostgreSQL and Redis CPU it causes, ÷ FreeRADIUS + rlm_sql's, server
+#: plus PostgreSQL, in the same run)
+CPU_TARGETS = (
+    ("durable accounting (Start + Stop), PostgreSQL + Redis", "ours-pg-redis", "acct", 1.0),
+    ("authorization, PostgreSQL + Redis", "ours-pg-redis", "auth", 0.25),
+    ("authorization, PostgreSQL alone", "ours-pg", "auth", 1.0),
+    ("whole calls, PostgreSQL + Redis", "ours-pg-redis", "calls", 0.6),
+)
+EMBEDDED = "ours-sqlite"
+
+
+def _cpu_rows(run: Run) -> list[list[str]]:
+    """Issue 18's targets: whole-system CPU per request against rlm_sql's, and the embedded
+    default's server CPU per Access-Request and p99 at half its capacity."""
+    rows = []
+    for what, ours, scenario, bound in CPU_TARGETS:
+        m, base = run.get(ours, scenario), run.get(SQL, scenario)
+        a = m.cpu_per_1000() if m is not None else None
+        b = base.cpu_per_1000() if base is not None else None
+        ratio = a / b if a and b else None
+        rows.append(
+            [
+                f"{what}: whole-system CPU per request ÷ FreeRADIUS + rlm_sql's",
+                f"{ratio:.2f} × ({a:.3f} vs {b:.3f} ms)" if ratio and a and b else "–",
+                f"≤ {bound} ×",
+                _verdict(None if ratio is None else ratio <= bound),
+            ]
+        )
+    m = run.get(EMBEDDED, "auth")
+    cpu = m.cpu_per_1000("server") if m is not None else None
+    rows.append(
+        [
+            "authorization, the embedded default: server CPU per request",
+            f"{cpu:.3f} ms" if cpu is not None else "–",
+            "≤ 0.3 ms",
+            _verdict(None if cpu is None else cpu <= 0.3),
+        ]
+    )
+    half = run.half_load_embedded
+    p99 = half.result.percentile(99) if half is not None else None
+    rows.append(
+        [
+            "authorization p99 at half load, the embedded default"
+            + (f" ({_num(run.half_load_embedded_rate)} req/s offered)" if half else ""),
+            f"{_ms(p99)} ms, {half.result.timeouts} timeouts" if half and p99 is not None else "–",
+            "< 20 ms, 0 timeouts",
+            _verdict(
+                None
+                if half is None or p99 is None
+                else p99 < 0.020 and half.result.timeouts == 0 and half.result.unsent == 0
+            ),
+        ]
+    )
+    return rows
 
 
 LATENCY_BOUND = "at most +20%"
@@ -684,7 +743,7 @@ def render(run: Run) -> str:
     out += _methods_section(run)
     out += ["", "## Two nodes (issue 12)", ""]
     out += _two_node_section(run)
-    out += ["", "## The targets of issues 4, 12 and 14", ""]
+    out += ["", "## The targets of issues 4, 12, 14 and 18", ""]
     out += _targets(run)
     out += ["", "## Details", ""]
     if run.half_load is not None:

@@ -104,6 +104,8 @@ class Run:
     half_load: Measurement | None = None
     half_load_rate: float | None = None
     half_load_quiet: tuple[float, float] | None = None  # (seconds waited, busy share)
+    half_load_embedded: Measurement | None = None  # issue 18: the embedded default's
+    half_load_embedded_rate: float | None = None
     latency: LatencyCompare | None = None
     latency_embedded: LatencyCompare | None = None  # the same on ours-sqlite (issue 19)
     index_build: IndexBuild | None = None
