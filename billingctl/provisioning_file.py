@@ -238,12 +238,13 @@ def _load_yaml_in_parts(path: Path, text: str) -> object:
         head = _read_yaml(_StrictCLoader, "\n".join(lines[first + 1 : middle]), path.name)
     except ProvisioningError:
         rest = head = None
-    out, _ = child.communicate()
+    finally:
+        out, _ = child.communicate()  # reaped whatever happened here
     if child.returncode != 0 or not isinstance(rest, dict) or not isinstance(head, list):
         return _NOT_SPLIT
-    if rest.get("clients", _NOT_SPLIT) is not None:
-        return _NOT_SPLIT
     tail = pickle.loads(out)  # noqa: S301 - our own child's answer, on our own pipe
+    if rest.get("clients", _NOT_SPLIT) is not None or not isinstance(tail, list):
+        return _NOT_SPLIT
     rest["clients"] = head + tail
     return rest
 
