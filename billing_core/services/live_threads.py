@@ -75,13 +75,9 @@ class BatchedLiveInThread(LiveInThread):
                         self._executor, self._authorize_many, requests
                     )
                 except Exception as exc:  # noqa: BLE001 - every request of the batch gets it
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                    _answer(batch, [], exc)
                     continue
-                for (_, future), decision in zip(batch, decisions, strict=True):
-                    if not future.done():
-                        future.set_result(decision)
+                _answer(batch, decisions, None)
                 batch = []
         finally:
             self._draining = None
@@ -126,14 +122,24 @@ def _settle(
     result: asyncio.Future[list[Decision]],
 ) -> None:
     """Each request's decision, or the batch's error, to each waiting request."""
-    waiting = [(n, answer) for n, (_request, answer) in enumerate(batch) if not answer.done()]
     if result.cancelled():  # the loop is closing
-        for _n, answer in waiting:
+        for _request, answer in batch:
             answer.cancel()
         return
     error = result.exception()
-    for n, answer in waiting:
+    _answer(batch, [] if error is not None else result.result(), error)
+
+
+def _answer(
+    batch: list[tuple[HoldRequest, asyncio.Future[Decision]]],
+    decisions: list[Decision],
+    error: BaseException | None,
+) -> None:
+    """To each request of ``batch`` still waiting: its decision, or the batch's ``error``."""
+    for n, (_request, answer) in enumerate(batch):
+        if answer.done():
+            continue
         if error is not None:
             answer.set_exception(error)
         else:
-            answer.set_result(result.result()[n])
+            answer.set_result(decisions[n])
