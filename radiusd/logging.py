@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 
 
@@ -25,8 +26,18 @@ def _fallback(obj: Any) -> Any:
         return repr(obj)
 
 
-# json.dumps(..., default=...) as JSONRenderer calls it, built once instead of per line
-_ENCODE = json.JSONEncoder(default=_fallback).encode
+_SLOW = json.JSONEncoder(default=_fallback).encode
+
+
+def _encode(fields: Any) -> str:
+    """The per-request line's JSON, by orjson: compact, UTF-8 as it is, a tenth of the
+    standard encoder's CPU (which was a twentieth of an Access-Request's Python). What
+    orjson refuses (an integer past 64 bits, a key that is not a string) goes to the
+    standard encoder. structlog's other lines (``started``, warnings) keep its format."""
+    try:
+        return orjson.dumps(fields, default=_fallback).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _SLOW(fields)
 
 
 def configure(log_format: str = "auto", level: str = "info") -> None:
@@ -78,7 +89,7 @@ class RequestLogger:
         fields["event"] = event
         fields["level"] = "info"
         fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        out.msg(_ENCODE(fields))
+        out.msg(_encode(fields))
 
 
 def request_logger(name: str = "radiusd.request") -> RequestLogger:
