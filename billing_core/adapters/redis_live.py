@@ -8,6 +8,13 @@ slot and runs unchanged on Redis Cluster):
                   a: account id, c: called number, n: NAS key, t: authorized ms, g: grant,
                   i: [identifiers], x: 1 when its accounting was recorded}
 - ``{c:N}:ids``   hash "<NAS key>|<identifier>" -> uid (a repeated Access-Request finds its call)
+- ``{c:N}:agg``   hash {ah: the holds of the active calls (micros), an: how many there are}
+- ``{c:N}:hs``    sorted set of the uids of the held calls, scored by hold expiry (ms). The
+                  scripts keep both in step with ``calls`` (``common.lua``), so that an
+                  authorization decodes only the holds that have not lapsed, not every call
+                  in progress nor every lapsed hold kept for its retention; a client without
+                  ``agg`` (written by an earlier version) is counted from its records at its
+                  next use
 - ``{c:N}:seq``   the client's live sequence (``live_balances.seq``) of the last ledger write
                   applied here: effects apply only on top of the sequence before theirs
 - ``{c:N}:fail:<account>`` wrong passwords of a login account in its 60 s window (expires)
@@ -123,8 +130,11 @@ def call_record(call: LiveCall) -> dict[str, Any]:
 
 
 def _keys(client_id: int) -> list[str]:
+    """The client's keys: its balance, its calls (uid -> record), their index (NAS key and
+    identifier -> uid), the tally of its active calls and the set of its held ones (the
+    scripts keep the last two in step with the calls)."""
     tag = f"{{c:{client_id}}}"
-    return [f"{tag}:bal", f"{tag}:calls", f"{tag}:ids"]
+    return [f"{tag}:bal", f"{tag}:calls", f"{tag}:ids", f"{tag}:agg", f"{tag}:hs"]
 
 
 def _seq_key(client_id: int) -> str:
@@ -323,7 +333,7 @@ class RedisLiveState:
         # loaded and only those calls sent again.
         calls = [
             (
-                4,
+                6,
                 *_keys(client_id),
                 _seq_key(client_id),
                 orjson.dumps(ops),
@@ -411,7 +421,7 @@ class RedisLiveState:
         seq, balance, calls = self._loader(client_id)
         records = {call.uid: call_record(call) for call in calls}
         loaded = self._load(
-            keys=[keys[0], keys[1], _seq_key(client_id), keys[2]],
+            keys=[keys[0], keys[1], _seq_key(client_id), keys[2], keys[3], keys[4]],
             args=[
                 to_micros(balance),
                 json.dumps(records) if records else "{}",

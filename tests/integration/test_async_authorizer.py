@@ -57,6 +57,8 @@ def state(r: SyncRedis) -> dict[str, Any]:
             out[name] = records
         elif kind == b"hash":
             out[name] = r.hgetall(name)
+        elif kind == b"zset":  # the held calls, without their expiry times
+            out[name] = sorted(r.zrange(name, 0, -1))
         else:
             out[name] = (r.get(name), r.ttl(name) > 0)
     return out

@@ -23,12 +23,22 @@ from billing_core.adapters.redis_live import RedisLiveState, ResyncingLive
 from billing_core.adapters.sql.db import make_engine
 from billing_core.adapters.sql.store import SqlStore
 from billing_core.domain.accounting_packets import AccountingEvent
+from billing_core.domain.calls import CallState
 from billing_core.domain.identification import CallerFacts
 from billing_core.domain.model import Client, RejectReason
 from billing_core.domain.money import from_micros, to_micros
 from billing_core.domain.policy import Accept, GrantTerms, LiveSnapshot, Reject, decide
 from billing_core.domain.rating import Rate
-from billing_core.ports import Activated, BalanceMoved, ClientTruth, HoldRequest, NasReleased
+from billing_core.ports import (
+    Activated,
+    BalanceMoved,
+    ClientTruth,
+    HoldRequest,
+    LiveCall,
+    NasReleased,
+    Rehold,
+    Released,
+)
 from billing_core.services.accounting import AccountingService
 from billing_core.services.authorization import AuthorizationService, AuthorizeCall, CatalogCache
 from billingctl.adapters import admin
@@ -129,6 +139,174 @@ def test_the_lua_policy_decides_as_the_python_policy(
     terms = GrantTerms(c, None if auth_only else the_rate, mcl)
     expected = decide(terms, LiveSnapshot(balance, from_micros(sum(others)), len(others)))
     assert live.authorize(request(terms)) == expected
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _tallied(r: redis.Redis, client_id: int = 7) -> tuple[tuple[int, int], dict[str, int]]:
+    """What ``{c:N}:agg`` and ``{c:N}:hs`` must say, counted from the client's records: the
+    holds and number of the active calls, each held call's uid and hold expiry."""
+    records = {
+        _str(uid): json.loads(raw) for uid, raw in r.hgetall(f"{{c:{client_id}}}:calls").items()
+    }
+    active = [c for c in records.values() if c["s"] == "a"]
+    held = {uid: int(c["e"]) for uid, c in records.items() if c["s"] == "h"}
+    return (sum(int(c["h"]) for c in active), len(active)), held
+
+
+def _kept(r: redis.Redis, client_id: int = 7) -> tuple[tuple[int, int], dict[str, int]]:
+    tag = f"{{c:{client_id}}}"
+    ah, an = r.hmget(f"{tag}:agg", ["ah", "an"])
+    scored: Any = r.zrange(f"{tag}:hs", 0, -1, withscores=True)
+    held = {_str(u): int(e) for u, e in scored}
+    return (int(ah or 0), int(an or 0)), held
+
+
+def _others(r: redis.Redis, req: HoldRequest) -> LiveSnapshot:
+    """The snapshot a full reading of the records gives the request: the funds held by the
+    client's other calls that count at its time, and their number (its own call, found by
+    identifier, account and number, left out), on the live balance."""
+    tag = f"{{c:{req.terms.client.id}}}"
+    records = {_str(u): json.loads(v) for u, v in r.hgetall(f"{tag}:calls").items()}
+    own = None
+    for ident in req.identifiers:
+        found = r.hget(f"{tag}:ids", f"{req.nas_key}|{ident}")
+        record = records.get(_str(found)) if found else None
+        if record and record["a"] == req.account_id and record["c"] == req.called:
+            own = _str(found)
+            break
+    now_ms = int(req.now.timestamp() * 1000)
+    counting = [
+        c
+        for uid, c in records.items()
+        if uid != own and (c["s"] == "a" or (c["s"] == "h" and c["e"] > now_ms))
+    ]
+    balance = from_micros(int(r.get(f"{tag}:bal") or 0))
+    return LiveSnapshot(balance, from_micros(sum(int(c["h"]) for c in counting)), len(counting))
+
+
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("auth"), st.integers(0, 2), st.integers(0, 400), st.booleans()),
+        st.tuples(st.just("act"), st.integers(0, 2), st.integers(0, 3_000_000), st.booleans()),
+        st.tuples(st.just("rehold"), st.integers(0, 2), st.integers(-60, 300), st.booleans()),
+        st.tuples(st.just("rel"), st.integers(0, 2), st.integers(0, 1), st.booleans()),
+        st.tuples(st.just("relnas"), st.integers(0, 2), st.integers(0, 400), st.booleans()),
+        st.tuples(st.just("load"), st.integers(0, 2), st.integers(0, 1), st.booleans()),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=STEPS, capacity=st.one_of(st.none(), st.integers(1, 6)))
+def test_the_tally_of_active_and_held_calls_follows_every_write(
+    redis_url: str, steps: list[tuple[str, int, int, bool]], capacity: int | None
+) -> None:
+    """Authorizations (new calls and repeated ones, over time, so that holds lapse and past
+    their retention are removed), activations, re-holds, releases, a NAS's release and
+    reloads, in any order: after each, ``agg`` and ``hs`` say what the records say, and
+    every authorization decides on what a reading of every record gives."""
+    r = redis.Redis.from_url(redis_url)
+    r.flushdb()
+    accounted: list[Any] = []
+    live = RedisLiveState(
+        r, lambda _cid: ClientTruth(1, Decimal("3.00"), list(accounted)), retention_seconds=120
+    )
+    terms = GrantTerms(client(capacity=capacity), rate(), 600)
+    live.load_client(7, replace=True)
+    start = EPOCH
+    for kind, n, value, flag in steps:
+        ids = (f"conf-{n}", f"leg-{n}")
+        if kind == "auth":
+            req = replace(
+                request(terms, ids if flag else (f"new-{value}",), uid=f"u{n}-{value}"),
+                now=start + timedelta(seconds=value),
+            )
+            expected = decide(terms, _others(r, req))
+            assert live.authorize(req) == expected
+        elif kind == "act":
+            effect = Activated(
+                7, f"u{n}", from_micros(value), 60, 1, "1555", "nas", ids if flag else ()
+            )
+            live.apply([effect])
+        elif kind == "rehold":
+            live.apply([Rehold(7, f"u{n}", start + timedelta(seconds=value))])
+        elif kind == "rel":
+            live.apply([Released(7, f"u{n}", "nas", ids if flag else (), 1, "1555")])
+        elif kind == "relnas":
+            live.apply([NasReleased("nas", start + timedelta(seconds=value))])
+        else:  # the database's accounted calls: the activated ones of the steps so far
+            accounted[:] = [
+                LiveCall(
+                    f"db{n}",
+                    "nas",
+                    ids,
+                    CallState.ACTIVE.value if value else CallState.HELD.value,
+                    Decimal("0.40"),
+                    start + timedelta(seconds=200),
+                    1,
+                    "1555",
+                    start,
+                    60,
+                )
+            ]
+            live.load_client(7, replace=flag)
+        assert _kept(r) == _tallied(r), (kind, n, value, flag)
+
+
+def test_a_hold_counts_until_its_expiry_and_past_its_retention_only_an_accounted_one_stays(
+    redis_url: str,
+) -> None:
+    """A hold counts while its expiry is after the request's time (not at it). A lapsed hold
+    stays for the retention (a late Start still finds its authorization); past it, it is
+    removed at the client's next authorization, unless its call was accounted (held again
+    after a zero-second leg: accounting releases it)."""
+    r = redis.Redis.from_url(redis_url)
+    live = RedisLiveState(
+        r, lambda _cid: ClientTruth(1, Decimal("100.00"), []), retention_seconds=60
+    )
+    terms = GrantTerms(client(capacity=1), rate(), 600)
+    live.load_client(7, replace=False)
+
+    def at(seconds: int, uid: str) -> Any:
+        return live.authorize(
+            replace(request(terms, (uid,), uid=uid), now=EPOCH + timedelta(seconds=seconds))
+        )
+
+    assert isinstance(at(0, "a"), Accept)  # held until 180 s
+    assert at(179, "b") == Reject(RejectReason.CAPACITY)
+    live.apply([Activated(7, "acc", Decimal("0.10"), 60, 1, "1555", "nas", ("acc",))])
+    live.apply([Rehold(7, "acc", EPOCH + timedelta(seconds=100))])  # lapses at 100 s
+    assert isinstance(at(180, "c"), Accept)  # a lapsed at 180, acc at 100: c held to 360 s
+    assert {_str(u) for u in r.hkeys("{c:7}:calls")} == {"a", "acc", "c"}
+    assert at(359, "d") == Reject(RejectReason.CAPACITY)
+    assert isinstance(at(361, "e"), Accept)  # past 240 s (a's retention), a is gone
+    assert {_str(u) for u in r.hkeys("{c:7}:calls")} == {"acc", "c", "e"}
+    assert _kept(r) == _tallied(r)
+
+
+def test_a_client_written_before_the_tally_is_counted_at_its_next_use(redis_url: str) -> None:
+    """Records written by a version that kept no tally (an upgrade with Redis kept): the
+    first script to touch the client counts them, and the next decisions use the count."""
+    r = redis.Redis.from_url(redis_url)
+    live = RedisLiveState(r, no_loader)
+    r.set("{c:7}:bal", to_micros(Decimal("10.00")))
+    for i, hold in enumerate([1_000_000, 2_500_000]):
+        record = {"s": "a", "h": hold, "e": 0, "a": 2, "c": "x", "n": "nas", "t": 0, "g": 60}
+        r.hset("{c:7}:calls", f"old{i}", json.dumps({**record, "i": [], "x": 1}))
+    assert not r.exists("{c:7}:agg")
+    terms = GrantTerms(client(capacity=3), rate(), 600)
+    first = live.authorize(request(terms, ("conf-1",), uid="new1"))
+    assert isinstance(first, Accept) and first.funds == Decimal("6.50")
+    assert _kept(r) == _tallied(r)
+    assert _kept(r)[0] == (3_500_000, 2) and list(_kept(r)[1]) == ["new1"]
+    assert live.authorize(request(terms, ("conf-2",), uid="new2")) == Reject(RejectReason.CAPACITY)
 
 
 def test_a_repeated_request_for_the_same_call_holds_once(live_redis: RedisTarget) -> None:

@@ -1,10 +1,13 @@
--- KEYS: bal, calls, ids [, lock: a login account with a password]
+-- KEYS: bal, calls, ids, agg, hs [, lock: a login account with a password]
 -- ARGV: now_ms, expires_ms, uid, account, called, nas, postpaid, credit, capacity, lb_threshold,
 --       lb_capacity, auth_only, rate, setup, min_volume, interval, grace, max_call_length,
 --       retention_ms, n_ids, ids..., acct_session_id
-if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return {'reject', 'locked_out'} end
+if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 1 then return {'reject', 'locked_out'} end
 local balraw = redis.call('GET', KEYS[1])
 if not balraw then return {'missing'} end
+K.calls, K.ids, K.agg, K.hs = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc')
+if not agg[2] then recount(); agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc') end
 local bal = tonumber(balraw)
 local now = tonumber(ARGV[1])
 local expires = tonumber(ARGV[2])
@@ -27,28 +30,45 @@ local mcl = tonumber(ARGV[18])
 local retention = tonumber(ARGV[19])
 local n_ids = tonumber(ARGV[20])
 
-local own = nil
+local own, own_c = nil, nil
 for i = 1, n_ids do
-  local found = redis.call('HGET', KEYS[3], nas .. '|' .. ARGV[20 + i])
+  local found = redis.call('HGET', K.ids, nas .. '|' .. ARGV[20 + i])
   if found then
-    local v = redis.call('HGET', KEYS[2], found)
+    local v = redis.call('HGET', K.calls, found)
     if v then
       local c = decode(v)
-      if c.a == account and c.c == called then own = found; break end
+      if c.a == account and c.c == called then own = found; own_c = c; break end
     end
   end
 end
 
-local held, count = 0, 0
-local all = redis.call('HGETALL', KEYS[2])
-for i = 1, #all, 2 do
-  local id, c = all[i], decode(all[i + 1])
-  if counts(c, now) then
-    if id ~= own then held = held + c.h; count = count + 1 end
-  elseif c.x ~= 1 and c.e + retention < now then
-    redis.call('HDEL', KEYS[2], id)
-    for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[3], c.n .. '|' .. k) end
+-- the other calls that count: the active ones from agg, the holds that have not lapsed
+-- (expiry after now) read one by one
+local held, count = tonumber(agg[1]), tonumber(agg[2])
+if own_c and own_c.s == 'a' then held = held - own_c.h; count = count - 1 end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.hs, '(' .. now, '+inf')) do
+  if id ~= own then
+    local v = redis.call('HGET', K.calls, id)
+    if v then
+      held = held + decode(v).h; count = count + 1
+    else
+      redis.call('ZREM', K.hs, id)
+    end
   end
+end
+-- the holds lapsed past their retention whose call was never accounted are removed, by the
+-- client's first authorization a minute (gc: when the next may look)
+if not agg[3] or now >= tonumber(agg[3]) then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.hs, '-inf', '(' .. (now - retention))) do
+    local v = redis.call('HGET', K.calls, id)
+    if not v then
+      redis.call('ZREM', K.hs, id)
+    else
+      local c = decode(v)
+      if c.x ~= 1 then drop(id, c) end
+    end
+  end
+  redis.call('HSET', K.agg, 'gc', now + 60000)
 end
 
 local available = bal + credit
@@ -56,9 +76,8 @@ local funds = available - held
 
 local function release_own()
   if own then
-    local c = decode(redis.call('HGET', KEYS[2], own))
-    redis.call('HDEL', KEYS[2], own)
-    for _, k in ipairs(c.i) do redis.call('HDEL', KEYS[3], c.n .. '|' .. k) end
+    local v = redis.call('HGET', K.calls, own)
+    if v then drop(own, decode(v)) end
   end
 end
 
@@ -119,12 +138,16 @@ for i = 1, n_ids do ids[i] = ARGV[20 + i] end
 local key = own or uid
 local record = {s = 'h', h = hold, e = expires, a = account, c = called, n = nas, t = now,
                 g = grant, i = ids, x = 0, q = ARGV[21 + n_ids]}
+local old = nil
 if own then
-  local old = decode(redis.call('HGET', KEYS[2], own))
-  if old.s == 'a' then record.s = 'a' end
-  record.x = old.x
-  record.t = old.t
+  local v = redis.call('HGET', K.calls, own)
+  if v then
+    old = decode(v)
+    if old.s == 'a' then record.s = 'a' end
+    record.x = old.x
+    record.t = old.t
+  end
 end
-redis.call('HSET', KEYS[2], key, cjson.encode(record))
-for i = 1, n_ids do redis.call('HSET', KEYS[3], nas .. '|' .. ids[i], key) end
+put(key, record, old)
+for i = 1, n_ids do redis.call('HSET', K.ids, nas .. '|' .. ids[i], key) end
 return {'accept', grant, hold, funds, key}

@@ -1,21 +1,63 @@
 -- Shared by the scripts that read a client's calls (loaded before them).
+-- K: the client's keys, set by each script before it calls these: calls (uid -> record), ids
+-- (NAS key|identifier -> uid), agg (hash: ah, an: the holds and the number of its active
+-- calls) and hs (sorted set: the uids of its held calls, by hold expiry). agg and hs follow
+-- every write to calls (put, drop), so that an authorization reads the active calls in one
+-- HMGET and decodes only the holds that have not lapsed: decoding every record made
+-- Redis's CPU per authorization grow with the client's calls in progress (6.5 ms at 2,000)
+-- and with its lapsed holds, kept a day (the calls that were never accounted).
+local K = {}
 local function decode(v) return cjson.decode(v) end
 -- a call that counts toward capacity and holds funds (domain.calls.counts)
 local function counts(c, now) return c.s == 'a' or (c.s == 'h' and c.e > now) end
+-- a record's part in agg and hs, added (sign 1) or taken away (-1); s, h and e are all it reads
+local function tally(uid, c, sign)
+  if c.s == 'a' then
+    -- as an integer: a Lua number of zero times -1 would be sent as '-0', which HINCRBY refuses
+    if c.h ~= 0 then redis.call('HINCRBY', K.agg, 'ah', string.format('%d', sign * c.h)) end
+    redis.call('HINCRBY', K.agg, 'an', sign)
+  elseif sign > 0 then
+    redis.call('ZADD', K.hs, c.e, uid)
+  else
+    redis.call('ZREM', K.hs, uid)
+  end
+end
+-- agg and hs counted again from the records
+local function recount()
+  redis.call('DEL', K.agg, K.hs)
+  redis.call('HSET', K.agg, 'ah', 0, 'an', 0)
+  local all = redis.call('HGETALL', K.calls)
+  for i = 1, #all, 2 do tally(all[i], decode(all[i + 1]), 1) end
+end
+-- a client whose records were written without agg (by a version before it) is counted once
+local function ready()
+  if redis.call('HEXISTS', K.agg, 'an') == 0 then recount() end
+end
+-- write record c under uid; was: the record it replaces ({s, h} at least), or nil
+local function put(uid, c, was)
+  if was then tally(uid, was, -1) end
+  tally(uid, c, 1)
+  redis.call('HSET', K.calls, uid, cjson.encode(c))
+end
+-- remove record c (decoded) of uid, with its index entries
+local function drop(uid, c)
+  tally(uid, c, -1)
+  redis.call('HDEL', K.calls, uid)
+  for _, k in ipairs(c.i) do redis.call('HDEL', K.ids, c.n .. '|' .. k) end
+end
 -- the authorization of the same call (NAS key, an identifier, account and number) held
 -- under another id, whose accounting did not find it: removed with its index entries, and
 -- its record returned (nil if none)
-local function adopt(calls, ids, uid, nas, idents, account, called)
+local function adopt(uid, nas, idents, account, called)
   local found = nil
   for _, k in ipairs(idents) do
-    local other = redis.call('HGET', ids, nas .. '|' .. k)
+    local other = redis.call('HGET', K.ids, nas .. '|' .. k)
     if other and other ~= uid then
-      local v = redis.call('HGET', calls, other)
+      local v = redis.call('HGET', K.calls, other)
       if v then
         local o = decode(v)
         if o.x ~= 1 and o.a == account and o.c == called then
-          redis.call('HDEL', calls, other)
-          for _, kk in ipairs(o.i) do redis.call('HDEL', ids, o.n .. '|' .. kk) end
+          drop(other, o)
           found = found or o
         end
       end
