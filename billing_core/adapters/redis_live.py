@@ -364,10 +364,10 @@ class RedisLiveState:
     def view(self, client_ids: Sequence[int], now: datetime) -> dict[int, LiveView]:
         out: dict[int, LiveView] = {}
         for client_id in client_ids:
-            reply = self._view(keys=_keys(client_id)[:2], args=[_ms(now)])
+            reply = self._view(keys=_keys(client_id), args=[_ms(now)])
             if _text(reply[0]) == "missing":
                 self.load_client(client_id, replace=False)
-                reply = self._view(keys=_keys(client_id)[:2], args=[_ms(now)])
+                reply = self._view(keys=_keys(client_id), args=[_ms(now)])
             out[client_id] = LiveView(
                 from_micros(int(reply[0])), from_micros(int(reply[1])), int(reply[2])
             )

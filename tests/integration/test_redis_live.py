@@ -164,6 +164,10 @@ def _kept(r: redis.Redis, client_id: int = 7) -> tuple[tuple[int, int], dict[str
     return (int(ah or 0), int(an or 0)), held
 
 
+def _records(r: redis.Redis, client_id: int = 7) -> dict[str, Any]:
+    return {_str(u): json.loads(v) for u, v in r.hgetall(f"{{c:{client_id}}}:calls").items()}
+
+
 def _others(r: redis.Redis, req: HoldRequest) -> LiveSnapshot:
     """The snapshot a full reading of the records gives the request: the funds held by the
     client's other calls that count at its time, and their number (its own call, found by
@@ -258,6 +262,15 @@ def test_the_tally_of_active_and_held_calls_follows_every_write(
             ]
             live.load_client(7, replace=flag)
         assert _kept(r) == _tallied(r), (kind, n, value, flag)
+        at = start + timedelta(seconds=value % 400)
+        view = live.view([7], at)[7]
+        every = _others(r, replace(request(terms), now=at))  # no identifiers: every call
+        active = sum(1 for c in _records(r).values() if c["s"] == "a")
+        assert (view.balance, view.held, view.active_calls) == (
+            every.balance,
+            every.held_by_others,
+            active,
+        )
 
 
 def test_a_hold_counts_until_its_expiry_and_past_its_retention_only_an_accounted_one_stays(
