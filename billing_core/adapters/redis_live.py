@@ -14,7 +14,8 @@ slot and runs unchanged on Redis Cluster):
                   authorization decodes only the holds that have not lapsed, not every call
                   in progress nor every lapsed hold kept for its retention; a client without
                   ``agg`` (written by an earlier version) is counted from its records at its
-                  next use
+                  next use, and a client's first authorization in ten seconds checks the
+                  tally against the records (a rolling upgrade: earlier nodes keep none)
 - ``{c:N}:seq``   the client's live sequence (``live_balances.seq``) of the last ledger write
                   applied here: effects apply only on top of the sequence before theirs
 - ``{c:N}:fail:<account>`` wrong passwords of a login account in its 60 s window (expires)

@@ -304,6 +304,29 @@ def test_a_hold_counts_until_its_expiry_and_past_its_retention_only_an_accounted
     assert _kept(r) == _tallied(r)
 
 
+def test_calls_an_earlier_version_wrote_beside_the_tally_are_counted_within_ten_seconds(
+    redis_url: str,
+) -> None:
+    """During a rolling upgrade a node of the earlier version writes call records without
+    the tally. A client's first authorization in ten seconds checks the tally against the
+    records and counts them again when they differ: the call it missed counts from then on."""
+    r = redis.Redis.from_url(redis_url)
+    live = RedisLiveState(r, lambda _cid: ClientTruth(1, Decimal("100.00"), []))
+    terms = GrantTerms(client(capacity=2), rate(), 600)
+    live.load_client(7, replace=False)
+
+    def at(seconds: int, uid: str) -> Any:
+        moment = EPOCH + timedelta(seconds=seconds)
+        return live.authorize(replace(request(terms, (uid,), uid=uid), now=moment))
+
+    assert isinstance(at(0, "n1"), Accept)
+    record = {"s": "a", "h": 4_000_000, "e": 0, "a": 2, "c": "x", "n": "nas", "t": 0, "g": 60}
+    r.hset("{c:7}:calls", "old1", json.dumps({**record, "i": [], "x": 1}))  # no tally
+    assert _kept(r) != _tallied(r)
+    assert at(11, "n2") == Reject(RejectReason.CAPACITY)  # n1 held, old1 active: 2 of 2
+    assert _kept(r) == _tallied(r)
+
+
 def test_a_client_written_before_the_tally_is_counted_at_its_next_use(redis_url: str) -> None:
     """Records written by a version that kept no tally (an upgrade with Redis kept): the
     first script to touch the client counts them, and the next decisions use the count."""

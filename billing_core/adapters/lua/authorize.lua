@@ -6,10 +6,29 @@ if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 1 then return {'reject', 'locked
 local balraw = redis.call('GET', KEYS[1])
 if not balraw then return {'missing'} end
 K.calls, K.ids, K.agg, K.hs = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local now = tonumber(ARGV[1])
+local retention = tonumber(ARGV[19])
 local agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc')
 if not agg[2] then recount(); agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc') end
+-- the client's first authorization in ten seconds (gc: when the next may look) removes the
+-- holds lapsed past their retention whose call was never accounted, and checks the tally
+-- against the records (during a rolling upgrade, nodes of the earlier version write records
+-- without it)
+if not agg[3] or now >= tonumber(agg[3]) then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.hs, '-inf', '(' .. (now - retention))) do
+    local v = redis.call('HGET', K.calls, id)
+    if not v then
+      redis.call('ZREM', K.hs, id)
+    else
+      local c = decode(v)
+      if c.x ~= 1 then drop(id, c) end
+    end
+  end
+  verify()
+  redis.call('HSET', K.agg, 'gc', now + 10000)
+  agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc')
+end
 local bal = tonumber(balraw)
-local now = tonumber(ARGV[1])
 local expires = tonumber(ARGV[2])
 local uid = ARGV[3]
 local account = tonumber(ARGV[4])
@@ -27,7 +46,6 @@ local minv = tonumber(ARGV[15])
 local interval = tonumber(ARGV[16])
 local grace = tonumber(ARGV[17])
 local mcl = tonumber(ARGV[18])
-local retention = tonumber(ARGV[19])
 local n_ids = tonumber(ARGV[20])
 
 local own, own_c = nil, nil
@@ -55,20 +73,6 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.hs, '(' .. now, '+inf')) do
       redis.call('ZREM', K.hs, id)
     end
   end
-end
--- the holds lapsed past their retention whose call was never accounted are removed, by the
--- client's first authorization a minute (gc: when the next may look)
-if not agg[3] or now >= tonumber(agg[3]) then
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.hs, '-inf', '(' .. (now - retention))) do
-    local v = redis.call('HGET', K.calls, id)
-    if not v then
-      redis.call('ZREM', K.hs, id)
-    else
-      local c = decode(v)
-      if c.x ~= 1 then drop(id, c) end
-    end
-  end
-  redis.call('HSET', K.agg, 'gc', now + 60000)
 end
 
 local available = bal + credit
