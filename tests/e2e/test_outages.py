@@ -335,6 +335,19 @@ def metric(daemon: Daemon, name: str, **labels: str) -> float:
     )
 
 
+def dropped(daemon: Daemon) -> dict[str, float]:
+    """Every reason of ``radiusd_dropped_total`` with its count (a failure's diagnosis)."""
+    status, body = daemon.http("/metrics")
+    assert status == 200
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "radiusd_dropped_total":
+                reason = sample.labels.get("reason", "")
+                out[reason] = out.get(reason, 0.0) + sample.value
+    return out
+
+
 def healthz(daemon: Daemon, timeout: float = 4.0) -> tuple[int, str]:
     """GET /healthz: (status, body), or (0, why) when it does not answer within ``timeout``."""
     url = f"http://127.0.0.1:{daemon.metrics_port}/healthz"
@@ -504,7 +517,9 @@ def test_postgresql_stopped_mid_traffic_and_started_again(stack: Stack, tmp_path
         assert answered_during == ACCESS_ACCEPT, "no authorization while PostgreSQL was down"
     else:  # the live state is in the database itself: nothing to authorize with
         assert answered_during is None, answered_during
-    assert metric(daemon, "radiusd_dropped_total", reason="database_unavailable") > 0
+    assert metric(daemon, "radiusd_dropped_total", reason="database_unavailable") > 0, dropped(
+        daemon
+    )
 
     # exactly once: every answered Stop has one CDR, no session has two
     rated = cdrs(daemon)
