@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ..servers import free_port
+from bench.ports import free_port
 
 BIN = Path(sys.executable).parent
 SECRET = "testing123"

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..servers import free_port
+from bench.ports import free_port
+
 from .conftest import SECRET
 from .sipua import Caller
 

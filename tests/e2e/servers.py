@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from ..servers import PrivatePostgres, PrivateRedis, free_port
+from bench.ports import free_port
+
+from ..servers import PrivatePostgres, PrivateRedis
 
 __all__ = [
     "CommitCutter",

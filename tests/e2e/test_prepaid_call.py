@@ -175,7 +175,8 @@ def test_start_failures_are_one_line(tmp_path: Path) -> None:
     import os
     import subprocess
 
-    from ..servers import free_port
+    from bench.ports import free_port
+
     from .conftest import BIN, write_config
 
     cases = [
