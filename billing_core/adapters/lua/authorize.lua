@@ -9,7 +9,8 @@ K.calls, K.ids, K.agg, K.hs = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[19])
 local agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc')
-if not agg[2] then recount(); agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc') end
+local counted = not agg[2]
+if counted then recount(); agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc') end
 -- the client's first authorization in ten seconds (gc: when the next may look) removes the
 -- holds lapsed past their retention whose call was never accounted, and checks the tally
 -- against the records (during a rolling upgrade, nodes of the earlier version write records
@@ -24,9 +25,10 @@ if not agg[3] or now >= tonumber(agg[3]) then
       if c.x ~= 1 then drop(id, c) end
     end
   end
-  verify()
+  -- (a tally counted just now needs no check; one the check counted again is read again:
+  -- the removals above touch only held calls, not ah and an)
+  if not counted and verify() then agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc') end
   redis.call('HSET', K.agg, 'gc', now + 10000)
-  agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc')
 end
 local bal = tonumber(balraw)
 local expires = tonumber(ARGV[2])
