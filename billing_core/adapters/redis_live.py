@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -49,7 +50,7 @@ from decimal import Decimal
 from typing import Any, Protocol, Self
 
 import orjson
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from billing_core.domain.calls import CallState
 from billing_core.domain.model import RejectReason
@@ -585,6 +586,9 @@ class LiveMarks(Protocol):
 _MARK_PAGE = 1000  # clients a rebuild marks applied in one statement
 
 
+_log = logging.getLogger("billing_core.adapters.redis_live")
+
+
 class ResyncingLive(RedisLiveState):
     """Accounting never waits for Redis: the database is the truth. An effect Redis cannot
     take is not remembered here: its client's live sequence in the database stays ahead of
@@ -630,8 +634,13 @@ class ResyncingLive(RedisLiveState):
         try:
             super().apply(effects, seqs)
             self.missed = False
-        except REDIS_ERRORS:
+        except REDIS_ERRORS as error:
             self.missed = True  # the database knows: heal() repairs it
+            if isinstance(error, ResponseError):
+                # Redis answered, and refused: a script's fault (or an OOM, a read-only
+                # replica), which the heal's reload does not cure; unreachable Redis is
+                # reported by /healthz and the lagging gauge, this one only here
+                _log.error("live state: Redis refused the effects of a batch: %s", error)
 
     def rebuild(self, tick: Callable[[], None] | None = None) -> int:
         """Reload every client from the database (balances from the ledger, accounted calls),

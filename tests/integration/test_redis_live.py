@@ -628,6 +628,33 @@ def test_effects_a_node_could_not_bring_to_redis_are_healed_by_another(
         b.close()
 
 
+def test_effects_redis_refuses_are_logged_and_healed_from_the_database(
+    pg_url: str, live_redis: RedisTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis that answers and refuses (here: a client's balance key of the wrong type, as a
+    script's fault would) is not an outage: the accounting is recorded, the refusal is
+    logged with Redis's message, and the heal reloads the client from the database."""
+    stack = started(pg_url, live_redis)
+    try:
+        stack.live.rebuild()
+        assert isinstance(stack.authorize("c1"), Accept)
+        assert stack.account("c1", 1) == "recorded"
+        r = live_redis.client()
+        r.delete("{c:1}:bal")
+        r.rpush("{c:1}:bal", "not a balance")
+        with caplog.at_level("ERROR", logger="billing_core.adapters.redis_live"):
+            assert stack.account("c1", 2, 720) == "charged"
+        assert stack.live.missed
+        assert [rec.getMessage() for rec in caplog.records if "refused" in rec.getMessage()]
+        assert "WRONGTYPE" in caplog.text
+        assert stack.live.heal(now=100.0) == 0
+        assert stack.live.heal(now=102.5) == 1
+        view = stack.view()
+        assert (view.balance, view.active_calls) == (Decimal("5.60"), 0)
+    finally:
+        stack.close()
+
+
 def test_one_node_heals_at_a_time_and_another_takes_over_when_it_stops(
     pg_url: str, live_redis: RedisTarget
 ) -> None:
