@@ -145,6 +145,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", choices=("big", "small"), default="big", help="data set")
     p.add_argument("--no-cache", action="store_true", help="load the data again")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument(
+        "--extras",
+        default=",".join(EXTRAS),
+        help="which extras run, of " + ", ".join(EXTRAS) + " (default: all); e.g. "
+        "'half,profile' to look at a change to the hot path without the latency runs",
+    )
     p.add_argument("--no-extras", action="store_true", help="skip half load, latency, index")
     p.add_argument(
         "--keep-workdir",
@@ -448,6 +454,19 @@ def _index_build(target: OurServer) -> IndexBuild:
     )
 
 
+# the extras, in the order they run: half load (production and embedded), credentials at one
+# rate, the profiles, big vs small latency with the index build
+EXTRAS = ("half", "methods", "profile", "latency")
+
+
+def _chosen_extras(args: argparse.Namespace) -> set[str]:
+    chosen = {name for name in str(getattr(args, "extras", ",".join(EXTRAS))).split(",") if name}
+    unknown = chosen - set(EXTRAS)
+    if unknown:
+        raise SystemExit(f"unknown extras {', '.join(sorted(unknown))} (of {', '.join(EXTRAS)})")
+    return chosen
+
+
 def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet) -> None:
     """Half load, credentials at one rate, profile, big vs small latency and the index
     build, on the production deployment (PostgreSQL with Redis when it ran, else
@@ -459,19 +478,23 @@ def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet)
     full = run.get(prod.name, "auth")
     auth_rate = full.result.rate if full is not None and full.result.rate > 0 else 500.0
     seconds = bench.seconds() + 0.5
-    _half_load(bench, run, prod, big, auth_rate, seconds)
-    _methods_at_one_rate(bench, run, prod, big, seconds)
-    if not bench.args.no_profile:
+    chosen = _chosen_extras(bench.args)
+    if "half" in chosen:
+        _half_load(bench, run, prod, big, auth_rate, seconds)
+    if "methods" in chosen:
+        _methods_at_one_rate(bench, run, prod, big, seconds)
+    if "profile" in chosen and not bench.args.no_profile:
         _profiles(bench, run, prod, big)
     try:
-        run.latency = _latency_big_and_small(bench, run, prod, big, small, auth_rate)
-        _catalog_build(run, prod)
+        if "latency" in chosen:
+            run.latency = _latency_big_and_small(bench, run, prod, big, small, auth_rate)
+            _catalog_build(run, prod)
     finally:
         prod.stop()
         prod.cleanup()
     embedded = bench.targets.get("ours-sqlite")
     sqlite_auth = run.get("ours-sqlite", "auth")
-    if isinstance(embedded, OurServer) and sqlite_auth is not None:
+    if isinstance(embedded, OurServer) and sqlite_auth is not None and "half" in chosen:
         rate = sqlite_auth.result.rate if sqlite_auth.result.rate > 0 else 100.0
         try:
             # issue 18: the embedded default's p99 at half its capacity
@@ -481,7 +504,10 @@ def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet)
             run.half_load_embedded = measure(
                 embedded, "auth", pool, _paced(bench.load, rate / 2), bench.checker
             )
-            run.latency_embedded = _latency_big_and_small(bench, run, embedded, big, small, rate)
+            if "latency" in chosen:
+                run.latency_embedded = _latency_big_and_small(
+                    bench, run, embedded, big, small, rate
+                )
         finally:
             embedded.stop()
 
@@ -817,6 +843,7 @@ def _wanted_scenarios(args: argparse.Namespace) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     wanted_scenarios = _wanted_scenarios(args)
+    _chosen_extras(args)  # a misspelt extra fails now, not after the scenarios
     wanted_targets = [t for t in args.targets.split(",") if t]
     bench = Bench(args)
     try:

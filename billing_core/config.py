@@ -181,6 +181,7 @@ class ServerConfig:
     duplicate_cache_seconds: float = 30.0
     duplicate_cache_size: int = 100_000
     drain_seconds: float = 10.0
+    accounting_linger_ms: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,7 +402,7 @@ def _int(minimum: int, maximum: int | None = None) -> _Convert[int]:
     return convert
 
 
-def _float(minimum: float) -> _Convert[float]:
+def _float(minimum: float, maximum: float | None = None) -> _Convert[float]:
     def convert(value: object, where: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {_show(value)}")
@@ -410,6 +411,8 @@ def _float(minimum: float) -> _Convert[float]:
             raise ConfigError(f"{where}: expected a finite number, got {_show(value)}")
         if number < minimum:
             raise ConfigError(f"{where}: must be at least {minimum:g}, got {_show(value)}")
+        if maximum is not None and number > maximum:
+            raise ConfigError(f"{where}: must be at most {maximum:g}, got {_show(value)}")
         return number
 
     return convert
@@ -635,6 +638,7 @@ def _server(document: Mapping[str, object], environ: Mapping[str, str]) -> Serve
         duplicate_cache_seconds=t.get("duplicate_cache_seconds", 30.0, _float(0), _env_float),
         duplicate_cache_size=t.get("duplicate_cache_size", 100_000, _int(1), _env_int),
         drain_seconds=t.get("drain_seconds", 10.0, _float(0), _env_float),
+        accounting_linger_ms=t.get("accounting_linger_ms", 3.0, _float(0, 1000), _env_float),
     )
     t.reject_unknown()
     return config
@@ -1009,6 +1013,7 @@ def _render_server(s: ServerConfig) -> list[str]:
         f"duplicate_cache_seconds = {s.duplicate_cache_seconds!r}",
         f"duplicate_cache_size = {s.duplicate_cache_size}",
         f"drain_seconds = {s.drain_seconds}",
+        f"accounting_linger_ms = {s.accounting_linger_ms}",
     ]
 
 

@@ -100,7 +100,7 @@ async def start(
     core = await open_components(config)
     events = EventCounter(core.notifications, core.event_source, metrics)
     await _in_thread(core, events.run_once)  # from here on, ours are counted
-    committer = start_committer(core, metrics)
+    committer = start_committer(core, metrics, linger_ms=config.server.accounting_linger_ms)
     codec, codecs = load_codecs(config)
     handler = Handler(codec, core.authorization.authorize, committer.submit, metrics, codecs=codecs)
     notifier = BalanceNotifier(core.notifications, core.live, mail_enabled=core.outbox is not None)
@@ -185,14 +185,16 @@ async def check_live_state(core: Components, metrics: Metrics) -> None:
 
 
 def start_committer(
-    core: Components, metrics: Metrics
+    core: Components, metrics: Metrics, *, linger_ms: float = 0.0
 ) -> LanedCommitter[AccountingEvent, AcctOutcome]:
-    """The group committer of accounting: a request is answered once its batch committed."""
+    """The group committer of accounting: a request is answered once its batch committed;
+    under load a batch waits up to ``linger_ms`` for more (``server.accounting_linger_ms``)."""
     committer: LanedCommitter[AccountingEvent, AcctOutcome] = LanedCommitter(
         timed_batches(core.record_batch, metrics),
         core.database.executor,
         call_lane,
         lanes=accounting_lanes(sqlite=core.database.sqlite, redis=core.redis_live is not None),
+        linger=linger_ms / 1000,
     )
     committer.start()
     return committer

@@ -262,6 +262,14 @@ REFUSALS: list[tuple[str, str]] = [
         "server.duplicate_cache_seconds: expected a number, got '30'",
     ),
     (
+        "[server]\naccounting_linger_ms = -1",
+        "server.accounting_linger_ms: must be at least 0, got -1",
+    ),
+    (
+        "[server]\naccounting_linger_ms = 5000",
+        "server.accounting_linger_ms: must be at most 1000, got 5000",
+    ),
+    (
         "[server]\nduplicate_cache_size = 0",
         "server.duplicate_cache_size: must be at least 1, got 0",
     ),
