@@ -239,13 +239,13 @@ class RedisLiveState:
         by_nas: dict[str, list[str]] = {}
         for nas_key, identifiers in keys:
             by_nas.setdefault(nas_key, []).extend(identifiers)
-        pipe = self.redis.pipeline(transaction=False)
-        for nas_key, idents in by_nas.items():
-            # the command, not pipe.mget: a cluster's pipeline refuses that method, though
-            # these keys share one slot
-            pipe.execute_command("MGET", *(index_key(nas_key, ident) for ident in idents))
+        # MGET of each NAS key's index keys (they share a slot)
+        gets = [
+            ["MGET", *(index_key(nas_key, ident) for ident in idents)]
+            for nas_key, idents in by_nas.items()
+        ]
         found: dict[tuple[str, str], Any] = {}
-        for (nas_key, idents), values in zip(by_nas.items(), pipe.execute(), strict=True):
+        for (nas_key, idents), values in zip(by_nas.items(), self._replies(gets), strict=True):
             found.update(zip(((nas_key, i) for i in idents), values, strict=True))
         refs: list[tuple[int, str] | None] = []
         for nas_key, identifiers in keys:
@@ -261,10 +261,8 @@ class RedisLiveState:
                 uids.setdefault(ref[0], []).append(ref[1])
         records: dict[tuple[int, str], Any] = {}
         if uids:
-            pipe = self.redis.pipeline(transaction=False)
-            for client_id, wanted in uids.items():
-                pipe.hmget(_keys(client_id)[1], wanted)
-            for (client_id, wanted), raws in zip(uids.items(), pipe.execute(), strict=True):
+            reads = [["HMGET", _keys(client_id)[1], *wanted] for client_id, wanted in uids.items()]
+            for (client_id, wanted), raws in zip(uids.items(), self._replies(reads), strict=True):
                 records.update(zip(((client_id, u) for u in wanted), raws, strict=True))
         out: list[HeldCall | None] = []
         for ref in refs:
@@ -338,7 +336,7 @@ class RedisLiveState:
                 6,
                 *_keys(client_id),
                 _seq_key(client_id),
-                orjson.dumps(ops),
+                orjson.dumps(ops).decode(),
                 "" if seqs.get(client_id) is None else seqs[client_id],
             )
             for client_id, ops in by_client.items()
@@ -357,10 +355,14 @@ class RedisLiveState:
         return replies
 
     def _evalsha_all(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(self._apply.sha, *call)
-        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return resp.pipeline(self.redis, [("EVALSHA", self._apply.sha, *call) for call in calls])
+
+    def _replies(self, commands: Sequence[Sequence[str | int]]) -> list[Any]:
+        """The replies of read commands sent together; an error reply raises."""
+        replies = resp.pipeline(self.redis, commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
         return replies
 
     def view(self, client_ids: Sequence[int], now: datetime) -> dict[int, LiveView]:
@@ -671,11 +673,15 @@ class ResyncingLive(RedisLiveState):
     def sequences(self, client_ids: Sequence[int]) -> dict[int, int | None]:
         """Each client's live sequence in Redis; None where the client is not loaded (its
         next use loads it from the database)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for client_id in client_ids:
-            pipe.exists(_keys(client_id)[0])
-            pipe.get(_seq_key(client_id))
-        replies = iter(pipe.execute())
+        replies = iter(
+            self._replies(
+                [
+                    command
+                    for client_id in client_ids
+                    for command in (("EXISTS", _keys(client_id)[0]), ("GET", _seq_key(client_id)))
+                ]
+            )
+        )
         out: dict[int, int | None] = {}
         for client_id in client_ids:
             loaded, seq = next(replies), next(replies)

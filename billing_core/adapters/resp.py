@@ -44,6 +44,49 @@ def command(args: Sequence[str | int]) -> bytes:
     return "".join(parts).encode()
 
 
+def pipeline(client: Any, commands: Sequence[Sequence[str | int]]) -> list[Any]:
+    """Send ``commands`` on a blocking client in one write and read their replies in order
+    (an error reply in its command's place, as an exception, like redis-py's pipeline with
+    ``raise_on_error=False``; no response callbacks: the replies as Redis gives them). On a
+    single Redis server the commands are packed here (``command``) and sent on a pooled
+    connection, once more on a fresh connection if it breaks (redis-py's pipeline retries
+    alike): its command objects, packer and stack cost a tenth of an accounting batch's CPU
+    in the profile. A cluster client goes through redis-py's pipeline, which routes each
+    command to its slot's master."""
+    if not commands:
+        return []
+    if not isinstance(client, redis.Redis):
+        pipe = client.pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies
+    packed = b"".join(command(args) for args in commands)
+    pool = client.connection_pool
+    conn: Any = pool.get_connection()
+    try:
+        result: list[Any] = conn.retry.call_with_retry(
+            lambda: _exchange(conn, packed, len(commands)), lambda _error: conn.disconnect()
+        )
+        return result
+    except BaseException:
+        conn.disconnect()  # replies may be left unread on it
+        raise
+    finally:
+        pool.release(conn)
+
+
+def _exchange(conn: Any, packed: bytes, count: int) -> list[Any]:
+    conn.send_packed_command([packed])
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(conn.read_response())
+        except redis.ResponseError as error:
+            replies.append(error)
+    return replies
+
+
 def _error(reply: hiredis.ReplyError) -> redis.ResponseError:
     message = str(reply)
     return (

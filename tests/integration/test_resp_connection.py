@@ -16,7 +16,7 @@ import pytest
 import redis
 from redis.exceptions import NoScriptError
 
-from billing_core.adapters.resp import RespConnection, command
+from billing_core.adapters.resp import RespConnection, command, pipeline
 
 T = TypeVar("T")
 
@@ -130,3 +130,32 @@ def test_an_unreachable_server_is_a_connection_error() -> None:
         port = probe.getsockname()[1]
     with pytest.raises(redis.ConnectionError):
         run(lambda c: c.execute([command(["PING"])]), f"redis://127.0.0.1:{port}/0")
+
+
+def test_a_blocking_pipeline_reads_replies_in_order_with_errors_in_place(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    replies = pipeline(
+        r,
+        [
+            ["SET", "k", "é"],
+            ["NO-SUCH-COMMAND"],
+            ["EVALSHA", "0" * 40, 0],
+            ["MGET", "k", "missing"],
+            ["INCR", "n"],
+        ],
+    )
+    ok, unknown, noscript, values, count = replies
+    assert ok == b"OK" and values == ["é".encode(), None] and count == 1
+    assert isinstance(unknown, redis.ResponseError) and not isinstance(unknown, NoScriptError)
+    assert isinstance(noscript, NoScriptError)
+    assert pipeline(r, []) == []
+    assert pipeline(r, [["GET", "k"]]) == ["é".encode()]  # the connection went back clean
+
+
+def test_a_blocking_pipeline_on_a_killed_connection_sends_again_on_a_new_one(
+    redis_url: str,
+) -> None:
+    r = redis.Redis.from_url(redis_url)
+    assert pipeline(r, [["SET", "a", 1]]) == [b"OK"]  # a pooled connection, now idle
+    redis.Redis.from_url(redis_url).client_kill_filter(_type="normal", skipme=True)
+    assert pipeline(r, [["INCR", "a"], ["GET", "a"]]) == [2, b"2"]
