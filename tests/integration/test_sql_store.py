@@ -417,6 +417,8 @@ def test_the_live_sequence_moves_with_every_ledger_write_and_marks_what_is_unapp
     assert store.live_sequences() == [(1, 2)]
     store.mark_applied({1: 1})  # never back
     assert store.unapplied_live() == []
+    store.mark_applied({1: 1, 999: 5})  # a client without a row (deleted meanwhile): nothing
+    assert store.unapplied_live() == [] and store.live_sequences() == [(1, 2)]
 
 
 def test_reading_a_client_for_the_live_state_waits_for_its_writers_only(pg_url: str) -> None:
