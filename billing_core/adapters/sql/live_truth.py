@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-import orjson
 from sqlalchemy import Engine, bindparam, func, select, update
 
 from billing_core.domain.calls import CallState, live_uid
@@ -30,18 +29,6 @@ from .tables import (
 # call with the same Acct-Session-Id (a SIP Call-ID used again) does not release a new
 # call's hold; a CDR missed for a clock further off leaves the hold to lapse (the safe side)
 _ENDED_MARGIN = timedelta(seconds=5)
-
-
-_PG_LOCK_LIVE = (
-    "SELECT client_id FROM live_balances "
-    "WHERE client_id = ANY(ARRAY(SELECT (json_array_elements_text(%s::json))::int4)) "
-    "ORDER BY client_id FOR UPDATE"
-)
-_PG_MARK_APPLIED = (
-    "UPDATE live_balances AS l SET applied = (v->>1)::int8 "
-    "FROM json_array_elements(%s::json) AS v "
-    "WHERE l.client_id = (v->>0)::int4 AND l.applied < (v->>1)::int8"
-)
 
 
 class SqlLiveTruth:
@@ -185,18 +172,6 @@ class SqlLiveTruth:
         """Record that each client's live state has every effect up to the given sequence."""
         if not applied:
             return
-        clients = sorted(applied)
-        if self._pg:
-            # two statements for the whole page instead of one per client (each a
-            # statement PostgreSQL runs and psycopg sends: a heal marks about a client per
-            # accounting request): the rows locked first in client order, as the
-            # accounting transactions take them, then updated from one document
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql(_PG_LOCK_LIVE, (orjson.dumps(clients).decode(),))
-                conn.exec_driver_sql(
-                    _PG_MARK_APPLIED, (orjson.dumps([[c, applied[c]] for c in clients]).decode(),)
-                )
-            return
         stmt = (
             update(live_t)
             .where(
@@ -205,5 +180,5 @@ class SqlLiveTruth:
             )
             .values(applied=bindparam("m_seq"))
         )
-        with self.engine.begin() as conn:  # SQLite: in process, no round trip per row
-            conn.execute(stmt, [{"m_client": c, "m_seq": applied[c]} for c in clients])
+        with self.engine.begin() as conn:
+            conn.execute(stmt, [{"m_client": c, "m_seq": applied[c]} for c in sorted(applied)])
