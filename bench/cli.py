@@ -460,7 +460,7 @@ EXTRAS = ("half", "methods", "profile", "latency")
 
 
 def _chosen_extras(args: argparse.Namespace) -> set[str]:
-    chosen = {name for name in str(getattr(args, "extras", ",".join(EXTRAS))).split(",") if name}
+    chosen = {name for name in args.extras.split(",") if name}
     unknown = chosen - set(EXTRAS)
     if unknown:
         raise SystemExit(f"unknown extras {', '.join(sorted(unknown))} (of {', '.join(EXTRAS)})")
