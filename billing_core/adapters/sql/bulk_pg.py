@@ -176,6 +176,12 @@ _PG_MOVE_BALANCES = (
 )
 
 
+_PG_DELETE_CALLS = (
+    f"WITH k AS (DELETE FROM call_keys WHERE call_id = {_ids('int8')}) "
+    f"DELETE FROM calls WHERE id = {_ids('int8')}"
+)
+
+
 def _pg_update_calls(columns: tuple[str, ...]) -> str:
     typed = [("id", "int8"), *((name, CALL_TYPES[name]) for name in columns)]
     sets = ", ".join(f"{name} = {_value(name, CALL_TYPES[name])}" for name in columns)
@@ -307,11 +313,9 @@ class PgBulk:
         self._run(_pg_update_calls(columns), [_json(rows), _json([row["id"] for row in rows])])
 
     def delete_calls(self, ids: Sequence[int]) -> None:
-        # their call_keys go with them (ON DELETE CASCADE)
-        self._run(
-            f"DELETE FROM calls WHERE id = {_ids('int8')}",
-            [_json(ids)],
-        )
+        # their call_keys with them, in the same statement
+        doc = _json(ids)
+        self._run(_PG_DELETE_CALLS, [doc, doc])
 
     def insert_cdrs(self, rows: Sequence[Row]) -> int:
         return len(self._rows(_PG_CDRS, [_json(rows)]))
