@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from billing_core.adapters.sql.db import current_revision, make_engine, upgrade
 from billing_core.adapters.sql.store import SqlStore
-from billing_core.adapters.sql.tables import clients_t, transactions_t
+from billing_core.adapters.sql.tables import call_keys_t, calls_t, clients_t, transactions_t
 from billing_core.bootstrap import live_state
 from billing_core.domain.accounting_packets import AccountingEvent
 from billing_core.domain.identification import CallerFacts
@@ -301,6 +301,36 @@ def test_a_call_started_and_stopped_in_one_batch_is_charged_once_and_ended(db_ur
         (61, "0.20"),
     ]
     assert store.ledger_balances() == {1: Decimal("4.70")}
+
+
+def _orphan_keys(engine: Any) -> int:
+    """Identifiers whose call is gone (call_keys has no foreign key: migration 0010)."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(call_keys_t)
+                .where(call_keys_t.c.call_id.not_in(select(calls_t.c.id)))
+            ).scalar_one()
+        )
+
+
+def test_an_ended_call_takes_its_identifiers_with_it(db_url: str) -> None:
+    engine = make_engine(db_url)
+    load.apply_provisioning(engine, spec("1.00"))
+    store, authz, acct = services(db_url)
+    assert isinstance(decide(authz, call("a")).decision, Accept)
+    assert isinstance(decide(authz, call("b")).decision, Reject)  # a holds every cent
+    # a call of another batch: its row and identifiers written, then ended by its Stop
+    assert [o.result for o in acct.record_many([leg("c", 1)])] == ["recorded"]
+    assert [o.result for o in acct.record_many([leg("c", 2, 600)])] == ["charged"]
+    # the balance is gone: "a" asking again is refused, and its held call removed
+    assert decide(authz, call("a")).decision == Reject(RejectReason.ZERO_BALANCE)
+    assert store.count_active_calls() == 0
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(calls_t)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(call_keys_t)).scalar_one() == 0
+    assert _orphan_keys(engine) == 0
 
 
 def test_the_packets_are_stored_as_received(db_url: str) -> None:

@@ -76,6 +76,9 @@ class _CoreStatements:
         ).where(nas_epochs_t.c.nas_key.in_(bindparam("keys", expanding=True)))
         self.add_keys = ignore(call_keys_t).on_conflict_do_nothing()
         self.store_legs = ignore(cdrs_t).on_conflict_do_nothing().returning(cdrs_t.c.id)
+        self.end_keys = delete(call_keys_t).where(
+            call_keys_t.c.call_id.in_(bindparam("ids", expanding=True))
+        )
         self.end_calls = delete(calls_t).where(calls_t.c.id.in_(bindparam("ids", expanding=True)))
         self.correct = (
             update(cdrs_t)
@@ -214,7 +217,9 @@ class SqliteBulk:
         )
 
     def delete_calls(self, ids: Sequence[int]) -> None:
-        self.conn.execute(self.sql.end_calls, {"ids": list(ids)})
+        params = {"ids": list(ids)}
+        self.conn.execute(self.sql.end_keys, params)  # their call_keys with them
+        self.conn.execute(self.sql.end_calls, params)
 
     def insert_cdrs(self, rows: Sequence[Row]) -> int:
         return len(list(self.conn.execute(self.sql.store_legs, list(rows))))

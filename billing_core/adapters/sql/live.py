@@ -92,6 +92,9 @@ class _AuthStatements:
             )
             .returning(calls_t.c.id)
         )
+        self.delete_own_keys = delete(call_keys_t).where(
+            call_keys_t.c.call_id == bindparam("own_id")
+        )
         self.delete_own = delete(calls_t).where(calls_t.c.id == bindparam("own_id"))
 
 
@@ -339,6 +342,7 @@ class SqlLiveState:
                             [(call_id, request.nas_key, key) for key in request.identifiers]
                         )
             elif own is not None:
+                conn.execute(st.delete_own_keys, {"own_id": own})
                 conn.execute(st.delete_own, {"own_id": own})
             return decision
 

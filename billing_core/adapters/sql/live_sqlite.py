@@ -49,6 +49,7 @@ _INSERT_CALL = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, '', '', '', ?, ?, ?, ?)"
 )
 _INSERT_KEY = "INSERT OR IGNORE INTO call_keys (call_id, nas_key, key) VALUES (?, ?, ?)"
+_DELETE_OWN_KEYS = "DELETE FROM call_keys WHERE call_id = ?"
 _DELETE_OWN = "DELETE FROM calls WHERE id = ?"
 _ACTIVE = CallState.ACTIVE.value
 _HELD_STATE = CallState.HELD.value
@@ -145,6 +146,7 @@ class SqliteLiveState(SqlLiveState):
             else:
                 self._new_call(cursor, request, grant)
         elif own is not None:
+            cursor.execute(_DELETE_OWN_KEYS, (own,))
             cursor.execute(_DELETE_OWN, (own,))
         return decision
 

@@ -222,7 +222,8 @@ class TransactionRow(Base):
 
     __tablename__ = "transactions"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    # no foreign key: checked for every row accounting writes (migration 0010)
+    client_id: Mapped[int] = mapped_column(Integer, index=True)
     kind: Mapped[str] = mapped_column(String(16))  # payment | charge | call
     amount: Mapped[Decimal] = mapped_column(MoneyType)
     note: Mapped[str] = mapped_column(Text, default="")
@@ -262,7 +263,8 @@ class CallRow(Base):
     __tablename__ = "calls"
     __table_args__ = (Index("ix_calls_nas_key", "nas_key"),)
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    # no foreign key: checked for every row accounting writes (migration 0010)
+    client_id: Mapped[int] = mapped_column(Integer, index=True)
     account_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     nas_key: Mapped[str] = mapped_column(String(160))
     acct_session_id: Mapped[str] = mapped_column(String(255), default="")
@@ -289,8 +291,9 @@ class CallKeyRow(Base):
 
     __tablename__ = "call_keys"
     __table_args__ = (Index("ix_call_keys_nas_key_key", "nas_key", "key"),)
+    # no foreign key: deleted with its call in one statement (migration 0010)
     call_id: Mapped[int] = mapped_column(
-        ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
     )
     nas_key: Mapped[str] = mapped_column(String(160), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -311,7 +314,8 @@ class CdrRow(Base):
         ),
     )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    # no foreign key: checked for every row accounting writes (migration 0010)
+    client_id: Mapped[int] = mapped_column(Integer, index=True)
     account_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     call_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     nas_key: Mapped[str] = mapped_column(String(160))
