@@ -323,3 +323,22 @@ def test_a_batch_in_one_statement_decides_as_one_request_after_another(
     _reset(engine, balance, [], at)
     assert pg_store.authorize_many(requests) == one_by_one
     assert sorted(_calls(engine)) == expected
+
+
+def test_a_database_that_refuses_connections_is_an_outage_not_a_fault(pg_url: str) -> None:
+    """The statement's own connection is taken from the pool outside SQLAlchemy's
+    execution: a refused connection must still read as the database's outage (the daemon
+    then counts ``database_unavailable``, not ``handler_error``)."""
+    from sqlalchemy.engine import make_url
+
+    from billing_core.adapters.errors import unavailable
+
+    store = SqlStore(
+        make_engine(make_url(pg_url).set(port=1).render_as_string(False))
+    )  # nothing listens there
+    terms = GrantTerms(client(), rate(), 600)
+    at = datetime.now(UTC)
+    for authorize in (store.authorize, lambda r: store.authorize_many([r])[0]):
+        with pytest.raises(Exception) as caught:
+            authorize(hold_request(terms, ("c1",), at))
+        assert unavailable(caught.value) == "database", repr(caught.value)

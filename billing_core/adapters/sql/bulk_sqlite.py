@@ -19,6 +19,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.sql.elements import BindParameter
 
 from billing_core.domain.live_balance import LiveBalance, moved
 from billing_core.ports import CallRecord, StoredLeg
@@ -76,10 +77,9 @@ class _CoreStatements:
         ).where(nas_epochs_t.c.nas_key.in_(bindparam("keys", expanding=True)))
         self.add_keys = ignore(call_keys_t).on_conflict_do_nothing()
         self.store_legs = ignore(cdrs_t).on_conflict_do_nothing().returning(cdrs_t.c.id)
-        self.end_keys = delete(call_keys_t).where(
-            call_keys_t.c.call_id.in_(bindparam("ids", expanding=True))
-        )
-        self.end_calls = delete(calls_t).where(calls_t.c.id.in_(bindparam("ids", expanding=True)))
+        ended: BindParameter[list[int]] = bindparam("ids", expanding=True)
+        self.end_keys = delete(call_keys_t).where(call_keys_t.c.call_id.in_(ended))
+        self.end_calls = delete(calls_t).where(calls_t.c.id.in_(ended))
         self.correct = (
             update(cdrs_t)
             .where(cdrs_t.c.id == bindparam("cdr_id"))

@@ -280,8 +280,14 @@ class SqlLiveState:
         out of the engine's pool, pinged as any other): no BEGIN and COMMIT round trips,
         none of SQLAlchemy's statement and result handling, about 0.15 ms of CPU a
         request. A driver error comes out as SQLAlchemy's (an outage as
-        ``OperationalError``, the connection discarded), as the rest of the adapter's."""
-        pooled = self.engine.raw_connection()
+        ``OperationalError``, the connection discarded), as the rest of the adapter's; so
+        does a failure to connect (the pool's own ``connect`` raises the driver's error)."""
+        try:
+            pooled = self.engine.raw_connection()
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(
+                sql, params, exc, psycopg.Error, connection_invalidated=True
+            ) from exc
         driver = cast(psycopg.Connection[Any], pooled.driver_connection)
         try:
             driver.autocommit = True
