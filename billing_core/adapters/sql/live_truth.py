@@ -146,7 +146,7 @@ class SqlLiveTruth:
     # --- the live sequence: what reached a live state kept outside the database ----------------
     def unapplied_live(self, limit: int = 1000) -> list[tuple[int, int]]:
         """(client, live sequence) of clients whose latest live effects are not known to have
-        reached the live state (through the partial index on ``seq <> applied``)."""
+        reached the live state (a scan of the table: no index on the sequence, migration 0011)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(live_t.c.client_id, live_t.c.seq)

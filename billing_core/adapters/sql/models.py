@@ -25,7 +25,6 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    text,
     true,
 )
 from sqlalchemy.engine import Dialect
@@ -237,15 +236,10 @@ class TransactionRow(Base):
 class LiveBalanceRow(Base):
     """The live balance (sum of the ledger), kept in step with it in the same transaction."""
 
+    # no index on seq or applied (migration 0011): each accounting batch moves seq, and an
+    # indexed column would make every such update write its index entries again; the
+    # healer's read of ``seq <> applied`` is a scan of this small table each second
     __tablename__ = "live_balances"
-    __table_args__ = (
-        Index(
-            "ix_live_balances_unapplied",
-            "client_id",
-            postgresql_where=text("seq <> applied"),
-            sqlite_where=text("seq <> applied"),
-        ),
-    )
     client_id: Mapped[int] = mapped_column(
         ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
     )
