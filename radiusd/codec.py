@@ -182,12 +182,21 @@ class Request:
         return pairs
 
     def dump(self) -> dict[str, list[str]]:
-        """Every decoded attribute as text, for the accounting record (passwords never)."""
-        return {
-            name: [v.hex() if isinstance(v, bytes) else str(v) for v in values]
-            for name, values in self.attributes.items()
-            if name not in _NOT_DUMPED
-        }
+        """Every decoded attribute as text, for the accounting record (passwords never).
+        Most attributes come once and as text already: those are taken as they are."""
+        out: dict[str, list[str]] = {}
+        for name, values in self.attributes.items():
+            if name in _NOT_DUMPED:
+                continue
+            if len(values) == 1 and values[0].__class__ is str:
+                out[name] = [values[0]]
+            else:
+                out[name] = [_as_text(v) for v in values]
+        return out
+
+
+def _as_text(value: Any) -> str:
+    return value.hex() if isinstance(value, bytes) else str(value)
 
 
 _MA_ZERO = b"\x50\x12" + bytes(16)
