@@ -41,6 +41,16 @@ class AccountingEvent:
     attributes: dict[str, list[str]] = field(default_factory=dict)
     tags: str = ""  # the unordered pair of Sip-From-Tag and Sip-To-Tag; "" when not sent
     zero_final: bool = False  # [[nas]] zero_duration_stop = "final"
+    # identifiers(), computed once: a batch asks for them four or five times an event
+    _identifiers: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ids = [self.acct_session_id]
+        if self.conf_id:
+            ids.append(self.conf_id)
+        if self.avpair_call_id:
+            ids.append(self.avpair_call_id)
+        object.__setattr__(self, "_identifiers", tuple(dict.fromkeys(ids)))
 
     def has_own_duration(self) -> bool:
         """Acct-Session-Time, or h323 connect and disconnect times that both parse."""
@@ -61,12 +71,8 @@ class AccountingEvent:
         return self.arrived - timedelta(seconds=delay)
 
     def identifiers(self) -> tuple[str, ...]:
-        ids = [self.acct_session_id]
-        if self.conf_id:
-            ids.append(self.conf_id)
-        if self.avpair_call_id:
-            ids.append(self.avpair_call_id)
-        return tuple(dict.fromkeys(ids))
+        """Acct-Session-Id, h323-conf-id and the AVPair call-id, each once, in this order."""
+        return self._identifiers
 
     @property
     def billable(self) -> bool:

@@ -302,3 +302,15 @@ def test_identifiers(
     conf_id: str | None, avpair_call_id: str | None, expected: tuple[str, ...]
 ) -> None:
     assert event(conf_id=conf_id, avpair_call_id=avpair_call_id).identifiers() == expected
+
+
+def test_identifiers_follow_a_copy_with_other_values() -> None:
+    """They are computed once, when the event is made: a copy (``dataclasses.replace``)
+    computes its own, and they take no part in equality."""
+    import dataclasses
+
+    original = event(conf_id="conf-1", avpair_call_id=None)
+    copy = dataclasses.replace(original, acct_session_id="sess-2", avpair_call_id="call-2")
+    assert copy.identifiers() == ("sess-2", "conf-1", "call-2")
+    assert original.identifiers() == ("sess-1", "conf-1")
+    assert dataclasses.replace(original) == original

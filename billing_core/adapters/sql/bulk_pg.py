@@ -201,8 +201,8 @@ class PgBulk:
         """The statements inside go out without waiting for each other (psycopg's pipeline
         mode): a write is sent with the next read, and the block's end waits for what is
         left. A round trip cost client and server about 20 µs of CPU each, and an
-        accounting batch made sixteen (README: Performance). An error of a write surfaces
-        at the next read or at the block's end, as SQLAlchemy's error, as here always."""
+        accounting batch made up to fifteen, now ten (README: Accounting). An error of a
+        write surfaces at the next read or at the block's end, as SQLAlchemy's error."""
         with self._translated("-- the pipeline's pending statements", ()), self._driver.pipeline():
             yield
 
