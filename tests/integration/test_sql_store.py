@@ -538,34 +538,3 @@ def _call_row(call_id: int, client_id: int, at: datetime) -> dict[str, Any]:
         "accounted": True,
         "tags": "a;b",
     }
-
-
-def test_a_pipelined_write_that_fails_is_sqlalchemys_error_at_the_next_read(pg_url: str) -> None:
-    """In a pipeline a write's error arrives with the next answer taken: it comes out as
-    SQLAlchemy's error there (the daemon tells outages and conflicts apart by it), and the
-    statements after it did not run; the transaction is rolled back as a whole."""
-    from sqlalchemy.exc import IntegrityError
-
-    from billing_core.adapters.sql.bulk_pg import PgBulk
-
-    load.apply_provisioning(make_engine(pg_url), spec())
-    store, _auth, _acct = services(pg_url)
-    client_id = store.engine.connect().execute(select(func.min(clients_t.c.id))).scalar_one()
-    at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-    with pytest.raises(IntegrityError, match="pk_calls"), store.engine.begin() as conn:
-        bulk = PgBulk(conn)
-        (call_id,) = bulk.call_ids(1)
-        with bulk.pipelined():
-            bulk.insert_calls([_call_row(call_id, client_id, at)])
-            bulk.insert_calls([_call_row(call_id, client_id, at)])  # the same id: refused
-            bulk.insert_keys([(call_id, "nas", "s1")])
-            bulk.call_ids(1)  # the next answer taken
-    with store.engine.begin() as conn:
-        bulk = PgBulk(conn)
-        with bulk.pipelined():  # the writes of a block that ends well are all there
-            (call_id,) = bulk.call_ids(1)
-            bulk.insert_calls([_call_row(call_id, client_id, at)])
-            bulk.insert_keys([(call_id, "nas", "s1")])
-    assert [k for _r, _n, k in PgBulk(store.engine.connect()).calls([("nas", "s1")])] == ["s1"]
-    with store.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(calls_t)).scalar_one() == 1

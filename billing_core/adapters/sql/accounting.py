@@ -76,7 +76,6 @@ class SqlAccountingTx:
         self._legs_read: set[tuple[str, int, str]] = set()
         # call ids taken ahead from the database
         self._spare_ids: list[int] = []
-        self._events: list[dict[str, Any]] = []  # packets to store (record_events)
         # the writes, sent by flush()
         self._new_calls: dict[int, dict[str, Any]] = {}
         self._new_keys: dict[tuple[int, str, str], None] = {}
@@ -104,12 +103,6 @@ class SqlAccountingTx:
 
     # --- reading ahead -------------------------------------------------------------------------
     def prefetch(self, events: Sequence[AccountingEvent]) -> None:
-        # the packets (record_events) go out with the first read, in one round trip
-        with self.io.pipelined():
-            self._send_events()
-            self._prefetch(events)
-
-    def _prefetch(self, events: Sequence[AccountingEvent]) -> None:
         legs = [e for e in events if e.status in LEG_STATUSES and e.billable]
         if not legs:
             return
@@ -190,24 +183,21 @@ class SqlAccountingTx:
 
     # --- the domain's reads ----------------------------------------------------------------------
     def record_events(self, events: Sequence[AccountingEvent]) -> None:
-        """The packets as received: sent with the next statements (``prefetch`` or
-        ``flush``), always before the commit."""
-        self._events.extend(
-            {
-                "nas_key": event.nas_key,
-                "status": event.status,
-                "acct_session_id": event.acct_session_id,
-                "arrived": event.arrived,
-                "delay": event.delay,
-                "attributes": event.attributes,  # stored as compact JSON text
-            }
-            for event in events
+        if not events:
+            return
+        self.io.insert_events(
+            [
+                {
+                    "nas_key": event.nas_key,
+                    "status": event.status,
+                    "acct_session_id": event.acct_session_id,
+                    "arrived": event.arrived,
+                    "delay": event.delay,
+                    "attributes": event.attributes,  # stored as compact JSON text
+                }
+                for event in events
+            ],
         )
-
-    def _send_events(self) -> None:
-        if self._events:
-            self.io.insert_events(self._events)
-            self._events = []
 
     def current_epoch(self, nas_key: str) -> tuple[int, datetime | None]:
         self._read_epochs((nas_key,))
@@ -502,14 +492,8 @@ class SqlAccountingTx:
 
     # --- writing ---------------------------------------------------------------------------------
     def flush(self) -> None:
-        """Send the writes kept so far, one statement per kind, without waiting for each
-        other's answers where the database can (the transaction stays open)."""
-        with self.io.pipelined():
-            self._flush()
-
-    def _flush(self) -> None:
+        """Send the writes kept so far, one statement per kind (the transaction stays open)."""
         io = self.io
-        self._send_events()
         if self._new_calls:
             io.insert_calls(list(self._new_calls.values()))
             self._new_calls.clear()

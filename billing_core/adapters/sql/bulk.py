@@ -20,7 +20,6 @@ Rows go in as dicts keyed by column name, with domain values (``Decimal``, aware
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -39,11 +38,6 @@ CORRECTED = ("duration", "billed_duration", "cost", "corrected_at")
 
 
 class Bulk(Protocol):
-    def pipelined(self) -> AbstractContextManager[None]:
-        """The statements inside are sent without waiting for each other's answers where the
-        database can (PostgreSQL's pipeline mode); a read still returns its rows."""
-        ...
-
     def epochs(self, nas_keys: Sequence[str]) -> list[tuple[str, int, datetime | None]]: ...
 
     def calls(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[CallRecord, str, str]]:

@@ -13,8 +13,7 @@ invalidated as SQLAlchemy would. The columns written are the tables' own (``_col
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,7 +21,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import BigInteger, Boolean, Column, Connection, Integer, String, Table
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from billing_core.domain.money import from_micros, to_micros
 from billing_core.ports import CallRecord, StoredLeg
@@ -68,6 +69,24 @@ CDR_COLUMNS = _columns(cdrs_t)
 CORRECTION_COLUMNS = _columns(cdrs_t, only=("id", *CORRECTED))
 # the ledger's rows of calls: numbered by the database, invoiced later by billingctl
 CHARGE_COLUMNS = _columns(transactions_t, without=("id", "invoice_id"))
+
+
+def driver_execute(
+    dialect: Dialect, pooled: PoolProxiedConnection, cursor: Any, sql: str, params: tuple[Any, ...]
+) -> None:
+    """Execute on the driver's own cursor. A driver error comes out as SQLAlchemy's (outages
+    and deadlocks are told apart by it) and a broken connection is invalidated, as
+    SQLAlchemy's own execution does."""
+    dbapi = dialect.loaded_dbapi
+    try:
+        cursor.execute(sql, params)
+    except dbapi.Error as exc:
+        gone = dialect.is_disconnect(exc, pooled.dbapi_connection, cursor)
+        if gone:
+            pooled.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, params, exc, dbapi.Error, connection_invalidated=gone, dialect=dialect
+        ) from exc
 
 
 def _to_json(value: Any) -> Any:
@@ -194,48 +213,18 @@ class PgBulk:
     def __init__(self, conn: Connection) -> None:
         self._dialect = conn.dialect
         self._pooled = conn.connection  # the transaction's own: the statements run inside it
-        self._driver: Any = self._pooled.driver_connection
-
-    @contextmanager
-    def pipelined(self) -> Iterator[None]:
-        """The statements inside go out without waiting for each other (psycopg's pipeline
-        mode): a write is sent with the next read, and the block's end waits for what is
-        left. A round trip cost client and server about 20 µs of CPU each, and an
-        accounting batch made up to fifteen, now ten (README: Accounting). An error of a
-        write surfaces at the next read or at the block's end, as SQLAlchemy's error."""
-        with self._translated("-- the pipeline's pending statements", ()), self._driver.pipeline():
-            yield
-
-    @contextmanager
-    def _translated(self, sql: str, params: Sequence[Any]) -> Iterator[None]:
-        """A driver error comes out as SQLAlchemy's (outages and deadlocks are told apart by
-        it) and a broken connection is invalidated, as SQLAlchemy's own execution does."""
-        dbapi = self._dialect.loaded_dbapi
-        try:
-            yield
-        except dbapi.Error as exc:
-            gone = self._dialect.is_disconnect(exc, self._pooled.dbapi_connection, None)
-            if gone:
-                self._pooled.invalidate(exc)
-            raise DBAPIError.instance(
-                sql, params, exc, dbapi.Error, connection_invalidated=gone, dialect=self._dialect
-            ) from exc
+        self._cursor = self._pooled.cursor()
 
     def _execute(self, sql: str, params: Sequence[Any]) -> Any:
-        """A cursor of its own (in a pipeline each statement keeps its results until they
-        are taken), in the connection's transaction."""
-        cursor = self._driver.cursor()
-        with self._translated(sql, params):
-            cursor.execute(sql, tuple(params))
-        return cursor
+        """The driver's cursor, in the connection's transaction (see ``driver_execute``)."""
+        driver_execute(self._dialect, self._pooled, self._cursor, sql, tuple(params))
+        return self._cursor
 
     def _run(self, sql: str, params: Sequence[Any]) -> None:
         self._execute(sql, params)
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        cursor = self._execute(sql, params)
-        with self._translated(sql, params):
-            rows: list[tuple[Any, ...]] = cursor.fetchall()
+        rows: list[tuple[Any, ...]] = self._execute(sql, params).fetchall()
         return rows
 
     def epochs(self, nas_keys: Sequence[str]) -> list[tuple[str, int, datetime | None]]:

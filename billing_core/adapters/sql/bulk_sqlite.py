@@ -4,7 +4,6 @@ work as SQLAlchemy Core statements, built once."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -132,9 +131,6 @@ class SqliteBulk:
         self.conn = conn
         self.sql = _core_statements()
         self._next_call: int | None = None
-
-    def pipelined(self) -> AbstractContextManager[None]:
-        return nullcontext()  # in-process: no round trips to save
 
     def epochs(self, nas_keys: Sequence[str]) -> list[tuple[str, int, datetime | None]]:
         rows = self.conn.execute(self.sql.epochs, {"keys": list(nas_keys)})
