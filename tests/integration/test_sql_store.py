@@ -538,3 +538,54 @@ def _call_row(call_id: int, client_id: int, at: datetime) -> dict[str, Any]:
         "accounted": True,
         "tags": "a;b",
     }
+
+
+def _revision(engine: Any, revision: str, *, down: bool) -> None:
+    from alembic import command
+
+    from billing_core.adapters.sql.db import _alembic_config
+
+    cfg = _alembic_config()
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(cfg, revision)
+
+
+def test_migrations_0010_and_0011_keep_the_rows_and_drop_the_keys_and_index(db_url: str) -> None:
+    """A database with calls in progress, CDRs and ledger rows written at 0009 (foreign keys
+    and the partial index in place) upgrades to the head with every row kept (on SQLite the
+    tables are copied), the keys and the index gone, and accounting goes on."""
+    from sqlalchemy import inspect
+
+    engine = make_engine(db_url)
+    _revision(engine, "0009", down=True)  # 0011's and 0010's downgrades, on an empty database
+    assert {fk["name"] for fk in inspect(engine).get_foreign_keys("cdrs")} == {
+        "fk_cdrs_client_id_clients"
+    }
+    load.apply_provisioning(engine, spec("5.00"))
+    store, _authz, acct = services(db_url)
+    assert [o.result for o in acct.record_many([leg("a", 1), leg("b", 1)])] == ["recorded"] * 2
+    assert [o.result for o in acct.record_many([leg("b", 2, 61)])] == ["charged"]
+
+    def counts() -> dict[str, int]:
+        with engine.connect() as conn:
+            return {
+                t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in (calls_t, call_keys_t, transactions_t, clients_t)
+            }
+
+    before = counts()
+    assert before["calls"] == 1 and before["call_keys"] >= 2
+    engine.dispose()
+    _revision(engine, "head", down=False)
+    assert counts() == before
+    inspector = inspect(engine)
+    for table in ("calls", "call_keys", "cdrs", "transactions"):
+        assert inspector.get_foreign_keys(table) == [], table
+    assert "ix_live_balances_unapplied" not in {
+        i["name"] for i in inspector.get_indexes("live_balances")
+    }
+    # the call open at the upgrade is found and charged by its Stop, its identifiers gone
+    assert [o.result for o in acct.record_many([leg("a", 2, 60)])] == ["charged"]
+    assert counts()["calls"] == 0 and counts()["call_keys"] == 0
+    assert store.ledger_balances() == {1: Decimal("4.70")}
