@@ -7,11 +7,12 @@ Create Date: 2026-12-06
 Drops the foreign keys of ``calls.client_id``, ``call_keys.call_id``, ``cdrs.client_id`` and
 ``transactions.client_id``. Each was checked for every row written (a locking read of the
 client's row, which PostgreSQL writes to the WAL) and ``call_keys``' cascade ran one more
-query for every ended call: 12% of PostgreSQL's CPU per Accounting-Request (README:
-Performance). The writers never needed them: every row is written for a client read in the
-same process, a call's ``call_keys`` are deleted with it in one statement, and a client's
-full delete, refused while it has calls in progress, deletes its rows by name. The
-authorization function of 0009 deletes a refused call's keys itself now.
+query for every ended call: about a tenth of PostgreSQL's CPU per Accounting-Request
+(README: Accounting; BENCHMARKS.md: What the profiles changed). The writers never needed
+them: every row is written for a client read in the same process, a call's ``call_keys``
+are deleted with it in one statement, and a client's full delete, refused while it has
+calls in progress, deletes its rows by name. The authorization function of 0009 deletes a
+refused call's keys itself now.
 """
 
 import importlib

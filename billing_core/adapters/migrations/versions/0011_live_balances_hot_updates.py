@@ -9,7 +9,8 @@ healer marks it ``applied`` a second later. ``ix_live_balances_unapplied`` (0004
 index on ``seq <> applied``) made each of those updates a new row version with new index
 entries in both indexes; without it, and with room left in each page (``fillfactor`` 70 on
 PostgreSQL), PostgreSQL updates the row in its page (a HOT update) and no index is written:
-half the statement's time per row (12.3 to 6.0 µs, README: Performance). The healer's read
+half the statement's time per row (12.3 to 6.0 µs; BENCHMARKS.md: What the profiles
+changed). The healer's read
 of the clients not yet applied becomes a scan of the table, about a millisecond a second for
 10,000 clients, done by one node at a time.
 """
