@@ -1,10 +1,11 @@
 """`python -m bench.calls_in_progress [--redis-url URL]`: Redis CPU per authorization against
 the calls a client has in progress.
 
-A carrier's client may have thousands of calls up at once, and, when its switch accounts
-only answered calls (Kamailio's acc), thousands of holds that lapsed without a Start, which
-the live state keeps a day so that a late Start still finds its authorization. One client
-is loaded into an emptied Redis database with N active calls, or with N lapsed holds; then
+A carrier's client may have thousands of calls up at once, thousands of calls authorized in
+the last minutes and not started yet, and, when its switch accounts only answered calls
+(Kamailio's acc), thousands of holds that lapsed without a Start, which the live state
+keeps a day so that a late Start still finds its authorization. One client is loaded into
+an emptied Redis database with N active calls, N holds not lapsed, or N lapsed holds; then
 it is authorized again and again (ten calls in turn, so that the state stays as it is), and
 Redis's own account of the script's CPU (``INFO commandstats``, ``usec_per_call`` of
 EVALSHA) is read. The baseline is the same client with none, in the same run: the cost of
@@ -105,6 +106,9 @@ def measure(url: str, kind: str, size: int) -> Row:
     if kind == "lapsed holds":  # authorized an hour ago, never accounted
         for i in range(size):
             live.authorize(_request(f"gone-{i}", now - timedelta(hours=1)))
+    if kind == "holds not lapsed":  # authorized a minute ago, their calls not started yet
+        for i in range(size):
+            live.authorize(_request(f"ringing-{i}", now - timedelta(minutes=1)))
     r.config_resetstat()
     for i in range(PROBES):
         live.authorize(_request(f"probe-{i % 10}", now))
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = [
         measure(args.redis_url, kind, size)
-        for kind in ("active calls", "lapsed holds")
+        for kind in ("active calls", "lapsed holds", "holds not lapsed")
         for size in SIZES
     ]
     sys.stdout.write(table(rows) + "\n")

@@ -8,14 +8,20 @@ slot and runs unchanged on Redis Cluster):
                   a: account id, c: called number, n: NAS key, t: authorized ms, g: grant,
                   i: [identifiers], x: 1 when its accounting was recorded}
 - ``{c:N}:ids``   hash "<NAS key>|<identifier>" -> uid (a repeated Access-Request finds its call)
-- ``{c:N}:agg``   hash {ah: the holds of the active calls (micros), an: how many there are}
+- ``{c:N}:agg``   hash {ah: the holds of the active calls (micros), an: how many there are,
+                  hh and hc: the same of the held calls whose expiry is after hl, a time in
+                  ms that each authorization moves to its own, taking off the holds that
+                  lapsed meanwhile, gc: when the next authorization checks the tally}
 - ``{c:N}:hs``    sorted set of the uids of the held calls, scored by hold expiry (ms). The
                   scripts keep both in step with ``calls`` (``common.lua``), so that an
-                  authorization decodes only the holds that have not lapsed, not every call
-                  in progress nor every lapsed hold kept for its retention; a client without
-                  ``agg`` (written by an earlier version) is counted from its records at its
-                  next use, and a client's first authorization in ten seconds checks the
-                  tally against the records (a rolling upgrade: earlier nodes keep none)
+                  authorization decodes only the holds that lapsed since the last one (each
+                  hold once in its life), not every call in progress, every hold not yet
+                  lapsed, nor every lapsed hold kept for its retention; a request older than
+                  hl (another node's clock) also reads the holds that lapsed between the
+                  two. A client without ``agg`` or its held tally (written by an earlier
+                  version) is counted from its records at its next use, and a client's first
+                  authorization in ten seconds checks the tally against the records (a
+                  rolling upgrade: earlier nodes keep none)
 - ``{c:N}:seq``   the client's live sequence (``live_balances.seq``) of the last ledger write
                   applied here: effects apply only on top of the sequence before theirs
 - ``{c:N}:fail:<account>`` wrong passwords of a login account in its 60 s window (expires)

@@ -145,23 +145,35 @@ def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _tallied(r: redis.Redis, client_id: int = 7) -> tuple[tuple[int, int], dict[str, int]]:
+Tally = tuple[tuple[int, int, int, int], dict[str, int]]
+
+
+def _tallied(r: redis.Redis, client_id: int = 7) -> Tally:
     """What ``{c:N}:agg`` and ``{c:N}:hs`` must say, counted from the client's records: the
-    holds and number of the active calls, each held call's uid and hold expiry."""
+    holds and number of the active calls, those of the held calls whose expiry is after
+    ``hl`` (the time authorizations have taken lapsed holds off up to), each held call's uid
+    and hold expiry."""
     records = {
         _str(uid): json.loads(raw) for uid, raw in r.hgetall(f"{{c:{client_id}}}:calls").items()
     }
+    hl = int(r.hget(f"{{c:{client_id}}}:agg", "hl") or 0)
     active = [c for c in records.values() if c["s"] == "a"]
+    pending = [c for c in records.values() if c["s"] == "h" and int(c["e"]) > hl]
     held = {uid: int(c["e"]) for uid, c in records.items() if c["s"] == "h"}
-    return (sum(int(c["h"]) for c in active), len(active)), held
+    return (
+        sum(int(c["h"]) for c in active),
+        len(active),
+        sum(int(c["h"]) for c in pending),
+        len(pending),
+    ), held
 
 
-def _kept(r: redis.Redis, client_id: int = 7) -> tuple[tuple[int, int], dict[str, int]]:
+def _kept(r: redis.Redis, client_id: int = 7) -> Tally:
     tag = f"{{c:{client_id}}}"
-    ah, an = r.hmget(f"{tag}:agg", ["ah", "an"])
+    ah, an, hh, hc = r.hmget(f"{tag}:agg", ["ah", "an", "hh", "hc"])
     scored: Any = r.zrange(f"{tag}:hs", 0, -1, withscores=True)
     held = {_str(u): int(e) for u, e in scored}
-    return (int(ah or 0), int(an or 0)), held
+    return (int(ah or 0), int(an or 0), int(hh or 0), int(hc or 0)), held
 
 
 def _records(r: redis.Redis, client_id: int = 7) -> dict[str, Any]:
@@ -341,7 +353,9 @@ def test_a_client_written_before_the_tally_is_counted_at_its_next_use(redis_url:
     first = live.authorize(request(terms, ("conf-1",), uid="new1"))
     assert isinstance(first, Accept) and first.funds == Decimal("6.50")
     assert _kept(r) == _tallied(r)
-    assert _kept(r)[0] == (3_500_000, 2) and list(_kept(r)[1]) == ["new1"]
+    # the two active calls, and new1's hold (not lapsed): 3 of 3
+    assert _kept(r)[0][:2] == (3_500_000, 2) and _kept(r)[0][3] == 1
+    assert list(_kept(r)[1]) == ["new1"]
     assert live.authorize(request(terms, ("conf-2",), uid="new2")) == Reject(RejectReason.CAPACITY)
 
 

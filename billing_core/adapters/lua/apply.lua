@@ -22,7 +22,7 @@ for _, op in ipairs(ops) do
     local c, was = nil, nil
     if v then
       c = decode(v)
-      was = {s = c.s, h = c.h}
+      was = {s = c.s, h = c.h, e = c.e}
     else
       c = {h = op.h, a = op.a, c = op.c, n = op.n, t = 0, g = op.g, i = op.i, e = 0}
       if held then c.h = held.h; c.g = held.g; c.t = held.t end
@@ -34,7 +34,7 @@ for _, op in ipairs(ops) do
     local v = redis.call('HGET', K.calls, op.u)
     if v then
       local c = decode(v)
-      local was = {s = c.s, h = c.h}
+      local was = {s = c.s, h = c.h, e = c.e}
       c.s = 'h'; c.e = op.e
       put(op.u, c, was)
     end

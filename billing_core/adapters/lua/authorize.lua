@@ -8,9 +8,9 @@ if not balraw then return {'missing'} end
 K.calls, K.ids, K.agg, K.hs = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[19])
-local agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc')
-local counted = not agg[2]
-if counted then recount(); agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc') end
+local agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc', 'hc')
+local counted = not agg[4]
+if counted then recount(); agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc', 'hc') end
 -- the client's first authorization in ten seconds (gc: when the next may look) removes the
 -- holds lapsed past their retention whose call was never accounted, and checks the tally
 -- against the records (during a rolling upgrade, nodes of the earlier version write records
@@ -27,7 +27,7 @@ if not agg[3] or now >= tonumber(agg[3]) then
   end
   -- (a tally counted just now needs no check; one the check counted again is read again:
   -- the removals above touch only held calls, not ah and an)
-  if not counted and verify() then agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc') end
+  if not counted then verify() end
   redis.call('HSET', K.agg, 'gc', now + 10000)
 end
 local bal = tonumber(balraw)
@@ -62,19 +62,20 @@ for i = 1, n_ids do
   end
 end
 
--- the other calls that count: the active ones from agg, the holds that have not lapsed
--- (expiry after now) read one by one
-local held, count = tonumber(agg[1]), tonumber(agg[2])
-if own_c and own_c.s == 'a' then held = held - own_c.h; count = count - 1 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.hs, '(' .. now, '+inf')) do
-  if id ~= own then
+-- the other calls that count: the active ones and the holds that have not lapsed (expiry
+-- after now), from agg; a request older than hl (another node's clock, a request that
+-- waited) also counts the holds that lapsed between its time and hl, read one by one
+local tallied = advance(now)
+local held, count = tallied[1] + tallied[3], tallied[2] + tallied[4]
+local hl = tonumber(redis.call('HGET', K.agg, 'hl'))
+if now < hl then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.hs, '(' .. now, hl)) do
     local v = redis.call('HGET', K.calls, id)
-    if v then
-      held = held + decode(v).h; count = count + 1
-    else
-      redis.call('ZREM', K.hs, id)
-    end
+    if v then held = held + decode(v).h; count = count + 1 end
   end
+end
+if own_c and (own_c.s == 'a' or own_c.e > now) then
+  held = held - own_c.h; count = count - 1
 end
 
 local available = bal + credit
@@ -144,11 +145,13 @@ for i = 1, n_ids do ids[i] = ARGV[20 + i] end
 local key = own or uid
 local record = {s = 'h', h = hold, e = expires, a = account, c = called, n = nas, t = now,
                 g = grant, i = ids, x = 0, q = ARGV[21 + n_ids]}
+-- the record this one replaces (its part in the tally is taken away): the call's own, or
+-- one already under this uid (a request sent again under the same uid)
 local old = nil
-if own then
-  local v = redis.call('HGET', K.calls, own)
-  if v then
-    old = decode(v)
+local v = redis.call('HGET', K.calls, key)
+if v then
+  old = decode(v)
+  if own then
     if old.s == 'a' then record.s = 'a' end
     record.x = old.x
     record.t = old.t
