@@ -67,7 +67,7 @@ end
 -- waited) also counts the holds that lapsed between its time and hl, read one by one
 local tallied = advance(now)
 local held, count = tallied[1] + tallied[3], tallied[2] + tallied[4]
-local hl = tonumber(redis.call('HGET', K.agg, 'hl'))
+local hl = tallied[5]
 if now < hl then
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.hs, '(' .. now, hl)) do
     local v = redis.call('HGET', K.calls, id)

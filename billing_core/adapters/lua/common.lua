@@ -39,7 +39,7 @@ local function recount()
   for i = 1, #all, 2 do tally(all[i], decode(all[i + 1]), 1) end
 end
 -- hl moved forward to now: the holds that lapsed since are taken off hh and hc (decoded once
--- each, when they lapse); the new agg {ah, an, hh, hc}
+-- each, when they lapse); the new agg {ah, an, hh, hc, hl}
 local function advance(now)
   local agg = redis.call('HMGET', K.agg, 'ah', 'an', 'hh', 'hc', 'hl')
   local hh, hc, hl = tonumber(agg[3]), tonumber(agg[4]), tonumber(agg[5] or '0')
@@ -54,8 +54,9 @@ local function advance(now)
       end
     end
     redis.call('HSET', K.agg, 'hh', string.format('%d', hh), 'hc', hc, 'hl', now)
+    hl = now
   end
-  return {tonumber(agg[1]), tonumber(agg[2]), hh, hc}
+  return {tonumber(agg[1]), tonumber(agg[2]), hh, hc, hl}
 end
 -- whether agg and hs say what the records say; if not (a node of an earlier version wrote
 -- records without them, during a rolling upgrade), they are counted again: true then
