@@ -20,7 +20,7 @@ unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run setup deps test lint unit integration e2e bench bench-two-node clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py radiusd/_walk.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

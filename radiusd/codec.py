@@ -17,10 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pyrad import packet as rp
 from pyrad.dictionary import Dictionary
+
+_cwalk: ModuleType | None
+try:  # the attribute walk in C (setup.py: optional, built where a compiler is found)
+    from radiusd import _walk as _cwalk
+except ImportError:  # pragma: no cover - a build without a C compiler walks in Python
+    _cwalk = None
 
 ACCESS_REQUEST = rp.AccessRequest
 ACCESS_ACCEPT = rp.AccessAccept
@@ -39,10 +46,11 @@ _CHAP_CHALLENGE = 60
 # Digest-Attributes (207); kept as octets for radiusd.attributes.digest_credentials
 DIGEST_KINDS = frozenset((*range(103, 123), 206, 207))
 _DIGEST_ATTRIBUTES = 207
-# the attributes decode() keeps as received octets too
+# the attributes decode() keeps as received octets too (and as the C walk takes them)
 _RAW_KINDS = frozenset(
     (_PROXY_STATE, _USER_PASSWORD, _CHAP_PASSWORD, _CHAP_CHALLENGE, *DIGEST_KINDS)
 )
+_RAW_MASK = bytes(1 if kind in _RAW_KINDS else 0 for kind in range(256))
 
 # Every attribute the code reads or writes; a test checks each resolves in the dictionary.
 REQUEST_ATTRIBUTES = (
@@ -264,6 +272,19 @@ _DECODERS: dict[str, Callable[[bytes], Any]] = {
 
 Decoder = tuple[str, Callable[[bytes], Any]]
 
+# the C walk's value kinds (radiusd/_walk.c): 0 octets, 1 string, 2 integer, 3 ipaddr, 4 the
+# type's Python decoder
+_C_KINDS = {"string": 1, "integer": 2, "date": 2, "ipaddr": 3}
+# (name, kind, enumerated names or None, Python decoder or None): an entry of the C walk
+CEntry = tuple[str, int, dict[int, str] | None, Callable[[bytes], Any] | None]
+
+
+def _c_entry(info: _AttributeInfo) -> CEntry:
+    decode = _DECODERS.get(info.type)
+    kind = _C_KINDS.get(info.type, 4 if decode is not None else 0)
+    values = info.values if kind == 2 and info.values else None
+    return info.name, kind, values, decode if kind == 4 else None
+
 
 def _decoder(info: _AttributeInfo) -> Decoder:
     """(name, raw -> value) for one attribute, the type dispatch of _decode done once."""
@@ -306,16 +327,81 @@ class Codec:
                 self._vendor[(vendor, code)] = _decoder(info)
             elif 0 <= code < 256:
                 self._standard[code] = _decoder(info)
+        # the same tables for the C walk: standard by type, vendor attributes by
+        # vendor << 8 | type
+        self._c_standard: tuple[CEntry | None, ...] = tuple(
+            _c_entry(self._by_key[(0, code)]) if (0, code) in self._by_key else None
+            for code in range(256)
+        )
+        self._c_vendor: dict[int, CEntry] = {
+            vendor << 8 | code: _c_entry(info)
+            for (vendor, code), info in self._by_key.items()
+            if vendor and 0 <= code < 256
+        }
         self._encoded: dict[tuple[str, type, Any], bytes] = {}
 
     def decode(self, data: bytes, secret: bytes) -> Request:
         """Decode and verify authenticators; raise Malformed (reason label) on any failure."""
-        code = check_framing(data)
+        if _cwalk is not None:
+            code, length = _cwalk.frame(data, Malformed)
+        else:
+            code, length = check_framing(data), int.from_bytes(data[2:4], "big")
         if code not in (ACCESS_REQUEST, STATUS_SERVER, ACCOUNTING_REQUEST):
             raise Malformed("unknown_code", f"code {code}")
-        length = int.from_bytes(data[2:4], "big")
         packet = data[:length]
         authenticator = packet[4:20]
+        if _cwalk is not None:
+            attributes, raw_by_type, errors, ma_at = _cwalk.walk(
+                packet, self._c_standard, self._c_vendor, _RAW_MASK, Malformed
+            )
+        else:
+            attributes, raw_by_type, errors, ma_at = self.walk_py(packet)
+        if ma_at >= 0:
+            # RFC 3579 §3.2 / RFC 5080: an Accounting-Request's MA is taken with the Request
+            # Authenticator zeroed; an Access-Request's or Status-Server's as received
+            head = packet[:4] + (bytes(16) if code == ACCOUNTING_REQUEST else authenticator)
+            zeroed = head + packet[20:ma_at] + _MA_ZERO + packet[ma_at + 18 :]
+            expected = hmac.digest(secret, zeroed, "md5")
+            if not hmac.compare_digest(expected, packet[ma_at + 2 : ma_at + 18]):
+                raise Malformed("bad_message_authenticator")
+        if code == ACCOUNTING_REQUEST:
+            digest = hashlib.md5(  # noqa: S324 - RFC 2866 Request Authenticator
+                packet[:4] + bytes(16) + packet[20:] + secret
+            ).digest()
+            if not hmac.compare_digest(digest, authenticator):
+                raise Malformed("bad_authenticator")
+        request = Request(
+            code=code,
+            identifier=packet[1],
+            authenticator=authenticator,
+            attributes=attributes,
+            has_message_authenticator=ma_at >= 0,
+            has_proxy_state=_PROXY_STATE in raw_by_type,
+        )
+        request.raw = packet
+        request.secret = secret
+        request.proxy_states = raw_by_type.get(_PROXY_STATE, [])
+        if errors:
+            request.attribute_errors = errors
+        if code == ACCESS_REQUEST:
+            raw_password = raw_by_type.get(_USER_PASSWORD)
+            if raw_password:
+                request.password = pap_decrypt(raw_password[0], secret, authenticator)
+            raw_chap = raw_by_type.get(_CHAP_PASSWORD)
+            if raw_chap and len(raw_chap[0]) == 17:
+                challenge = raw_by_type.get(_CHAP_CHALLENGE, [authenticator])[0]
+                request.chap = (raw_chap[0][0], raw_chap[0][1:], challenge)
+            if 206 in raw_by_type or 207 in raw_by_type or 103 in raw_by_type:
+                request.digest = {k: v for k, v in raw_by_type.items() if k in DIGEST_KINDS}
+        return request
+
+    def walk_py(
+        self, packet: bytes
+    ) -> tuple[dict[str, list[Any]], dict[int, list[bytes]], list[str], int]:
+        """The attribute walk of a framed packet, in Python (radiusd/_walk.c is its twin in
+        C): (attributes by name, the octets of the types kept raw, by type, the names of
+        values that did not fit their type, the Message-Authenticator's offset or -1)."""
+        length = len(packet)
         standard = self._standard
         vendors = self._vendor
         attributes: dict[str, list[Any]] = {}
@@ -376,44 +462,7 @@ class Codec:
                     else:
                         values.append(decoded)
             pos += size
-        if ma_at >= 0:
-            # RFC 3579 §3.2 / RFC 5080: an Accounting-Request's MA is taken with the Request
-            # Authenticator zeroed; an Access-Request's or Status-Server's as received
-            head = packet[:4] + (bytes(16) if code == ACCOUNTING_REQUEST else authenticator)
-            zeroed = head + packet[20:ma_at] + _MA_ZERO + packet[ma_at + 18 :]
-            expected = hmac.digest(secret, zeroed, "md5")
-            if not hmac.compare_digest(expected, packet[ma_at + 2 : ma_at + 18]):
-                raise Malformed("bad_message_authenticator")
-        if code == ACCOUNTING_REQUEST:
-            digest = hashlib.md5(  # noqa: S324 - RFC 2866 Request Authenticator
-                packet[:4] + bytes(16) + packet[20:] + secret
-            ).digest()
-            if not hmac.compare_digest(digest, authenticator):
-                raise Malformed("bad_authenticator")
-        request = Request(
-            code=code,
-            identifier=packet[1],
-            authenticator=authenticator,
-            attributes=attributes,
-            has_message_authenticator=ma_at >= 0,
-            has_proxy_state=_PROXY_STATE in raw_by_type,
-        )
-        request.raw = packet
-        request.secret = secret
-        request.proxy_states = raw_by_type.get(_PROXY_STATE, [])
-        if errors:
-            request.attribute_errors = errors
-        if code == ACCESS_REQUEST:
-            raw_password = raw_by_type.get(_USER_PASSWORD)
-            if raw_password:
-                request.password = pap_decrypt(raw_password[0], secret, authenticator)
-            raw_chap = raw_by_type.get(_CHAP_PASSWORD)
-            if raw_chap and len(raw_chap[0]) == 17:
-                challenge = raw_by_type.get(_CHAP_CHALLENGE, [authenticator])[0]
-                request.chap = (raw_chap[0][0], raw_chap[0][1:], challenge)
-            if 206 in raw_by_type or 207 in raw_by_type or 103 in raw_by_type:
-                request.digest = {k: v for k, v in raw_by_type.items() if k in DIGEST_KINDS}
-        return request
+        return attributes, raw_by_type, errors, ma_at
 
     _ENCODED_MAX = 4096
 
