@@ -300,6 +300,36 @@ def _decoder(info: _AttributeInfo) -> Decoder:
     return info.name, enumerated
 
 
+def _walk_vendor_py(
+    value: bytes,
+    vendors: dict[tuple[int, int], Decoder],
+    attributes: dict[str, list[Any]],
+    errors: list[str],
+) -> None:
+    """A Vendor-Specific attribute's sub-attributes, into ``attributes`` (``walk_py``)."""
+    vendor = int.from_bytes(value[:4], "big")
+    sub = 4
+    end = len(value)
+    while sub + 2 <= end:
+        vtype, vlen = value[sub], value[sub + 1]
+        if vlen < 2 or sub + vlen > end:
+            raise Malformed("bad_attribute", "Vendor-Specific sub-attribute")
+        found = vendors.get((vendor, vtype))
+        if found is not None:
+            name, decode = found
+            try:
+                decoded = decode(value[sub + 2 : sub + vlen])
+            except Malformed:  # a value that does not fit its type: kept raw
+                decoded = value[sub + 2 : sub + vlen]
+                errors.append(name)
+            values = attributes.get(name)
+            if values is None:
+                attributes[name] = [decoded]
+            else:
+                values.append(decoded)
+        sub += vlen
+
+
 class Codec:
     """Decodes requests and encodes replies with a struct walk over the attributes, using the
     pyrad dictionary for names and types (pyrad's own codec costs several times more per
@@ -413,27 +443,7 @@ class Codec:
             kind, size = packet[pos], packet[pos + 1]
             value = packet[pos + 2 : pos + size]
             if kind == 26:
-                vendor = int.from_bytes(value[:4], "big")
-                sub = 4
-                end = len(value)
-                while sub + 2 <= end:
-                    vtype, vlen = value[sub], value[sub + 1]
-                    if vlen < 2 or sub + vlen > end:
-                        raise Malformed("bad_attribute", "Vendor-Specific sub-attribute")
-                    found = vendors.get((vendor, vtype))
-                    if found is not None:
-                        name, decode = found
-                        try:
-                            decoded = decode(value[sub + 2 : sub + vlen])
-                        except Malformed:  # a value that does not fit its type: kept raw
-                            decoded = value[sub + 2 : sub + vlen]
-                            errors.append(name)
-                        values = attributes.get(name)
-                        if values is None:
-                            attributes[name] = [decoded]
-                        else:
-                            values.append(decoded)
-                    sub += vlen
+                _walk_vendor_py(value, vendors, attributes, errors)
             else:
                 if kind == _MESSAGE_AUTHENTICATOR:
                     if size != 18 or ma_at >= 0:
