@@ -316,18 +316,26 @@ def _walk_vendor_py(
             raise Malformed("bad_attribute", "Vendor-Specific sub-attribute")
         found = vendors.get((vendor, vtype))
         if found is not None:
-            name, decode = found
-            try:
-                decoded = decode(value[sub + 2 : sub + vlen])
-            except Malformed:  # a value that does not fit its type: kept raw
-                decoded = value[sub + 2 : sub + vlen]
-                errors.append(name)
-            values = attributes.get(name)
-            if values is None:
-                attributes[name] = [decoded]
-            else:
-                values.append(decoded)
+            _add_value(found, value[sub + 2 : sub + vlen], attributes, errors)
         sub += vlen
+
+
+def _add_value(
+    decoder: Decoder, raw: bytes, attributes: dict[str, list[Any]], errors: list[str]
+) -> None:
+    """One attribute's value decoded into ``attributes``; a value that does not fit its type
+    is kept as its octets and named in ``errors`` (``walk_py``)."""
+    name, decode = decoder
+    try:
+        decoded = decode(raw)
+    except Malformed:
+        decoded = raw
+        errors.append(name)
+    values = attributes.get(name)
+    if values is None:
+        attributes[name] = [decoded]
+    else:
+        values.append(decoded)
 
 
 class Codec:
@@ -460,17 +468,7 @@ class Codec:
                         continue
                 known = standard[kind]
                 if known is not None:
-                    name, decode = known
-                    try:
-                        decoded = decode(value)
-                    except Malformed:  # a value that does not fit its type: kept raw
-                        decoded = value
-                        errors.append(name)
-                    values = attributes.get(name)
-                    if values is None:
-                        attributes[name] = [decoded]
-                    else:
-                        values.append(decoded)
+                    _add_value(known, value, attributes, errors)
             pos += size
         return attributes, raw_by_type, errors, ma_at
 
