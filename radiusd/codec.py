@@ -1,7 +1,9 @@
 """The only module that imports pyrad: datagrams <-> plain request values, reply building.
 
 pyrad gives the dictionaries (names, types, vendors) and the packet codes; the datagrams
-themselves are decoded and encoded here, by a struct walk over the attributes. Its
+themselves are decoded and encoded here, by a struct walk over the attributes (in C,
+``radiusd/_walk.c``, where the package was built with a compiler; else in Python,
+``Codec.walk_py`` and ``check_framing``, which the tests hold the C walk to). Its
 structural checks (header, lengths, attribute framing) are strict: an attribute whose
 length overruns the packet makes it malformed, never truncated.
 """
