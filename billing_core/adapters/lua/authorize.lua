@@ -8,14 +8,15 @@ if not balraw then return {'missing'} end
 K.calls, K.ids, K.agg, K.hs = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[19])
-local agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc', 'hc')
-local counted = not agg[4]
-if counted then recount(); agg = redis.call('HMGET', K.agg, 'ah', 'an', 'gc', 'hc') end
+-- (gc: when the next check may run; hc missing: a tally to count first, see ready())
+local agg = redis.call('HMGET', K.agg, 'gc', 'hc')
+local counted = not agg[2]
+if counted then recount(); agg[1] = nil end  -- (recount drops gc with the rest of agg)
 -- the client's first authorization in ten seconds (gc: when the next may look) removes the
 -- holds lapsed past their retention whose call was never accounted, and checks the tally
 -- against the records (during a rolling upgrade, nodes of the earlier version write records
 -- without it)
-if not agg[3] or now >= tonumber(agg[3]) then
+if not agg[1] or now >= tonumber(agg[1]) then
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.hs, '-inf', '(' .. (now - retention))) do
     local v = redis.call('HGET', K.calls, id)
     if not v then
@@ -25,8 +26,8 @@ if not agg[3] or now >= tonumber(agg[3]) then
       if c.x ~= 1 then drop(id, c) end
     end
   end
-  -- (a tally counted just now needs no check; one the check counted again is read again:
-  -- the removals above touch only held calls, not ah and an)
+  -- (a tally counted just now needs no check; advance() below reads the tally as the check
+  -- and the removals above left it)
   if not counted then verify() end
   redis.call('HSET', K.agg, 'gc', now + 10000)
 end

@@ -58,8 +58,8 @@ local function advance(now)
   end
   return {tonumber(agg[1]), tonumber(agg[2]), hh, hc, hl}
 end
--- whether agg and hs say what the records say; if not (a node of an earlier version wrote
--- records without them, during a rolling upgrade), they are counted again: true then
+-- agg and hs checked against the records; if they differ (a node of an earlier version
+-- wrote records without them, during a rolling upgrade), they are counted again
 local function verify()
   local ah, an, hh, hc, held = 0, 0, 0, 0, {}
   local n_held = 0
@@ -85,7 +85,6 @@ local function verify()
     end
   end
   if not same then recount() end
-  return not same
 end
 -- a client whose records were written without agg, or without its held tally (by a version
 -- before it), is counted once
