@@ -494,6 +494,10 @@ def extras(bench: Bench, run: Run, big: datagen.DataSet, small: datagen.DataSet)
         prod.cleanup()
     embedded = bench.targets.get("ours-sqlite")
     sqlite_auth = run.get("ours-sqlite", "auth")
+    if embedded is prod:  # the embedded default is the only deployment: measured above
+        run.half_load_embedded, run.half_load_embedded_rate = run.half_load, run.half_load_rate
+        run.latency_embedded = run.latency
+        return
     if isinstance(embedded, OurServer) and sqlite_auth is not None and "half" in chosen:
         rate = sqlite_auth.result.rate if sqlite_auth.result.rate > 0 else 100.0
         try:
