@@ -121,9 +121,23 @@ class Run:
     # issue 14: each credential method at one offered rate, in rounds (batching alike)
     methods: list[Measurement] = field(default_factory=list)
     methods_rate: float | None = None
+    # issue 18: the CPU targets' scenarios measured again, rounds 2.. (round 1 is
+    # ``measurements``), each round with new calls and the targets in turn
+    cpu_rounds: list[list[Measurement]] = field(default_factory=list)
 
     def get(self, target: str, scenario: str) -> Measurement | None:
-        for m in self.measurements:
-            if m.target == target and m.scenario == scenario:
-                return m
-        return None
+        return _find(self.measurements, target, scenario)
+
+    def rounds(self, target: str, scenario: str) -> list[Measurement | None]:
+        """``target``'s measurement of ``scenario`` in each round of the CPU targets (round
+        1 first; None where a round did not measure it)."""
+        return [self.get(target, scenario)] + [
+            _find(extra, target, scenario) for extra in self.cpu_rounds
+        ]
+
+
+def _find(measurements: list[Measurement], target: str, scenario: str) -> Measurement | None:
+    for m in measurements:
+        if m.target == target and m.scenario == scenario:
+            return m
+    return None

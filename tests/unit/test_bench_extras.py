@@ -55,3 +55,68 @@ def test_the_embedded_default_alone_is_measured_at_half_load_once(
     assert run.half_load_embedded is half
     assert run.half_load_embedded_rate == 500.0
     assert server.stopped == 1
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_cpu_rounds_measure_the_targets_pairs_in_turn_with_new_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[tuple[int, str, str]] = []  # (pool, target, scenario)
+    pools = iter(range(100))
+
+    def measure(target: Any, scenario: str, pool: Any, *_args: Any) -> Measurement:
+        sent.append((pool, target.name, scenario))
+        return Measurement(target.name, scenario, Result(requests=1), Reading())
+
+    monkeypatch.setattr(cli, "measure", measure)
+    monkeypatch.setattr("bench.cli.time.sleep", lambda _s: None)
+    bench = SimpleNamespace(
+        seconds=lambda: 1.0,
+        pool=lambda *_a, **_k: next(pools),
+        load=None,
+        checker=None,
+    )
+    running = [
+        _Named(n) for n in ("ours-sqlite", "ours-pg", "ours-pg-redis", "fr-static", "fr-sql")
+    ]
+    run = Run("now", {}, {}, {})
+    args = SimpleNamespace(cpu_rounds=3, max_rate=100.0)
+    cli._cpu_rounds(bench, run, args, ["auth", "acct", "mix"], running, None)  # type: ignore[arg-type]
+    assert len(run.cpu_rounds) == 2
+    # round 2: rlm_sql first; ours-pg only where a target names it (authorization)
+    assert sent[:5] == [
+        (0, "fr-sql", "auth"),
+        (0, "ours-pg-redis", "auth"),
+        (0, "ours-pg", "auth"),
+        (1, "fr-sql", "acct"),
+        (1, "ours-pg-redis", "acct"),
+    ]
+    # round 3: our server first, on pools of its own
+    assert sent[5:] == [
+        (2, "ours-pg", "auth"),
+        (2, "ours-pg-redis", "auth"),
+        (2, "fr-sql", "auth"),
+        (3, "ours-pg-redis", "acct"),
+        (3, "fr-sql", "acct"),
+    ]
+    assert run.rounds("ours-pg-redis", "acct")[1:] == [
+        m
+        for extra in run.cpu_rounds
+        for m in extra
+        if m.target == "ours-pg-redis" and m.scenario == "acct"
+    ]
+
+
+def test_no_cpu_rounds_without_rlm_sql_or_with_one_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "measure", lambda *_a: pytest.fail("measured"))
+    bench = SimpleNamespace(seconds=lambda: 1.0, pool=lambda *_a, **_k: 0, load=None, checker=None)
+    run = Run("now", {}, {}, {})
+    ours = [_Named("ours-pg-redis")]
+    cli._cpu_rounds(bench, run, SimpleNamespace(cpu_rounds=3, max_rate=1.0), ["acct"], ours, None)  # type: ignore[arg-type]
+    both = [*ours, _Named("fr-sql")]
+    cli._cpu_rounds(bench, run, SimpleNamespace(cpu_rounds=1, max_rate=1.0), ["acct"], both, None)  # type: ignore[arg-type]
+    assert run.cpu_rounds == []
