@@ -171,6 +171,17 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _rounds(text: str) -> int:
+    """A number of rounds: a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of rounds (1 or more)")
+    return value
+
+
 def _two_node_options(p: argparse.ArgumentParser) -> None:
     """The two-node scenario (issue 12)."""
     p.add_argument(
@@ -182,7 +193,7 @@ def _two_node_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--two-node-rounds",
-        type=int,
+        type=_rounds,
         default=2,
         help="rounds of one node and two nodes (the second round two nodes first, and so on: "
         "against the machine's noise and the order's)",
@@ -190,7 +201,7 @@ def _two_node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-two-node", action="store_true", help="skip the two-node scenario")
     p.add_argument(
         "--cpu-rounds",
-        type=int,
+        type=_rounds,
         default=3,
         help="rounds of the CPU targets' scenarios (issue 18: acct, auth, calls on our server "
         "and on rlm_sql, new calls each round, rlm_sql first in even rounds); the targets "

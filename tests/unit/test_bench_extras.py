@@ -120,3 +120,15 @@ def test_no_cpu_rounds_without_rlm_sql_or_with_one_round(monkeypatch: pytest.Mon
     both = [*ours, _Named("fr-sql")]
     cli._cpu_rounds(bench, run, SimpleNamespace(cpu_rounds=1, max_rate=1.0), ["acct"], both, None)  # type: ignore[arg-type]
     assert run.cpu_rounds == []
+
+
+@pytest.mark.parametrize("option", ["--cpu-rounds", "--two-node-rounds"])
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_a_number_of_rounds_below_one_is_refused_in_one_line(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse_args([option, value])
+    assert exit_.value.code == 2
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
+    assert line.endswith(f"argument {option}: {value!r} is not a number of rounds (1 or more)")
