@@ -75,6 +75,23 @@ class LatencyCompare:
     small: Result
 
 
+def pooled(results: list[Result]) -> Result:
+    """Runs of one measurement taken as one: their latencies together (percentiles over
+    all of them), their counts added up."""
+    out = Result()
+    for r in results:
+        out.window += r.window
+        out.requests += r.requests
+        out.jobs += r.jobs
+        out.latencies += r.latencies
+        out.verified += r.verified
+        out.timeouts += r.timeouts
+        out.failures += r.failures
+        out.unexpected += r.unexpected
+        out.unsent += r.unsent
+    return out
+
+
 @dataclass
 class NodesRun:
     """One deployment of the two-node scenario: one node or two, on one kind of Redis."""

@@ -1,5 +1,5 @@
-"""The extras' flow (bench/cli.py): the embedded default's half load when it is the only
-deployment measured."""
+"""The bench's flow (bench/cli.py): the CPU targets' rounds, the latency runs in turn, the
+embedded default's half load when it is the only deployment, the numbers of rounds."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bench import cli
-from bench.loadgen import Result
+from bench import cli, procstat
+from bench.loadgen import LoadSpec, Result
 from bench.procstat import Reading
 from bench.results import Measurement, Run
 from bench.targets import OurServer
@@ -132,3 +132,36 @@ def test_a_number_of_rounds_below_one_is_refused_in_one_line(
     assert exit_.value.code == 2
     [line] = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
     assert line.endswith(f"argument {option}: {value!r} is not a number of rounds (1 or more)")
+
+
+def test_latency_big_and_small_runs_each_twice_in_turn_and_pools_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs: list[str] = []
+    sizes = {"big": 0.002, "small": 0.001}
+
+    def fresh(_bench: Any, _prod: Any, _data: Any, size: str) -> Any:
+        return SimpleNamespace(name=size, stop=lambda: None, cleanup=lambda: None)
+
+    def measure(target: Any, *_args: Any) -> Measurement:
+        runs.append(target.name)
+        latency = sizes[target.name] * (1 + len(runs))  # the machine slows down run by run
+        return Measurement(target.name, "auth", Result(latencies=[latency] * 10), Reading())
+
+    monkeypatch.setattr(cli, "_fresh_server", fresh)
+    monkeypatch.setattr(cli, "measure", measure)
+    monkeypatch.setattr(procstat, "wait_until_quiet", lambda: (0.0, 0.0))
+    bench = SimpleNamespace(
+        load=LoadSpec(duration=1.0, warmup=0.1, timeout=1.0, sockets=1, lanes=1),
+        start=lambda _t, _r: True,
+        targets={},
+        pool=lambda *_a: [],
+        checker=None,
+    )
+    prod = _Server()
+    compare = cli._latency_big_and_small(bench, Run("now", {}, {}, {}), prod, None, None, 800.0)  # type: ignore[arg-type]
+    assert runs == ["big", "small", "small", "big"]
+    assert compare is not None
+    assert sorted(set(compare.big.latencies)) == [0.002 * 2, 0.002 * 5]
+    assert sorted(set(compare.small.latencies)) == [0.001 * 3, 0.001 * 4]
+    assert prod.stopped == 1

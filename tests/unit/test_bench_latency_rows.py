@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench.loadgen import Result
 from bench.report import _latency_rows
-from bench.results import LatencyCompare
+from bench.results import LatencyCompare, pooled
 
 
 def _result(ms: float) -> Result:
@@ -31,3 +31,13 @@ def test_a_big_figure_below_the_small_one_is_no_cost_of_size() -> None:
 def test_no_measurement_is_no_verdict() -> None:
     [row] = _latency_rows(None, "x")
     assert row[1] == "–" and "pass" not in row[-1] and "FAIL" not in row[-1]
+
+
+def test_pooled_runs_give_percentiles_over_all_their_latencies() -> None:
+    early = Result(window=10.0, requests=4, latencies=[0.001, 0.002, 0.003, 0.004], timeouts=1)
+    late = Result(window=10.0, requests=4, latencies=[0.005, 0.006, 0.007, 0.008], unsent=2)
+    both = pooled([early, late])
+    assert both.percentile(50) == 0.004
+    assert both.percentile(99) == 0.008
+    assert (both.requests, both.window, both.timeouts, both.unsent) == (8, 20.0, 1, 2)
+    assert both.rate == 0.4
