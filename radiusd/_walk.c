@@ -1,10 +1,11 @@
 /* radiusd._walk: the attribute walk of radiusd.codec.Codec.decode, in C.
  *
  * Optional: `pip install .` builds it where a C compiler is found, and the codec falls back
- * to its Python walk where it is not (codec.py, _walk_py and check_framing, the reference:
- * tests check both give the same values and the same Malformed reasons). The Python walk
- * cost about 15 us of a 400-byte Accounting-Request, a twentieth of the server's CPU per
- * request; this one about 2 us.
+ * to its Python walk where it is not (codec.py, Codec.walk_py and check_framing, the
+ * reference: tests check both give the same values and the same Malformed reasons). A
+ * decode of a 400-byte Accounting-Request took about 15 us with the Python walk, a
+ * twentieth of the server's CPU per request, and 5 us with this one (the walk alone: about
+ * 8 us in Python, 1.5 us here).
  *
  *   frame(data, Malformed) -> (code, length)
  *       check_framing: header, length field, attribute framing (a short Vendor-Specific).
